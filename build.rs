@@ -1,0 +1,27 @@
+//! Compiles `proto/` with protox (pure Rust, so no system `protoc` is needed)
+//! and writes the descriptor set that server reflection serves.
+
+use std::{env, fs, path::PathBuf};
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // tonic-prost-build only emits rerun-if-changed when it runs protoc itself.
+    println!("cargo:rerun-if-changed=proto");
+
+    // Source info keeps the proto comments, so reflection clients can show them.
+    let fds = protox::Compiler::new(["proto"])?
+        .include_source_info(true)
+        .include_imports(true)
+        .open_files(["recur/v1/recur.proto"])?
+        .file_descriptor_set();
+
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(out_dir.join("recur_descriptor.bin"), fds.encode_to_vec())?;
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

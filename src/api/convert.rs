@@ -1,0 +1,494 @@
+//! Proto <-> domain. Every check of client input that can name a field
+//! happens here, so a bad request is refused whole, before anything changes,
+//! with the field's proto path in the message.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use reqwest::header::{HeaderName, HeaderValue};
+
+use crate::{
+    action::{Actions, http::ALLOWED_METHODS, redis::check_command},
+    pb::v1 as pb,
+    scheduler::{
+        Error,
+        schedule::{Cadence, Limits, Schedule, ScheduleInput},
+    },
+    task::{
+        Action, CustomAction, HttpAction, OverlapPolicy, RedisAction, RetryPolicy, TaskId,
+        TaskRecord, TaskResult, TaskSpec, TaskState, Trigger,
+    },
+};
+
+/// Most labels on a task.
+pub const MAX_LABELS: usize = 32;
+/// Longest label key.
+pub const MAX_LABEL_KEY: usize = 63;
+/// Longest label value.
+pub const MAX_LABEL_VALUE: usize = 255;
+/// Most headers on an HTTP action.
+pub const MAX_HEADERS: usize = 64;
+/// Longest pause or cancel reason, and request id.
+pub const MAX_REASON: usize = 1024;
+/// Longest request id.
+pub const MAX_REQUEST_ID: usize = 128;
+/// Most arguments of a Redis action.
+pub const MAX_REDIS_ARGS: usize = 1024;
+/// Most attempts per run.
+pub const MAX_ATTEMPTS: u32 = 100;
+/// What header values read back as.
+pub const REDACTED: &str = "<redacted>";
+
+/// What validating a spec needs to know about this server.
+pub struct SpecContext<'a> {
+    /// Shortest interval.
+    pub min_interval: Duration,
+    /// Timeout when none is given.
+    pub default_timeout: Duration,
+    /// Longest timeout.
+    pub max_timeout: Duration,
+    /// The server's Redis key prefix.
+    pub key_prefix: &'a str,
+    /// Registered handlers and whether Redis is there.
+    pub actions: &'a Actions,
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
+    Error::InvalidArgument {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Parses a task id field.
+pub fn task_id(field: &str, raw: &str) -> Result<TaskId, Error> {
+    TaskId::parse(raw).map_err(|reason| invalid(field, reason))
+}
+
+/// Checks a free-text field's length.
+pub fn text(field: &str, raw: String, max: usize) -> Result<String, Error> {
+    if raw.len() > max {
+        return Err(invalid(field, format!("longer than {max} bytes")));
+    }
+    Ok(raw)
+}
+
+fn duration(field: &str, d: &prost_types::Duration) -> Result<Duration, Error> {
+    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
+        return Err(invalid(field, "must be a non-negative duration"));
+    }
+    Ok(Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+fn timestamp(field: &str, t: &prost_types::Timestamp) -> Result<DateTime<Utc>, Error> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(invalid(field, "nanos out of range"));
+    }
+    DateTime::from_timestamp(t.seconds, t.nanos as u32)
+        .ok_or_else(|| invalid(field, "out of range"))
+}
+
+/// Converts and validates a spec; `field` is its path (`spec`).
+pub fn spec(
+    field: &str,
+    raw: Option<pb::TaskSpec>,
+    ctx: &SpecContext<'_>,
+) -> Result<TaskSpec, Error> {
+    let raw = raw.ok_or_else(|| invalid(field, "is required"))?;
+    let schedule = schedule(&format!("{field}.schedule"), raw.schedule, ctx)?;
+    let action = action(&format!("{field}.action"), raw.action, ctx)?;
+    let timeout = match raw.timeout {
+        Some(t) => {
+            let t = duration(&format!("{field}.timeout"), &t)?;
+            if t.is_zero() {
+                ctx.default_timeout
+            } else if t > ctx.max_timeout {
+                return Err(invalid(
+                    format!("{field}.timeout"),
+                    format!("must be at most {:?}", ctx.max_timeout),
+                ));
+            } else {
+                t
+            }
+        }
+        None => ctx.default_timeout,
+    };
+    let overlap = match pb::OverlapPolicy::try_from(raw.overlap) {
+        Ok(pb::OverlapPolicy::Unspecified | pb::OverlapPolicy::Skip) => OverlapPolicy::Skip,
+        Ok(pb::OverlapPolicy::Allow) => OverlapPolicy::Allow,
+        Ok(pb::OverlapPolicy::CancelRunning) => OverlapPolicy::CancelRunning,
+        Ok(pb::OverlapPolicy::BufferOne) => OverlapPolicy::BufferOne,
+        Err(_) => {
+            return Err(invalid(
+                format!("{field}.overlap"),
+                format!("unknown value {}", raw.overlap),
+            ));
+        }
+    };
+    let retry = retry(&format!("{field}.retry"), raw.retry)?;
+    let labels = labels(&format!("{field}.labels"), raw.labels)?;
+    Ok(TaskSpec {
+        schedule,
+        action,
+        timeout,
+        overlap,
+        retry,
+        labels,
+    })
+}
+
+fn schedule(
+    field: &str,
+    raw: Option<pb::Schedule>,
+    ctx: &SpecContext<'_>,
+) -> Result<Schedule, Error> {
+    let raw = raw.ok_or_else(|| invalid(field, "is required"))?;
+    let (every, cron) = match raw.cadence {
+        Some(pb::schedule::Cadence::Every(d)) => {
+            (Some(duration(&format!("{field}.every"), &d)?), None)
+        }
+        Some(pb::schedule::Cadence::Cron(c)) => (None, Some(c)),
+        None => (None, None),
+    };
+    let input = ScheduleInput {
+        every,
+        cron,
+        time_zone: raw.time_zone,
+        jitter: raw
+            .jitter
+            .map(|j| duration(&format!("{field}.jitter"), &j))
+            .transpose()?
+            .unwrap_or_default(),
+        start_at: raw
+            .start_at
+            .map(|t| timestamp(&format!("{field}.start_at"), &t))
+            .transpose()?,
+        end_at: raw
+            .end_at
+            .map(|t| timestamp(&format!("{field}.end_at"), &t))
+            .transpose()?,
+        max_runs: raw.max_runs,
+    };
+    Schedule::from_input(
+        input,
+        &Limits {
+            min_interval: ctx.min_interval,
+        },
+    )
+    .map_err(|e| invalid(e.field, e.reason))
+}
+
+fn action(field: &str, raw: Option<pb::Action>, ctx: &SpecContext<'_>) -> Result<Action, Error> {
+    let raw = raw.ok_or_else(|| invalid(field, "is required"))?;
+    match raw.kind {
+        None => Err(invalid(field, "set one of http, redis or custom")),
+        Some(pb::action::Kind::Http(http)) => {
+            Ok(Action::Http(http_action(&format!("{field}.http"), http)?))
+        }
+        Some(pb::action::Kind::Redis(redis)) => {
+            let field = format!("{field}.redis");
+            if redis.args.len() > MAX_REDIS_ARGS {
+                return Err(invalid(
+                    format!("{field}.args"),
+                    format!("more than {MAX_REDIS_ARGS} arguments"),
+                ));
+            }
+            check_command(&redis.args, ctx.key_prefix)
+                .map_err(|r| invalid(format!("{field}.args"), r))?;
+            if !ctx.actions.has_redis() {
+                return Err(Error::Unsupported {
+                    field,
+                    reason: "this server has no Redis configured (start it with --redis-url)"
+                        .into(),
+                });
+            }
+            Ok(Action::Redis(RedisAction { args: redis.args }))
+        }
+        Some(pb::action::Kind::Custom(custom)) => {
+            let field = format!("{field}.custom");
+            let Some(handler) = ctx.actions.handler(&custom.kind) else {
+                return Err(invalid(
+                    format!("{field}.kind"),
+                    format!("unknown custom kind {:?}", custom.kind),
+                ));
+            };
+            handler
+                .validate(&custom.payload)
+                .map_err(|r| invalid(format!("{field}.payload"), r))?;
+            Ok(Action::Custom(CustomAction {
+                kind: custom.kind,
+                payload: Bytes::from(custom.payload),
+            }))
+        }
+    }
+}
+
+fn http_action(field: &str, raw: pb::HttpAction) -> Result<HttpAction, Error> {
+    let method = if raw.method.is_empty() {
+        "GET".to_string()
+    } else {
+        raw.method.to_ascii_uppercase()
+    };
+    if !ALLOWED_METHODS.contains(&method.as_str()) {
+        return Err(invalid(
+            format!("{field}.method"),
+            format!(
+                "{:?} is not one of {}",
+                raw.method,
+                ALLOWED_METHODS.join(", ")
+            ),
+        ));
+    }
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .map_err(|_| invalid(format!("{field}.method"), "not a method"))?;
+    let url = reqwest::Url::parse(&raw.url)
+        .map_err(|e| invalid(format!("{field}.url"), format!("not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(
+            format!("{field}.url"),
+            format!(
+                "scheme {:?} is not supported (use http or https)",
+                url.scheme()
+            ),
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid(format!("{field}.url"), "has no host"));
+    }
+    if raw.headers.len() > MAX_HEADERS {
+        return Err(invalid(
+            format!("{field}.headers"),
+            format!("more than {MAX_HEADERS} headers"),
+        ));
+    }
+    let mut headers = BTreeMap::new();
+    for (name, value) in raw.headers {
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(invalid(
+                format!("{field}.headers"),
+                format!("{name:?} is not a valid header name"),
+            ));
+        }
+        // The value is secret: name the header, never echo the value.
+        if HeaderValue::from_str(&value).is_err() {
+            return Err(invalid(
+                format!("{field}.headers"),
+                format!("the value of {name:?} is not a valid header value"),
+            ));
+        }
+        headers.insert(name.to_ascii_lowercase(), value);
+    }
+    Ok(HttpAction {
+        method,
+        url,
+        headers,
+        body: Bytes::from(raw.body),
+    })
+}
+
+fn retry(field: &str, raw: Option<pb::RetryPolicy>) -> Result<RetryPolicy, Error> {
+    let defaults = RetryPolicy::default();
+    let Some(raw) = raw else { return Ok(defaults) };
+    if raw.max_attempts > MAX_ATTEMPTS {
+        return Err(invalid(
+            format!("{field}.max_attempts"),
+            format!("must be at most {MAX_ATTEMPTS}"),
+        ));
+    }
+    let initial_backoff = match raw.initial_backoff {
+        Some(d) => duration(&format!("{field}.initial_backoff"), &d)?,
+        None => defaults.initial_backoff,
+    };
+    let max_backoff = match raw.max_backoff {
+        Some(d) => duration(&format!("{field}.max_backoff"), &d)?,
+        None => defaults.max_backoff,
+    };
+    if initial_backoff > max_backoff {
+        return Err(invalid(
+            format!("{field}.initial_backoff"),
+            "must not exceed max_backoff",
+        ));
+    }
+    Ok(RetryPolicy {
+        max_attempts: raw.max_attempts.max(1),
+        initial_backoff,
+        max_backoff,
+    })
+}
+
+/// Checks a label map (task labels, or a ListTasks filter).
+pub fn labels(
+    field: &str,
+    raw: std::collections::HashMap<String, String>,
+) -> Result<BTreeMap<String, String>, Error> {
+    if raw.len() > MAX_LABELS {
+        return Err(invalid(field, format!("more than {MAX_LABELS} labels")));
+    }
+    for (key, value) in &raw {
+        if key.is_empty() || key.len() > MAX_LABEL_KEY {
+            return Err(invalid(
+                field,
+                format!("key {key:?} must be 1 to {MAX_LABEL_KEY} bytes"),
+            ));
+        }
+        if value.len() > MAX_LABEL_VALUE {
+            return Err(invalid(
+                field,
+                format!("value of {key:?} is longer than {MAX_LABEL_VALUE} bytes"),
+            ));
+        }
+    }
+    Ok(raw.into_iter().collect())
+}
+
+/// Parses a ListTasks state filter.
+pub fn state_filter(raw: i32) -> Result<Option<TaskState>, Error> {
+    match pb::TaskState::try_from(raw) {
+        Ok(pb::TaskState::Unspecified) => Ok(None),
+        Ok(pb::TaskState::Active) => Ok(Some(TaskState::Active)),
+        Ok(pb::TaskState::Paused) => Ok(Some(TaskState::Paused)),
+        Ok(pb::TaskState::Cancelled) => Ok(Some(TaskState::Cancelled)),
+        Ok(pb::TaskState::Completed) => Ok(Some(TaskState::Completed)),
+        Err(_) => Err(invalid("state", format!("unknown value {raw}"))),
+    }
+}
+
+/// Page tokens are the last id of the previous page, behind a version tag
+/// so the format can change without breaking old tokens silently.
+const PAGE_TOKEN_PREFIX: &str = "p1.";
+
+/// Encodes a page token.
+pub fn page_token(last: &TaskId) -> String {
+    format!("{PAGE_TOKEN_PREFIX}{last}")
+}
+
+/// Decodes a page token.
+pub fn parse_page_token(raw: &str) -> Result<Option<TaskId>, Error> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    raw.strip_prefix(PAGE_TOKEN_PREFIX)
+        .and_then(|id| TaskId::parse(id).ok())
+        .map(Some)
+        .ok_or_else(|| invalid("page_token", "not a token this server issued"))
+}
+
+fn proto_duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.as_secs().min(i64::MAX as u64) as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+fn proto_time(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos().min(999_999_999) as i32,
+    }
+}
+
+/// The spec as clients read it: defaults filled in, header values redacted.
+pub fn spec_to_proto(spec: &TaskSpec) -> pb::TaskSpec {
+    let s = &spec.schedule;
+    let cadence = match &s.cadence {
+        Cadence::Every(d) => pb::schedule::Cadence::Every(proto_duration(*d)),
+        Cadence::Cron(c) => pb::schedule::Cadence::Cron(c.source().to_string()),
+    };
+    let action = match &spec.action {
+        Action::Http(h) => pb::action::Kind::Http(pb::HttpAction {
+            method: h.method.to_string(),
+            url: h.url.to_string(),
+            headers: h
+                .headers
+                .keys()
+                .map(|k| (k.clone(), REDACTED.to_string()))
+                .collect(),
+            body: h.body.to_vec(),
+        }),
+        Action::Redis(r) => pb::action::Kind::Redis(pb::RedisAction {
+            args: r.args.clone(),
+        }),
+        Action::Custom(c) => pb::action::Kind::Custom(pb::CustomAction {
+            kind: c.kind.clone(),
+            payload: c.payload.to_vec(),
+        }),
+    };
+    pb::TaskSpec {
+        schedule: Some(pb::Schedule {
+            cadence: Some(cadence),
+            time_zone: s.time_zone.name().to_string(),
+            jitter: (!s.jitter.is_zero()).then(|| proto_duration(s.jitter)),
+            start_at: s.start_at.map(proto_time),
+            end_at: s.end_at.map(proto_time),
+            max_runs: s.max_runs.unwrap_or(0),
+        }),
+        action: Some(pb::Action { kind: Some(action) }),
+        timeout: Some(proto_duration(spec.timeout)),
+        overlap: match spec.overlap {
+            OverlapPolicy::Skip => pb::OverlapPolicy::Skip,
+            OverlapPolicy::Allow => pb::OverlapPolicy::Allow,
+            OverlapPolicy::CancelRunning => pb::OverlapPolicy::CancelRunning,
+            OverlapPolicy::BufferOne => pb::OverlapPolicy::BufferOne,
+        } as i32,
+        retry: Some(pb::RetryPolicy {
+            max_attempts: spec.retry.max_attempts,
+            initial_backoff: Some(proto_duration(spec.retry.initial_backoff)),
+            max_backoff: Some(proto_duration(spec.retry.max_backoff)),
+        }),
+        labels: spec.labels.clone().into_iter().collect(),
+    }
+}
+
+/// A task as clients read it.
+pub fn task_to_proto(task: &TaskRecord) -> pb::Task {
+    pb::Task {
+        task_id: task.id.to_string(),
+        spec: Some(spec_to_proto(&task.spec)),
+        state: match task.state {
+            TaskState::Active => pb::TaskState::Active,
+            TaskState::Paused => pb::TaskState::Paused,
+            TaskState::Cancelled => pb::TaskState::Cancelled,
+            TaskState::Completed => pb::TaskState::Completed,
+        } as i32,
+        created_at: Some(proto_time(task.created_at)),
+        next_run_at: task.next_run_at.map(proto_time),
+        run_count: task.run_count,
+        last_result: task.last_result.as_ref().map(result_to_proto),
+        pause_reason: task.reason.clone(),
+        skipped_count: task.skipped_count,
+        scheduled_run_count: task.scheduled_run_count,
+        updated_at: Some(proto_time(task.updated_at)),
+    }
+}
+
+/// A result as clients read it.
+pub fn result_to_proto(r: &TaskResult) -> pb::TaskResult {
+    use crate::task::Outcome;
+    pb::TaskResult {
+        task_id: r.task_id.to_string(),
+        run: r.run,
+        cursor: r.cursor.clone(),
+        scheduled_at: Some(proto_time(r.scheduled_at)),
+        started_at: r.started_at.map(proto_time),
+        finished_at: Some(proto_time(r.finished_at)),
+        outcome: match r.outcome {
+            Outcome::Succeeded => pb::Outcome::Succeeded,
+            Outcome::Failed => pb::Outcome::Failed,
+            Outcome::TimedOut => pb::Outcome::TimedOut,
+            Outcome::Cancelled => pb::Outcome::Cancelled,
+            Outcome::Skipped => pb::Outcome::Skipped,
+        } as i32,
+        attempts: r.attempts,
+        trigger: match r.trigger {
+            Trigger::Scheduled => pb::Trigger::Scheduled,
+            Trigger::Manual => pb::Trigger::Manual,
+        } as i32,
+        error: r.error.clone(),
+        output: r.output.to_vec(),
+        output_truncated: r.output_truncated,
+        http_status: r.http_status as u32,
+        occurrence_id: r.occurrence_id.clone(),
+        latency: Some(proto_duration(r.latency)),
+    }
+}

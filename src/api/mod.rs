@@ -1,0 +1,254 @@
+//! The gRPC edge: `recur.v1.TaskService` as thin handlers (convert, call the
+//! scheduler, convert back). The only module that knows both the generated
+//! types and the domain.
+
+pub mod convert;
+pub mod status;
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use futures::Stream;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    pb::v1::{self as pb, task_service_server::TaskService},
+    results::stream::{self, StreamGauge, StreamRequest},
+    scheduler::Scheduler,
+    store::TaskFilter,
+};
+use convert::SpecContext;
+
+/// Default ListTasks page.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// Largest ListTasks page.
+pub const MAX_PAGE_SIZE: usize = 1000;
+/// Most task ids one StreamResults may name.
+pub const MAX_STREAM_TASKS: usize = 1000;
+
+/// Limits of the edge, from [`crate::Config`].
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Shortest interval.
+    pub min_interval: Duration,
+    /// Timeout when a task gives none.
+    pub default_timeout: Duration,
+    /// Longest timeout.
+    pub max_timeout: Duration,
+    /// The server's Redis key prefix.
+    pub key_prefix: String,
+    /// Results buffered per stream.
+    pub stream_buffer: usize,
+}
+
+/// The TaskService implementation.
+pub struct TaskApi {
+    scheduler: Scheduler,
+    settings: ApiSettings,
+    /// Caps open result streams; a concurrency limit would not, since it
+    /// releases its slot once response headers are out.
+    streams: Arc<Semaphore>,
+    gauge: StreamGauge,
+    /// Cancelled at shutdown: every stream ends with UNAVAILABLE.
+    streams_shutdown: CancellationToken,
+}
+
+impl TaskApi {
+    /// The service over `scheduler`.
+    pub fn new(
+        scheduler: Scheduler,
+        settings: ApiSettings,
+        max_open_streams: usize,
+        gauge: StreamGauge,
+        streams_shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            scheduler,
+            settings,
+            streams: Arc::new(Semaphore::new(max_open_streams)),
+            gauge,
+            streams_shutdown,
+        }
+    }
+
+    fn spec_context(&self) -> SpecContext<'_> {
+        SpecContext {
+            min_interval: self.settings.min_interval,
+            default_timeout: self.settings.default_timeout,
+            max_timeout: self.settings.max_timeout,
+            key_prefix: &self.settings.key_prefix,
+            actions: self.scheduler.actions(),
+        }
+    }
+}
+
+type ResultStream = Pin<Box<dyn Stream<Item = Result<pb::TaskResult, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl TaskService for TaskApi {
+    async fn register_task(
+        &self,
+        request: Request<pb::RegisterTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let req = request.into_inner();
+        let id = if req.task_id.is_empty() {
+            None
+        } else {
+            Some(convert::task_id("task_id", &req.task_id)?)
+        };
+        let request_id = convert::text("request_id", req.request_id, convert::MAX_REQUEST_ID)?;
+        let spec = convert::spec("spec", req.spec, &self.spec_context())?;
+        let task = self
+            .scheduler
+            .register(id, spec, (!request_id.is_empty()).then_some(request_id))
+            .await?;
+        Ok(Response::new(convert::task_to_proto(&task)))
+    }
+
+    async fn update_task(
+        &self,
+        request: Request<pb::UpdateTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let req = request.into_inner();
+        let id = convert::task_id("task_id", &req.task_id)?;
+        let spec = convert::spec("spec", req.spec, &self.spec_context())?;
+        let task = self.scheduler.update(&id, spec).await?;
+        Ok(Response::new(convert::task_to_proto(&task)))
+    }
+
+    async fn delete_task(
+        &self,
+        request: Request<pb::DeleteTaskRequest>,
+    ) -> Result<Response<pb::DeleteTaskResponse>, Status> {
+        let id = convert::task_id("task_id", &request.into_inner().task_id)?;
+        self.scheduler.delete(&id).await?;
+        Ok(Response::new(pb::DeleteTaskResponse {}))
+    }
+
+    async fn get_task(
+        &self,
+        request: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let id = convert::task_id("task_id", &request.into_inner().task_id)?;
+        let task = self.scheduler.get(&id).await?;
+        Ok(Response::new(convert::task_to_proto(&task)))
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let req = request.into_inner();
+        let limit = match req.page_size as usize {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n > MAX_PAGE_SIZE => {
+                return Err(Status::invalid_argument(format!(
+                    "page_size: must be at most {MAX_PAGE_SIZE}"
+                )));
+            }
+            n => n,
+        };
+        let after = convert::parse_page_token(&req.page_token)?;
+        let filter = TaskFilter {
+            state: convert::state_filter(req.state)?,
+            labels: convert::labels("labels", req.labels)?,
+        };
+        let (tasks, more) = self.scheduler.list(after.as_ref(), limit, &filter).await?;
+        let next_page_token = match tasks.last() {
+            Some(last) if more => convert::page_token(&last.id),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListTasksResponse {
+            tasks: tasks.iter().map(convert::task_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn pause_task(
+        &self,
+        request: Request<pb::PauseTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let req = request.into_inner();
+        let id = convert::task_id("task_id", &req.task_id)?;
+        let reason = convert::text("reason", req.reason, convert::MAX_REASON)?;
+        let task = self.scheduler.pause(&id, reason).await?;
+        Ok(Response::new(convert::task_to_proto(&task)))
+    }
+
+    async fn resume_task(
+        &self,
+        request: Request<pb::ResumeTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let id = convert::task_id("task_id", &request.into_inner().task_id)?;
+        let task = self.scheduler.resume(&id).await?;
+        Ok(Response::new(convert::task_to_proto(&task)))
+    }
+
+    async fn cancel_task(
+        &self,
+        request: Request<pb::CancelTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let req = request.into_inner();
+        let id = convert::task_id("task_id", &req.task_id)?;
+        let reason = convert::text("reason", req.reason, convert::MAX_REASON)?;
+        let task = self.scheduler.cancel(&id, reason).await?;
+        Ok(Response::new(convert::task_to_proto(&task)))
+    }
+
+    async fn trigger_task(
+        &self,
+        request: Request<pb::TriggerTaskRequest>,
+    ) -> Result<Response<pb::TriggerTaskResponse>, Status> {
+        let id = convert::task_id("task_id", &request.into_inner().task_id)?;
+        let run = self.scheduler.trigger(&id).await?;
+        Ok(Response::new(pb::TriggerTaskResponse { run }))
+    }
+
+    type StreamResultsStream = ResultStream;
+
+    async fn stream_results(
+        &self,
+        request: Request<pb::StreamResultsRequest>,
+    ) -> Result<Response<Self::StreamResultsStream>, Status> {
+        let req = request.into_inner();
+        if req.task_ids.len() > MAX_STREAM_TASKS {
+            return Err(Status::invalid_argument(format!(
+                "task_ids: more than {MAX_STREAM_TASKS} ids"
+            )));
+        }
+        let tasks = req
+            .task_ids
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| convert::task_id(&format!("task_ids[{i}]"), raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted("too many open result streams on this server")
+        })?;
+        let opened = stream::open(
+            &self.scheduler,
+            StreamRequest {
+                tasks,
+                after: (!req.after_cursor.is_empty()).then_some(req.after_cursor),
+                history_only: req.history_only,
+            },
+            self.settings.stream_buffer,
+            self.streams_shutdown.clone(),
+            permit,
+            &self.gauge,
+        )
+        .await?;
+        let out = futures::stream::unfold(Some(opened), |state| async move {
+            let mut opened = state?;
+            match opened.results.recv().await {
+                Some(result) => Some((Ok(convert::result_to_proto(&result)), Some(opened))),
+                None => match opened.end.await {
+                    Ok(end) => status::stream_end(end).map(|s| (Err(s), None)),
+                    Err(_) => None,
+                },
+            }
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+}

@@ -1,0 +1,144 @@
+//! One run: its attempts, each bounded by the task's timeout, retried with
+//! backoff until the retry budget or the next slot, and abandoned as soon as
+//! the run's token is cancelled.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::clock::Clock;
+use crate::{
+    action::{Actions, Attempt, Output},
+    task::{Action, Outcome, RetryPolicy, TaskId, TaskResult, Trigger, occurrence_id},
+};
+
+/// Everything a run needs, fixed when it starts.
+#[derive(Debug, Clone)]
+pub(crate) struct RunPlan {
+    pub task_id: TaskId,
+    pub run: u64,
+    pub trigger: Trigger,
+    pub scheduled_at: DateTime<Utc>,
+    pub action: Action,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    /// Retries stop before this instant (the next slot), so a failing run
+    /// never overlaps the next one through its retries.
+    pub retry_deadline: Option<DateTime<Utc>>,
+}
+
+/// Runs `plan` to its end and returns its result (cursor not yet set).
+pub(crate) async fn execute(
+    actions: &Actions,
+    clock: &Clock,
+    plan: RunPlan,
+    token: CancellationToken,
+) -> TaskResult {
+    let occurrence = occurrence_id(&plan.task_id, plan.scheduled_at);
+    let mut started_at = None;
+    let mut attempt = 0;
+    let mut last_output = Output::default();
+    let mut latency;
+    let (outcome, error) = loop {
+        attempt += 1;
+        started_at.get_or_insert_with(|| clock.now());
+        let info = Attempt {
+            task_id: plan.task_id.clone(),
+            occurrence_id: occurrence.clone(),
+            run: plan.run,
+            attempt,
+            scheduled_at: plan.scheduled_at,
+            cancel: token.clone(),
+        };
+        let began = tokio::time::Instant::now();
+        let result = tokio::select! {
+            biased;
+            _ = token.cancelled() => None,
+            r = tokio::time::timeout(plan.timeout, actions.run(&plan.action, &info)) => Some(r),
+        };
+        latency = began.elapsed();
+        let (outcome, error) = match result {
+            None => break (Outcome::Cancelled, "run was cancelled".to_string()),
+            Some(Ok(Ok(output))) => {
+                last_output = output;
+                break (Outcome::Succeeded, String::new());
+            }
+            Some(Ok(Err(failure))) => {
+                last_output = failure.output;
+                (Outcome::Failed, failure.message)
+            }
+            Some(Err(_)) => {
+                last_output = Output::default();
+                (
+                    Outcome::TimedOut,
+                    format!("attempt timed out after {:?}", plan.timeout),
+                )
+            }
+        };
+        if attempt >= plan.retry.max_attempts.max(1) {
+            break (outcome, error);
+        }
+        let backoff = plan.retry.backoff(attempt + 1);
+        if let Some(deadline) = plan.retry_deadline {
+            let retry_at = clock.now().checked_add_signed(
+                chrono::Duration::from_std(backoff).unwrap_or(chrono::Duration::MAX),
+            );
+            if retry_at.is_none_or(|at| at >= deadline) {
+                break (
+                    outcome,
+                    format!("{error} (no retry: the next slot comes first)"),
+                );
+            }
+        }
+        tracing::debug!(task_id = %plan.task_id, run = plan.run, attempt, backoff_ms = backoff.as_millis() as u64, "attempt failed, retrying");
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => break (Outcome::Cancelled, format!("run was cancelled after: {error}")),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+    };
+    TaskResult {
+        task_id: plan.task_id,
+        run: plan.run,
+        cursor: String::new(),
+        scheduled_at: plan.scheduled_at,
+        started_at,
+        finished_at: clock.now(),
+        outcome,
+        attempts: attempt,
+        trigger: plan.trigger,
+        error,
+        output: last_output.body,
+        output_truncated: last_output.truncated,
+        http_status: last_output.http_status,
+        occurrence_id: occurrence,
+        latency,
+    }
+}
+
+/// The result recorded for a slot the overlap policy skipped.
+pub(crate) fn skipped(
+    task_id: TaskId,
+    slot: DateTime<Utc>,
+    now: DateTime<Utc>,
+    why: &str,
+) -> TaskResult {
+    TaskResult {
+        occurrence_id: occurrence_id(&task_id, slot),
+        task_id,
+        run: 0,
+        cursor: String::new(),
+        scheduled_at: slot,
+        started_at: None,
+        finished_at: now,
+        outcome: Outcome::Skipped,
+        attempts: 0,
+        trigger: Trigger::Scheduled,
+        error: why.to_string(),
+        output: Default::default(),
+        output_truncated: false,
+        http_status: 0,
+        latency: Duration::ZERO,
+    }
+}

@@ -1,0 +1,237 @@
+//! Putting it together: open the Redis pool and the store, start the
+//! scheduler, serve gRPC on an already-bound listener, and shut down in a
+//! written order. The only module that knows sockets and layers.
+
+mod layers;
+
+use std::{collections::HashMap, future::Future, sync::Arc};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tracing::{error, info, warn};
+
+use crate::{
+    Config,
+    action::{
+        Actions, TaskHandler,
+        http::{HttpRunner, HttpSettings},
+    },
+    api::{ApiSettings, TaskApi},
+    pb::v1::task_service_server::TaskServiceServer,
+    redis_pool::{PoolError, PoolSettings, RedisPool},
+    results::stream::StreamGauge,
+    scheduler::{Scheduler, SchedulerSettings, clock::Clock},
+    store::{
+        Store,
+        memory::{MemoryStore, Retention},
+    },
+};
+
+/// Events buffered in the result broadcast per reader before that reader
+/// has to catch up from the store.
+const EVENT_BUFFER: usize = 4096;
+
+/// Why a server could not start or serve.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The Redis pool could not be opened.
+    #[error(transparent)]
+    Redis(#[from] PoolError),
+    /// The HTTP client could not be built.
+    #[error("building the HTTP client failed: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The store could not be read at start.
+    #[error("starting the scheduler failed: {0}")]
+    Scheduler(#[from] crate::scheduler::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// A reflection service could not be built.
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A server to be run, with its custom task kinds.
+pub struct Server {
+    config: Config,
+    handlers: HashMap<String, Arc<dyn TaskHandler>>,
+    clock: Clock,
+    open_streams: StreamGauge,
+}
+
+impl Server {
+    /// A server with `config` and no custom kinds.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            handlers: HashMap::new(),
+            clock: Clock::System,
+            open_streams: StreamGauge::default(),
+        }
+    }
+
+    /// Registers a custom task kind: tasks with `CustomAction{kind}` run `handler`.
+    pub fn handler(mut self, kind: impl Into<String>, handler: impl TaskHandler) -> Self {
+        self.handlers.insert(kind.into(), Arc::new(handler));
+        self
+    }
+
+    /// Replaces the clock (tests run the scheduler on tokio's paused clock).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// A live count of open result streams, for monitoring and tests.
+    pub fn open_streams(&self) -> StreamGauge {
+        self.open_streams.clone()
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then shuts down:
+    ///
+    /// 1. health reports NOT_SERVING, so load balancers stop sending calls;
+    /// 2. the gRPC server stops accepting connections and calls (GOAWAY);
+    /// 3. the scheduler starts no new run; runs in flight get
+    ///    `shutdown_grace` to finish, then their tokens are cancelled and
+    ///    they report CANCELLED;
+    /// 4. result streams end with UNAVAILABLE and a resume cursor; open
+    ///    connections (health watches included) get `connection_drain`,
+    ///    then are dropped;
+    /// 5. the Redis pool is closed: no connection of ours is left in
+    ///    `CLIENT LIST` when this returns.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServerError> {
+        let config = self.config;
+        let pool = match &config.redis_url {
+            Some(url) => {
+                let pool = RedisPool::open(PoolSettings {
+                    url: url.clone(),
+                    client_name: format!("recur:{}", config.node_id),
+                    size: config.redis_pool_size,
+                    connect_timeout: config.redis_connect_timeout,
+                    response_timeout: config.redis_response_timeout,
+                    checkout_timeout: config.redis_checkout_timeout,
+                    startup_window: config.redis_startup_window,
+                })
+                .await?;
+                info!(node_id = %config.node_id, "redis pool open");
+                Some(pool)
+            }
+            None => None,
+        };
+        warn!("task store is in memory: tasks and results do not survive a restart");
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Retention {
+            per_task: config.results_per_task,
+            total: config.results_total,
+        }));
+        let http = HttpRunner::new(HttpSettings {
+            connect_timeout: config.http_connect_timeout,
+            read_timeout: config.http_read_timeout,
+            max_redirects: config.max_redirects,
+            output_cap: config.output_cap,
+        })?;
+        let actions = Actions::new(http, pool.clone(), self.handlers, config.output_cap);
+        let root = CancellationToken::new();
+        let scheduler = Scheduler::new(
+            store,
+            actions,
+            self.clock,
+            SchedulerSettings {
+                max_tasks: config.max_tasks,
+                terminal_retention: config.terminal_retention,
+                event_buffer: EVENT_BUFFER,
+            },
+            root.clone(),
+        );
+        scheduler.start().await?;
+
+        let streams_shutdown = CancellationToken::new();
+        let api = TaskApi::new(
+            scheduler.clone(),
+            ApiSettings {
+                min_interval: config.min_interval,
+                default_timeout: config.default_timeout,
+                max_timeout: config.max_timeout,
+                key_prefix: config.key_prefix.clone(),
+                stream_buffer: config.stream_buffer,
+            },
+            config.max_open_streams,
+            self.open_streams.clone(),
+            streams_shutdown.clone(),
+        );
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<TaskServiceServer<TaskApi>>().await;
+        let router = layers::router(&config, api, health_service)?;
+
+        let local = listener.local_addr().ok();
+        let stop_accepting = CancellationToken::new();
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let serve = {
+            let stop = stop_accepting.clone();
+            tokio::spawn(
+                router
+                    .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
+            )
+        };
+        info!(addr = ?local, "serving");
+
+        let mut serve = serve;
+        let serve_result = tokio::select! {
+            _ = shutdown => None,
+            result = &mut serve => Some(result),
+        };
+        if let Some(result) = &serve_result {
+            error!(?result, "gRPC server ended on its own");
+        }
+        info!("shutting down");
+        // 1.
+        health.set_not_serving::<TaskServiceServer<TaskApi>>().await;
+        // 2.
+        stop_accepting.cancel();
+        // 3.
+        scheduler.stop(config.shutdown_grace).await;
+        // 4.
+        streams_shutdown.cancel();
+        if serve_result.is_none() {
+            match tokio::time::timeout(config.connection_drain, &mut serve).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => warn!(error = %e, "gRPC server ended with an error"),
+                Ok(Err(e)) => warn!(error = %e, "gRPC server task failed"),
+                Err(_) => {
+                    warn!(
+                        drain_ms = config.connection_drain.as_millis() as u64,
+                        "connections still open, closing them"
+                    );
+                    serve.abort();
+                    let _ = serve.await;
+                }
+            }
+        }
+        drop(scheduler);
+        root.cancel();
+        // 5.
+        if let Some(pool) = pool {
+            pool.close().await;
+            info!("redis pool closed");
+        }
+        info!("shutdown complete");
+        match serve_result {
+            Some(Ok(Err(e))) => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Runs a server with `config` and no custom kinds; see [`Server::run`].
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    Server::new(config).run(listener, shutdown).await
+}

@@ -1,0 +1,315 @@
+//! The domain model: what a task is, what a run produced. Plain data shared
+//! by the scheduler, the store and the API conversions; no behaviour that
+//! needs I/O lives here.
+
+use std::{collections::BTreeMap, fmt, time::Duration};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use crate::scheduler::schedule::Schedule;
+
+/// Longest task id; ids are also Redis key parts, so they stay short.
+pub const MAX_TASK_ID_LEN: usize = 128;
+
+/// A validated task id: `[A-Za-z0-9._-]{1,128}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(String);
+
+impl TaskId {
+    /// Checks `raw` against the id grammar; the error says what is wrong.
+    pub fn parse(raw: &str) -> Result<TaskId, String> {
+        if raw.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if raw.len() > MAX_TASK_ID_LEN {
+            return Err(format!("longer than {MAX_TASK_ID_LEN} characters"));
+        }
+        if let Some(bad) = raw
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return Err(format!(
+                "character {bad:?} is not allowed (use [A-Za-z0-9._-])"
+            ));
+        }
+        Ok(TaskId(raw.to_string()))
+    }
+
+    /// A fresh server-generated id.
+    pub fn generate() -> TaskId {
+        TaskId(format!("t-{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Lifecycle state of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskState {
+    /// Runs on its schedule.
+    Active,
+    /// Starts no scheduled run until resumed.
+    Paused,
+    /// Cancelled by a client; terminal.
+    Cancelled,
+    /// Reached end_at or max_runs; terminal.
+    Completed,
+}
+
+impl TaskState {
+    /// Whether the task can never run again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskState::Cancelled | TaskState::Completed)
+    }
+
+    /// Lowercase name for messages and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskState::Active => "active",
+            TaskState::Paused => "paused",
+            TaskState::Cancelled => "cancelled",
+            TaskState::Completed => "completed",
+        }
+    }
+}
+
+/// What happens when a slot comes while a run is still in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverlapPolicy {
+    /// Do not start; count the slot as skipped.
+    #[default]
+    Skip,
+    /// Start alongside.
+    Allow,
+    /// Cancel the running run, then start.
+    CancelRunning,
+    /// Keep one pending run, started when the current one ends.
+    BufferOne,
+}
+
+/// Retries of failed attempts within one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total attempts, at least 1.
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubles each time.
+    pub initial_backoff: Duration,
+    /// Cap of the delay.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 1,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before attempt `next_attempt` (2 for the first retry).
+    pub fn backoff(&self, next_attempt: u32) -> Duration {
+        let doublings = next_attempt.saturating_sub(2).min(32);
+        self.initial_backoff
+            .checked_mul(1u32 << doublings)
+            .unwrap_or(self.max_backoff)
+            .min(self.max_backoff)
+    }
+}
+
+/// An HTTP call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpAction {
+    /// Upper-case method.
+    pub method: reqwest::Method,
+    /// Absolute http(s) URL.
+    pub url: reqwest::Url,
+    /// Headers as given; values are secret (never logged, redacted on read).
+    pub headers: BTreeMap<String, String>,
+    /// Request body.
+    pub body: Bytes,
+}
+
+/// One Redis command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisAction {
+    /// Command and arguments.
+    pub args: Vec<String>,
+}
+
+/// A handler registered by the embedding program.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomAction {
+    /// Registered name of the handler.
+    pub kind: String,
+    /// Opaque input.
+    pub payload: Bytes,
+}
+
+/// What a run does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Call a URL.
+    Http(HttpAction),
+    /// Run a Redis command.
+    Redis(RedisAction),
+    /// Run a custom handler.
+    Custom(CustomAction),
+}
+
+/// A task's spec with every default filled in, so two specs compare equal
+/// exactly when they behave the same.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSpec {
+    /// When it runs.
+    pub schedule: Schedule,
+    /// What it does.
+    pub action: Action,
+    /// Bound of each attempt.
+    pub timeout: Duration,
+    /// Overlap policy.
+    pub overlap: OverlapPolicy,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Labels for filtering.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A task as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    /// Id.
+    pub id: TaskId,
+    /// Spec.
+    pub spec: TaskSpec,
+    /// State.
+    pub state: TaskState,
+    /// Registration time; anchors interval schedules without start_at.
+    pub created_at: DateTime<Utc>,
+    /// Last change of spec or state.
+    pub updated_at: DateTime<Utc>,
+    /// Nominal time of the next scheduled slot; None when paused or terminal.
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// Runs started, scheduled and manual; the next run's number is this + 1.
+    pub run_count: u64,
+    /// Scheduled runs started; compared with max_runs.
+    pub scheduled_run_count: u64,
+    /// Slots not run because of overlap or catch-up.
+    pub skipped_count: u64,
+    /// Most recent finished run.
+    pub last_result: Option<TaskResult>,
+    /// Reason given to pause or cancel.
+    pub reason: String,
+    /// Incremented on every write; stores use it for compare-and-set.
+    pub version: u64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The action succeeded.
+    Succeeded,
+    /// Every attempt failed.
+    Failed,
+    /// The last attempt exceeded the timeout.
+    TimedOut,
+    /// The run was aborted.
+    Cancelled,
+    /// The slot was not run because of the overlap policy.
+    Skipped,
+}
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The schedule.
+    Scheduled,
+    /// A TriggerTask call.
+    Manual,
+}
+
+/// Result of one run, as appended to the result log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskResult {
+    /// Task.
+    pub task_id: TaskId,
+    /// Run number (0 for a skipped slot, which started no run).
+    pub run: u64,
+    /// Position in the result log; set by the store on append.
+    pub cursor: String,
+    /// Nominal slot.
+    pub scheduled_at: DateTime<Utc>,
+    /// Start of the first attempt.
+    pub started_at: Option<DateTime<Utc>>,
+    /// End of the run.
+    pub finished_at: DateTime<Utc>,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Attempts made.
+    pub attempts: u32,
+    /// What started it.
+    pub trigger: Trigger,
+    /// Why it did not succeed.
+    pub error: String,
+    /// Output of the last attempt, capped.
+    pub output: Bytes,
+    /// Whether output was cut.
+    pub output_truncated: bool,
+    /// HTTP status of the last attempt, or 0.
+    pub http_status: u16,
+    /// Task id and nominal slot.
+    pub occurrence_id: String,
+    /// Duration of the last attempt.
+    pub latency: Duration,
+}
+
+/// The id of one occurrence of a task: the same on every replica and on a
+/// retry, so targets can deduplicate.
+pub fn occurrence_id(task_id: &TaskId, slot: DateTime<Utc>) -> String {
+    format!(
+        "{}@{}",
+        task_id,
+        slot.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_id_grammar() {
+        assert!(TaskId::parse("nightly.report_v2-eu").is_ok());
+        assert!(TaskId::parse("").is_err());
+        assert!(TaskId::parse("a b").unwrap_err().contains("' '"));
+        assert!(TaskId::parse(&"x".repeat(129)).is_err());
+        assert!(TaskId::parse(&"x".repeat(128)).is_ok());
+        assert!(TaskId::parse("é").is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let retry = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(500),
+        };
+        assert_eq!(retry.backoff(2), Duration::from_millis(100));
+        assert_eq!(retry.backoff(3), Duration::from_millis(200));
+        assert_eq!(retry.backoff(4), Duration::from_millis(400));
+        assert_eq!(retry.backoff(5), Duration::from_millis(500));
+        assert_eq!(retry.backoff(u32::MAX), Duration::from_millis(500));
+    }
+}
