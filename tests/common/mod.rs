@@ -1,0 +1,218 @@
+//! Test harness: a real server on an ephemeral port with the generated
+//! client, an HTTP target that records what it receives, and Redis helpers.
+
+#![allow(dead_code)]
+
+pub mod http_target;
+pub mod redis;
+
+use std::{net::SocketAddr, time::Duration};
+
+use recur::{
+    Config, Server, ServerError,
+    pb::v1::{self as pb, task_service_client::TaskServiceClient},
+    results::stream::StreamGauge,
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// Generous bound for waiting on something that should happen quickly; tests
+/// fail with a message instead of hanging.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A config suited to tests: short grace and drain so shutdown tests are quick.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.shutdown_grace = Duration::from_secs(2);
+    config.connection_drain = Duration::from_secs(1);
+    config
+}
+
+/// A running server. Dropping it cancels it; `stop` also waits for it.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub client: TaskServiceClient<Channel>,
+    pub open_streams: StreamGauge,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<Result<(), ServerError>>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(test_config(), |s| s).await
+    }
+
+    /// Binds port 0 first, then runs the server, so no sleep is needed before
+    /// connecting: the kernel queues connections until the server accepts.
+    pub async fn start_with(config: Config, build: impl FnOnce(Server) -> Server) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = build(Server::new(config));
+        let open_streams = server.open_streams();
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        let handle = tokio::spawn(async move {
+            server
+                .run(listener, async move { signal.cancelled().await })
+                .await
+        });
+        let client = connect(addr).await;
+        TestServer {
+            addr,
+            client,
+            open_streams,
+            shutdown,
+            handle: Some(handle),
+        }
+    }
+
+    /// A client on a new connection.
+    pub async fn new_client(&self) -> TaskServiceClient<Channel> {
+        connect(self.addr).await
+    }
+
+    /// Signals shutdown and waits for `run` to return.
+    pub async fn stop(mut self) -> Result<(), ServerError> {
+        self.shutdown.cancel();
+        let handle = self.handle.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(60), handle)
+            .await
+            .expect("server did not stop within 60s")
+            .expect("server task panicked")
+    }
+
+    /// Signals shutdown without waiting.
+    pub fn signal_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Takes the join handle (to await `run` elsewhere).
+    pub fn take_handle(&mut self) -> JoinHandle<Result<(), ServerError>> {
+        self.handle.take().expect("running")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn connect(addr: SocketAddr) -> TaskServiceClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect");
+    TaskServiceClient::new(channel)
+}
+
+/// A spec running `action` every `every`.
+pub fn spec_every(every: Duration, action: pb::action::Kind) -> pb::TaskSpec {
+    pb::TaskSpec {
+        schedule: Some(pb::Schedule {
+            cadence: Some(pb::schedule::Cadence::Every(prost_types::Duration {
+                seconds: every.as_secs() as i64,
+                nanos: every.subsec_nanos() as i32,
+            })),
+            ..Default::default()
+        }),
+        action: Some(pb::Action { kind: Some(action) }),
+        ..Default::default()
+    }
+}
+
+/// An HTTP GET action.
+pub fn http_get(url: &str) -> pb::action::Kind {
+    pb::action::Kind::Http(pb::HttpAction {
+        method: "GET".into(),
+        url: url.into(),
+        ..Default::default()
+    })
+}
+
+/// A custom action.
+pub fn custom(kind: &str, payload: &[u8]) -> pb::action::Kind {
+    pb::action::Kind::Custom(pb::CustomAction {
+        kind: kind.into(),
+        payload: payload.to_vec(),
+    })
+}
+
+pub fn duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// Registers `spec` as `id`.
+pub async fn register(
+    client: &mut TaskServiceClient<Channel>,
+    id: &str,
+    spec: pb::TaskSpec,
+) -> pb::Task {
+    client
+        .register_task(pb::RegisterTaskRequest {
+            task_id: id.into(),
+            spec: Some(spec),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("register {id}: {s:?}"))
+        .into_inner()
+}
+
+/// Opens a result stream.
+pub async fn stream(
+    client: &mut TaskServiceClient<Channel>,
+    task_ids: &[&str],
+    after_cursor: &str,
+    history_only: bool,
+) -> tonic::Streaming<pb::TaskResult> {
+    client
+        .stream_results(pb::StreamResultsRequest {
+            task_ids: task_ids.iter().map(|s| s.to_string()).collect(),
+            after_cursor: after_cursor.into(),
+            history_only,
+        })
+        .await
+        .expect("stream_results")
+        .into_inner()
+}
+
+/// The next message of a stream, failing the test after [`WAIT`].
+pub async fn next_result(
+    stream: &mut tonic::Streaming<pb::TaskResult>,
+) -> Result<Option<pb::TaskResult>, tonic::Status> {
+    tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("no stream message within the wait bound")
+}
+
+/// Waits until `check` holds, polling `probe`; for state visible only by
+/// reading (e.g. a gauge), with a failure message instead of a hang.
+pub async fn eventually<F, Fut>(what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !probe().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn outcome(r: &pb::TaskResult) -> pb::Outcome {
+    pb::Outcome::try_from(r.outcome).expect("outcome")
+}
+
+pub fn state(t: &pb::Task) -> pb::TaskState {
+    pb::TaskState::try_from(t.state).expect("state")
+}
