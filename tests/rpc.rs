@@ -50,3 +50,495 @@ async fn register_get_and_idempotent_retry() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 }
+
+#[tokio::test]
+async fn generated_ids_and_request_id_retry() {
+    let server = TestServer::start().await;
+    let mut client = server.client.clone();
+    let spec = spec_every(Duration::from_secs(3600), http_get("http://127.0.0.1:9/x"));
+    let req = pb::RegisterTaskRequest {
+        task_id: String::new(),
+        spec: Some(spec.clone()),
+        request_id: "req-1".into(),
+    };
+    let first = client
+        .register_task(req.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let retry = client.register_task(req).await.unwrap().into_inner();
+    assert!(!first.task_id.is_empty());
+    assert_eq!(
+        first.task_id, retry.task_id,
+        "a retry with the same request_id returns the same task"
+    );
+    let other = client
+        .register_task(pb::RegisterTaskRequest {
+            task_id: String::new(),
+            spec: Some(spec),
+            request_id: "req-2".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(other.task_id, first.task_id);
+    let all = client
+        .list_tasks(pb::ListTasksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.tasks.len(), 2);
+}
+
+async fn invalid(
+    client: &mut recur::pb::v1::task_service_client::TaskServiceClient<tonic::transport::Channel>,
+    spec: Option<pb::TaskSpec>,
+    id: &str,
+) -> tonic::Status {
+    client
+        .register_task(pb::RegisterTaskRequest {
+            task_id: id.into(),
+            spec,
+            request_id: String::new(),
+        })
+        .await
+        .expect_err("registration should be refused")
+}
+
+#[tokio::test]
+async fn bad_input_names_the_field() {
+    let server = TestServer::start().await;
+    let mut client = server.client.clone();
+    let ok = spec_every(Duration::from_secs(10), http_get("http://127.0.0.1:9/x"));
+    let mut cases: Vec<(&str, Option<pb::TaskSpec>, &str, Code)> = Vec::new();
+    cases.push(("missing spec", None, "spec", Code::InvalidArgument));
+    let mut s = ok.clone();
+    s.schedule = None;
+    cases.push((
+        "missing schedule",
+        Some(s),
+        "spec.schedule",
+        Code::InvalidArgument,
+    ));
+    let mut s = ok.clone();
+    s.action = None;
+    cases.push((
+        "missing action",
+        Some(s),
+        "spec.action",
+        Code::InvalidArgument,
+    ));
+    cases.push((
+        "zero interval",
+        Some(spec_every(Duration::ZERO, http_get("http://127.0.0.1:9/x"))),
+        "spec.schedule.every",
+        Code::InvalidArgument,
+    ));
+    cases.push((
+        "below minimum",
+        Some(spec_every(
+            Duration::from_millis(200),
+            http_get("http://127.0.0.1:9/x"),
+        )),
+        "spec.schedule.every",
+        Code::InvalidArgument,
+    ));
+    let mut s = ok.clone();
+    s.schedule.as_mut().unwrap().cadence = Some(pb::schedule::Cadence::Cron("61 * * * *".into()));
+    cases.push((
+        "bad cron",
+        Some(s),
+        "spec.schedule.cron",
+        Code::InvalidArgument,
+    ));
+    let mut s = ok.clone();
+    s.schedule.as_mut().unwrap().cadence = Some(pb::schedule::Cadence::Cron("0 9 * * *".into()));
+    s.schedule.as_mut().unwrap().time_zone = "Mars/Olympus".into();
+    cases.push((
+        "bad zone",
+        Some(s),
+        "spec.schedule.time_zone",
+        Code::InvalidArgument,
+    ));
+    let mut s = ok.clone();
+    s.schedule.as_mut().unwrap().start_at = Some(prost_types::Timestamp {
+        seconds: 2_000_000_000,
+        nanos: 0,
+    });
+    s.schedule.as_mut().unwrap().end_at = Some(prost_types::Timestamp {
+        seconds: 1_900_000_000,
+        nanos: 0,
+    });
+    cases.push((
+        "end before start",
+        Some(s),
+        "spec.schedule.end_at",
+        Code::InvalidArgument,
+    ));
+    cases.push((
+        "ftp url",
+        Some(spec_every(
+            Duration::from_secs(10),
+            http_get("ftp://example.com/x"),
+        )),
+        "spec.action.http.url",
+        Code::InvalidArgument,
+    ));
+    cases.push((
+        "not a url",
+        Some(spec_every(Duration::from_secs(10), http_get("not a url"))),
+        "spec.action.http.url",
+        Code::InvalidArgument,
+    ));
+    let bad_method = pb::action::Kind::Http(pb::HttpAction {
+        method: "TRACE".into(),
+        url: "http://127.0.0.1:9/".into(),
+        ..Default::default()
+    });
+    cases.push((
+        "method",
+        Some(spec_every(Duration::from_secs(10), bad_method)),
+        "spec.action.http.method",
+        Code::InvalidArgument,
+    ));
+    let empty_redis = pb::action::Kind::Redis(pb::RedisAction { args: vec![] });
+    cases.push((
+        "empty redis",
+        Some(spec_every(Duration::from_secs(10), empty_redis)),
+        "spec.action.redis.args",
+        Code::InvalidArgument,
+    ));
+    let flush = pb::action::Kind::Redis(pb::RedisAction {
+        args: vec!["FLUSHALL".into()],
+    });
+    cases.push((
+        "refused redis",
+        Some(spec_every(Duration::from_secs(10), flush)),
+        "spec.action.redis.args",
+        Code::InvalidArgument,
+    ));
+    let incr = pb::action::Kind::Redis(pb::RedisAction {
+        args: vec!["INCR".into(), "hits".into()],
+    });
+    cases.push((
+        "redis without redis",
+        Some(spec_every(Duration::from_secs(10), incr)),
+        "spec.action.redis",
+        Code::FailedPrecondition,
+    ));
+    cases.push((
+        "unknown kind",
+        Some(spec_every(Duration::from_secs(10), custom("nope", b""))),
+        "spec.action.custom.kind",
+        Code::InvalidArgument,
+    ));
+    let mut s = ok.clone();
+    s.labels.insert("k".repeat(64), "v".into());
+    cases.push(("label key", Some(s), "spec.labels", Code::InvalidArgument));
+
+    for (what, spec, field, code) in cases {
+        let status = invalid(&mut client, spec, "bad").await;
+        assert_eq!(status.code(), code, "{what}: {status:?}");
+        assert!(
+            status.message().starts_with(field),
+            "{what}: message {:?} should name {field}",
+            status.message()
+        );
+    }
+    let status = invalid(&mut client, Some(ok.clone()), "has space").await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().starts_with("task_id"));
+    let status = invalid(&mut client, Some(ok), &"x".repeat(129)).await;
+    assert!(status.message().starts_with("task_id"));
+
+    // Nothing was half-registered.
+    let all = client
+        .list_tasks(pb::ListTasksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        all.tasks.is_empty(),
+        "refused registrations left {:?}",
+        all.tasks
+    );
+}
+
+#[tokio::test]
+async fn task_cap_is_resource_exhausted() {
+    let mut config = test_config();
+    config.max_tasks = 2;
+    let server = TestServer::start_with(config, |s| s).await;
+    let mut client = server.client.clone();
+    let spec = spec_every(Duration::from_secs(3600), http_get("http://127.0.0.1:9/x"));
+    register(&mut client, "a", spec.clone()).await;
+    register(&mut client, "b", spec.clone()).await;
+    let status = invalid(&mut client, Some(spec), "c").await;
+    assert_eq!(status.code(), Code::ResourceExhausted);
+}
+
+#[tokio::test]
+async fn pagination_is_stable_and_filters_apply() {
+    let server = TestServer::start().await;
+    let mut client = server.client.clone();
+    for i in 0..25 {
+        let mut spec = spec_every(Duration::from_secs(3600), http_get("http://127.0.0.1:9/x"));
+        spec.labels
+            .insert("team".into(), if i % 2 == 0 { "a" } else { "b" }.into());
+        register(&mut client, &format!("task-{i:02}"), spec).await;
+    }
+    client
+        .pause_task(pb::PauseTaskRequest {
+            task_id: "task-03".into(),
+            reason: "maintenance".into(),
+        })
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_tasks(pb::ListTasksRequest {
+                page_size: 10,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        // A task inserted mid-listing before the cursor must not shift pages.
+        if seen.is_empty() {
+            register(
+                &mut client,
+                "task-00a",
+                spec_every(Duration::from_secs(3600), http_get("http://127.0.0.1:9/x")),
+            )
+            .await;
+        }
+        seen.extend(page.tasks.into_iter().map(|t| t.task_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let expected: Vec<String> = (0..25).map(|i| format!("task-{i:02}")).collect();
+    assert_eq!(seen, expected, "every task once, in id order");
+
+    let paused = client
+        .list_tasks(pb::ListTasksRequest {
+            state: pb::TaskState::Paused as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(paused.tasks.len(), 1);
+    assert_eq!(paused.tasks[0].pause_reason, "maintenance");
+    let team_a = client
+        .list_tasks(pb::ListTasksRequest {
+            labels: [("team".to_string(), "a".to_string())].into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(team_a.tasks.len(), 13);
+    let bad = client
+        .list_tasks(pb::ListTasksRequest {
+            page_token: "garbage".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().starts_with("page_token"));
+}
+
+#[tokio::test]
+async fn lifecycle_pause_resume_cancel_delete_update() {
+    let server = TestServer::start().await;
+    let mut client = server.client.clone();
+    let spec = spec_every(Duration::from_secs(3600), http_get("http://127.0.0.1:9/x"));
+    register(&mut client, "life", spec.clone()).await;
+
+    let paused = client
+        .pause_task(pb::PauseTaskRequest {
+            task_id: "life".into(),
+            reason: "why".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(state(&paused), pb::TaskState::Paused);
+    assert!(paused.next_run_at.is_none());
+    // Idempotent.
+    let again = client
+        .pause_task(pb::PauseTaskRequest {
+            task_id: "life".into(),
+            reason: "why".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(state(&again), pb::TaskState::Paused);
+
+    let resumed = client
+        .resume_task(pb::ResumeTaskRequest {
+            task_id: "life".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(state(&resumed), pb::TaskState::Active);
+    assert!(resumed.next_run_at.is_some());
+    client
+        .resume_task(pb::ResumeTaskRequest {
+            task_id: "life".into(),
+        })
+        .await
+        .unwrap();
+
+    // Update keeps identity and history, and follows the new schedule.
+    let updated = client
+        .update_task(pb::UpdateTaskRequest {
+            task_id: "life".into(),
+            spec: Some(spec_every(
+                Duration::from_secs(7200),
+                http_get("http://127.0.0.1:9/y"),
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.created_at, resumed.created_at);
+    match updated.spec.unwrap().schedule.unwrap().cadence.unwrap() {
+        pb::schedule::Cadence::Every(d) => assert_eq!(d.seconds, 7200),
+        other => panic!("{other:?}"),
+    }
+
+    // A live task cannot be deleted.
+    let err = client
+        .delete_task(pb::DeleteTaskRequest {
+            task_id: "life".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    let cancelled = client
+        .cancel_task(pb::CancelTaskRequest {
+            task_id: "life".into(),
+            reason: "done".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(state(&cancelled), pb::TaskState::Cancelled);
+    for status in [
+        client
+            .pause_task(pb::PauseTaskRequest {
+                task_id: "life".into(),
+                reason: String::new(),
+            })
+            .await
+            .unwrap_err(),
+        client
+            .resume_task(pb::ResumeTaskRequest {
+                task_id: "life".into(),
+            })
+            .await
+            .unwrap_err(),
+        client
+            .trigger_task(pb::TriggerTaskRequest {
+                task_id: "life".into(),
+            })
+            .await
+            .unwrap_err(),
+        client
+            .update_task(pb::UpdateTaskRequest {
+                task_id: "life".into(),
+                spec: Some(spec.clone()),
+            })
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    }
+    // Still readable, also through a state filter.
+    let listed = client
+        .list_tasks(pb::ListTasksRequest {
+            state: pb::TaskState::Cancelled as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.tasks.len(), 1);
+
+    client
+        .delete_task(pb::DeleteTaskRequest {
+            task_id: "life".into(),
+        })
+        .await
+        .unwrap();
+    let err = client
+        .get_task(pb::GetTaskRequest {
+            task_id: "life".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    // The id is free again.
+    register(&mut client, "life", spec).await;
+}
+
+#[tokio::test]
+async fn header_values_are_redacted_and_compared_on_the_server() {
+    let server = TestServer::start().await;
+    let mut client = server.client.clone();
+    let action = |secret: &str| {
+        pb::action::Kind::Http(pb::HttpAction {
+            method: "POST".into(),
+            url: "http://127.0.0.1:9/hook".into(),
+            headers: [("Authorization".to_string(), format!("Bearer {secret}"))].into(),
+            body: b"{}".to_vec(),
+        })
+    };
+    let task = register(
+        &mut client,
+        "secret",
+        spec_every(Duration::from_secs(3600), action("s3cr3t")),
+    )
+    .await;
+    let shown = format!("{task:?}");
+    assert!(!shown.contains("s3cr3t"), "secret leaked: {shown}");
+    let Some(pb::action::Kind::Http(http)) = task.spec.unwrap().action.unwrap().kind else {
+        panic!()
+    };
+    assert_eq!(
+        http.headers.get("authorization").map(String::as_str),
+        Some("<redacted>")
+    );
+    // The comparison for idempotent retry uses the real values.
+    register(
+        &mut client,
+        "secret",
+        spec_every(Duration::from_secs(3600), action("s3cr3t")),
+    )
+    .await;
+    let err = invalid(
+        &mut client,
+        Some(spec_every(Duration::from_secs(3600), action("other"))),
+        "secret",
+    )
+    .await;
+    assert_eq!(err.code(), Code::AlreadyExists);
+    let listed = client
+        .list_tasks(pb::ListTasksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!format!("{listed:?}").contains("s3cr3t"));
+}

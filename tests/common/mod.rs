@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod handlers;
 pub mod http_target;
 pub mod redis;
 
