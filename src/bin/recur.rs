@@ -52,6 +52,9 @@ struct Serve {
     /// Results kept in total.
     #[arg(long, env = "RECUR_RESULTS_TOTAL", default_value_t = 100_000)]
     results_total: usize,
+    /// Seconds start-up keeps retrying an unreachable Redis before exiting.
+    #[arg(long, env = "RECUR_REDIS_STARTUP_SECS", default_value_t = 30.0)]
+    redis_startup_secs: f64,
     /// Most result streams open at once.
     #[arg(long, env = "RECUR_MAX_OPEN_STREAMS", default_value_t = 1024)]
     max_open_streams: usize,
@@ -74,6 +77,7 @@ impl Serve {
         config.results_per_task = self.results_per_task;
         config.results_total = self.results_total;
         config.max_open_streams = self.max_open_streams;
+        config.redis_startup_window = seconds("redis-startup-secs", self.redis_startup_secs)?;
         Ok(config)
     }
 }

@@ -68,6 +68,17 @@ impl TestServer {
         }
     }
 
+    /// A client on a new connection, or None when the server no longer accepts.
+    pub async fn try_connect(addr: SocketAddr) -> Option<TaskServiceClient<Channel>> {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .ok()?;
+        Some(TaskServiceClient::new(channel))
+    }
+
     /// A client on a new connection.
     pub async fn new_client(&self) -> TaskServiceClient<Channel> {
         connect(self.addr).await

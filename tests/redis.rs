@@ -1,0 +1,258 @@
+//! Redis actions and the managed pool: named connections, reconnects, the
+//! start-up check, and no connection left after `run` returns.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    redis::{OwnRedis, SHARED_URL, client_names, random_prefix},
+    *,
+};
+use deadpool_redis::redis;
+use recur::pb::v1 as pb;
+
+fn redis_action(args: &[&str]) -> pb::action::Kind {
+    pb::action::Kind::Redis(pb::RedisAction {
+        args: args.iter().map(|s| s.to_string()).collect(),
+    })
+}
+
+fn config_with(url: &str) -> (recur::Config, String) {
+    let mut config = test_config();
+    config.redis_url = Some(url.to_string());
+    config.node_id = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let name = format!("recur:{}", config.node_id);
+    (config, name)
+}
+
+#[tokio::test]
+async fn redis_actions_run_on_the_shared_redis() {
+    let prefix = random_prefix();
+    let key = format!("{prefix}hits");
+    let (config, _) = config_with(SHARED_URL);
+    let server = TestServer::start_with(config, |s| s).await;
+    let mut client = server.client.clone();
+    let mut results = stream(&mut client, &[], "", false).await;
+    register(
+        &mut client,
+        "incr",
+        spec_every(Duration::from_secs(3600), redis_action(&["INCR", &key])),
+    )
+    .await;
+    register(
+        &mut client,
+        "range",
+        spec_every(
+            Duration::from_secs(3600),
+            redis_action(&["MGET", &key, &format!("{prefix}none")]),
+        ),
+    )
+    .await;
+    register(
+        &mut client,
+        "wrong",
+        spec_every(
+            Duration::from_secs(3600),
+            redis_action(&["LPUSH", &key, "x"]),
+        ),
+    )
+    .await;
+    for id in ["incr", "incr", "range", "wrong"] {
+        client
+            .trigger_task(pb::TriggerTaskRequest { task_id: id.into() })
+            .await
+            .unwrap();
+        let r = next_result(&mut results).await.unwrap().unwrap();
+        match id {
+            "incr" => assert_eq!(outcome(&r), pb::Outcome::Succeeded, "{}", r.error),
+            "range" => {
+                assert_eq!(outcome(&r), pb::Outcome::Succeeded);
+                assert_eq!(r.output, br#"["2",null]"#, "reply rendered as JSON");
+            }
+            _ => {
+                assert_eq!(outcome(&r), pb::Outcome::Failed);
+                assert!(r.error.contains("WRONGTYPE"), "{}", r.error);
+            }
+        }
+    }
+    let mut conn = common::redis::connect(SHARED_URL).await;
+    let hits: i64 = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(hits, 2);
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    // The server's own key space is off limits.
+    let err = client
+        .register_task(pb::RegisterTaskRequest {
+            task_id: "own".into(),
+            spec: Some(spec_every(
+                Duration::from_secs(60),
+                redis_action(&["DEL", "recur:tasks"]),
+            )),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().starts_with("spec.action.redis.args"));
+}
+
+#[tokio::test]
+async fn pool_connections_are_named_and_gone_when_run_returns() {
+    let (config, name) = config_with(SHARED_URL);
+    let server = TestServer::start_with(config, |s| s).await;
+    // The pool was checked before the server took calls: a named connection exists.
+    let names = client_names(SHARED_URL).await;
+    assert!(names.contains(&name), "{name} not in CLIENT LIST {names:?}");
+    // Use the pool from several runs at once.
+    let mut client = server.client.clone();
+    let mut results = stream(&mut client, &[], "", false).await;
+    let prefix = random_prefix();
+    for i in 0..4 {
+        let mut spec = spec_every(
+            Duration::from_secs(3600),
+            redis_action(&["SET", &format!("{prefix}{i}"), "v", "EX", "60"]),
+        );
+        spec.overlap = pb::OverlapPolicy::Allow as i32;
+        register(&mut client, &format!("set{i}"), spec).await;
+        client
+            .trigger_task(pb::TriggerTaskRequest {
+                task_id: format!("set{i}"),
+            })
+            .await
+            .unwrap();
+    }
+    for _ in 0..4 {
+        assert_eq!(
+            outcome(&next_result(&mut results).await.unwrap().unwrap()),
+            pb::Outcome::Succeeded
+        );
+    }
+    drop(results);
+    server.stop().await.expect("clean shutdown");
+    // Checked right after run returned, in this process.
+    let names = client_names(SHARED_URL).await;
+    assert!(
+        !names.contains(&name),
+        "connections of {name} left after shutdown: {names:?}"
+    );
+}
+
+#[tokio::test]
+async fn reconnects_after_redis_restarts_and_names_the_new_connection() {
+    let mut own = OwnRedis::start();
+    let port = own.port;
+    let (config, name) = config_with(&own.url());
+    let server = TestServer::start_with(config, |s| s).await;
+    let mut client = server.client.clone();
+    let mut results = stream(&mut client, &[], "", false).await;
+    register(
+        &mut client,
+        "ping",
+        spec_every(Duration::from_secs(3600), redis_action(&["PING"])),
+    )
+    .await;
+    client
+        .trigger_task(pb::TriggerTaskRequest {
+            task_id: "ping".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome(&next_result(&mut results).await.unwrap().unwrap()),
+        pb::Outcome::Succeeded
+    );
+
+    own.stop();
+    client
+        .trigger_task(pb::TriggerTaskRequest {
+            task_id: "ping".into(),
+        })
+        .await
+        .unwrap();
+    let r = next_result(&mut results).await.unwrap().unwrap();
+    assert_eq!(
+        outcome(&r),
+        pb::Outcome::Failed,
+        "Redis down is a failed run, not a hang"
+    );
+
+    let restarted = OwnRedis::start_on(port);
+    let mut succeeded = false;
+    for _ in 0..20 {
+        client
+            .trigger_task(pb::TriggerTaskRequest {
+                task_id: "ping".into(),
+            })
+            .await
+            .unwrap();
+        let r = next_result(&mut results).await.unwrap().unwrap();
+        if outcome(&r) == pb::Outcome::Succeeded {
+            succeeded = true;
+            break;
+        }
+    }
+    assert!(succeeded, "no successful run after Redis came back");
+    let names = client_names(&restarted.url()).await;
+    assert!(
+        names.contains(&name),
+        "the new connection is named too: {names:?}"
+    );
+    drop(results);
+    server.stop().await.unwrap();
+    assert!(!client_names(&restarted.url()).await.contains(&name));
+}
+
+#[tokio::test]
+async fn unreachable_redis_at_start_fails_after_the_window() {
+    let port = common::redis::free_port();
+    let (mut config, _) = config_with(&format!("redis://127.0.0.1:{port}"));
+    config.redis_startup_window = Duration::from_millis(800);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(
+        WAIT,
+        recur::server::run(listener, config, std::future::pending()),
+    )
+    .await
+    .expect("gave up in time");
+    let err = result.expect_err("no server without its Redis");
+    assert!(matches!(err, recur::ServerError::Redis(_)), "{err:?}");
+    assert!(err.to_string().contains("unreachable"), "{err}");
+    assert!(started.elapsed() >= Duration::from_millis(700));
+}
+
+#[tokio::test]
+async fn binary_exits_non_zero_when_redis_is_unreachable() {
+    let port = common::redis::free_port();
+    let listen = common::redis::free_port();
+    let output = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_recur"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{listen}"),
+                "--redis-url",
+                &format!("redis://127.0.0.1:{port}"),
+                "--redis-startup-secs",
+                "0.5",
+            ])
+            .output(),
+    )
+    .await
+    .expect("exited in time")
+    .unwrap();
+    assert!(!output.status.success());
+    let log = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("unreachable"), "{log}");
+}

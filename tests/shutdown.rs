@@ -1,0 +1,184 @@
+//! Graceful shutdown in its written order: health NOT_SERVING, no new calls,
+//! runs in flight get the grace period then are cancelled, streams end with
+//! UNAVAILABLE and a resume cursor, and `run` returns promptly even with
+//! many open streams.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{handlers::Gate, *};
+use recur::pb::v1 as pb;
+use tonic::Code;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+#[tokio::test]
+async fn runs_in_flight_finish_within_grace_and_streams_end_unavailable() {
+    let (gate, mut started) = Gate::new();
+    let mut config = test_config();
+    config.shutdown_grace = Duration::from_secs(20);
+    let mut server = TestServer::start_with(config, |s| s.handler("gate", gate.clone())).await;
+    let mut client = server.client.clone();
+    register(
+        &mut client,
+        "held",
+        spec_every(Duration::from_secs(3600), custom("gate", b"")),
+    )
+    .await;
+    let mut results = stream(&mut client, &[], "", false).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "recur.v1.TaskService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+
+    client
+        .trigger_task(pb::TriggerTaskRequest {
+            task_id: "held".into(),
+        })
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, started.recv())
+        .await
+        .expect("run started");
+
+    let handle = server.take_handle();
+    server.signal_shutdown();
+    // 1. health says NOT_SERVING before anything else stops.
+    let status = tokio::time::timeout(WAIT, watch.message())
+        .await
+        .expect("health update")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.status(), ServingStatus::NotServing);
+    // 2. no new calls.
+    let mut fresh = TestServer::try_connect(server.addr).await;
+    if let Some(fresh) = fresh.as_mut() {
+        let err = fresh
+            .get_task(pb::GetTaskRequest {
+                task_id: "held".into(),
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err.code(),
+                Code::Unavailable | Code::Unknown | Code::Cancelled
+            ),
+            "{err:?}"
+        );
+    }
+    // 3. the run in flight may finish and its result still reaches the stream.
+    gate.permits.add_permits(1);
+    let r = next_result(&mut results).await.unwrap().unwrap();
+    assert_eq!(outcome(&r), pb::Outcome::Succeeded);
+    // 4. then the stream ends with UNAVAILABLE and where to resume.
+    let err = next_result(&mut results)
+        .await
+        .expect_err("stream ends with a status");
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(
+        err.metadata().get("recur-resume-cursor").unwrap(),
+        r.cursor.as_str()
+    );
+    tokio::time::timeout(WAIT, handle)
+        .await
+        .expect("run returned")
+        .unwrap()
+        .expect("clean exit");
+}
+
+#[tokio::test]
+async fn runs_past_the_grace_period_are_cancelled() {
+    let (gate, mut started) = Gate::new();
+    let mut config = test_config();
+    config.shutdown_grace = Duration::from_millis(500);
+    let mut server = TestServer::start_with(config, |s| s.handler("gate", gate.clone())).await;
+    let mut client = server.client.clone();
+    register(
+        &mut client,
+        "stuck",
+        spec_every(Duration::from_secs(3600), custom("gate", b"")),
+    )
+    .await;
+    let mut results = stream(&mut client, &[], "", false).await;
+    client
+        .trigger_task(pb::TriggerTaskRequest {
+            task_id: "stuck".into(),
+        })
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, started.recv())
+        .await
+        .expect("run started");
+    let handle = server.take_handle();
+    let began = Instant::now();
+    server.signal_shutdown();
+    let r = next_result(&mut results).await.unwrap().unwrap();
+    assert_eq!(outcome(&r), pb::Outcome::Cancelled);
+    assert!(
+        began.elapsed() >= Duration::from_millis(450),
+        "cancelled before the grace period ended"
+    );
+    let err = next_result(&mut results).await.expect_err("UNAVAILABLE");
+    assert_eq!(err.code(), Code::Unavailable);
+    tokio::time::timeout(WAIT, handle)
+        .await
+        .expect("run returned")
+        .unwrap()
+        .expect("clean exit");
+}
+
+#[tokio::test]
+async fn a_hundred_open_streams_do_not_hold_up_shutdown() {
+    let server = TestServer::start().await;
+    let mut client = server.client.clone();
+    register(
+        &mut client,
+        "quiet",
+        spec_every(Duration::from_secs(3600), http_get("http://127.0.0.1:9/")),
+    )
+    .await;
+    let mut open = Vec::new();
+    for i in 0..100 {
+        // Spread over a few connections, as real clients would be.
+        let mut c = if i % 25 == 0 {
+            server.new_client().await
+        } else {
+            client.clone()
+        };
+        open.push(stream(&mut c, &[], "", false).await);
+    }
+    assert_eq!(server.open_streams.get(), 100);
+    let began = Instant::now();
+    server.stop().await.expect("clean exit");
+    // Grace (2 s in tests) is not even needed: nothing runs. Drain is 1 s.
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        began.elapsed()
+    );
+    for mut s in open {
+        let end = tokio::time::timeout(WAIT, s.message())
+            .await
+            .expect("stream ended");
+        assert!(
+            end.is_err() || matches!(end, Ok(None)),
+            "stream still delivering: {end:?}"
+        );
+    }
+}
