@@ -121,16 +121,17 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// Delay before attempt `next_attempt` (2 for the first retry).
     pub fn backoff(&self, next_attempt: u32) -> Duration {
-        let doublings = next_attempt.saturating_sub(2).min(32);
+        let doublings = next_attempt.saturating_sub(2);
+        let factor = 1u32.checked_shl(doublings).unwrap_or(u32::MAX);
         self.initial_backoff
-            .checked_mul(1u32 << doublings)
+            .checked_mul(factor)
             .unwrap_or(self.max_backoff)
             .min(self.max_backoff)
     }
 }
 
 /// An HTTP call.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct HttpAction {
     /// Upper-case method.
     pub method: reqwest::Method,
@@ -140,6 +141,19 @@ pub struct HttpAction {
     pub headers: BTreeMap<String, String>,
     /// Request body.
     pub body: Bytes,
+}
+
+/// Header values are secrets (API keys, tokens): Debug shows names only, so
+/// no log line or panic message can carry them.
+impl fmt::Debug for HttpAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpAction")
+            .field("method", &self.method)
+            .field("url", &crate::action::http::redact(&self.url))
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 /// One Redis command.
@@ -297,6 +311,21 @@ mod tests {
         assert!(TaskId::parse(&"x".repeat(129)).is_err());
         assert!(TaskId::parse(&"x".repeat(128)).is_ok());
         assert!(TaskId::parse("é").is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_header_values() {
+        let action = HttpAction {
+            method: reqwest::Method::GET,
+            url: reqwest::Url::parse("https://user:pw@example.com/x?token=abc").unwrap(),
+            headers: [("authorization".to_string(), "Bearer s3cr3t".to_string())].into(),
+            body: Bytes::new(),
+        };
+        let shown = format!("{action:?}");
+        assert!(shown.contains("authorization"));
+        for secret in ["s3cr3t", "pw", "token=abc"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
     }
 
     #[test]

@@ -387,6 +387,11 @@ impl Scheduler {
             {
                 runs.pending = None;
                 task.skipped_count += 1;
+                // It was counted when buffered but never starts: uncount it,
+                // so max_runs still means runs started. Nothing can be
+                // numbered after a pending run, so its number is reused.
+                task.run_count = task.run_count.saturating_sub(1);
+                task.scheduled_run_count = task.scheduled_run_count.saturating_sub(1);
             }
         }
         task.state = TaskState::Paused;
@@ -621,9 +626,11 @@ impl Inner {
             return;
         }
         if let Err(error) = self.fire_inner(&id, slot).await {
-            // The store failed: the slot is lost for this process. Say so; the
-            // next arm comes from the next successful control call or restart.
-            warn!(task_id = %id, %slot, %error, "firing failed, slot not run");
+            // The store failed before the slot was claimed or recorded: try the
+            // same slot again shortly rather than leaving the task unarmed.
+            warn!(task_id = %id, %slot, %error, "firing failed, retrying the slot");
+            let retry_at = self.clock.now() + chrono::Duration::seconds(1);
+            self.timer.set(id, slot, retry_at);
         }
     }
 
@@ -751,6 +758,10 @@ impl Inner {
         let handle = handle.clone();
         debug!(task_id = %task.id, run, "run started");
         self.tracker.spawn(async move {
+            // Shutdown may have begun between the decision and this start.
+            if inner.stopping.is_cancelled() {
+                token.cancel();
+            }
             let result = run::execute(&inner.actions, &inner.clock, plan, token).await;
             inner.finish_run(&handle, result).await;
         });
@@ -798,7 +809,9 @@ impl Inner {
         };
         let Some(task) = task else { return };
         if let Some(pending) = pending {
-            if task.state.is_terminal() || self.stopping.is_cancelled() {
+            // A completed task still owes its buffered run: it was counted
+            // (max_runs) when it was buffered. Only cancel and stop drop it.
+            if task.state == TaskState::Cancelled || self.stopping.is_cancelled() {
                 debug!(task_id = %id, run = pending.run, "pending run dropped");
             } else {
                 self.spawn_run(

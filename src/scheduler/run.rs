@@ -39,8 +39,14 @@ pub(crate) async fn execute(
     let mut started_at = None;
     let mut attempt = 0;
     let mut last_output = Output::default();
-    let mut latency;
+    let mut latency = Duration::ZERO;
     let (outcome, error) = loop {
+        if token.is_cancelled() {
+            break (
+                Outcome::Cancelled,
+                "run was cancelled before it started".to_string(),
+            );
+        }
         attempt += 1;
         started_at.get_or_insert_with(|| clock.now());
         let info = Attempt {
