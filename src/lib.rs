@@ -41,5 +41,8 @@ pub mod store;
 pub mod task;
 
 pub use action::{HandlerContext, HandlerError, TaskHandler};
+/// Implement [`TaskHandler`] with `#[recur::async_trait]`, without a
+/// direct dependency on the async-trait crate.
+pub use async_trait::async_trait;
 pub use config::Config;
 pub use server::{Server, ServerError};

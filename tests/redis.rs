@@ -109,11 +109,16 @@ async fn redis_actions_run_on_the_shared_redis() {
 async fn pool_connections_are_named_and_gone_when_run_returns() {
     let (config, name) = config_with(SHARED_URL);
     let server = TestServer::start_with(config, |s| s).await;
-    // The pool was checked before the server took calls: a named connection exists.
+    // The pool was checked before the server took calls: once a call is
+    // answered, a named connection exists.
+    let mut client = server.client.clone();
+    client
+        .list_tasks(pb::ListTasksRequest::default())
+        .await
+        .unwrap();
     let names = client_names(SHARED_URL).await;
     assert!(names.contains(&name), "{name} not in CLIENT LIST {names:?}");
     // Use the pool from several runs at once.
-    let mut client = server.client.clone();
     let mut results = stream(&mut client, &[], "", false).await;
     let prefix = random_prefix();
     for i in 0..4 {

@@ -542,3 +542,27 @@ async fn header_values_are_redacted_and_compared_on_the_server() {
         .into_inner();
     assert!(!format!("{listed:?}").contains("s3cr3t"));
 }
+
+#[tokio::test]
+async fn oversized_messages_are_refused() {
+    let server = TestServer::start().await;
+    let mut client = server.client.clone();
+    let action = pb::action::Kind::Http(pb::HttpAction {
+        method: "POST".into(),
+        url: "http://127.0.0.1:9/".into(),
+        body: vec![0u8; 2 * 1024 * 1024],
+        ..Default::default()
+    });
+    let status = invalid(
+        &mut client,
+        Some(spec_every(Duration::from_secs(60), action)),
+        "huge",
+    )
+    .await;
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    // The server is fine afterwards.
+    client
+        .list_tasks(pb::ListTasksRequest::default())
+        .await
+        .unwrap();
+}

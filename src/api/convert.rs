@@ -417,7 +417,12 @@ pub fn spec_to_proto(spec: &TaskSpec) -> pb::TaskSpec {
     pb::TaskSpec {
         schedule: Some(pb::Schedule {
             cadence: Some(cadence),
-            time_zone: s.time_zone.name().to_string(),
+            // The zone only applies to cron; echoing "UTC" for an interval
+            // would suggest otherwise.
+            time_zone: match s.cadence {
+                Cadence::Cron(_) => s.time_zone.name().to_string(),
+                Cadence::Every(_) => String::new(),
+            },
             jitter: (!s.jitter.is_zero()).then(|| proto_duration(s.jitter)),
             start_at: s.start_at.map(proto_time),
             end_at: s.end_at.map(proto_time),
