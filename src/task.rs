@@ -2,7 +2,7 @@
 //! by the scheduler, the store and the API conversions; no behaviour that
 //! needs I/O lives here.
 
-use std::{collections::BTreeMap, fmt, time::Duration};
+use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -206,8 +206,9 @@ pub struct TaskSpec {
 pub struct TaskRecord {
     /// Id.
     pub id: TaskId,
-    /// Spec.
-    pub spec: TaskSpec,
+    /// Spec; shared, since it changes only on update and every firing and
+    /// run reads it.
+    pub spec: Arc<TaskSpec>,
     /// State.
     pub state: TaskState,
     /// Registration time; anchors interval schedules without start_at.

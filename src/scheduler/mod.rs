@@ -244,7 +244,7 @@ impl Scheduler {
         let _serial = inner.register_lock.lock().await;
         let id = id.unwrap_or_else(TaskId::generate);
         if let Some(existing) = inner.store.get_task(&id).await? {
-            return if existing.spec == spec {
+            return if *existing.spec == spec {
                 Ok(existing)
             } else {
                 Err(Error::AlreadyExists { task_id: id })
@@ -259,7 +259,7 @@ impl Scheduler {
         let next = first_slot(&spec, now)?;
         let record = TaskRecord {
             id: id.clone(),
-            spec,
+            spec: Arc::new(spec),
             state: TaskState::Active,
             created_at: now,
             updated_at: now,
@@ -298,7 +298,7 @@ impl Scheduler {
         }
         let now = inner.clock.now();
         let next = slot_after(&spec, task.created_at, now)?;
-        task.spec = spec;
+        task.spec = Arc::new(spec);
         task.updated_at = now;
         if task.state == TaskState::Active {
             task.next_run_at = Some(next);
@@ -749,9 +749,7 @@ impl Inner {
             run,
             trigger,
             scheduled_at,
-            action: task.spec.action.clone(),
-            timeout: task.spec.timeout,
-            retry: task.spec.retry,
+            spec: task.spec.clone(),
             retry_deadline: task.next_run_at,
         };
         let inner = self.clone();

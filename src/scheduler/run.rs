@@ -2,7 +2,7 @@
 //! backoff until the retry budget or the next slot, and abandoned as soon as
 //! the run's token is cancelled.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::clock::Clock;
 use crate::{
     action::{Actions, Attempt, Output},
-    task::{Action, Outcome, RetryPolicy, TaskId, TaskResult, Trigger, occurrence_id},
+    task::{Outcome, TaskId, TaskResult, TaskSpec, Trigger, occurrence_id},
 };
 
 /// Everything a run needs, fixed when it starts.
@@ -20,9 +20,7 @@ pub(crate) struct RunPlan {
     pub run: u64,
     pub trigger: Trigger,
     pub scheduled_at: DateTime<Utc>,
-    pub action: Action,
-    pub timeout: Duration,
-    pub retry: RetryPolicy,
+    pub spec: Arc<TaskSpec>,
     /// Retries stop before this instant (the next slot), so a failing run
     /// never overlaps the next one through its retries.
     pub retry_deadline: Option<DateTime<Utc>>,
@@ -61,7 +59,7 @@ pub(crate) async fn execute(
         let result = tokio::select! {
             biased;
             _ = token.cancelled() => None,
-            r = tokio::time::timeout(plan.timeout, actions.run(&plan.action, &info)) => Some(r),
+            r = tokio::time::timeout(plan.spec.timeout, actions.run(&plan.spec.action, &info)) => Some(r),
         };
         latency = began.elapsed();
         let (outcome, error) = match result {
@@ -78,14 +76,14 @@ pub(crate) async fn execute(
                 last_output = Output::default();
                 (
                     Outcome::TimedOut,
-                    format!("attempt timed out after {:?}", plan.timeout),
+                    format!("attempt timed out after {:?}", plan.spec.timeout),
                 )
             }
         };
-        if attempt >= plan.retry.max_attempts.max(1) {
+        if attempt >= plan.spec.retry.max_attempts.max(1) {
             break (outcome, error);
         }
-        let backoff = plan.retry.backoff(attempt + 1);
+        let backoff = plan.spec.retry.backoff(attempt + 1);
         if let Some(deadline) = plan.retry_deadline {
             let retry_at = clock.now().checked_add_signed(
                 chrono::Duration::from_std(backoff).unwrap_or(chrono::Duration::MAX),
