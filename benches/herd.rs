@@ -81,6 +81,7 @@ async fn herd(n: usize) {
     let http = HttpRunner::new(HttpSettings {
         connect_timeout: Duration::from_secs(1),
         read_timeout: Duration::from_secs(1),
+        total_timeout: Duration::from_secs(1),
         max_redirects: 0,
         output_cap: 1024,
     })

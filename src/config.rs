@@ -53,8 +53,8 @@ pub struct Config {
     pub max_open_streams: usize,
     /// Most HTTP/2 streams per connection.
     pub max_concurrent_streams_per_connection: u32,
-    /// Most unary calls handled at once per connection; calls beyond it are
-    /// shed with UNAVAILABLE rather than queued.
+    /// Most calls handled at once per connection; calls beyond it are shed
+    /// with RESOURCE_EXHAUSTED rather than queued.
     pub concurrency_per_connection: usize,
     /// Largest request message accepted (after decompression).
     pub max_message_size: usize,

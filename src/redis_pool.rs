@@ -10,6 +10,13 @@ use deadpool_redis::{
     redis::{self, AsyncConnectionConfig, aio::MultiplexedConnection},
 };
 
+/// First pause between start-up attempts to reach Redis; doubles each time.
+const STARTUP_BACKOFF_FIRST: Duration = Duration::from_millis(100);
+/// Longest pause between start-up attempts, so Redis coming up is noticed soon.
+const STARTUP_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How long closing waits for Redis to answer QUIT on one connection.
+const QUIT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Pool settings, taken from [`crate::Config`].
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
@@ -107,7 +114,7 @@ impl RedisPool {
         let pool = RedisPool { pool };
 
         let started = Instant::now();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = STARTUP_BACKOFF_FIRST;
         loop {
             match pool.ping().await {
                 Ok(()) => return Ok(pool),
@@ -122,7 +129,7 @@ impl RedisPool {
                     }
                     tracing::warn!(error = %last_error, retry_in_ms = backoff.as_millis() as u64, "redis not reachable yet");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    backoff = (backoff * 2).min(STARTUP_BACKOFF_MAX);
                 }
             }
         }
@@ -153,8 +160,7 @@ impl RedisPool {
             // QUIT is deprecated in Redis 7.2 but still served; an error means
             // the connection is already gone, which is what we want.
             let quit = redis::cmd("QUIT");
-            let _ = tokio::time::timeout(Duration::from_secs(1), quit.query_async::<()>(&mut conn))
-                .await;
+            let _ = tokio::time::timeout(QUIT_TIMEOUT, quit.query_async::<()>(&mut conn)).await;
         }
     }
 }

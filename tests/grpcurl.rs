@@ -395,7 +395,7 @@ async fn walkthrough_script_runs_to_cancelled() {
         .arg(&script)
         .arg(server.addr.to_string())
         .arg(target.url("/walkthrough"))
-        .env("INTERVAL", "1s")
+        .env("INTERVAL", "3600s")
         .env("TASK_ID", "script-walkthrough")
         .env("RESULT_WAIT", "20");
     let out = run(command, "grpcurl-walkthrough.sh").await;

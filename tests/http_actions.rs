@@ -59,9 +59,17 @@ async fn pause_resume_trigger_cancel_against_a_live_target() {
         .unwrap()
         .into_inner();
     assert_eq!(paused.pause_reason, "deploy");
-    let count = target.received().len();
+    let paused_at = chrono::Utc::now();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(target.received().len(), count, "no request while paused");
+    // A run that started before PauseTask returned may still arrive; none
+    // for a slot after it may.
+    let late: Vec<_> = target
+        .received()
+        .iter()
+        .map(slot_of)
+        .filter(|slot| *slot > paused_at)
+        .collect();
+    assert!(late.is_empty(), "runs for slots after the pause: {late:?}");
 
     // Trigger works while paused and is marked manual.
     let run = client
@@ -95,6 +103,7 @@ async fn pause_resume_trigger_cancel_against_a_live_target() {
 
     // Resume continues from the next future slot: no burst for the paused slots.
     let before = target.received().len();
+    let resume_called = chrono::Utc::now();
     let resumed = client
         .resume_task(pb::ResumeTaskRequest {
             task_id: "tick".into(),
@@ -103,14 +112,11 @@ async fn pause_resume_trigger_cancel_against_a_live_target() {
         .unwrap()
         .into_inner();
     let next = resumed.next_run_at.unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
-    let next_secs = next.seconds as f64 + next.nanos as f64 / 1e9;
+    let resume_returned = chrono::Utc::now();
+    let next_at = chrono::DateTime::from_timestamp(next.seconds, next.nanos as u32).unwrap();
     assert!(
-        next_secs > now - 0.05 && next_secs <= now + 1.05,
-        "next slot within one interval of now"
+        next_at > resume_called && next_at <= resume_returned + chrono::Duration::seconds(1),
+        "next slot {next_at} should be the first grid slot after the resume call ({resume_called}..{resume_returned})"
     );
     let r = loop {
         let r = next_result(&mut results).await.unwrap().unwrap();
@@ -134,12 +140,30 @@ async fn pause_resume_trigger_cancel_against_a_live_target() {
         .unwrap()
         .into_inner();
     assert_eq!(state(&cancelled), pb::TaskState::Cancelled);
-    let after_cancel = target.received().len();
+    let cancelled_at = chrono::Utc::now();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(
-        target.received().len() <= after_cancel,
-        "no request after cancel"
-    );
+    let late: Vec<_> = target
+        .received()
+        .iter()
+        .map(slot_of)
+        .filter(|slot| *slot > cancelled_at)
+        .collect();
+    assert!(late.is_empty(), "runs for slots after the cancel: {late:?}");
+}
+
+/// The nominal slot a request was sent for, from its Idempotency-Key
+/// (`<task id>@<RFC 3339 slot>`).
+fn slot_of(request: &common::http_target::Received) -> chrono::DateTime<chrono::Utc> {
+    let key = request
+        .headers
+        .get("idempotency-key")
+        .expect("key")
+        .to_str()
+        .unwrap();
+    let (_, slot) = key.rsplit_once('@').expect("task@slot");
+    chrono::DateTime::parse_from_rfc3339(slot)
+        .expect("rfc3339")
+        .with_timezone(&chrono::Utc)
 }
 
 #[tokio::test]

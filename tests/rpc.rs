@@ -401,6 +401,17 @@ async fn lifecycle_pause_resume_cancel_delete_update() {
         .unwrap();
 
     // Update keeps identity and history, and follows the new schedule.
+    let mut results = stream(&mut client, &["life"], "", false).await;
+    let run = client
+        .trigger_task(pb::TriggerTaskRequest {
+            task_id: "life".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .run;
+    let first = next_result(&mut results).await.unwrap().unwrap();
+    assert_eq!(first.run, run);
     let updated = client
         .update_task(pb::UpdateTaskRequest {
             task_id: "life".into(),
@@ -413,6 +424,21 @@ async fn lifecycle_pause_resume_cancel_delete_update() {
         .unwrap()
         .into_inner();
     assert_eq!(updated.created_at, resumed.created_at);
+    assert_eq!(updated.run_count, 1, "run count kept");
+    assert_eq!(
+        updated.last_result.as_ref().map(|r| r.run),
+        Some(run),
+        "history kept"
+    );
+    let created = updated.created_at.unwrap();
+    assert_eq!(
+        updated.next_run_at,
+        Some(prost_types::Timestamp {
+            seconds: created.seconds + 7200,
+            nanos: created.nanos
+        }),
+        "the next slot follows the new interval on the task's grid"
+    );
     match updated.spec.unwrap().schedule.unwrap().cadence.unwrap() {
         pb::schedule::Cadence::Every(d) => assert_eq!(d.seconds, 7200),
         other => panic!("{other:?}"),
@@ -565,4 +591,72 @@ async fn oversized_messages_are_refused() {
         .list_tasks(pb::ListTasksRequest::default())
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_completed_task_keeps_its_id_until_its_last_run_reports() {
+    let (gate, mut started) = common::handlers::Gate::new();
+    let server = TestServer::start_with(test_config(), |s| s.handler("gate", gate.clone())).await;
+    let mut client = server.client.clone();
+    let mut spec = spec_every(Duration::from_secs(1), custom("gate", b""));
+    spec.schedule.as_mut().unwrap().max_runs = 1;
+    register(&mut client, "once", spec).await;
+    // The first slot is a second away: the stream is open before the run ends.
+    let mut results = stream(&mut client, &["once"], "", false).await;
+    tokio::time::timeout(WAIT, started.recv())
+        .await
+        .expect("run started");
+    let task = client
+        .get_task(pb::GetTaskRequest {
+            task_id: "once".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(state(&task), pb::TaskState::Completed);
+    let err = client
+        .delete_task(pb::DeleteTaskRequest {
+            task_id: "once".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    gate.permits.add_permits(1);
+    assert_eq!(
+        outcome(&next_result(&mut results).await.unwrap().unwrap()),
+        pb::Outcome::Succeeded
+    );
+    assert!(
+        next_result(&mut results).await.unwrap().is_none(),
+        "stream ends after the last run"
+    );
+    client
+        .delete_task(pb::DeleteTaskRequest {
+            task_id: "once".into(),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_request_id_retry_succeeds_even_at_the_task_cap() {
+    let mut config = test_config();
+    config.max_tasks = 1;
+    let server = TestServer::start_with(config, |s| s).await;
+    let mut client = server.client.clone();
+    let req = pb::RegisterTaskRequest {
+        task_id: String::new(),
+        spec: Some(spec_every(
+            Duration::from_secs(3600),
+            http_get("http://127.0.0.1:9/"),
+        )),
+        request_id: "only-one".into(),
+    };
+    let first = client
+        .register_task(req.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let retry = client.register_task(req).await.unwrap().into_inner();
+    assert_eq!(first.task_id, retry.task_id);
 }

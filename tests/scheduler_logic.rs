@@ -190,6 +190,7 @@ impl Harness {
         let http = HttpRunner::new(HttpSettings {
             connect_timeout: secs(5),
             read_timeout: secs(5),
+            total_timeout: secs(5),
             max_redirects: 0,
             output_cap: OUTPUT_CAP,
         })

@@ -45,6 +45,18 @@ async fn runs_in_flight_finish_within_grace_and_streams_end_unavailable() {
         watch.message().await.unwrap().unwrap().status(),
         ServingStatus::Serving
     );
+    // The server as a whole (service ""), which probes check by default.
+    let mut overall = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        overall.message().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
 
     client
         .trigger_task(pb::TriggerTaskRequest {
@@ -60,6 +72,12 @@ async fn runs_in_flight_finish_within_grace_and_streams_end_unavailable() {
     server.signal_shutdown();
     // 1. health says NOT_SERVING before anything else stops.
     let status = tokio::time::timeout(WAIT, watch.message())
+        .await
+        .expect("health update")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.status(), ServingStatus::NotServing);
+    let status = tokio::time::timeout(WAIT, overall.message())
         .await
         .expect("health update")
         .unwrap()
@@ -94,6 +112,14 @@ async fn runs_in_flight_finish_within_grace_and_streams_end_unavailable() {
     assert_eq!(
         err.metadata().get("recur-resume-cursor").unwrap(),
         r.cursor.as_str()
+    );
+    // Health watches end too, so they cannot hold shutdown up.
+    let end = tokio::time::timeout(WAIT, watch.message())
+        .await
+        .expect("watch ended");
+    assert_eq!(
+        end.expect_err("ends with a status").code(),
+        Code::Unavailable
     );
     tokio::time::timeout(WAIT, handle)
         .await
@@ -181,4 +207,26 @@ async fn a_hundred_open_streams_do_not_hold_up_shutdown() {
             "stream still delivering: {end:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn shutdown_while_waiting_for_redis_at_start_returns_at_once() {
+    let port = common::redis::free_port();
+    let mut config = test_config();
+    config.redis_url = Some(format!("redis://127.0.0.1:{port}"));
+    config.redis_startup_window = Duration::from_secs(120);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let signal = stop.clone();
+    let run = tokio::spawn(recur::server::run(listener, config, async move {
+        signal.cancelled().await
+    }));
+    // Let start-up reach its Redis retries, then ask it to stop.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("returned well before the window")
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
 }

@@ -16,6 +16,10 @@ pub const ALLOWED_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "D
 /// Header that carries the occurrence id, unless the task sets it itself.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
+/// How long an idle pooled connection to a target is kept: long enough to
+/// reuse it across runs of a task every minute.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// Settings of the shared client.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpSettings {
@@ -23,6 +27,9 @@ pub struct HttpSettings {
     pub connect_timeout: Duration,
     /// Bound of each read from the socket.
     pub read_timeout: Duration,
+    /// Bound of a whole request, for custom handlers using the shared
+    /// client; HTTP actions are bounded by their attempt timeout before it.
+    pub total_timeout: Duration,
     /// Most redirect hops.
     pub max_redirects: usize,
     /// Largest body kept.
@@ -46,7 +53,8 @@ impl HttpRunner {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(settings.connect_timeout)
             .read_timeout(settings.read_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
+            .timeout(settings.total_timeout)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .user_agent(concat!("recur/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self { client, settings })
@@ -94,7 +102,8 @@ impl HttpRunner {
                 Failure::new(format!(
                     "request to {} failed: {}",
                     redact(&url),
-                    error_chain(&e)
+                    // reqwest's message repeats the URL in full, secrets included.
+                    error_chain(&e.without_url())
                 ))
             })?;
             let status = response.status();
@@ -172,11 +181,12 @@ async fn read_capped(
     cap: usize,
 ) -> Result<(Bytes, bool), Failure> {
     let mut buf = BytesMut::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| Failure::new(format!("reading response body failed: {}", error_chain(&e))))?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
+        Failure::new(format!(
+            "reading response body failed: {}",
+            error_chain(&e.without_url())
+        ))
+    })? {
         let room = cap - buf.len();
         if chunk.len() > room {
             buf.extend_from_slice(&chunk[..room]);

@@ -264,6 +264,14 @@ fn http_action(field: &str, raw: pb::HttpAction) -> Result<HttpAction, Error> {
     }
     let mut headers = BTreeMap::new();
     for (name, value) in raw.headers {
+        // Names are case-insensitive: two spellings of one name would make
+        // which value is sent depend on map order.
+        if headers.contains_key(&name.to_ascii_lowercase()) {
+            return Err(invalid(
+                format!("{field}.headers"),
+                format!("{name:?} is given twice (names are case-insensitive)"),
+            ));
+        }
         if HeaderName::from_bytes(name.as_bytes()).is_err() {
             return Err(invalid(
                 format!("{field}.headers"),

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     pb::v1::{self as pb, task_service_server::TaskService},
     results::stream::{self, StreamGauge, StreamRequest},
-    scheduler::Scheduler,
+    scheduler::{Error, Scheduler},
     store::TaskFilter,
 };
 use convert::SpecContext;
@@ -49,6 +49,8 @@ pub struct TaskApi {
     /// Caps open result streams; a concurrency limit would not, since it
     /// releases its slot once response headers are out.
     streams: Arc<Semaphore>,
+    /// The semaphore's size, for the error message.
+    max_open_streams: usize,
     gauge: StreamGauge,
     /// Cancelled at shutdown: every stream ends with UNAVAILABLE.
     streams_shutdown: CancellationToken,
@@ -67,6 +69,7 @@ impl TaskApi {
             scheduler,
             settings,
             streams: Arc::new(Semaphore::new(max_open_streams)),
+            max_open_streams,
             gauge,
             streams_shutdown,
         }
@@ -143,9 +146,11 @@ impl TaskService for TaskApi {
         let limit = match req.page_size as usize {
             0 => DEFAULT_PAGE_SIZE,
             n if n > MAX_PAGE_SIZE => {
-                return Err(Status::invalid_argument(format!(
-                    "page_size: must be at most {MAX_PAGE_SIZE}"
-                )));
+                return Err(Error::InvalidArgument {
+                    field: "page_size".into(),
+                    reason: format!("must be at most {MAX_PAGE_SIZE}"),
+                }
+                .into());
             }
             n => n,
         };
@@ -213,9 +218,11 @@ impl TaskService for TaskApi {
     ) -> Result<Response<Self::StreamResultsStream>, Status> {
         let req = request.into_inner();
         if req.task_ids.len() > MAX_STREAM_TASKS {
-            return Err(Status::invalid_argument(format!(
-                "task_ids: more than {MAX_STREAM_TASKS} ids"
-            )));
+            return Err(Error::InvalidArgument {
+                field: "task_ids".into(),
+                reason: format!("more than {MAX_STREAM_TASKS} ids"),
+            }
+            .into());
         }
         let tasks = req
             .task_ids
@@ -223,9 +230,13 @@ impl TaskService for TaskApi {
             .enumerate()
             .map(|(i, raw)| convert::task_id(&format!("task_ids[{i}]"), raw))
             .collect::<Result<Vec<_>, _>>()?;
-        let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted("too many open result streams on this server")
-        })?;
+        let permit =
+            self.streams
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| Error::TooManyStreams {
+                    limit: self.max_open_streams,
+                })?;
         let opened = stream::open(
             &self.scheduler,
             StreamRequest {
@@ -245,7 +256,9 @@ impl TaskService for TaskApi {
                 Some(result) => Some((Ok(convert::result_to_proto(&result)), Some(opened))),
                 None => match opened.end.await {
                     Ok(end) => status::stream_end(end).map(|s| (Err(s), None)),
-                    Err(_) => None,
+                    // The forwarder stopped without saying why (it only does
+                    // so when the reader is gone, or if it panicked).
+                    Err(_) => Some((Err(status::stream_vanished()), None)),
                 },
             }
         });

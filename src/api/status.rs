@@ -18,7 +18,9 @@ impl From<Error> for Status {
             Error::NotFound { .. } => Status::not_found(message),
             Error::AlreadyExists { .. } => Status::already_exists(message),
             Error::WrongState { .. } | Error::Busy { .. } => Status::failed_precondition(message),
-            Error::TooManyTasks { .. } => Status::resource_exhausted(message),
+            Error::TooManyTasks { .. } | Error::TooManyStreams { .. } => {
+                Status::resource_exhausted(message)
+            }
             Error::ShuttingDown => Status::unavailable(message),
             Error::Store(store) => match store {
                 StoreError::Conflict { .. } => Status::aborted(message),
@@ -57,6 +59,12 @@ pub fn stream_end(end: StreamEnd) -> Option<Status> {
     };
     insert(&mut status, RESUME_CURSOR_TRAILER, &resume);
     Some(status)
+}
+
+/// The status of a stream whose forwarder stopped without an end (it
+/// panicked): never a silent OK.
+pub fn stream_vanished() -> Status {
+    Status::internal("result stream ended unexpectedly; resume from the last cursor received")
 }
 
 fn insert(status: &mut Status, key: &'static str, value: &str) {

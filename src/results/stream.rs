@@ -208,6 +208,15 @@ impl Forwarder {
             let event = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => {
+                    // Results announced before the end (runs that finished in
+                    // the grace period) still go out, if the reader has room.
+                    while let Ok(event) = events.try_recv() {
+                        if let Event::Result(result) = event
+                            && self.offer(&result).is_err()
+                        {
+                            break;
+                        }
+                    }
                     return Err(Stop::End(StreamEnd::ShuttingDown { resume: self.last.clone() }));
                 }
                 _ = self.tx.closed() => return Err(Stop::Gone),

@@ -27,6 +27,9 @@ use registry::{PendingRun, Registry, TaskHandle};
 use run::RunPlan;
 use timer::TimerHandle;
 
+/// Delay before a firing that failed on the store is tried again.
+const FIRING_RETRY: chrono::Duration = chrono::Duration::seconds(1);
+
 /// Errors of scheduler operations.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -76,6 +79,12 @@ pub enum Error {
         task_id: TaskId,
         /// The policy.
         policy: &'static str,
+    },
+    /// The cap of open result streams is reached.
+    #[error("the server has its maximum of {limit} result streams open")]
+    TooManyStreams {
+        /// The cap.
+        limit: usize,
     },
     /// The task cap is reached.
     #[error("the server holds its maximum of {limit} tasks")]
@@ -242,6 +251,14 @@ impl Scheduler {
             return Err(Error::ShuttingDown);
         }
         let _serial = inner.register_lock.lock().await;
+        // A request id makes a retry of a registration without a task id
+        // idempotent; with a task id, the id itself does.
+        let request_id = request_id.filter(|_| id.is_none());
+        if let Some(request_id) = &request_id
+            && let Some(earlier) = inner.store.task_for_request(request_id).await?
+        {
+            return Ok(earlier);
+        }
         let id = id.unwrap_or_else(TaskId::generate);
         if let Some(existing) = inner.store.get_task(&id).await? {
             return if *existing.spec == spec {
@@ -286,7 +303,7 @@ impl Scheduler {
     /// Replaces the spec of a live task.
     pub async fn update(&self, id: &TaskId, spec: TaskSpec) -> Result<TaskRecord, Error> {
         let inner = &self.inner;
-        let handle = inner.registry.handle(id);
+        let handle = inner.handle_of_existing(id).await?;
         let _op = handle.op.lock().await;
         let mut task = inner.load(id).await?;
         if task.state.is_terminal() {
@@ -322,10 +339,12 @@ impl Scheduler {
     /// Removes a terminal task and its results.
     pub async fn delete(&self, id: &TaskId) -> Result<(), Error> {
         let inner = &self.inner;
-        let handle = inner.registry.handle(id);
+        let handle = inner.handle_of_existing(id).await?;
         let _op = handle.op.lock().await;
         let task = inner.load(id).await?;
-        if !task.state.is_terminal() {
+        if !task.state.is_terminal() || handle.busy() {
+            // A terminal task whose last run is still going keeps its id
+            // until that run has reported.
             return Err(Error::WrongState {
                 task_id: id.clone(),
                 state: task.state,
@@ -363,7 +382,7 @@ impl Scheduler {
     /// Pauses a task; once this returns, no scheduled run starts.
     pub async fn pause(&self, id: &TaskId, reason: String) -> Result<TaskRecord, Error> {
         let inner = &self.inner;
-        let handle = inner.registry.handle(id);
+        let handle = inner.handle_of_existing(id).await?;
         let _op = handle.op.lock().await;
         let mut task = inner.load(id).await?;
         match task.state {
@@ -406,7 +425,7 @@ impl Scheduler {
     /// Resumes a paused task from its next future slot.
     pub async fn resume(&self, id: &TaskId) -> Result<TaskRecord, Error> {
         let inner = &self.inner;
-        let handle = inner.registry.handle(id);
+        let handle = inner.handle_of_existing(id).await?;
         let _op = handle.op.lock().await;
         let mut task = inner.load(id).await?;
         match task.state {
@@ -443,7 +462,7 @@ impl Scheduler {
     /// Cancels a task for good, aborting its runs in flight.
     pub async fn cancel(&self, id: &TaskId, reason: String) -> Result<TaskRecord, Error> {
         let inner = &self.inner;
-        let handle = inner.registry.handle(id);
+        let handle = inner.handle_of_existing(id).await?;
         let _op = handle.op.lock().await;
         let mut task = inner.load(id).await?;
         match task.state {
@@ -462,8 +481,14 @@ impl Scheduler {
         task.next_run_at = None;
         task.reason = reason;
         task.updated_at = inner.clock.now();
+        if let Some(pending) = handle.runs().pending.take() {
+            // Counted when buffered, never started: as in pause, uncount it.
+            task.run_count = task.run_count.saturating_sub(1);
+            if pending.trigger == Trigger::Scheduled {
+                task.scheduled_run_count = task.scheduled_run_count.saturating_sub(1);
+            }
+        }
         let task = inner.store.update_task(task).await?;
-        handle.runs().pending = None;
         handle.token.cancel();
         inner.announce_if_finished(&task, &handle);
         info!(task_id = %id, "task cancelled");
@@ -476,7 +501,7 @@ impl Scheduler {
         if inner.stopping.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
-        let handle = inner.registry.handle(id);
+        let handle = inner.handle_of_existing(id).await?;
         let _op = handle.op.lock().await;
         let mut task = inner.load(id).await?;
         if task.state.is_terminal() {
@@ -590,6 +615,16 @@ fn policy_name(policy: OverlapPolicy) -> &'static str {
 }
 
 impl Inner {
+    /// The handle of a task the store knows; NOT_FOUND otherwise, so ids a
+    /// client merely names never get a handle (and a token) of their own.
+    async fn handle_of_existing(&self, id: &TaskId) -> Result<Arc<TaskHandle>, Error> {
+        if let Some(handle) = self.registry.get(id) {
+            return Ok(handle);
+        }
+        self.load(id).await?;
+        Ok(self.registry.handle(id))
+    }
+
     async fn load(&self, id: &TaskId) -> Result<TaskRecord, Error> {
         self.store
             .get_task(id)
@@ -629,13 +664,17 @@ impl Inner {
             // The store failed before the slot was claimed or recorded: try the
             // same slot again shortly rather than leaving the task unarmed.
             warn!(task_id = %id, %slot, %error, "firing failed, retrying the slot");
-            let retry_at = self.clock.now() + chrono::Duration::seconds(1);
+            let retry_at = self.clock.now() + FIRING_RETRY;
             self.timer.set(id, slot, retry_at);
         }
     }
 
     async fn fire_inner(self: &Arc<Self>, id: &TaskId, slot: DateTime<Utc>) -> Result<(), Error> {
-        let handle = self.registry.handle(id);
+        let handle = match self.handle_of_existing(id).await {
+            Ok(handle) => handle,
+            Err(Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let _op = handle.op.lock().await;
         if self.stopping.is_cancelled() {
             return Ok(());
@@ -659,7 +698,21 @@ impl Inner {
             )
             .unwrap_or((slot, 0));
         if !self.store.claim_slot(id, slot).await? {
-            debug!(task_id = %id, %slot, "slot claimed elsewhere");
+            // Claimed before: by another process sharing the store, or by this
+            // one before the wall clock stepped back. It is not run again, and
+            // the task moves on to its next slot so that it keeps firing.
+            warn!(task_id = %id, %slot, "slot already claimed, not run again");
+            match task.spec.schedule.next_slot_after(task.created_at, slot) {
+                Some(next) => task.next_run_at = Some(next),
+                None => {
+                    task.state = TaskState::Completed;
+                    task.next_run_at = None;
+                    task.updated_at = now;
+                }
+            }
+            let task = self.store.update_task(task).await?;
+            self.arm(&task);
+            self.announce_if_finished(&task, &handle);
             return Ok(());
         }
         task.skipped_count += passed;
@@ -771,7 +824,7 @@ impl Inner {
         let id = result.task_id.clone();
         let run = result.run;
         debug!(task_id = %id, run, outcome = ?result.outcome, "run finished");
-        let recorded = self.record(result).await;
+        let recorded = self.record_finished(handle, result).await;
         let _op = handle.op.lock().await;
         let task = match (recorded, self.store.get_task(&id).await) {
             (Ok(result), Ok(Some(mut task))) => {
@@ -798,7 +851,6 @@ impl Inner {
         };
         let pending = {
             let mut runs = handle.runs();
-            runs.active.retain(|(r, _)| *r != run);
             if runs.active.is_empty() {
                 runs.pending.take()
             } else {
@@ -825,6 +877,24 @@ impl Inner {
         self.announce_if_finished(&task, handle);
     }
 
+    /// Appends the result of a run that has ended, takes the run out of the
+    /// task's runs in flight, then announces it. In that order: a client
+    /// that reacts to the result (a trigger under SKIP) must not find the run
+    /// still in flight, and the result is in the store before anyone hears.
+    async fn record_finished(
+        &self,
+        handle: &TaskHandle,
+        result: TaskResult,
+    ) -> Result<TaskResult, StoreError> {
+        let run = result.run;
+        let _order = self.log_lock.lock().await;
+        let appended = self.store.append_result(result).await;
+        handle.runs().active.retain(|(r, _)| *r != run);
+        let result = appended?;
+        let _ = self.events.send(Event::Result(Arc::new(result.clone())));
+        Ok(result)
+    }
+
     /// Appends a result and announces it, in cursor order.
     async fn record(&self, result: TaskResult) -> Result<TaskResult, StoreError> {
         let _order = self.log_lock.lock().await;
@@ -849,9 +919,13 @@ impl Inner {
     }
 
     async fn sweep(&self) -> Result<(), Error> {
-        let cutoff = self.clock.now()
-            - chrono::Duration::from_std(self.settings.terminal_retention)
-                .unwrap_or(chrono::Duration::MAX);
+        let Some(cutoff) = chrono::Duration::from_std(self.settings.terminal_retention)
+            .ok()
+            .and_then(|keep| self.clock.now().checked_sub_signed(keep))
+        else {
+            // Retention longer than the calendar: nothing is old enough.
+            return Ok(());
+        };
         let mut after: Option<TaskId> = None;
         loop {
             let page = self

@@ -209,7 +209,8 @@ impl CronCadence {
             || pattern.minutes.from_wildcard
             || pattern.hours.from_wildcard);
         let cadence = CronCadence {
-            source: source.to_owned(),
+            // Trimmed, so specs that differ only in surrounding blanks compare equal.
+            source: trimmed.to_owned(),
             cron: Box::new(cron),
             fixed_time,
         };
@@ -226,7 +227,7 @@ impl CronCadence {
         Ok(cadence)
     }
 
-    /// The pattern text exactly as given.
+    /// The pattern text as given, without surrounding blanks.
     pub fn source(&self) -> &str {
         &self.source
     }
@@ -480,6 +481,12 @@ impl Schedule {
         let cadence = match choice {
             Ok(every) => Cadence::Every(validate_every(every, limits)?),
             Err(text) => Cadence::Cron(CronCadence::parse(&text)?),
+        };
+        // The zone only matters for cron; dropping it for an interval keeps
+        // two specs that behave the same equal (idempotent registration).
+        let time_zone = match cadence {
+            Cadence::Every(_) => Tz::UTC,
+            Cadence::Cron(_) => time_zone,
         };
         validate_jitter(&cadence, time_zone, input.jitter)?;
         if let (Some(start), Some(end)) = (input.start_at, input.end_at)

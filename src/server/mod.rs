@@ -2,6 +2,7 @@
 //! scheduler, serve gRPC on an already-bound listener, and shut down in a
 //! written order. The only module that knows sockets and layers.
 
+mod health;
 mod layers;
 
 use std::{collections::HashMap, future::Future, sync::Arc};
@@ -9,6 +10,7 @@ use std::{collections::HashMap, future::Future, sync::Arc};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
+use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{error, info, warn};
 
 use crate::{
@@ -18,7 +20,6 @@ use crate::{
         http::{HttpRunner, HttpSettings},
     },
     api::{ApiSettings, TaskApi},
-    pb::v1::task_service_server::TaskServiceServer,
     redis_pool::{PoolError, PoolSettings, RedisPool},
     results::stream::StreamGauge,
     scheduler::{Scheduler, SchedulerSettings, clock::Clock},
@@ -91,25 +92,30 @@ impl Server {
 
     /// Serves on `listener` until `shutdown` completes, then shuts down:
     ///
-    /// 1. health reports NOT_SERVING, so load balancers stop sending calls;
+    /// 1. health reports NOT_SERVING (the server as a whole and
+    ///    recur.v1.TaskService), so load balancers stop sending calls;
     /// 2. the gRPC server stops accepting connections and calls (GOAWAY);
     /// 3. the scheduler starts no new run; runs in flight get
     ///    `shutdown_grace` to finish, then their tokens are cancelled and
     ///    they report CANCELLED;
-    /// 4. result streams end with UNAVAILABLE and a resume cursor; open
-    ///    connections (health watches included) get `connection_drain`,
-    ///    then are dropped;
+    /// 4. result streams and health watches end with UNAVAILABLE (results
+    ///    with a resume cursor); connections get `connection_drain` to close,
+    ///    then the server stops waiting for them;
     /// 5. the Redis pool is closed: no connection of ours is left in
     ///    `CLIENT LIST` when this returns.
+    ///
+    /// A `shutdown` that completes during start-up (while waiting for Redis)
+    /// ends it at once with `Ok`.
     pub async fn run(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServerError> {
         let config = self.config;
+        tokio::pin!(shutdown);
         let pool = match &config.redis_url {
             Some(url) => {
-                let pool = RedisPool::open(PoolSettings {
+                let open = RedisPool::open(PoolSettings {
                     url: url.clone(),
                     client_name: format!("recur:{}", config.node_id),
                     size: config.redis_pool_size,
@@ -117,61 +123,47 @@ impl Server {
                     response_timeout: config.redis_response_timeout,
                     checkout_timeout: config.redis_checkout_timeout,
                     startup_window: config.redis_startup_window,
-                })
-                .await?;
+                });
+                let pool = tokio::select! {
+                    pool = open => pool?,
+                    _ = &mut shutdown => {
+                        info!("shutdown requested during start-up");
+                        return Ok(());
+                    }
+                };
                 info!(node_id = %config.node_id, "redis pool open");
                 Some(pool)
             }
             None => None,
         };
-        warn!("task store is in memory: tasks and results do not survive a restart");
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Retention {
-            per_task: config.results_per_task,
-            total: config.results_total,
-        }));
-        let http = HttpRunner::new(HttpSettings {
-            connect_timeout: config.http_connect_timeout,
-            read_timeout: config.http_read_timeout,
-            max_redirects: config.max_redirects,
-            output_cap: config.output_cap,
-        })?;
-        let actions = Actions::new(http, pool.clone(), self.handlers, config.output_cap);
-        let root = CancellationToken::new();
-        let scheduler = Scheduler::new(
-            store,
-            actions,
+        let started = self::start(
+            config.clone(),
+            self.handlers,
             self.clock,
-            SchedulerSettings {
-                max_tasks: config.max_tasks,
-                terminal_retention: config.terminal_retention,
-                event_buffer: EVENT_BUFFER,
-            },
-            root.clone(),
-        );
-        scheduler.start().await?;
-
-        let streams_shutdown = CancellationToken::new();
-        let api = TaskApi::new(
-            scheduler.clone(),
-            ApiSettings {
-                min_interval: config.min_interval,
-                default_timeout: config.default_timeout,
-                max_timeout: config.max_timeout,
-                key_prefix: config.key_prefix.clone(),
-                stream_buffer: config.stream_buffer,
-            },
-            config.max_open_streams,
-            self.open_streams.clone(),
-            streams_shutdown.clone(),
-        );
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<TaskServiceServer<TaskApi>>().await;
-        let router = layers::router(&config, api, health_service)?;
+            self.open_streams,
+            pool.clone(),
+        )
+        .await;
+        let Started {
+            scheduler,
+            router,
+            health,
+            root,
+            streams_shutdown,
+        } = match started {
+            Ok(started) => started,
+            Err(e) => {
+                if let Some(pool) = pool {
+                    pool.close().await;
+                }
+                return Err(e);
+            }
+        };
 
         let local = listener.local_addr().ok();
         let stop_accepting = CancellationToken::new();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let serve = {
+        let mut serve = {
             let stop = stop_accepting.clone();
             tokio::spawn(
                 router
@@ -180,9 +172,8 @@ impl Server {
         };
         info!(addr = ?local, "serving");
 
-        let mut serve = serve;
         let serve_result = tokio::select! {
-            _ = shutdown => None,
+            _ = &mut shutdown => None,
             result = &mut serve => Some(result),
         };
         if let Some(result) = &serve_result {
@@ -190,7 +181,11 @@ impl Server {
         }
         info!("shutting down");
         // 1.
-        health.set_not_serving::<TaskServiceServer<TaskApi>>().await;
+        for service in ["", TASK_SERVICE] {
+            health
+                .set_service_status(service, ServingStatus::NotServing)
+                .await;
+        }
         // 2.
         stop_accepting.cancel();
         // 3.
@@ -225,6 +220,85 @@ impl Server {
             _ => Ok(()),
         }
     }
+}
+
+/// Full name of the task service, as health and reflection know it.
+const TASK_SERVICE: &str = "recur.v1.TaskService";
+
+/// What `start` hands to `run`.
+struct Started {
+    scheduler: Scheduler,
+    router: tonic::transport::server::Router,
+    health: HealthReporter,
+    root: CancellationToken,
+    streams_shutdown: CancellationToken,
+}
+
+/// Builds the store, actions, scheduler and router, then starts the
+/// scheduler last, so an error before it leaves nothing running.
+async fn start(
+    config: Config,
+    handlers: HashMap<String, Arc<dyn TaskHandler>>,
+    clock: Clock,
+    open_streams: StreamGauge,
+    pool: Option<RedisPool>,
+) -> Result<Started, ServerError> {
+    warn!("task store is in memory: tasks and results do not survive a restart");
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Retention {
+        per_task: config.results_per_task,
+        total: config.results_total,
+    }));
+    let http = HttpRunner::new(HttpSettings {
+        connect_timeout: config.http_connect_timeout,
+        read_timeout: config.http_read_timeout,
+        total_timeout: config.max_timeout,
+        max_redirects: config.max_redirects,
+        output_cap: config.output_cap,
+    })?;
+    let actions = Actions::new(http, pool, handlers, config.output_cap);
+    let root = CancellationToken::new();
+    let scheduler = Scheduler::new(
+        store,
+        actions,
+        clock,
+        SchedulerSettings {
+            max_tasks: config.max_tasks,
+            terminal_retention: config.terminal_retention,
+            event_buffer: EVENT_BUFFER,
+        },
+        root.clone(),
+    );
+    let streams_shutdown = CancellationToken::new();
+    let api = TaskApi::new(
+        scheduler.clone(),
+        ApiSettings {
+            min_interval: config.min_interval,
+            default_timeout: config.default_timeout,
+            max_timeout: config.max_timeout,
+            key_prefix: config.key_prefix.clone(),
+            stream_buffer: config.stream_buffer,
+        },
+        config.max_open_streams,
+        open_streams,
+        streams_shutdown.clone(),
+    );
+    let health = HealthReporter::new();
+    health
+        .set_service_status(TASK_SERVICE, ServingStatus::Serving)
+        .await;
+    let router = layers::router(
+        &config,
+        api,
+        health::service(health.clone(), streams_shutdown.clone()),
+    )?;
+    scheduler.start().await?;
+    Ok(Started {
+        scheduler,
+        router,
+        health,
+        root,
+        streams_shutdown,
+    })
 }
 
 /// Runs a server with `config` and no custom kinds; see [`Server::run`].

@@ -137,6 +137,15 @@ impl Store for MemoryStore {
         Ok(Inserted::Created(record))
     }
 
+    async fn task_for_request(&self, request_id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .request_ids
+            .get(request_id)
+            .and_then(|id| inner.tasks.get(id))
+            .cloned())
+    }
+
     async fn get_task(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
         Ok(self.lock().tasks.get(id).cloned())
     }
@@ -261,7 +270,7 @@ impl Store for MemoryStore {
                         oldest: oldest_held(&inner, tasks)
                             .map(|s| self.cursor(s))
                             .unwrap_or_default(),
-                        resume: self.cursor(0),
+                        resume: self.cursor(inner.evicted_max),
                     }
                 }
                 other => other,

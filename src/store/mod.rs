@@ -91,6 +91,8 @@ pub trait Store: Send + Sync + 'static {
         record: TaskRecord,
         request_id: Option<&str>,
     ) -> Result<Inserted, StoreError>;
+    /// The task a registration with this request id created, if it exists.
+    async fn task_for_request(&self, request_id: &str) -> Result<Option<TaskRecord>, StoreError>;
     /// Reads a task.
     async fn get_task(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError>;
     /// Replaces a task if its stored version is `record.version`; the stored
