@@ -531,3 +531,85 @@ async fn wait_until_catching_sigterm(server: &RecurProcess) {
         tokio::time::sleep(POLL).await;
     }
 }
+
+#[tokio::test]
+async fn a_live_stream_through_grpcurl_gets_results_and_ends_on_cancel() {
+    use tokio::io::AsyncReadExt;
+
+    let server = RecurProcess::start().await;
+    let target = HttpTarget::start().await;
+    let id = "grpcurl-live";
+    let register = serde_json::json!({
+        "taskId": id,
+        "spec": {
+            "schedule": { "every": "3600s" },
+            "action": { "http": { "url": target.url("/live") } },
+        },
+    });
+    server.call("RegisterTask", &register.to_string()).await;
+
+    // A live stream, no -max-time: it must end by itself when the task ends.
+    let live = serde_json::json!({ "taskIds": [id] }).to_string();
+    let mut child = tokio::process::Command::new("grpcurl")
+        .args(["-plaintext", "-connect-timeout", "5", "-d", &live])
+        .arg(server.addr.to_string())
+        .arg("recur.v1.TaskService/StreamResults")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{INSTALL_HINT} ({e})"));
+    let mut stdout = child.stdout.take().expect("piped");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf).await {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+
+    // The stream may not be open yet when the first run finishes (live
+    // means "from now"), so trigger until a result shows up on it.
+    let ask = serde_json::json!({ "taskId": id }).to_string();
+    let mut seen = String::new();
+    let deadline = Instant::now() + WAIT;
+    while complete_messages(&seen).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no live result within {WAIT:?}; got:\n{seen}"
+        );
+        server.call("TriggerTask", &ask).await;
+        let until = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(Some(chunk)) = tokio::time::timeout_at(until, rx.recv()).await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if !complete_messages(&seen).is_empty() {
+                break;
+            }
+        }
+    }
+    let first = &complete_messages(&seen)[0];
+    assert_eq!(first["taskId"], id);
+    assert_eq!(first["trigger"], "TRIGGER_MANUAL");
+    assert_eq!(first["outcome"], "OUTCOME_SUCCEEDED", "{first}");
+
+    server.call("CancelTask", &ask).await;
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("grpcurl's stream ended after the cancel")
+        .unwrap();
+    assert!(
+        status.success(),
+        "the stream of an ended task ends with OK: {status}"
+    );
+}
+
+/// The messages fully received so far (output may stop mid-message).
+fn complete_messages(stdout: &str) -> Vec<Value> {
+    serde_json::Deserializer::from_str(stdout)
+        .into_iter::<Value>()
+        .map_while(Result::ok)
+        .collect()
+}

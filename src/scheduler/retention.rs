@@ -1,0 +1,67 @@
+//! Retention of terminal tasks: CANCELLED and COMPLETED tasks stay readable
+//! for `terminal_retention`, then are removed, so memory stays flat.
+
+use std::{sync::Arc, time::Duration};
+
+use tracing::{debug, warn};
+
+use super::{Error, Inner};
+use crate::{
+    store::{StoreError, TaskFilter},
+    task::TaskId,
+};
+
+impl Inner {
+    /// Removes terminal tasks past retention, so memory stays flat.
+    pub(super) async fn sweep_loop(self: Arc<Self>) {
+        let period = (self.settings.terminal_retention / 4)
+            .clamp(Duration::from_secs(1), Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = self.stopping.cancelled() => return,
+                _ = tokio::time::sleep(period) => {}
+            }
+            if let Err(error) = self.sweep().await {
+                warn!(%error, "retention sweep failed");
+            }
+        }
+    }
+
+    async fn sweep(&self) -> Result<(), Error> {
+        let Some(cutoff) = chrono::Duration::from_std(self.settings.terminal_retention)
+            .ok()
+            .and_then(|keep| self.clock.now().checked_sub_signed(keep))
+        else {
+            // Retention longer than the calendar: nothing is old enough.
+            return Ok(());
+        };
+        let mut after: Option<TaskId> = None;
+        loop {
+            let page = self
+                .store
+                .list_tasks(after.as_ref(), 1000, &TaskFilter::default())
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.id.clone());
+            for task in page {
+                if task.state.is_terminal() && task.updated_at < cutoff {
+                    let handle = self.registry.handle(&task.id);
+                    if handle.busy() {
+                        continue;
+                    }
+                    let _op = handle.op.lock().await;
+                    match self.store.delete_task(&task.id, task.version).await {
+                        Ok(()) => {
+                            self.registry.remove(&task.id);
+                            debug!(task_id = %task.id, "terminal task removed by retention");
+                        }
+                        Err(StoreError::Conflict { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+    }
+}
