@@ -89,6 +89,7 @@ async fn herd(n: usize) {
     let store = Arc::new(MemoryStore::new(Retention {
         per_task: 10,
         total: 1_000_000,
+        max_bytes: usize::MAX,
     }));
     let scheduler = Scheduler::new(
         store,

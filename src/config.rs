@@ -35,6 +35,9 @@ pub struct Config {
     pub results_per_task: usize,
     /// Results kept in total across tasks, so memory stays flat.
     pub results_total: usize,
+    /// Output bytes kept in the result log in total; the oldest results go
+    /// first when it is exceeded.
+    pub results_max_bytes: usize,
     /// How long CANCELLED and COMPLETED tasks stay readable before they are removed.
     pub terminal_retention: Duration,
     /// Largest response body kept as a result's output; the rest is cut and
@@ -88,6 +91,7 @@ impl Default for Config {
             connection_drain: Duration::from_secs(2),
             results_per_task: 100,
             results_total: 100_000,
+            results_max_bytes: 256 * 1024 * 1024,
             terminal_retention: Duration::from_secs(24 * 3600),
             output_cap: 64 * 1024,
             max_redirects: 5,

@@ -186,6 +186,7 @@ impl Harness {
         let store = Arc::new(MemoryStore::new(Retention {
             per_task: 10_000,
             total: 100_000,
+            max_bytes: usize::MAX,
         }));
         let http = HttpRunner::new(HttpSettings {
             connect_timeout: secs(5),

@@ -31,7 +31,9 @@ use crate::{
 
 /// Events buffered in the result broadcast per reader before that reader
 /// has to catch up from the store.
-const EVENT_BUFFER: usize = 4096;
+/// Small on purpose: the ring holds results (outputs up to the cap) whether
+/// or not anyone reads, and a lagging reader re-reads the store anyway.
+const EVENT_BUFFER: usize = 1024;
 
 /// Why a server could not start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -247,6 +249,7 @@ async fn start(
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Retention {
         per_task: config.results_per_task,
         total: config.results_total,
+        max_bytes: config.results_max_bytes,
     }));
     let http = HttpRunner::new(HttpSettings {
         connect_timeout: config.http_connect_timeout,

@@ -20,6 +20,9 @@ pub struct Retention {
     pub per_task: usize,
     /// Results kept in total.
     pub total: usize,
+    /// Output bytes kept in total: with outputs up to the cap, a count
+    /// alone would let memory reach `total` times the cap.
+    pub max_bytes: usize,
 }
 
 /// The in-memory store.
@@ -44,6 +47,8 @@ struct Inner {
     /// a reader resuming below it would miss results.
     evicted_max: u64,
     evicted_per_task: HashMap<TaskId, u64>,
+    /// Output bytes of the results in `log`.
+    bytes: usize,
     next_seq: u64,
 }
 
@@ -55,6 +60,7 @@ impl MemoryStore {
             retention: Retention {
                 per_task: retention.per_task.max(1),
                 total: retention.total.max(1),
+                max_bytes: retention.max_bytes,
             },
             inner: Mutex::new(Inner {
                 next_seq: 1,
@@ -99,6 +105,7 @@ impl MemoryStore {
 
     fn evict(inner: &mut Inner, seq: u64) {
         if let Some(result) = inner.log.remove(&seq) {
+            inner.bytes -= result.output.len();
             inner.evicted_max = inner.evicted_max.max(seq);
             let mark = inner
                 .evicted_per_task
@@ -181,7 +188,9 @@ impl Store for MemoryStore {
         // results go without raising the eviction mark.
         if let Some(seqs) = inner.per_task.remove(id) {
             for seq in seqs {
-                inner.log.remove(&seq);
+                if let Some(result) = inner.log.remove(&seq) {
+                    inner.bytes -= result.output.len();
+                }
             }
         }
         Ok(())
@@ -230,6 +239,7 @@ impl Store for MemoryStore {
         let seq = inner.next_seq;
         inner.next_seq += 1;
         result.cursor = self.cursor(seq);
+        inner.bytes += result.output.len();
         inner.log.insert(seq, result.clone());
         let task_seqs = inner.per_task.entry(result.task_id.clone()).or_default();
         task_seqs.push_back(seq);
@@ -241,14 +251,19 @@ impl Store for MemoryStore {
         if let Some(old) = over_task {
             Self::evict(&mut inner, old);
         }
-        while inner.log.len() > self.retention.total {
+        // The newest result always stays, whatever its size.
+        while inner.log.len() > 1
+            && (inner.log.len() > self.retention.total || inner.bytes > self.retention.max_bytes)
+        {
             let Some((&oldest, _)) = inner.log.first_key_value() else {
                 break;
             };
             if let Some(task) = inner.log.get(&oldest).map(|r| r.task_id.clone())
                 && let Some(seqs) = inner.per_task.get_mut(&task)
+                && seqs.front() == Some(&oldest)
             {
-                seqs.retain(|s| *s != oldest);
+                // The log's oldest result is also its task's oldest.
+                seqs.pop_front();
             }
             Self::evict(&mut inner, oldest);
         }
@@ -332,4 +347,70 @@ fn oldest_held(inner: &Inner, tasks: &[TaskId]) -> Option<u64> {
         .iter()
         .find(|(_, r)| tasks.is_empty() || tasks.contains(&r.task_id))
         .map(|(s, _)| *s)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::task::{Outcome, Trigger};
+
+    fn result(task: &str, output: usize) -> TaskResult {
+        TaskResult {
+            task_id: TaskId::parse(task).unwrap(),
+            run: 1,
+            cursor: String::new(),
+            scheduled_at: DateTime::<Utc>::UNIX_EPOCH,
+            started_at: None,
+            finished_at: DateTime::<Utc>::UNIX_EPOCH,
+            outcome: Outcome::Succeeded,
+            attempts: 1,
+            trigger: Trigger::Manual,
+            error: String::new(),
+            output: Bytes::from(vec![b'x'; output]),
+            output_truncated: false,
+            http_status: 0,
+            occurrence_id: String::new(),
+            latency: Duration::ZERO,
+        }
+    }
+
+    #[tokio::test]
+    async fn retention_by_count_per_task_and_bytes_is_detected_as_loss() {
+        let store = MemoryStore::new(Retention {
+            per_task: 3,
+            total: 100,
+            max_bytes: 1000,
+        });
+        let first = store.append_result(result("a", 10)).await.unwrap();
+        for _ in 0..3 {
+            store.append_result(result("a", 10)).await.unwrap();
+        }
+        // a's first result went (per-task cap): resuming from before it is a loss.
+        let none: &[TaskId] = &[];
+        assert!(matches!(
+            store.results_after(Some(&first.cursor), none, 10).await,
+            Ok(v) if v.len() == 3
+        ));
+        let start = format!("{}-0", store.epoch);
+        assert!(matches!(
+            store.results_after(Some(&start), none, 10).await,
+            Err(StoreError::CursorExpired { .. })
+        ));
+        // Big outputs push older results out by bytes, whatever the count.
+        let b = TaskId::parse("b").unwrap();
+        for _ in 0..5 {
+            store.append_result(result("b", 400)).await.unwrap();
+        }
+        let held = store.results_after(None, &[], 100).await.unwrap();
+        let bytes: usize = held.iter().map(|r| r.output.len()).sum();
+        assert!(bytes <= 1000, "{bytes} bytes held");
+        assert_eq!(held.iter().filter(|r| r.task_id == b).count(), 2);
+        // The newest result stays even when it alone is over the budget.
+        store.append_result(result("c", 5000)).await.unwrap();
+        assert_eq!(store.results_after(None, &[], 100).await.unwrap().len(), 1);
+    }
 }
