@@ -57,7 +57,7 @@ async fn rust_walkthrough_runs_every_step() {
                 .is_some_and(|v| v.as_bytes() == run.occurrence_id.as_bytes())
         })
         .expect("the triggered run's request reached the target");
-    assert_eq!(request.method, http::Method::GET);
+    assert_eq!(request.method, axum::http::Method::GET);
     assert_eq!(request.path, "/hook");
 
     // What a user would check next: the server still lists the task as
