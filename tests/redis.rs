@@ -205,7 +205,11 @@ async fn reconnects_after_redis_restarts_and_names_the_new_connection() {
             break;
         }
     }
-    assert!(succeeded, "no successful run after Redis came back");
+    assert!(
+        succeeded,
+        "no successful run after Redis came back; its log:\n{}",
+        restarted.log()
+    );
     let names = client_names(&restarted.url()).await;
     assert!(
         names.contains(&name),

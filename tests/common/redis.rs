@@ -38,10 +38,11 @@ pub async fn client_names(url: &str) -> Vec<String> {
         .collect()
 }
 
-/// A private redis-server on a free port.
+/// A private redis-server on a free port; its log goes into failure messages.
 pub struct OwnRedis {
     pub port: u16,
     child: Child,
+    log: tempfile::NamedTempFile,
 }
 
 impl OwnRedis {
@@ -50,6 +51,8 @@ impl OwnRedis {
     }
 
     pub fn start_on(port: u16) -> OwnRedis {
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let log_path = log.path().to_string_lossy().into_owned();
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -60,6 +63,8 @@ impl OwnRedis {
                 "",
                 "--appendonly",
                 "no",
+                "--logfile",
+                &log_path,
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -70,11 +75,17 @@ impl OwnRedis {
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 std::time::Instant::now() < deadline,
-                "redis-server did not start on {port}"
+                "redis-server did not start on {port}; its log:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        OwnRedis { port, child }
+        OwnRedis { port, child, log }
+    }
+
+    /// What redis-server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
     pub fn url(&self) -> String {
