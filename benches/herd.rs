@@ -5,6 +5,9 @@
 //! Run: `cargo bench --bench herd -- 10000 100000` (release build). Numbers
 //! are recorded in docs/benchmarks.md.
 
+#[path = "support/rss.rs"]
+mod rss;
+
 use std::{
     collections::HashMap,
     sync::{
@@ -51,17 +54,6 @@ impl TaskHandler for ProbeHandler {
     }
 }
 
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
 fn percentile(sorted: &[i64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -71,7 +63,7 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
 }
 
 async fn herd(n: usize) {
-    let rss_before = rss_mib();
+    let rss_before = rss::rss_mib();
     let probe = Arc::new(Probe {
         done: AtomicUsize::new(0),
         lateness_us: Mutex::new(Vec::with_capacity(n)),
@@ -145,7 +137,7 @@ async fn herd(n: usize) {
         Utc::now() < slot,
         "registration overran the slot; raise the lead"
     );
-    let rss_registered = rss_mib();
+    let rss_registered = rss::rss_mib();
 
     // Wait for the herd (bounded).
     let wait_started = Instant::now();
@@ -159,7 +151,7 @@ async fn herd(n: usize) {
     let all_done = (Utc::now() - slot).num_milliseconds();
     let mut late = probe.lateness_us.lock().unwrap().clone();
     late.sort_unstable();
-    let rss_after = rss_mib();
+    let rss_after = rss::rss_mib();
     println!(
         "herd n={n}: register {:.0}/s ({:.2}s); start lateness p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; all {} runs done {} ms after the slot; RSS {:.0} MiB before, {:.0} MiB registered, {:.0} MiB after runs",
         n as f64 / registration.as_secs_f64(),

@@ -5,6 +5,9 @@
 //!
 //! Run: `cargo bench --bench timers -- 100000`.
 
+#[path = "support/rss.rs"]
+mod rss;
+
 use std::{
     collections::BTreeSet,
     sync::{
@@ -15,17 +18,6 @@ use std::{
 };
 
 use tokio::time::Instant;
-
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
-}
 
 async fn wait_all(done: &AtomicUsize, n: usize) {
     while done.load(Ordering::SeqCst) < n {
@@ -46,7 +38,7 @@ async fn sleep_per_task(n: usize) -> (f64, f64) {
             done.fetch_add(1, Ordering::SeqCst);
         });
     }
-    let rss = rss_mib();
+    let rss = rss::rss_mib();
     wait_all(&done, n).await;
     (worst.load(Ordering::SeqCst) as f64 / 1000.0, rss)
 }
@@ -56,7 +48,7 @@ async fn central_queue(n: usize) -> (f64, f64) {
     let worst = Arc::new(AtomicUsize::new(0));
     let at = Instant::now() + Duration::from_secs(2);
     let queue: BTreeSet<(Instant, usize)> = (0..n).map(|i| (at, i)).collect();
-    let rss = rss_mib();
+    let rss = rss::rss_mib();
     {
         let done = done.clone();
         let worst = worst.clone();
@@ -100,7 +92,7 @@ fn main() {
                 .enable_all()
                 .build()
                 .expect("runtime");
-            let before = rss_mib();
+            let before = rss::rss_mib();
             let (worst_ms, rss_waiting) = runtime.block_on(async {
                 match strategy {
                     "sleep-per-task" => sleep_per_task(n).await,

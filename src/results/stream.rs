@@ -128,6 +128,7 @@ pub async fn open(
         scheduler: scheduler.clone(),
         request,
         remaining,
+        last_seq: store.cursor_seq(&start).unwrap_or(0),
         last: start,
         tx,
         shutdown,
@@ -152,6 +153,9 @@ struct Forwarder {
     remaining: HashSet<TaskId>,
     /// Cursor of the last result queued (or the start point).
     last: String,
+    /// Its position in the log, kept so live results compare by number
+    /// without parsing `last` again for each one.
+    last_seq: u64,
     tx: mpsc::Sender<TaskResult>,
     shutdown: CancellationToken,
     _permit: OwnedSemaphorePermit,
@@ -241,12 +245,14 @@ impl Forwarder {
 
     /// Queues a live result without waiting: a full queue ends the stream.
     fn offer(&mut self, result: &TaskResult) -> Result<(), Stop> {
-        if !self.wanted(result) || self.seq(&result.cursor) <= self.seq(&self.last) {
+        let seq = self.seq(&result.cursor);
+        if !self.wanted(result) || seq <= self.last_seq {
             return Ok(());
         }
         match self.tx.try_send(result.clone()) {
             Ok(()) => {
                 self.last = result.cursor.clone();
+                self.last_seq = seq;
                 Ok(())
             }
             Err(mpsc::error::TrySendError::Full(_)) => Err(Stop::End(StreamEnd::Lagged {
@@ -268,6 +274,7 @@ impl Forwarder {
                 .map_err(|error| self.failed(error))?;
             let done = page.len() < REPLAY_PAGE;
             for result in page {
+                let seq = self.seq(&result.cursor);
                 tokio::select! {
                     biased;
                     _ = self.shutdown.cancelled() => {
@@ -278,6 +285,7 @@ impl Forwarder {
                             return Err(Stop::Gone);
                         }
                         self.last = result.cursor;
+                        self.last_seq = seq;
                     }
                 }
             }

@@ -60,6 +60,23 @@ pub(super) fn policy_name(policy: OverlapPolicy) -> &'static str {
     }
 }
 
+/// Points `task` at its first slot after `slot`, or completes it when the
+/// schedule has no more slots or max_runs is reached.
+fn advance_past(task: &mut TaskRecord, slot: DateTime<Utc>, now: DateTime<Utc>) {
+    let schedule = &task.spec.schedule;
+    let exhausted = schedule
+        .max_runs
+        .is_some_and(|max| task.scheduled_run_count >= max);
+    match schedule.next_slot_after(task.created_at, slot) {
+        Some(next) if !exhausted => task.next_run_at = Some(next),
+        _ => {
+            task.state = TaskState::Completed;
+            task.next_run_at = None;
+            task.updated_at = now;
+        }
+    }
+}
+
 impl Inner {
     /// The timer says `slot` of `id` is due.
     pub(super) async fn fire(self: Arc<Self>, id: TaskId, slot: DateTime<Utc>) {
@@ -67,8 +84,9 @@ impl Inner {
             return;
         }
         if let Err(error) = self.fire_inner(&id, slot).await {
-            // The store failed before the slot was claimed or recorded: try the
-            // same slot again shortly rather than leaving the task unarmed.
+            // The store failed: try the same slot again shortly rather than
+            // leaving the task unarmed. (If it failed after the claim, the
+            // retry finds the slot claimed, says so and moves on.)
             warn!(task_id = %id, %slot, %error, "firing failed, retrying the slot");
             let retry_at = self.clock.now() + FIRING_RETRY;
             self.timer.set(id, slot, retry_at);
@@ -108,14 +126,7 @@ impl Inner {
             // one before the wall clock stepped back. It is not run again, and
             // the task moves on to its next slot so that it keeps firing.
             warn!(task_id = %id, %slot, "slot already claimed, not run again");
-            match task.spec.schedule.next_slot_after(task.created_at, slot) {
-                Some(next) => task.next_run_at = Some(next),
-                None => {
-                    task.state = TaskState::Completed;
-                    task.next_run_at = None;
-                    task.updated_at = now;
-                }
-            }
+            advance_past(&mut task, slot, now);
             let task = self.store.update_task(task).await?;
             self.arm(&task);
             self.announce_if_finished(&task, &handle);
@@ -131,20 +142,7 @@ impl Inner {
             task.scheduled_run_count += 1;
             run = Some(task.run_count);
         }
-        let next = task.spec.schedule.next_slot_after(task.created_at, slot);
-        let exhausted = task
-            .spec
-            .schedule
-            .max_runs
-            .is_some_and(|max| task.scheduled_run_count >= max);
-        match next {
-            Some(next) if !exhausted => task.next_run_at = Some(next),
-            _ => {
-                task.state = TaskState::Completed;
-                task.next_run_at = None;
-                task.updated_at = now;
-            }
-        }
+        advance_past(&mut task, slot, now);
         let task = self.store.update_task(task).await?;
         self.arm(&task);
         if passed > 0 {

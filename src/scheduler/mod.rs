@@ -278,7 +278,7 @@ impl Scheduler {
             });
         }
         let now = inner.clock.now();
-        let next = first_slot(&spec, now)?;
+        let next = slot_after(&spec, now, now)?;
         let record = TaskRecord {
             id: id.clone(),
             spec: Arc::new(spec),
@@ -312,11 +312,7 @@ impl Scheduler {
         let _op = handle.op.lock().await;
         let mut task = inner.load(id).await?;
         if task.state.is_terminal() {
-            return Err(Error::WrongState {
-                task_id: id.clone(),
-                state: task.state,
-                operation: "update",
-            });
+            return Err(wrong_state(&task, "update"));
         }
         let now = inner.clock.now();
         let next = slot_after(&spec, task.created_at, now)?;
@@ -350,11 +346,7 @@ impl Scheduler {
         if !task.state.is_terminal() || handle.busy() {
             // A terminal task whose last run is still going keeps its id
             // until that run has reported.
-            return Err(Error::WrongState {
-                task_id: id.clone(),
-                state: task.state,
-                operation: "delete",
-            });
+            return Err(wrong_state(&task, "delete"));
         }
         inner.store.delete_task(id, task.version).await?;
         inner.registry.remove(id);
@@ -393,11 +385,7 @@ impl Scheduler {
         match task.state {
             TaskState::Paused => return Ok(task),
             TaskState::Cancelled | TaskState::Completed => {
-                return Err(Error::WrongState {
-                    task_id: id.clone(),
-                    state: task.state,
-                    operation: "pause",
-                });
+                return Err(wrong_state(&task, "pause"));
             }
             TaskState::Active => {}
         }
@@ -436,11 +424,7 @@ impl Scheduler {
         match task.state {
             TaskState::Active => return Ok(task),
             TaskState::Cancelled | TaskState::Completed => {
-                return Err(Error::WrongState {
-                    task_id: id.clone(),
-                    state: task.state,
-                    operation: "resume",
-                });
+                return Err(wrong_state(&task, "resume"));
             }
             TaskState::Paused => {}
         }
@@ -473,11 +457,7 @@ impl Scheduler {
         match task.state {
             TaskState::Cancelled => return Ok(task),
             TaskState::Completed => {
-                return Err(Error::WrongState {
-                    task_id: id.clone(),
-                    state: task.state,
-                    operation: "cancel",
-                });
+                return Err(wrong_state(&task, "cancel"));
             }
             TaskState::Active | TaskState::Paused => {}
         }
@@ -510,11 +490,7 @@ impl Scheduler {
         let _op = handle.op.lock().await;
         let mut task = inner.load(id).await?;
         if task.state.is_terminal() {
-            return Err(Error::WrongState {
-                task_id: id.clone(),
-                state: task.state,
-                operation: "trigger",
-            });
+            return Err(wrong_state(&task, "trigger"));
         }
         let decision = overlap_decision(&handle, task.spec.overlap);
         if decision == Decision::Skip {
@@ -556,9 +532,13 @@ impl Scheduler {
     }
 }
 
-/// The first slot of a new task, or INVALID_ARGUMENT when there is none.
-fn first_slot(spec: &TaskSpec, now: DateTime<Utc>) -> Result<DateTime<Utc>, Error> {
-    slot_after(spec, now, now)
+/// FAILED_PRECONDITION for `operation` on `task` in its current state.
+fn wrong_state(task: &TaskRecord, operation: &'static str) -> Error {
+    Error::WrongState {
+        task_id: task.id.clone(),
+        state: task.state,
+        operation,
+    }
 }
 
 fn slot_after(
