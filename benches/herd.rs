@@ -90,7 +90,8 @@ async fn herd(n: usize) {
         SchedulerSettings {
             max_tasks: n + 1,
             terminal_retention: Duration::from_secs(3600),
-            event_buffer: 4096,
+            subscriber_bound: 131_072,
+            max_runs_in_flight: 4096,
         },
         CancellationToken::new(),
     );

@@ -49,9 +49,18 @@ pub struct Config {
     pub http_connect_timeout: Duration,
     /// Bound of reading each chunk of an HTTP response.
     pub http_read_timeout: Duration,
-    /// Results buffered per open stream; a reader further behind gets
+    /// Results queued per open stream; a reader further behind gets
     /// RESOURCE_EXHAUSTED with a resume cursor instead of slowing anyone.
+    /// Queued results are shared pointers (8 bytes each, the result itself
+    /// is shared by every stream), and a queue takes memory only while it
+    /// holds something: the default lets a reader that keeps up with steady
+    /// load ride out a 100,000-task herd, at worst about 1 MiB per stream.
     pub stream_buffer: usize,
+    /// Most runs whose action is going at once. Runs beyond it wait in a
+    /// queue (counted in the periodic summary) and their `started_at` shows
+    /// the wait; a herd larger than this runs in waves instead of opening
+    /// as many connections and futures at once.
+    pub max_runs_in_flight: usize,
     /// Most result streams open at once across all clients.
     pub max_open_streams: usize,
     /// Most HTTP/2 streams per connection.
@@ -97,7 +106,8 @@ impl Default for Config {
             max_redirects: 5,
             http_connect_timeout: Duration::from_secs(5),
             http_read_timeout: Duration::from_secs(15),
-            stream_buffer: 256,
+            stream_buffer: 131_072,
+            max_runs_in_flight: 4096,
             max_open_streams: 1024,
             max_concurrent_streams_per_connection: 256,
             concurrency_per_connection: 256,

@@ -37,6 +37,7 @@ pub mod redis_pool;
 pub mod results;
 pub mod scheduler;
 pub mod server;
+mod stats;
 pub mod store;
 pub mod task;
 

@@ -217,18 +217,33 @@ pub struct TaskRecord {
     pub updated_at: DateTime<Utc>,
     /// Nominal time of the next scheduled slot; None when paused or terminal.
     pub next_run_at: Option<DateTime<Utc>>,
-    /// Runs started, scheduled and manual; the next run's number is this + 1.
+    /// Run numbers handed out, scheduled and manual; the next run's number
+    /// is this + 1. A number is never reused, except that of a buffered run
+    /// dropped before it started (nothing can be numbered after one).
     pub run_count: u64,
-    /// Scheduled runs started; compared with max_runs.
+    /// Scheduled runs dispatched and not dropped before they started;
+    /// compared with max_runs.
     pub scheduled_run_count: u64,
     /// Slots not run because of overlap or catch-up.
     pub skipped_count: u64,
-    /// Most recent finished run.
-    pub last_result: Option<TaskResult>,
+    /// Result of the most recent run; kept by the store as results are
+    /// recorded (not written back by runs), filled in on read.
+    pub last_result: Option<Arc<TaskResult>>,
+    /// Runs dispatched and not yet recorded (queued, running or buffered);
+    /// filled in by the store on read. A terminal task with none has ended.
+    pub active_runs: usize,
     /// Reason given to pause or cancel.
     pub reason: String,
     /// Incremented on every write; stores use it for compare-and-set.
     pub version: u64,
+}
+
+impl TaskRecord {
+    /// Terminal, and its last run has been recorded: nothing of it will
+    /// ever happen again (streams naming it finish; it can be deleted).
+    pub fn has_ended(&self) -> bool {
+        self.state.is_terminal() && self.active_runs == 0
+    }
 }
 
 /// How a run ended.
@@ -284,19 +299,32 @@ pub struct TaskResult {
     pub output_truncated: bool,
     /// HTTP status of the last attempt, or 0.
     pub http_status: u16,
-    /// Task id and nominal slot.
+    /// Unique per run: task id and nominal slot for a scheduled run (the
+    /// same on every replica), see [`manual_occurrence_id`] for manual ones.
     pub occurrence_id: String,
     /// Duration of the last attempt.
     pub latency: Duration,
 }
 
-/// The id of one occurrence of a task: the same on every replica and on a
-/// retry, so targets can deduplicate.
+/// The id of one scheduled occurrence of a task: the same on every replica
+/// and on a retry, so targets can deduplicate.
 pub fn occurrence_id(task_id: &TaskId, slot: DateTime<Utc>) -> String {
     format!(
         "{}@{}",
         task_id,
         slot.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    )
+}
+
+/// The id of a manual run: `<task>@<call time, ms>~<random>`. Two calls in
+/// the same millisecond are two runs, so a target must not drop either as a
+/// duplicate; the random part keeps them apart (and apart from the scheduled
+/// occurrence of a slot at the same instant).
+pub fn manual_occurrence_id(task_id: &TaskId, at: DateTime<Utc>) -> String {
+    format!(
+        "{}~{}",
+        occurrence_id(task_id, at),
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
     )
 }
 

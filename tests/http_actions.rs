@@ -152,7 +152,7 @@ async fn pause_resume_trigger_cancel_against_a_live_target() {
 }
 
 /// The nominal slot a request was sent for, from its Idempotency-Key
-/// (`<task id>@<RFC 3339 slot>`).
+/// (`<task id>@<RFC 3339 slot>`, with `~<random>` after it for a manual run).
 fn slot_of(request: &common::http_target::Received) -> chrono::DateTime<chrono::Utc> {
     let key = request
         .headers
@@ -161,6 +161,7 @@ fn slot_of(request: &common::http_target::Received) -> chrono::DateTime<chrono::
         .to_str()
         .unwrap();
     let (_, slot) = key.rsplit_once('@').expect("task@slot");
+    let slot = slot.split('~').next().unwrap_or(slot);
     chrono::DateTime::parse_from_rfc3339(slot)
         .expect("rfc3339")
         .with_timezone(&chrono::Utc)

@@ -9,7 +9,7 @@
 //! fails the test instead of hanging it.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -26,7 +26,7 @@ use recur::{
         Actions,
         http::{HttpRunner, HttpSettings},
     },
-    results::Event,
+    results::fanout::{Delivery, Subscription},
     scheduler::{
         Error, Scheduler, SchedulerSettings,
         clock::Clock,
@@ -38,10 +38,7 @@ use recur::{
         TaskSpec, TaskState, Trigger, occurrence_id,
     },
 };
-use tokio::{
-    sync::broadcast::{self, error::TryRecvError},
-    time::Instant,
-};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Longest wait for an expected event, in paused time. Far above any
@@ -172,10 +169,19 @@ impl TaskHandler for Probe {
     }
 }
 
+/// What the harness sees: results and task ends, flattened from deliveries.
+#[derive(Debug)]
+enum Event {
+    Result(Arc<TaskResult>),
+    TaskEnded(TaskId),
+}
+
 /// A started scheduler on the paused clock, subscribed to its events.
 struct Harness {
     scheduler: Scheduler,
-    events: broadcast::Receiver<Event>,
+    events: Subscription,
+    /// Events of a delivery not handed out yet.
+    pending: VecDeque<Event>,
     /// Tokio instant at which wall time was `t0()`.
     base: Instant,
 }
@@ -209,15 +215,17 @@ impl Harness {
                 max_tasks: 100,
                 // Long enough that the sweeper never removes a task under test.
                 terminal_retention: secs(86_400),
-                event_buffer: 1024,
+                subscriber_bound: 100_000,
+                max_runs_in_flight: 1000,
             },
             CancellationToken::new(),
         );
-        let events = scheduler.subscribe();
+        let events = scheduler.subscribe(&[]);
         scheduler.start().await.expect("scheduler starts");
         Harness {
             scheduler,
             events,
+            pending: VecDeque::new(),
             base,
         }
     }
@@ -239,10 +247,36 @@ impl Harness {
     }
 
     async fn next_event(&mut self) -> Event {
-        match tokio::time::timeout(WAIT, self.events.recv()).await {
-            Ok(Ok(event)) => event,
-            Ok(Err(error)) => panic!("event stream broke: {error}"),
-            Err(_) => panic!("no event within {WAIT:?} of paused time"),
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return event;
+            }
+            match tokio::time::timeout(WAIT, self.events.recv()).await {
+                Ok(Some(delivery)) => self.unpack(delivery),
+                Ok(None) => panic!("event stream broke"),
+                Err(_) => panic!("no event within {WAIT:?} of paused time"),
+            }
+        }
+    }
+
+    /// Every event delivered so far (up to the end of the subscription).
+    fn drain(&mut self) -> Vec<Event> {
+        while let Some(delivery) = self.events.try_recv() {
+            if matches!(delivery, Delivery::Closed) {
+                break;
+            }
+            self.unpack(delivery);
+        }
+        self.pending.drain(..).collect()
+    }
+
+    fn unpack(&mut self, delivery: Delivery) {
+        match delivery {
+            Delivery::Results(results) => self
+                .pending
+                .extend(results.iter().cloned().map(Event::Result)),
+            Delivery::Ended(task) => self.pending.push_back(Event::TaskEnded(task)),
+            other => panic!("subscription ended: {other:?}"),
         }
     }
 
@@ -264,9 +298,11 @@ impl Harness {
     /// Lets `duration` of paused time pass and checks nothing was announced.
     async fn assert_quiet_for(&mut self, duration: Duration) {
         tokio::time::sleep(duration).await;
-        match self.events.try_recv() {
-            Err(TryRecvError::Empty) => {}
-            other => panic!("expected no event for {duration:?}, got {other:?}"),
+        if let Some(delivery) = self.events.try_recv() {
+            self.unpack(delivery);
+        }
+        if let Some(event) = self.pending.front() {
+            panic!("expected no event for {duration:?}, got {event:?}");
         }
     }
 }
@@ -712,7 +748,7 @@ async fn pause_at_the_instant_of_a_slot_still_stops_everything_after_it() {
         started,
         "no run starts after pause returned"
     );
-    while let Ok(event) = h.events.try_recv() {
+    for event in h.drain() {
         if let Event::Result(result) = event {
             assert_eq!(result.outcome, Outcome::Succeeded);
             assert!(result.scheduled_at <= task.created_at + ms(2000));
@@ -812,7 +848,12 @@ async fn trigger_runs_now_outside_the_schedule() {
     let calls = probe.calls();
     assert_eq!(calls.len(), 1, "the refused trigger started nothing");
     assert_eq!(calls[0].started, h.at(Duration::ZERO));
-    assert_eq!(calls[0].occurrence_id, occurrence_id(&task.id, t0()));
+    let manual_prefix = format!("{}~", occurrence_id(&task.id, t0()));
+    assert!(
+        calls[0].occurrence_id.starts_with(&manual_prefix),
+        "a manual run's occurrence id is its call time plus a unique part: {}",
+        calls[0].occurrence_id
+    );
     let after = h.get("manual").await;
     assert_eq!(
         after.next_run_at,
@@ -895,7 +936,7 @@ async fn cancel_aborts_the_run_in_flight_then_ends_the_task() {
         task.last_result.map(|r| (r.run, r.outcome)),
         Some((1, Outcome::Cancelled))
     );
-    assert!(h.scheduler.is_finished(&h.get("doomed").await));
+    assert!(h.get("doomed").await.has_ended());
     assert!(matches!(
         h.scheduler.trigger(&id("doomed")).await,
         Err(Error::WrongState { .. })
@@ -1019,7 +1060,7 @@ async fn stop_gives_runs_their_grace_then_cancels_the_rest() {
     // frequent would start at 6, 7 and 8 s.
     tokio::time::sleep(millis(5500)).await;
     let mut before = Vec::new();
-    while let Ok(event) = h.events.try_recv() {
+    for event in h.drain() {
         before.push(event);
     }
     assert_eq!(before.len(), 5, "frequent runs 1 to 5 reported: {before:?}");
@@ -1032,7 +1073,7 @@ async fn stop_gives_runs_their_grace_then_cancels_the_rest() {
     );
 
     let mut after = Vec::new();
-    while let Ok(event) = h.events.try_recv() {
+    for event in h.drain() {
         match event {
             Event::Result(result) => after.push(result),
             other => panic!("unexpected event during stop: {other:?}"),

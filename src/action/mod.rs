@@ -5,7 +5,9 @@
 pub mod http;
 pub mod redis;
 
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::{collections::HashMap, fmt, panic::AssertUnwindSafe, sync::Arc};
+
+use futures::FutureExt;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -181,13 +183,29 @@ impl Actions {
                     redis: self.redis.clone(),
                     http: self.http.client().clone(),
                 };
-                match handler.run(ctx).await {
-                    Ok(body) => Ok(Output {
+                // A panicking handler is a failed attempt, not a run that
+                // never reports: without this, its task would stay busy
+                // forever (every later slot SKIPPED, DeleteTask refused).
+                match AssertUnwindSafe(handler.run(ctx)).catch_unwind().await {
+                    Ok(Ok(body)) => Ok(Output {
                         truncated: body.len() > self.output_cap,
                         body: body.slice(..body.len().min(self.output_cap)),
                         http_status: 0,
                     }),
-                    Err(e) => Err(Failure::new(e.to_string())),
+                    Ok(Err(e)) => Err(Failure::new(e.to_string())),
+                    Err(panic) => {
+                        let message = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        tracing::warn!(task_id = %attempt.task_id, kind = %custom.kind, panic = %message, "handler panicked");
+                        Err(Failure::new(if message.is_empty() {
+                            "handler panicked".to_string()
+                        } else {
+                            format!("handler panicked: {message}")
+                        }))
+                    }
                 }
             }
         }

@@ -467,7 +467,7 @@ pub fn task_to_proto(task: &TaskRecord) -> pb::Task {
         created_at: Some(proto_time(task.created_at)),
         next_run_at: task.next_run_at.map(proto_time),
         run_count: task.run_count,
-        last_result: task.last_result.as_ref().map(result_to_proto),
+        last_result: task.last_result.as_deref().map(result_to_proto),
         pause_reason: task.reason.clone(),
         skipped_count: task.skipped_count,
         scheduled_run_count: task.scheduled_run_count,

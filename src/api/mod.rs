@@ -38,8 +38,6 @@ pub struct ApiSettings {
     pub max_timeout: Duration,
     /// The server's Redis key prefix.
     pub key_prefix: String,
-    /// Results buffered per stream.
-    pub stream_buffer: usize,
 }
 
 /// The TaskService implementation.
@@ -244,22 +242,15 @@ impl TaskService for TaskApi {
                 after: (!req.after_cursor.is_empty()).then_some(req.after_cursor),
                 history_only: req.history_only,
             },
-            self.settings.stream_buffer,
             self.streams_shutdown.clone(),
             permit,
             &self.gauge,
         )
         .await?;
-        let out = futures::stream::unfold(Some(opened), |state| async move {
-            let mut opened = state?;
-            match opened.results.recv().await {
-                Some(result) => Some((Ok(convert::result_to_proto(&result)), Some(opened))),
-                None => match opened.end.await {
-                    Ok(end) => status::stream_end(end).map(|s| (Err(s), None)),
-                    // The forwarder stopped without saying why (it only does
-                    // so when the reader is gone, or if it panicked).
-                    Err(_) => Some((Err(status::stream_vanished()), None)),
-                },
+        let out = futures::stream::unfold(opened, |mut opened| async move {
+            match opened.next().await? {
+                Ok(result) => Some((Ok(convert::result_to_proto(&result)), opened)),
+                Err(end) => status::stream_end(end).map(|s| (Err(s), opened)),
             }
         });
         Ok(Response::new(Box::pin(out)))

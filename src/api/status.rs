@@ -22,6 +22,7 @@ impl From<Error> for Status {
                 Status::resource_exhausted(message)
             }
             Error::ShuttingDown => Status::unavailable(message),
+            Error::Contended { .. } => Status::aborted(message),
             Error::Store(store) => match store {
                 StoreError::Conflict { .. } => Status::aborted(message),
                 StoreError::Exists { .. } => Status::already_exists(message),
@@ -34,6 +35,7 @@ impl From<Error> for Status {
                     insert(&mut status, RESUME_CURSOR_TRAILER, &resume);
                     status
                 }
+                StoreError::Unavailable { .. } => Status::unavailable(message),
             },
         }
     }
@@ -59,12 +61,6 @@ pub fn stream_end(end: StreamEnd) -> Option<Status> {
     };
     insert(&mut status, RESUME_CURSOR_TRAILER, &resume);
     Some(status)
-}
-
-/// The status of a stream whose forwarder stopped without an end (it
-/// panicked): never a silent OK.
-pub fn stream_vanished() -> Status {
-    Status::internal("result stream ended unexpectedly; resume from the last cursor received")
 }
 
 fn insert(status: &mut Status, key: &'static str, value: &str) {

@@ -58,6 +58,9 @@ struct Serve {
     /// Most result streams open at once.
     #[arg(long, env = "RECUR_MAX_OPEN_STREAMS", default_value_t = 1024)]
     max_open_streams: usize,
+    /// Most runs going at once; more wait in a queue (see the summary log).
+    #[arg(long, env = "RECUR_MAX_RUNS_IN_FLIGHT", default_value_t = 4096)]
+    max_runs_in_flight: usize,
 }
 
 fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
@@ -77,6 +80,7 @@ impl Serve {
         config.results_per_task = self.results_per_task;
         config.results_total = self.results_total;
         config.max_open_streams = self.max_open_streams;
+        config.max_runs_in_flight = self.max_runs_in_flight;
         config.redis_startup_window = seconds("redis-startup-secs", self.redis_startup_secs)?;
         Ok(config)
     }

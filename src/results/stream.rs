@@ -1,8 +1,9 @@
-//! One result stream: replay from the store after a cursor, then live events,
-//! with no gap and no duplicate at the seam (the broadcast is subscribed
-//! before the store is read, and results are de-duplicated by cursor). A
-//! forwarder task feeds a bounded queue; it never waits on a slow reader
-//! for live results, it ends that reader's stream with a resume cursor.
+//! One reader's result stream: replay from the store after a cursor, then
+//! the live part from its [`Subscription`], with no gap and no duplicate at
+//! the seam (the subscription is taken before the store is read, and live
+//! results at or before the last one sent are dropped by cursor). The
+//! stream is pulled by the reader's own call; nothing is spawned for it, so
+//! a reader that goes away takes its stream with it.
 
 use std::{
     collections::HashSet,
@@ -12,13 +13,13 @@ use std::{
     },
 };
 
-use tokio::sync::{OwnedSemaphorePermit, broadcast::error::RecvError, mpsc, oneshot};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use super::Event;
+use super::fanout::{Delivery, Subscription};
 use crate::{
     scheduler::{Error, Scheduler},
-    store::StoreError,
+    store::{Store, StoreError},
     task::{TaskId, TaskResult},
 };
 
@@ -36,31 +37,31 @@ pub struct StreamRequest {
     pub history_only: bool,
 }
 
-/// Why a stream ended (a reader that went away gets nothing).
+/// Why a stream ended.
 #[derive(Debug)]
 pub enum StreamEnd {
     /// Replay done (history_only), or every named task ended.
     Finished,
-    /// The reader fell behind its buffer; resume after `resume`.
+    /// The reader fell behind its bound; resume after `resume`.
     Lagged {
-        /// Cursor of the last result queued for the reader.
+        /// Cursor of the last result sent to the reader.
         resume: String,
     },
     /// The server is shutting down; resume after `resume`.
     ShuttingDown {
-        /// Cursor of the last result queued for the reader.
+        /// Cursor of the last result sent to the reader.
         resume: String,
     },
     /// Reading the store failed midway.
     Failed {
-        /// The error.
+        /// What failed.
         error: Error,
-        /// Cursor of the last result queued for the reader.
+        /// Cursor of the last result sent to the reader.
         resume: String,
     },
 }
 
-/// Counts open streams; each forwarder holds one unit until it exits.
+/// Counts open streams; each stream holds one unit until it is dropped.
 #[derive(Debug, Default, Clone)]
 pub struct StreamGauge(Arc<AtomicUsize>);
 
@@ -84,31 +85,44 @@ impl Drop for GaugeGuard {
     }
 }
 
-/// The reader's side: results, then at most one end.
-pub struct Opened {
-    /// Results in cursor order.
-    pub results: mpsc::Receiver<TaskResult>,
-    /// Sent once the forwarder stops for a reason the reader must hear.
-    pub end: oneshot::Receiver<StreamEnd>,
+/// An open stream; pull it with [`ResultStream::next`].
+pub struct ResultStream {
+    store: Arc<dyn Store>,
+    subscription: Subscription,
+    request: StreamRequest,
+    /// Named tasks that have not ended yet.
+    remaining: HashSet<TaskId>,
+    /// Cursor of the last result sent (or the start point).
+    last: String,
+    /// Its position in the log, so live results compare by number.
+    last_seq: u64,
+    /// Still reading history from the store.
+    replaying: bool,
+    /// The page or live batch being sent, and the next index in it.
+    current: Option<(Arc<[Arc<TaskResult>]>, usize)>,
+    /// Set once the end was handed out: nothing follows.
+    done: bool,
+    shutdown: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+    _gauge: GaugeGuard,
 }
 
 /// Checks the request (unknown task: NOT_FOUND; bad or expired cursor) and
-/// starts the forwarder. Failing checks start nothing.
+/// opens the stream. Failing checks open nothing.
 pub async fn open(
     scheduler: &Scheduler,
     request: StreamRequest,
-    buffer: usize,
     shutdown: CancellationToken,
     permit: OwnedSemaphorePermit,
     gauge: &StreamGauge,
-) -> Result<Opened, Error> {
-    // Subscribe before reading anything, so nothing published from here on
+) -> Result<ResultStream, Error> {
+    // Subscribe before reading anything, so nothing recorded from here on
     // can fall between the replay and the live part.
-    let events = scheduler.subscribe();
+    let subscription = scheduler.subscribe(&request.tasks);
     let mut remaining = HashSet::new();
     for id in &request.tasks {
         let task = scheduler.get(id).await?;
-        if !scheduler.is_finished(&task) {
+        if !task.has_ended() {
             remaining.insert(id.clone());
         }
     }
@@ -122,183 +136,114 @@ pub async fn open(
         None if request.history_only => String::new(),
         None => store.head_cursor().await?,
     };
-    let (tx, rx) = mpsc::channel(buffer.max(1));
-    let (end_tx, end_rx) = oneshot::channel();
-    let forwarder = Forwarder {
-        scheduler: scheduler.clone(),
+    Ok(ResultStream {
+        last_seq: store.cursor_seq(&start).unwrap_or(0),
+        store,
+        subscription,
         request,
         remaining,
-        last_seq: store.cursor_seq(&start).unwrap_or(0),
         last: start,
-        tx,
+        replaying: true,
+        current: None,
+        done: false,
         shutdown,
         _permit: permit,
         _gauge: gauge.enter(),
-    };
-    tokio::spawn(async move {
-        if let Some(end) = forwarder.run(events).await {
-            let _ = end_tx.send(end);
-        }
-    });
-    Ok(Opened {
-        results: rx,
-        end: end_rx,
     })
 }
 
-struct Forwarder {
-    scheduler: Scheduler,
-    request: StreamRequest,
-    /// Named tasks that have not ended yet.
-    remaining: HashSet<TaskId>,
-    /// Cursor of the last result queued (or the start point).
-    last: String,
-    /// Its position in the log, kept so live results compare by number
-    /// without parsing `last` again for each one.
-    last_seq: u64,
-    tx: mpsc::Sender<TaskResult>,
-    shutdown: CancellationToken,
-    _permit: OwnedSemaphorePermit,
-    _gauge: GaugeGuard,
-}
-
-/// How a step of the forwarder ended early.
-enum Stop {
-    /// The reader went away.
-    Gone,
-    /// End the stream with this.
-    End(StreamEnd),
-}
-
-impl Forwarder {
-    async fn run(
-        mut self,
-        mut events: tokio::sync::broadcast::Receiver<Event>,
-    ) -> Option<StreamEnd> {
-        match self.go(&mut events).await {
-            Ok(()) => Some(StreamEnd::Finished),
-            Err(Stop::Gone) => None,
-            Err(Stop::End(end)) => Some(end),
+impl ResultStream {
+    /// The next result, then at most one end; None after the end.
+    pub async fn next(&mut self) -> Option<Result<Arc<TaskResult>, StreamEnd>> {
+        if self.done {
+            return None;
         }
-    }
-
-    fn seq(&self, cursor: &str) -> u64 {
-        self.scheduler.store().cursor_seq(cursor).unwrap_or(0)
-    }
-
-    fn wanted(&self, result: &TaskResult) -> bool {
-        self.request.tasks.is_empty() || self.request.tasks.contains(&result.task_id)
-    }
-
-    async fn go(
-        &mut self,
-        events: &mut tokio::sync::broadcast::Receiver<Event>,
-    ) -> Result<(), Stop> {
-        self.replay().await?;
-        if self.request.history_only {
-            return Ok(());
+        let item = self.step().await;
+        if item.is_err() {
+            self.done = true;
         }
+        Some(item)
+    }
+
+    async fn step(&mut self) -> Result<Arc<TaskResult>, StreamEnd> {
         loop {
-            if !self.request.tasks.is_empty() && self.remaining.is_empty() {
-                // Every named task has ended; its last result was announced
-                // before its end, so deliver what is queued and finish.
-                while let Ok(event) = events.try_recv() {
-                    if let Event::Result(result) = event {
-                        self.offer(&result)?;
-                    }
-                }
-                return Ok(());
+            if let Some(result) = self.take_current() {
+                return Ok(result);
             }
-            let event = tokio::select! {
+            if self.replaying {
+                if self.shutdown.is_cancelled() {
+                    return Err(self.shutting_down());
+                }
+                self.read_page().await?;
+                continue;
+            }
+            if self.request.history_only
+                || (!self.request.tasks.is_empty() && self.remaining.is_empty())
+            {
+                return Err(StreamEnd::Finished);
+            }
+            let delivery = tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => {
-                    // Results announced before the end (runs that finished in
-                    // the grace period) still go out, if the reader has room.
-                    while let Ok(event) = events.try_recv() {
-                        if let Event::Result(result) = event
-                            && self.offer(&result).is_err()
-                        {
-                            break;
-                        }
-                    }
-                    return Err(Stop::End(StreamEnd::ShuttingDown { resume: self.last.clone() }));
-                }
-                _ = self.tx.closed() => return Err(Stop::Gone),
-                event = events.recv() => event,
+                delivery = self.subscription.recv() => delivery,
+                _ = self.shutdown.cancelled() => Some(Delivery::Closed),
             };
-            match event {
-                Ok(Event::Result(result)) => self.offer(&result)?,
-                Ok(Event::TaskEnded(id)) => {
-                    self.remaining.remove(&id);
+            match delivery {
+                Some(Delivery::Results(results)) => self.current = Some((results, 0)),
+                Some(Delivery::Ended(task)) => {
+                    self.remaining.remove(&task);
                 }
-                // This forwarder fell behind the broadcast; the store still
-                // has what it missed.
-                Err(RecvError::Lagged(_)) => self.replay().await?,
-                Err(RecvError::Closed) => {
-                    return Err(Stop::End(StreamEnd::ShuttingDown {
+                Some(Delivery::Lagged) => {
+                    return Err(StreamEnd::Lagged {
                         resume: self.last.clone(),
-                    }));
+                    });
                 }
+                Some(Delivery::Closed) | None => return Err(self.shutting_down()),
             }
         }
     }
 
-    /// Queues a live result without waiting: a full queue ends the stream.
-    fn offer(&mut self, result: &TaskResult) -> Result<(), Stop> {
-        let seq = self.seq(&result.cursor);
-        if !self.wanted(result) || seq <= self.last_seq {
-            return Ok(());
-        }
-        match self.tx.try_send(result.clone()) {
-            Ok(()) => {
-                self.last = result.cursor.clone();
+    /// The next result of the current page or batch not sent before.
+    fn take_current(&mut self) -> Option<Arc<TaskResult>> {
+        let (results, index) = self.current.as_mut()?;
+        while let Some(result) = results.get(*index) {
+            *index += 1;
+            let seq = self.store.cursor_seq(&result.cursor).unwrap_or(0);
+            if seq > self.last_seq {
                 self.last_seq = seq;
-                Ok(())
+                self.last.clone_from(&result.cursor);
+                return Some(result.clone());
             }
-            Err(mpsc::error::TrySendError::Full(_)) => Err(Stop::End(StreamEnd::Lagged {
-                resume: self.last.clone(),
-            })),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Stop::Gone),
+        }
+        self.current = None;
+        None
+    }
+
+    async fn read_page(&mut self) -> Result<(), StreamEnd> {
+        let after = (!self.last.is_empty()).then(|| self.last.clone());
+        let page = self
+            .store
+            .results_after(after.as_deref(), &self.request.tasks, REPLAY_PAGE)
+            .await
+            .map_err(|error| self.failed(error))?;
+        if page.len() < REPLAY_PAGE {
+            self.replaying = false;
+        }
+        if !page.is_empty() {
+            self.current = Some((page.into(), 0));
+        }
+        Ok(())
+    }
+
+    fn shutting_down(&self) -> StreamEnd {
+        StreamEnd::ShuttingDown {
+            resume: self.last.clone(),
         }
     }
 
-    /// Sends every retained result after `last`, at the reader's pace.
-    async fn replay(&mut self) -> Result<(), Stop> {
-        loop {
-            let after = (!self.last.is_empty()).then(|| self.last.clone());
-            let page = self
-                .scheduler
-                .store()
-                .results_after(after.as_deref(), &self.request.tasks, REPLAY_PAGE)
-                .await
-                .map_err(|error| self.failed(error))?;
-            let done = page.len() < REPLAY_PAGE;
-            for result in page {
-                let seq = self.seq(&result.cursor);
-                tokio::select! {
-                    biased;
-                    _ = self.shutdown.cancelled() => {
-                        return Err(Stop::End(StreamEnd::ShuttingDown { resume: self.last.clone() }));
-                    }
-                    sent = self.tx.send(result.clone()) => {
-                        if sent.is_err() {
-                            return Err(Stop::Gone);
-                        }
-                        self.last = result.cursor;
-                        self.last_seq = seq;
-                    }
-                }
-            }
-            if done {
-                return Ok(());
-            }
-        }
-    }
-
-    fn failed(&self, error: StoreError) -> Stop {
-        Stop::End(StreamEnd::Failed {
+    fn failed(&self, error: StoreError) -> StreamEnd {
+        StreamEnd::Failed {
             error: error.into(),
             resume: self.last.clone(),
-        })
+        }
     }
 }

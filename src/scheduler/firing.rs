@@ -1,309 +1,155 @@
-//! Firing and runs: what happens when the timer says a slot is due (claim,
-//! overlap policy, catch-up, advancing the schedule), how runs start, and
-//! how their results are recorded and announced in cursor order.
+//! Firing: what happens when the timer hands over a batch of due slots. The
+//! schedule maths (catch-up after a stall, the slot after) runs here on the
+//! task as armed; the store then applies each firing as one atomic step and
+//! says what to do. No lock is held across an await: the store's step is
+//! the only synchronisation with control calls, through the task's version.
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use tracing::{debug, info, warn};
+use chrono::Utc;
+use tracing::{debug, warn};
 
-use super::{
-    Error, FIRING_RETRY, Inner,
-    registry::{PendingRun, TaskHandle},
-    run::{self, RunPlan},
-};
+use super::{FIRING_RETRY, Inner, run, timer::Armed};
 use crate::{
-    results::Event,
-    store::StoreError,
-    task::{OverlapPolicy, TaskId, TaskRecord, TaskResult, TaskState, Trigger},
+    stats::Stats,
+    store::{Dispatch, Fire, Fired, Firing},
+    task::{Outcome, TaskState, occurrence_id},
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Decision {
-    Start,
-    Skip,
-    Buffer,
-}
-
-/// What the overlap policy says about starting a run now. CANCEL_RUNNING
-/// cancels the runs in flight as part of deciding.
-pub(super) fn overlap_decision(handle: &TaskHandle, policy: OverlapPolicy) -> Decision {
-    let runs = handle.runs();
-    if runs.active.is_empty() && runs.pending.is_none() {
-        return Decision::Start;
-    }
-    match policy {
-        OverlapPolicy::Skip => Decision::Skip,
-        OverlapPolicy::Allow => Decision::Start,
-        OverlapPolicy::CancelRunning => {
-            for (_, token) in &runs.active {
-                token.cancel();
-            }
-            Decision::Start
-        }
-        OverlapPolicy::BufferOne => {
-            if runs.pending.is_some() {
-                Decision::Skip
-            } else {
-                Decision::Buffer
-            }
-        }
-    }
-}
-
-pub(super) fn policy_name(policy: OverlapPolicy) -> &'static str {
-    match policy {
-        OverlapPolicy::Skip => "SKIP",
-        OverlapPolicy::Allow => "ALLOW",
-        OverlapPolicy::CancelRunning => "CANCEL_RUNNING",
-        OverlapPolicy::BufferOne => "BUFFER_ONE",
-    }
-}
-
-/// Points `task` at its first slot after `slot`, or completes it when the
-/// schedule has no more slots or max_runs is reached.
-fn advance_past(task: &mut TaskRecord, slot: DateTime<Utc>, now: DateTime<Utc>) {
-    let schedule = &task.spec.schedule;
-    let exhausted = schedule
-        .max_runs
-        .is_some_and(|max| task.scheduled_run_count >= max);
-    match schedule.next_slot_after(task.created_at, slot) {
-        Some(next) if !exhausted => task.next_run_at = Some(next),
-        _ => {
-            task.state = TaskState::Completed;
-            task.next_run_at = None;
-            task.updated_at = now;
-        }
-    }
-}
+/// Most due slots per store call: a herd is fired in few calls, and a
+/// control call waiting for the store lock waits for one chunk at most.
+const FIRE_CHUNK: usize = 1024;
 
 impl Inner {
-    /// The timer says `slot` of `id` is due.
-    pub(super) async fn fire(self: Arc<Self>, id: TaskId, slot: DateTime<Utc>) {
-        if self.stopping.is_cancelled() {
-            return;
-        }
-        if let Err(error) = self.fire_inner(&id, slot).await {
-            // The store failed: try the same slot again shortly rather than
-            // leaving the task unarmed. (If it failed after the claim, the
-            // retry finds the slot claimed, says so and moves on.)
-            warn!(task_id = %id, %slot, %error, "firing failed, retrying the slot");
-            let retry_at = self.clock.now() + FIRING_RETRY;
-            self.timer.set(id, slot, retry_at);
-        }
-    }
-
-    async fn fire_inner(self: &Arc<Self>, id: &TaskId, slot: DateTime<Utc>) -> Result<(), Error> {
-        let handle = match self.handle_of_existing(id).await {
-            Ok(handle) => handle,
-            Err(Error::NotFound { .. }) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let _op = handle.op.lock().await;
-        if self.stopping.is_cancelled() {
-            return Ok(());
-        }
-        let Some(mut task) = self.store.get_task(id).await? else {
-            return Ok(());
-        };
-        if task.state != TaskState::Active || task.next_run_at != Some(slot) {
-            // A control call re-armed or disarmed the task meanwhile.
-            return Ok(());
-        }
-        let now = self.clock.now();
-        let schedule = &task.spec.schedule;
-        // A stalled process (suspend, overload) fires once, for the latest
-        // slot that has passed, and counts the ones it passed over.
-        let (slot, passed) = schedule
-            .latest_due_slot(
-                task.created_at,
-                slot - chrono::Duration::nanoseconds(1),
-                now,
-            )
-            .unwrap_or((slot, 0));
-        if !self.store.claim_slot(id, slot).await? {
-            // Claimed before: by another process sharing the store, or by this
-            // one before the wall clock stepped back. It is not run again, and
-            // the task moves on to its next slot so that it keeps firing.
-            warn!(task_id = %id, %slot, "slot already claimed, not run again");
-            advance_past(&mut task, slot, now);
-            let task = self.store.update_task(task).await?;
-            self.arm(&task);
-            self.announce_if_finished(&task, &handle);
-            return Ok(());
-        }
-        task.skipped_count += passed;
-        let decision = overlap_decision(&handle, task.spec.overlap);
-        let mut run = None;
-        if decision == Decision::Skip {
-            task.skipped_count += 1;
-        } else {
-            task.run_count += 1;
-            task.scheduled_run_count += 1;
-            run = Some(task.run_count);
-        }
-        advance_past(&mut task, slot, now);
-        let task = self.store.update_task(task).await?;
-        self.arm(&task);
-        if passed > 0 {
-            warn!(task_id = %id, %slot, skipped = passed, "runner fell behind, ran the latest slot only");
-        }
-        match run {
-            Some(run) => {
-                self.start_or_buffer(&handle, &task, decision, run, Trigger::Scheduled, slot)
-            }
-            None => {
-                debug!(task_id = %id, %slot, "slot skipped, a run is still in flight");
-                let result = run::skipped(
-                    id.clone(),
-                    slot,
-                    now,
-                    "a run was still in flight (overlap policy)",
-                );
-                self.record(result).await?;
-            }
-        }
-        if task.state == TaskState::Completed {
-            info!(task_id = %id, "task completed");
-            self.announce_if_finished(&task, &handle);
-        }
-        Ok(())
-    }
-
-    /// Starts run `run` now, or parks it as the pending run.
-    pub(super) fn start_or_buffer(
-        self: &Arc<Self>,
-        handle: &Arc<TaskHandle>,
-        task: &TaskRecord,
-        decision: Decision,
-        run: u64,
-        trigger: Trigger,
-        scheduled_at: DateTime<Utc>,
-    ) {
-        if decision == Decision::Buffer {
-            handle.runs().pending = Some(PendingRun {
-                run,
-                trigger,
-                scheduled_at,
-            });
-            return;
-        }
-        self.spawn_run(handle, task, run, trigger, scheduled_at);
-    }
-
-    fn spawn_run(
-        self: &Arc<Self>,
-        handle: &Arc<TaskHandle>,
-        task: &TaskRecord,
-        run: u64,
-        trigger: Trigger,
-        scheduled_at: DateTime<Utc>,
-    ) {
-        let token = handle.token.child_token();
-        handle.runs().active.push((run, token.clone()));
-        let plan = RunPlan {
-            task_id: task.id.clone(),
-            run,
-            trigger,
-            scheduled_at,
-            spec: task.spec.clone(),
-            retry_deadline: task.next_run_at,
-        };
-        let inner = self.clone();
-        let handle = handle.clone();
-        debug!(task_id = %task.id, run, "run started");
-        self.tracker.spawn(async move {
-            // Shutdown may have begun between the decision and this start.
-            if inner.stopping.is_cancelled() {
-                token.cancel();
-            }
-            let result = run::execute(&inner.actions, &inner.clock, plan, token).await;
-            inner.finish_run(&handle, result).await;
-        });
-    }
-
-    /// Records a finished run, starts the pending one, announces the end of
-    /// a terminal task.
-    async fn finish_run(self: &Arc<Self>, handle: &Arc<TaskHandle>, result: TaskResult) {
-        let id = result.task_id.clone();
-        let run = result.run;
-        debug!(task_id = %id, run, outcome = ?result.outcome, "run finished");
-        let recorded = self.record_finished(handle, result).await;
-        let _op = handle.op.lock().await;
-        let task = match (recorded, self.store.get_task(&id).await) {
-            (Ok(result), Ok(Some(mut task))) => {
-                if task
-                    .last_result
-                    .as_ref()
-                    .is_none_or(|last| last.run <= result.run)
-                {
-                    task.last_result = Some(result);
-                }
-                match self.store.update_task(task.clone()).await {
-                    Ok(task) => Some(task),
-                    Err(error) => {
-                        warn!(task_id = %id, run, %error, "could not store last result");
-                        Some(task)
-                    }
-                }
-            }
-            (Err(error), _) | (_, Err(error)) => {
-                warn!(task_id = %id, run, %error, "result lost: the store refused it");
-                None
-            }
-            _ => None,
-        };
-        let pending = {
-            let mut runs = handle.runs();
-            if runs.active.is_empty() {
-                runs.pending.take()
-            } else {
-                None
-            }
-        };
-        let Some(task) = task else { return };
-        if let Some(pending) = pending {
-            // A completed task still owes its buffered run: it was counted
-            // (max_runs) when it was buffered. Only cancel and stop drop it.
-            if task.state == TaskState::Cancelled || self.stopping.is_cancelled() {
-                debug!(task_id = %id, run = pending.run, "pending run dropped");
-            } else {
-                self.spawn_run(
-                    handle,
-                    &task,
-                    pending.run,
-                    pending.trigger,
-                    pending.scheduled_at,
-                );
+    /// Fires the due slots of `batch`, a chunk per store call.
+    pub(super) async fn fire_batch(self: &Arc<Self>, batch: Vec<Armed>) {
+        for chunk in batch.chunks(FIRE_CHUNK) {
+            if self.stopping.is_cancelled() {
                 return;
             }
+            self.fire_chunk(chunk).await;
         }
-        self.announce_if_finished(&task, handle);
     }
 
-    /// Appends the result of a run that has ended, takes the run out of the
-    /// task's runs in flight, then announces it. In that order: a client
-    /// that reacts to the result (a trigger under SKIP) must not find the run
-    /// still in flight, and the result is in the store before anyone hears.
-    async fn record_finished(
-        &self,
-        handle: &TaskHandle,
-        result: TaskResult,
-    ) -> Result<TaskResult, StoreError> {
-        let run = result.run;
-        let _order = self.log_lock.lock().await;
-        let appended = self.store.append_result(result).await;
-        handle.runs().active.retain(|(r, _)| *r != run);
-        let result = appended?;
-        let _ = self.events.send(Event::Result(Arc::new(result.clone())));
-        Ok(result)
+    async fn fire_chunk(self: &Arc<Self>, chunk: &[Armed]) {
+        let now = self.clock.now();
+        let firings: Vec<Firing> = chunk.iter().map(|armed| plan(armed, now)).collect();
+        // What is needed after the store consumed the batch.
+        let planned: Vec<_> = firings.iter().map(|f| (f.slot, f.passed)).collect();
+        let fired = match self.store.fire(firings).await {
+            Ok(fired) => fired,
+            Err(error) => {
+                // Nothing of the chunk was applied: every task is still
+                // armed at its slot in the store, so arming it again here
+                // to retry shortly loses no slot and leaves none stuck.
+                warn!(%error, slots = chunk.len(), "firing failed, retrying the slots");
+                let retry_at = now + FIRING_RETRY;
+                for armed in chunk {
+                    self.timer.set(armed.clone(), retry_at);
+                }
+                return;
+            }
+        };
+        for ((armed, (slot, passed)), fired) in chunk.iter().zip(planned).zip(fired) {
+            let task_id = &armed.id;
+            match fired {
+                // Changed since it was armed: whoever changed it armed it
+                // again, but arming from what the store holds also covers an
+                // earlier attempt of this very firing that did apply.
+                Fired::Stale(Some(task)) => self.arm(&task),
+                Fired::Stale(None) => {}
+                Fired::AlreadyClaimed(fire) => {
+                    warn!(task_id = %task_id, slot = %slot.to_rfc3339(), "slot already claimed, not run again");
+                    self.apply_fire(fire);
+                }
+                Fired::Done(fire) => {
+                    Stats::add(&self.stats.fired, 1);
+                    if passed > 0 {
+                        Stats::add(&self.stats.skipped, passed);
+                        warn!(task_id = %task_id, slot = %slot.to_rfc3339(), skipped = passed, "runner fell behind, ran the latest slot only");
+                    }
+                    if matches!(fire.dispatch, Dispatch::Skipped) {
+                        Stats::add(&self.stats.skipped, 1);
+                        debug!(task_id = %task_id, slot = %slot.to_rfc3339(), "slot skipped, a run is still in flight");
+                        self.writer.record(
+                            run::skipped(
+                                task_id.clone(),
+                                slot,
+                                now,
+                                "a run was still in flight (overlap policy)",
+                            ),
+                            false,
+                        );
+                    }
+                    self.apply_fire(fire);
+                }
+            }
+        }
     }
 
-    /// Appends a result and announces it, in cursor order.
-    async fn record(&self, result: TaskResult) -> Result<TaskResult, StoreError> {
-        let _order = self.log_lock.lock().await;
-        let result = self.store.append_result(result).await?;
-        let _ = self.events.send(Event::Result(Arc::new(result.clone())));
-        Ok(result)
+    /// Carries out what the store decided for a firing or a trigger: arm
+    /// the task at its new slot, cancel and record what the policy
+    /// displaced, queue the new run, announce the end of a finished task.
+    pub(super) fn apply_fire(self: &Arc<Self>, fire: Fire) {
+        let Fire {
+            task,
+            dispatch,
+            cancel,
+            dropped,
+            ended,
+        } = fire;
+        self.arm(&task);
+        if !cancel.is_empty()
+            && let Some(handle) = self.registry.get(&task.id)
+        {
+            for run in cancel {
+                handle.cancel_run(run);
+            }
+        }
+        let now = self.clock.now();
+        for run in &dropped {
+            self.writer.record(
+                run::dropped(
+                    run,
+                    Outcome::Cancelled,
+                    now,
+                    "cancelled before it started (overlap policy CANCEL_RUNNING)",
+                ),
+                false,
+            );
+        }
+        if let Dispatch::Start(start) = dispatch {
+            self.enqueue(start);
+        }
+        if task.state == TaskState::Completed {
+            debug!(task_id = %task.id, "task completed");
+        }
+        if ended {
+            self.writer.ended(task.id.clone());
+        }
+    }
+}
+
+/// Plans the firing of `armed` at `now`: a stalled process (suspend,
+/// overload) fires once, for the latest slot that has passed, and counts
+/// the ones it passed over.
+fn plan(armed: &Armed, now: chrono::DateTime<Utc>) -> Firing {
+    let schedule = &armed.spec.schedule;
+    let (slot, passed) = schedule
+        .latest_due_slot(
+            armed.created_at,
+            armed.slot - chrono::Duration::nanoseconds(1),
+            now,
+        )
+        .unwrap_or((armed.slot, 0));
+    Firing {
+        task_id: armed.id.clone(),
+        version: armed.version,
+        armed_slot: armed.slot,
+        slot,
+        passed,
+        next: schedule.next_slot_after(armed.created_at, slot),
+        occurrence_id: occurrence_id(&armed.id, slot),
+        now,
     }
 }

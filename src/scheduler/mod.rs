@@ -1,39 +1,53 @@
 //! The scheduler: the domain service behind every RPC. This file holds the
-//! control calls (register, update, pause, resume, cancel, trigger, delete)
-//! and shutdown; `firing` what happens when a slot is due and how runs are
-//! recorded; `timer` the one timer queue; `run` a run's attempts;
-//! `registry` per-task tokens and runs in flight; `retention` the sweep of
-//! old terminal tasks; `schedule` the pure schedule maths. It never imports
-//! tonic; errors are typed here and mapped to gRPC codes in `api::status`.
+//! control calls (register, update, pause, resume, cancel, trigger, delete),
+//! start and shutdown; `firing` what happens when a batch of slots is due;
+//! `runs` the queue and the cap of runs in flight; `run` a run's attempts;
+//! `timer` the one timer queue; `registry` per-task tokens; `retention` the
+//! sweep of old terminal tasks; `schedule` the pure schedule maths. It never
+//! imports tonic; errors are typed here and mapped to gRPC codes in
+//! `api::status`.
+//!
+//! Every decision is one atomic store step (see `store`): control calls and
+//! firing never hold a lock across an await, and race only through the
+//! task's version. Results go to the one writer in `results::writer`.
 
 pub mod clock;
 mod firing;
 mod registry;
 mod retention;
 mod run;
+mod runs;
 pub mod schedule;
 mod timer;
 
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::broadcast;
+use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{info, warn};
+use tracing::{debug, info, instrument, warn};
 
 use crate::{
     action::Actions,
-    results::Event,
-    store::{Inserted, Store, StoreError, TaskFilter},
-    task::{TaskId, TaskRecord, TaskSpec, TaskState, Trigger},
+    results::{
+        fanout::{Hub, Subscription},
+        writer::{Writer, WriterHandle},
+    },
+    stats::Stats,
+    store::{Halt, Halted, Inserted, RunStart, Store, StoreError, TaskFilter, Triggered},
+    task::{Outcome, TaskId, TaskRecord, TaskSpec, TaskState, manual_occurrence_id},
 };
 use clock::Clock;
-use firing::{Decision, overlap_decision, policy_name};
-use registry::{Registry, TaskHandle};
-use timer::TimerHandle;
+use registry::Registry;
+use timer::{Armed, TimerHandle};
 
 /// Delay before a firing that failed on the store is tried again.
 const FIRING_RETRY: chrono::Duration = chrono::Duration::seconds(1);
+
+/// Tries of a control call that lost a race with firing (the task's version
+/// moved between its read and its write) before it gives up with ABORTED.
+/// Firing moves a version once per slot, so a second try nearly always wins.
+const CONTROL_TRIES: u32 = 5;
 
 /// Errors of scheduler operations.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +114,13 @@ pub enum Error {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// A control call kept losing the race with firing for the task's
+    /// version; the client may retry.
+    #[error("task {task_id} kept changing while the call applied; retry")]
+    Contended {
+        /// The task.
+        task_id: TaskId,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -112,9 +133,10 @@ pub struct SchedulerSettings {
     pub max_tasks: usize,
     /// How long terminal tasks stay readable.
     pub terminal_retention: Duration,
-    /// Events buffered per reader in the broadcast before it must re-read
-    /// the store.
-    pub event_buffer: usize,
+    /// Most results queued for one result subscriber before it is cut off.
+    pub subscriber_bound: usize,
+    /// Most runs whose action is going at once; more wait in a queue.
+    pub max_runs_in_flight: usize,
 }
 
 /// The scheduler. Cheap to clone.
@@ -131,19 +153,36 @@ struct Inner {
     registry: Registry,
     /// Cancelled last: aborts every run still going.
     root: CancellationToken,
-    /// Cancelled first: no run starts after it.
+    /// Cancelled first: no slot fires and no run starts after it.
     stopping: CancellationToken,
-    /// Runs, firings, the timer and the sweeper.
+    /// Runs, the timer, firing, the run dispatcher, the sweeper and the
+    /// summary: everything `stop` waits for before results are closed.
     tracker: TaskTracker,
     timer: TimerHandle,
-    /// Receivers of the timer, taken by `start`.
-    timer_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<timer::TimerCmd>>>,
-    events: broadcast::Sender<Event>,
-    /// Held while a result is appended and announced, so announcements come
-    /// in cursor order and readers can de-duplicate by cursor.
-    log_lock: tokio::sync::Mutex<()>,
+    /// Result subscribers; the writer publishes to it.
+    hub: Arc<Hub>,
+    /// The one result writer.
+    writer: WriterHandle,
+    /// Dispatched runs on their way to a slot under the cap.
+    run_queue: mpsc::UnboundedSender<RunStart>,
+    /// Engine counters for the periodic summary.
+    stats: Arc<Stats>,
+    /// What `start` spawns, taken once.
+    parts: std::sync::Mutex<Option<Parts>>,
+    /// The writer's task, awaited at stop after the last run ended.
+    writer_task: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// Serialises registrations so the task cap holds exactly.
     register_lock: tokio::sync::Mutex<()>,
+}
+
+/// The receiving ends `start` hands to the tasks it spawns.
+struct Parts {
+    timer: mpsc::UnboundedReceiver<timer::TimerCmd>,
+    runs: mpsc::UnboundedReceiver<RunStart>,
+    writer: (
+        Writer,
+        mpsc::UnboundedReceiver<crate::results::writer::Message>,
+    ),
 }
 
 impl Scheduler {
@@ -156,7 +195,22 @@ impl Scheduler {
         root: CancellationToken,
     ) -> Self {
         let (timer, timer_rx) = TimerHandle::new();
-        let (events, _) = broadcast::channel(settings.event_buffer.max(16));
+        let (run_queue, runs_rx) = mpsc::unbounded_channel::<RunStart>();
+        let hub = Hub::new(settings.subscriber_bound);
+        let stats = Arc::new(Stats::default());
+        let promoted_to = run_queue.clone();
+        let promoted_stats = stats.clone();
+        let (writer, writer_handle, writer_rx) = Writer::new(
+            store.clone(),
+            hub.clone(),
+            stats.clone(),
+            Box::new(move |starts: Vec<RunStart>| {
+                for start in starts {
+                    Stats::add(&promoted_stats.runs_waiting, 1);
+                    let _ = promoted_to.send(start);
+                }
+            }),
+        );
         Scheduler {
             inner: Arc::new(Inner {
                 store,
@@ -168,54 +222,77 @@ impl Scheduler {
                 stopping: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 timer,
-                timer_rx: std::sync::Mutex::new(Some(timer_rx)),
-                events,
-                log_lock: tokio::sync::Mutex::new(()),
+                hub,
+                writer: writer_handle,
+                run_queue,
+                stats,
+                parts: std::sync::Mutex::new(Some(Parts {
+                    timer: timer_rx,
+                    runs: runs_rx,
+                    writer: (writer, writer_rx),
+                })),
+                writer_task: std::sync::Mutex::new(None),
                 register_lock: tokio::sync::Mutex::new(()),
             }),
         }
     }
 
-    /// Starts the timer and the retention sweeper, and arms every active
-    /// task already in the store.
+    /// Arms every active task already in the store, then starts the timer,
+    /// firing, the run dispatcher, the result writer, the retention sweeper
+    /// and the summary. Reading the store comes first: if it fails, nothing
+    /// was spawned.
     pub async fn start(&self) -> Result<(), Error> {
-        let rx = self
-            .inner
-            .timer_rx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        let Some(rx) = rx else { return Ok(()) };
-        let inner = self.inner.clone();
-        self.inner.tracker.spawn(timer::run(
-            rx,
-            self.inner.clock.clone(),
-            self.inner.stopping.clone(),
-            move |id, slot| {
-                let inner = inner.clone();
-                inner
-                    .tracker
-                    .clone()
-                    .spawn(async move { inner.fire(id, slot).await });
-            },
-        ));
-        let inner = self.inner.clone();
-        self.inner
-            .tracker
-            .spawn(async move { inner.sweep_loop().await });
+        let inner = &self.inner;
         let mut after: Option<TaskId> = None;
         loop {
-            let page = self
-                .inner
+            let page = inner
                 .store
                 .list_tasks(after.as_ref(), 1000, &TaskFilter::default())
                 .await?;
             let Some(last) = page.last() else { break };
             after = Some(last.id.clone());
             for task in &page {
-                self.inner.arm(task);
+                inner.arm(task);
             }
         }
+        let parts = inner.parts.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(parts) = parts else { return Ok(()) };
+        let (writer, writer_rx) = parts.writer;
+        *inner.writer_task.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(tokio::spawn(writer.run(writer_rx)));
+        let (due_tx, mut due_rx) = mpsc::unbounded_channel::<Vec<Armed>>();
+        inner.tracker.spawn(timer::run(
+            parts.timer,
+            inner.clock.clone(),
+            inner.stopping.clone(),
+            move |batch| {
+                let _ = due_tx.send(batch);
+            },
+        ));
+        let firing = inner.clone();
+        inner.tracker.spawn(async move {
+            loop {
+                let batch = tokio::select! {
+                    biased;
+                    _ = firing.stopping.cancelled() => return,
+                    batch = due_rx.recv() => match batch {
+                        Some(batch) => batch,
+                        None => return,
+                    },
+                };
+                firing.fire_batch(batch).await;
+            }
+        });
+        inner.tracker.spawn(inner.clone().dispatch_loop(parts.runs));
+        let sweeper = inner.clone();
+        inner
+            .tracker
+            .spawn(async move { sweeper.sweep_loop().await });
+        let stats = inner.stats.clone();
+        let stop = inner.stopping.clone();
+        inner
+            .tracker
+            .spawn(async move { stats.summarise(stop).await });
         Ok(())
     }
 
@@ -234,17 +311,20 @@ impl Scheduler {
         &self.inner.actions
     }
 
-    /// Subscribes to results and task ends from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.inner.events.subscribe()
+    /// Follows the results of `tasks` (all when empty) recorded from now on,
+    /// and the ends of the named tasks.
+    pub fn subscribe(&self, tasks: &[TaskId]) -> Subscription {
+        self.inner.hub.subscribe(tasks)
     }
 
-    /// Whether `task` is terminal and its last run has reported.
-    pub fn is_finished(&self, task: &TaskRecord) -> bool {
-        task.state.is_terminal() && !self.inner.registry.get(&task.id).is_some_and(|h| h.busy())
+    /// Waits until every result handed to the writer so far is recorded and
+    /// published.
+    pub async fn flush_results(&self) {
+        self.inner.writer.flush().await;
     }
 
     /// Registers a task, or returns the existing one for an identical retry.
+    #[instrument(skip_all, fields(task_id = id.as_ref().map(|i| i.as_str())))]
     pub async fn register(
         &self,
         id: Option<TaskId>,
@@ -290,6 +370,7 @@ impl Scheduler {
             scheduled_run_count: 0,
             skipped_count: 0,
             last_result: None,
+            active_runs: 0,
             reason: String::new(),
             version: 0,
         };
@@ -299,59 +380,92 @@ impl Scheduler {
             Err(StoreError::Exists { task_id }) => return Err(Error::AlreadyExists { task_id }),
             Err(e) => return Err(e.into()),
         };
-        inner.registry.handle(&id);
         inner.arm(&record);
-        info!(task_id = %id, next_run_at = %next, "task registered");
+        debug!(task_id = %id, next_run_at = %next.to_rfc3339(), "task registered");
         Ok(record)
     }
 
     /// Replaces the spec of a live task.
+    #[instrument(skip_all, fields(task_id = %id))]
     pub async fn update(&self, id: &TaskId, spec: TaskSpec) -> Result<TaskRecord, Error> {
-        let inner = &self.inner;
-        let handle = inner.handle_of_existing(id).await?;
-        let _op = handle.op.lock().await;
-        let mut task = inner.load(id).await?;
-        if task.state.is_terminal() {
-            return Err(wrong_state(&task, "update"));
-        }
-        let now = inner.clock.now();
-        let next = slot_after(&spec, task.created_at, now)?;
-        task.spec = Arc::new(spec);
-        task.updated_at = now;
-        if task.state == TaskState::Active {
-            task.next_run_at = Some(next);
-        }
-        if task
-            .spec
-            .schedule
-            .max_runs
-            .is_some_and(|max| task.scheduled_run_count >= max)
-        {
-            task.state = TaskState::Completed;
-            task.next_run_at = None;
-        }
-        let task = inner.store.update_task(task).await?;
-        inner.arm(&task);
-        inner.announce_if_finished(&task, &handle);
-        info!(task_id = %id, "task updated");
+        let spec = Arc::new(spec);
+        let task = self
+            .inner
+            .modify(id, "update", |task, now| {
+                let next = slot_after(&spec, task.created_at, now)?;
+                task.spec = spec.clone();
+                task.updated_at = now;
+                if task.state == TaskState::Active {
+                    task.next_run_at = Some(next);
+                }
+                if task
+                    .spec
+                    .schedule
+                    .max_runs
+                    .is_some_and(|max| task.scheduled_run_count >= max)
+                {
+                    task.state = TaskState::Completed;
+                    task.next_run_at = None;
+                }
+                Ok(true)
+            })
+            .await?;
+        debug!("task updated");
         Ok(task)
     }
 
-    /// Removes a terminal task and its results.
+    /// Resumes a paused task from its next future slot.
+    #[instrument(skip_all, fields(task_id = %id))]
+    pub async fn resume(&self, id: &TaskId) -> Result<TaskRecord, Error> {
+        let task = self
+            .inner
+            .modify(id, "resume", |task, now| {
+                if task.state == TaskState::Active {
+                    return Ok(false);
+                }
+                match task.spec.schedule.next_slot_after(task.created_at, now) {
+                    Some(next) => {
+                        task.state = TaskState::Active;
+                        task.next_run_at = Some(next);
+                    }
+                    None => {
+                        task.state = TaskState::Completed;
+                        task.next_run_at = None;
+                    }
+                }
+                task.reason.clear();
+                task.updated_at = now;
+                Ok(true)
+            })
+            .await?;
+        debug!(next_run_at = ?task.next_run_at.map(|t| t.to_rfc3339()), "task resumed");
+        Ok(task)
+    }
+
+    /// Removes a terminal task whose last run has reported, and its results.
+    #[instrument(skip_all, fields(task_id = %id))]
     pub async fn delete(&self, id: &TaskId) -> Result<(), Error> {
         let inner = &self.inner;
-        let handle = inner.handle_of_existing(id).await?;
-        let _op = handle.op.lock().await;
-        let task = inner.load(id).await?;
-        if !task.state.is_terminal() || handle.busy() {
-            // A terminal task whose last run is still going keeps its id
-            // until that run has reported.
-            return Err(wrong_state(&task, "delete"));
+        for _ in 0..CONTROL_TRIES {
+            let task = inner.load(id).await?;
+            if !task.has_ended() {
+                // A terminal task whose last run is still going keeps its id
+                // until that run has reported.
+                return Err(wrong_state(&task, "delete"));
+            }
+            match inner.store.delete_task(id, task.version).await {
+                Ok(()) => {
+                    inner.forget(id);
+                    debug!("task deleted");
+                    return Ok(());
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
-        inner.store.delete_task(id, task.version).await?;
-        inner.registry.remove(id);
-        info!(task_id = %id, "task deleted");
-        Ok(())
+        Err(Error::Contended {
+            task_id: id.clone(),
+        })
     }
 
     /// Reads a task.
@@ -376,142 +490,71 @@ impl Scheduler {
         Ok((page, more))
     }
 
-    /// Pauses a task; once this returns, no scheduled run starts.
+    /// Pauses a task; once this returns, no scheduled run starts (one still
+    /// waiting for a slot under the cap is dropped and recorded SKIPPED).
+    #[instrument(skip_all, fields(task_id = %id))]
     pub async fn pause(&self, id: &TaskId, reason: String) -> Result<TaskRecord, Error> {
-        let inner = &self.inner;
-        let handle = inner.handle_of_existing(id).await?;
-        let _op = handle.op.lock().await;
-        let mut task = inner.load(id).await?;
-        match task.state {
-            TaskState::Paused => return Ok(task),
-            TaskState::Cancelled | TaskState::Completed => {
-                return Err(wrong_state(&task, "pause"));
-            }
-            TaskState::Active => {}
-        }
-        inner.timer.clear(id.clone());
-        {
-            let mut runs = handle.runs();
-            if runs
-                .pending
-                .as_ref()
-                .is_some_and(|p| p.trigger == Trigger::Scheduled)
-            {
-                runs.pending = None;
-                task.skipped_count += 1;
-                // It was counted when buffered but never starts: uncount it,
-                // so max_runs still means runs started. Nothing can be
-                // numbered after a pending run, so its number is reused.
-                task.run_count = task.run_count.saturating_sub(1);
-                task.scheduled_run_count = task.scheduled_run_count.saturating_sub(1);
-            }
-        }
-        task.state = TaskState::Paused;
-        task.next_run_at = None;
-        task.reason = reason;
-        task.updated_at = inner.clock.now();
-        let task = inner.store.update_task(task).await?;
-        info!(task_id = %id, "task paused");
+        let task = self
+            .inner
+            .halt(id, Halt::Pause { reason }, "pause", Outcome::Skipped)
+            .await?;
+        debug!("task paused");
         Ok(task)
     }
 
-    /// Resumes a paused task from its next future slot.
-    pub async fn resume(&self, id: &TaskId) -> Result<TaskRecord, Error> {
-        let inner = &self.inner;
-        let handle = inner.handle_of_existing(id).await?;
-        let _op = handle.op.lock().await;
-        let mut task = inner.load(id).await?;
-        match task.state {
-            TaskState::Active => return Ok(task),
-            TaskState::Cancelled | TaskState::Completed => {
-                return Err(wrong_state(&task, "resume"));
-            }
-            TaskState::Paused => {}
-        }
-        let now = inner.clock.now();
-        match task.spec.schedule.next_slot_after(task.created_at, now) {
-            Some(next) => {
-                task.state = TaskState::Active;
-                task.next_run_at = Some(next);
-            }
-            None => {
-                task.state = TaskState::Completed;
-                task.next_run_at = None;
-            }
-        }
-        task.reason.clear();
-        task.updated_at = now;
-        let task = inner.store.update_task(task).await?;
-        inner.arm(&task);
-        inner.announce_if_finished(&task, &handle);
-        info!(task_id = %id, next_run_at = ?task.next_run_at, "task resumed");
-        Ok(task)
-    }
-
-    /// Cancels a task for good, aborting its runs in flight.
+    /// Cancels a task for good: runs in flight are aborted, runs waiting for
+    /// a slot are dropped; both are recorded CANCELLED.
+    #[instrument(skip_all, fields(task_id = %id))]
     pub async fn cancel(&self, id: &TaskId, reason: String) -> Result<TaskRecord, Error> {
         let inner = &self.inner;
-        let handle = inner.handle_of_existing(id).await?;
-        let _op = handle.op.lock().await;
-        let mut task = inner.load(id).await?;
-        match task.state {
-            TaskState::Cancelled => return Ok(task),
-            TaskState::Completed => {
-                return Err(wrong_state(&task, "cancel"));
-            }
-            TaskState::Active | TaskState::Paused => {}
+        let task = inner
+            .halt(id, Halt::Cancel { reason }, "cancel", Outcome::Cancelled)
+            .await?;
+        if let Some(handle) = inner.registry.get(id) {
+            handle.token.cancel();
         }
-        inner.timer.clear(id.clone());
-        task.state = TaskState::Cancelled;
-        task.next_run_at = None;
-        task.reason = reason;
-        task.updated_at = inner.clock.now();
-        if let Some(pending) = handle.runs().pending.take() {
-            // Counted when buffered, never started: as in pause, uncount it.
-            task.run_count = task.run_count.saturating_sub(1);
-            if pending.trigger == Trigger::Scheduled {
-                task.scheduled_run_count = task.scheduled_run_count.saturating_sub(1);
-            }
-        }
-        let task = inner.store.update_task(task).await?;
-        handle.token.cancel();
-        inner.announce_if_finished(&task, &handle);
-        info!(task_id = %id, "task cancelled");
+        debug!("task cancelled");
         Ok(task)
     }
 
-    /// Starts a manual run now; returns its run number.
+    /// Starts a manual run now (or buffers it, under BUFFER_ONE); returns
+    /// its run number.
+    #[instrument(skip_all, fields(task_id = %id))]
     pub async fn trigger(&self, id: &TaskId) -> Result<u64, Error> {
         let inner = &self.inner;
         if inner.stopping.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
-        let handle = inner.handle_of_existing(id).await?;
-        let _op = handle.op.lock().await;
-        let mut task = inner.load(id).await?;
-        if task.state.is_terminal() {
-            return Err(wrong_state(&task, "trigger"));
-        }
-        let decision = overlap_decision(&handle, task.spec.overlap);
-        if decision == Decision::Skip {
-            return Err(Error::Busy {
+        let now = inner.clock.now();
+        let occurrence = manual_occurrence_id(id, now);
+        match inner.store.trigger(id, occurrence, now).await? {
+            Triggered::NotFound => Err(Error::NotFound {
+                task_id: id.to_string(),
+            }),
+            Triggered::Terminal(task) => Err(wrong_state(&task, "trigger")),
+            Triggered::Busy(task) => Err(Error::Busy {
                 task_id: id.clone(),
                 policy: policy_name(task.spec.overlap),
-            });
+            }),
+            Triggered::Done(fire) => {
+                let run = fire.task.run_count;
+                inner.apply_fire(fire);
+                debug!(run, "task triggered");
+                Ok(run)
+            }
         }
-        let now = inner.clock.now();
-        task.run_count += 1;
-        let run = task.run_count;
-        let task = inner.store.update_task(task).await?;
-        inner.start_or_buffer(&handle, &task, decision, run, Trigger::Manual, now);
-        info!(task_id = %id, run, "task triggered");
-        Ok(run)
     }
 
-    /// Stops the scheduler in two signals: first no run starts any more and
-    /// runs in flight get `grace` to finish; then the root token is
-    /// cancelled and the remaining runs are aborted (reporting CANCELLED).
-    /// Returns once every run, firing, timer and sweeper has ended.
+    /// Stops the scheduler, in order:
+    ///
+    /// 1. no slot fires and no run starts any more; runs in flight get
+    ///    `grace` to finish;
+    /// 2. then the root token is cancelled and the remaining runs are
+    ///    aborted (reporting CANCELLED);
+    /// 3. the writer records every result handed to it, then stops;
+    /// 4. every result subscription ends (after what it was sent).
+    ///
+    /// Returns once all of that is done.
     pub async fn stop(&self, grace: Duration) {
         let inner = &self.inner;
         inner.stopping.cancel();
@@ -528,6 +571,18 @@ impl Scheduler {
             inner.root.cancel();
             inner.tracker.wait().await;
         }
+        inner.writer.close();
+        let writer = inner
+            .writer_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(writer) = writer
+            && let Err(error) = writer.await
+        {
+            warn!(%error, "result writer ended abnormally");
+        }
+        inner.hub.close();
         info!("scheduler stopped");
     }
 }
@@ -538,6 +593,17 @@ fn wrong_state(task: &TaskRecord, operation: &'static str) -> Error {
         task_id: task.id.clone(),
         state: task.state,
         operation,
+    }
+}
+
+/// The policy's name as the proto spells it, for messages.
+fn policy_name(policy: crate::task::OverlapPolicy) -> &'static str {
+    use crate::task::OverlapPolicy;
+    match policy {
+        OverlapPolicy::Skip => "SKIP",
+        OverlapPolicy::Allow => "ALLOW",
+        OverlapPolicy::CancelRunning => "CANCEL_RUNNING",
+        OverlapPolicy::BufferOne => "BUFFER_ONE",
     }
 }
 
@@ -558,16 +624,6 @@ fn slot_after(
 }
 
 impl Inner {
-    /// The handle of a task the store knows; NOT_FOUND otherwise, so ids a
-    /// client merely names never get a handle (and a token) of their own.
-    async fn handle_of_existing(&self, id: &TaskId) -> Result<Arc<TaskHandle>, Error> {
-        if let Some(handle) = self.registry.get(id) {
-            return Ok(handle);
-        }
-        self.load(id).await?;
-        Ok(self.registry.handle(id))
-    }
-
     async fn load(&self, id: &TaskId) -> Result<TaskRecord, Error> {
         self.store
             .get_task(id)
@@ -575,6 +631,77 @@ impl Inner {
             .ok_or_else(|| Error::NotFound {
                 task_id: id.to_string(),
             })
+    }
+
+    /// Read, change, compare-and-set: `change` edits a live task (false:
+    /// nothing to do); a version moved by firing meanwhile is retried.
+    async fn modify(
+        &self,
+        id: &TaskId,
+        operation: &'static str,
+        change: impl Fn(&mut TaskRecord, DateTime<Utc>) -> Result<bool, Error>,
+    ) -> Result<TaskRecord, Error> {
+        for _ in 0..CONTROL_TRIES {
+            let mut task = self.load(id).await?;
+            if task.state.is_terminal() {
+                return Err(wrong_state(&task, operation));
+            }
+            if !change(&mut task, self.clock.now())? {
+                return Ok(task);
+            }
+            match self.store.update_task(task).await {
+                Ok(task) => {
+                    self.arm(&task);
+                    if task.has_ended() {
+                        self.writer.ended(task.id.clone());
+                    }
+                    return Ok(task);
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Contended {
+            task_id: id.clone(),
+        })
+    }
+
+    /// Pauses or cancels in one store step, then disarms the task and
+    /// records the runs it dropped as `dropped_as`.
+    async fn halt(
+        &self,
+        id: &TaskId,
+        halt: Halt,
+        operation: &'static str,
+        dropped_as: Outcome,
+    ) -> Result<TaskRecord, Error> {
+        match self.store.halt(id, halt, self.clock.now()).await? {
+            Halted::NotFound => Err(Error::NotFound {
+                task_id: id.to_string(),
+            }),
+            Halted::Refused(task) => Err(wrong_state(&task, operation)),
+            Halted::Unchanged(task) => Ok(task),
+            Halted::Done {
+                task,
+                dropped,
+                ended,
+            } => {
+                self.arm(&task);
+                let now = self.clock.now();
+                let why = match dropped_as {
+                    Outcome::Skipped => "the task was paused before the run started",
+                    _ => "the task was cancelled before the run started",
+                };
+                for run in &dropped {
+                    self.writer
+                        .record(run::dropped(run, dropped_as, now, why), false);
+                }
+                if ended {
+                    self.writer.ended(task.id.clone());
+                }
+                Ok(task)
+            }
+        }
     }
 
     /// Points the timer at the task's next slot, or clears it.
@@ -586,15 +713,24 @@ impl Inner {
                     .ok()
                     .and_then(|j| slot.checked_add_signed(j))
                     .unwrap_or(slot);
-                self.timer.set(task.id.clone(), slot, due);
+                self.timer.set(
+                    Armed {
+                        id: task.id.clone(),
+                        slot,
+                        version: task.version,
+                        created_at: task.created_at,
+                        spec: task.spec.clone(),
+                    },
+                    due,
+                );
             }
-            _ => self.timer.clear(task.id.clone()),
+            _ => self.timer.clear(task.id.clone(), task.version),
         }
     }
 
-    fn announce_if_finished(&self, task: &TaskRecord, handle: &TaskHandle) {
-        if task.state.is_terminal() && !handle.busy() {
-            let _ = self.events.send(Event::TaskEnded(task.id.clone()));
-        }
+    /// Forgets a deleted task in this process.
+    fn forget(&self, id: &TaskId) {
+        self.registry.remove(id);
+        self.timer.forget(id.clone());
     }
 }

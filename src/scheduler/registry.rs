@@ -1,33 +1,15 @@
-//! The live side of each task: its cancellation token, the lock that orders
-//! control calls against firing, and the runs in flight. What survives a
-//! restart lives in the store; this is only what a running process needs.
+//! The live side of each task in this process: its cancellation token and
+//! the tokens of its runs going here. What decides anything (state, run
+//! records, overlap) lives in the store; tokens cannot, so they live here.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::task::{TaskId, Trigger};
-
-/// A run waiting for the one in flight to end (overlap BUFFER_ONE).
-#[derive(Debug, Clone)]
-pub(crate) struct PendingRun {
-    pub run: u64,
-    pub trigger: Trigger,
-    pub scheduled_at: DateTime<Utc>,
-}
-
-/// Runs of one task.
-#[derive(Debug, Default)]
-pub(crate) struct Runs {
-    /// Run number and token of each run in flight.
-    pub active: Vec<(u64, CancellationToken)>,
-    /// The buffered run, if any.
-    pub pending: Option<PendingRun>,
-}
+use crate::task::TaskId;
 
 /// Per-task live state.
 #[derive(Debug)]
@@ -35,23 +17,34 @@ pub(crate) struct TaskHandle {
     /// Child of the server's root token: cancelling it aborts every run of
     /// the task; cancelling the root aborts every run of every task.
     pub token: CancellationToken,
-    /// Held by every control call and by firing while they read, decide and
-    /// write the task, so "PauseTask returned" really means "nothing starts".
-    pub op: tokio::sync::Mutex<()>,
-    runs: Mutex<Runs>,
+    /// Token of each run of the task going in this process, by run number,
+    /// so CANCEL_RUNNING can cancel exactly the runs the store names.
+    runs: Mutex<HashMap<u64, CancellationToken>>,
 }
 
 impl TaskHandle {
-    /// The task's runs. Never held across an await.
-    pub fn runs(&self) -> MutexGuard<'_, Runs> {
-        // The guarded data stays consistent even if a holder panicked.
+    fn runs(&self) -> MutexGuard<'_, HashMap<u64, CancellationToken>> {
+        // A map of tokens stays consistent even if a holder panicked.
         self.runs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether a run is in flight or buffered.
-    pub fn busy(&self) -> bool {
-        let runs = self.runs();
-        !runs.active.is_empty() || runs.pending.is_some()
+    /// A token for run `run`, a child of the task's.
+    pub fn start_run(&self, run: u64) -> CancellationToken {
+        let token = self.token.child_token();
+        self.runs().insert(run, token.clone());
+        token
+    }
+
+    /// Forgets run `run` once it has ended.
+    pub fn end_run(&self, run: u64) {
+        self.runs().remove(&run);
+    }
+
+    /// Cancels run `run` if it is going here.
+    pub fn cancel_run(&self, run: u64) {
+        if let Some(token) = self.runs().get(&run) {
+            token.cancel();
+        }
     }
 }
 
@@ -74,16 +67,14 @@ impl Registry {
         self.handles.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The task's handle, made on first use (a task the store knows but this
-    /// process has not touched yet).
+    /// The task's handle, made on first use.
     pub fn handle(&self, id: &TaskId) -> Arc<TaskHandle> {
         self.handles()
             .entry(id.clone())
             .or_insert_with(|| {
                 Arc::new(TaskHandle {
                     token: self.root.child_token(),
-                    op: tokio::sync::Mutex::new(()),
-                    runs: Mutex::new(Runs::default()),
+                    runs: Mutex::new(HashMap::new()),
                 })
             })
             .clone()

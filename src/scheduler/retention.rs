@@ -46,15 +46,10 @@ impl Inner {
             };
             after = Some(last.id.clone());
             for task in page {
-                if task.state.is_terminal() && task.updated_at < cutoff {
-                    let handle = self.registry.handle(&task.id);
-                    if handle.busy() {
-                        continue;
-                    }
-                    let _op = handle.op.lock().await;
+                if task.has_ended() && task.updated_at < cutoff {
                     match self.store.delete_task(&task.id, task.version).await {
                         Ok(()) => {
-                            self.registry.remove(&task.id);
+                            self.forget(&task.id);
                             debug!(task_id = %task.id, "terminal task removed by retention");
                         }
                         Err(StoreError::Conflict { .. }) => {}

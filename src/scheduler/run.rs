@@ -2,7 +2,7 @@
 //! backoff until the retry budget or the next slot, and abandoned as soon as
 //! the run's token is cancelled.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
@@ -10,30 +10,21 @@ use tokio_util::sync::CancellationToken;
 use super::clock::Clock;
 use crate::{
     action::{Actions, Attempt, Output},
-    task::{Outcome, TaskId, TaskResult, TaskSpec, Trigger, occurrence_id},
+    store::{RunRecord, RunStart},
+    task::{Outcome, TaskId, TaskResult, Trigger, occurrence_id},
 };
 
-/// Everything a run needs, fixed when it starts.
-#[derive(Debug, Clone)]
-pub(crate) struct RunPlan {
-    pub task_id: TaskId,
-    pub run: u64,
-    pub trigger: Trigger,
-    pub scheduled_at: DateTime<Utc>,
-    pub spec: Arc<TaskSpec>,
-    /// Retries stop before this instant (the next slot), so a failing run
-    /// never overlaps the next one through its retries.
-    pub retry_deadline: Option<DateTime<Utc>>,
-}
-
-/// Runs `plan` to its end and returns its result (cursor not yet set).
+/// Runs `start` to its end and returns its result (cursor not yet set).
+/// `started_at` is taken at the first attempt, after any wait for a slot
+/// under the cap, so lateness shows that wait.
 pub(crate) async fn execute(
     actions: &Actions,
     clock: &Clock,
-    plan: RunPlan,
+    start: &RunStart,
     token: CancellationToken,
 ) -> TaskResult {
-    let occurrence = occurrence_id(&plan.task_id, plan.scheduled_at);
+    let RunStart { record: plan, spec } = start;
+    let occurrence = &plan.occurrence_id;
     let mut started_at = None;
     let mut attempt = 0;
     let mut last_output = Output::default();
@@ -59,7 +50,7 @@ pub(crate) async fn execute(
         let result = tokio::select! {
             biased;
             _ = token.cancelled() => None,
-            r = tokio::time::timeout(plan.spec.timeout, actions.run(&plan.spec.action, &info)) => Some(r),
+            r = tokio::time::timeout(spec.timeout, actions.run(&spec.action, &info)) => Some(r),
         };
         latency = began.elapsed();
         let (outcome, error) = match result {
@@ -76,14 +67,14 @@ pub(crate) async fn execute(
                 last_output = Output::default();
                 (
                     Outcome::TimedOut,
-                    format!("attempt timed out after {:?}", plan.spec.timeout),
+                    format!("attempt timed out after {:?}", spec.timeout),
                 )
             }
         };
-        if attempt >= plan.spec.retry.max_attempts.max(1) {
+        if attempt >= spec.retry.max_attempts.max(1) {
             break (outcome, error);
         }
-        let backoff = plan.spec.retry.backoff(attempt + 1);
+        let backoff = spec.retry.backoff(attempt + 1);
         if let Some(deadline) = plan.retry_deadline {
             let retry_at = clock.now().checked_add_signed(
                 chrono::Duration::from_std(backoff).unwrap_or(chrono::Duration::MAX),
@@ -103,7 +94,7 @@ pub(crate) async fn execute(
         }
     };
     TaskResult {
-        task_id: plan.task_id,
+        task_id: plan.task_id.clone(),
         run: plan.run,
         cursor: String::new(),
         scheduled_at: plan.scheduled_at,
@@ -116,8 +107,35 @@ pub(crate) async fn execute(
         output: last_output.body,
         output_truncated: last_output.truncated,
         http_status: last_output.http_status,
-        occurrence_id: occurrence,
+        occurrence_id: occurrence.clone(),
         latency,
+    }
+}
+
+/// The result recorded for a run dropped before it started (pause: SKIPPED,
+/// cancel: CANCELLED).
+pub(crate) fn dropped(
+    run: &RunRecord,
+    outcome: Outcome,
+    now: DateTime<Utc>,
+    why: &str,
+) -> TaskResult {
+    TaskResult {
+        task_id: run.task_id.clone(),
+        run: run.run,
+        cursor: String::new(),
+        scheduled_at: run.scheduled_at,
+        started_at: None,
+        finished_at: now,
+        outcome,
+        attempts: 0,
+        trigger: run.trigger,
+        error: why.to_string(),
+        output: Default::default(),
+        output_truncated: false,
+        http_status: 0,
+        occurrence_id: run.occurrence_id.clone(),
+        latency: Duration::ZERO,
     }
 }
 

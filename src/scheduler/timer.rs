@@ -1,29 +1,49 @@
 //! One timer for all tasks: a queue ordered by due time and a single sleep
-//! until its head. A sleeping tokio task per schedule would work too, but a
-//! herd of 100,000 tasks due at one instant then means 100,000 wakers in
-//! tokio's wheel plus as many tasks contending for the store; one queue
-//! hands the herd out in one pass (see benches/).
+//! until its head; everything due at once is handed out as one batch, so a
+//! herd costs one wake-up and one store call per batch rather than a task
+//! and a store round trip per slot (see benches/).
+//!
+//! Entries carry the task's version: arming is monotonic in it, so an
+//! out-of-date arm (a firing that finished after a control call re-armed the
+//! task) can never overwrite a newer one.
 
-use std::collections::{BTreeSet, HashMap};
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::clock::Clock;
-use crate::task::TaskId;
+use crate::task::{TaskId, TaskSpec};
+
+/// A task as armed: what firing needs to plan its slot without reading the
+/// store first.
+#[derive(Debug, Clone)]
+pub(crate) struct Armed {
+    /// The task.
+    pub id: TaskId,
+    /// Its next nominal slot.
+    pub slot: DateTime<Utc>,
+    /// Its version when armed; the store fires only that version.
+    pub version: u64,
+    /// Its schedule's anchor.
+    pub created_at: DateTime<Utc>,
+    /// Its spec, shared with the record.
+    pub spec: Arc<TaskSpec>,
+}
 
 /// A change to the timer queue.
 #[derive(Debug)]
 pub(crate) enum TimerCmd {
-    /// (Re)arms the task for `slot`, firing at `due` (slot plus jitter).
-    Set {
-        id: TaskId,
-        slot: DateTime<Utc>,
-        due: DateTime<Utc>,
-    },
-    /// Disarms the task.
-    Clear { id: TaskId },
+    /// (Re)arms a task to fire at `due` (slot plus jitter).
+    Set { armed: Armed, due: DateTime<Utc> },
+    /// Disarms a task at `version`.
+    Clear { id: TaskId, version: u64 },
+    /// Forgets a deleted task.
+    Forget { id: TaskId },
 }
 
 /// Sends changes to the timer. Unbounded: each task has at most one entry,
@@ -39,59 +59,102 @@ impl TimerHandle {
         (TimerHandle { tx }, rx)
     }
 
-    pub(crate) fn set(&self, id: TaskId, slot: DateTime<Utc>, due: DateTime<Utc>) {
+    pub(crate) fn set(&self, armed: Armed, due: DateTime<Utc>) {
         // The receiver lives until shutdown, when arming no longer matters.
-        let _ = self.tx.send(TimerCmd::Set { id, slot, due });
+        let _ = self.tx.send(TimerCmd::Set { armed, due });
     }
 
-    pub(crate) fn clear(&self, id: TaskId) {
-        let _ = self.tx.send(TimerCmd::Clear { id });
+    pub(crate) fn clear(&self, id: TaskId, version: u64) {
+        let _ = self.tx.send(TimerCmd::Clear { id, version });
+    }
+
+    pub(crate) fn forget(&self, id: TaskId) {
+        let _ = self.tx.send(TimerCmd::Forget { id });
     }
 }
 
-/// Runs the timer until `stopping` is cancelled, calling `on_due(task, slot)`
-/// for each entry whose due time has come. `on_due` must not block.
+/// A task's entry: the newest version seen, and its arming if armed.
+struct Entry {
+    version: u64,
+    armed: Option<(DateTime<Utc>, Armed)>,
+}
+
+#[derive(Default)]
+struct Queue {
+    due: BTreeSet<(DateTime<Utc>, TaskId)>,
+    entries: HashMap<TaskId, Entry>,
+}
+
+impl Queue {
+    fn apply(&mut self, cmd: TimerCmd) {
+        let (id, version, armed) = match cmd {
+            TimerCmd::Set { armed, due } => (armed.id.clone(), armed.version, Some((due, armed))),
+            TimerCmd::Clear { id, version } => (id, version, None),
+            TimerCmd::Forget { id } => {
+                if let Some(Entry {
+                    armed: Some((due, _)),
+                    ..
+                }) = self.entries.remove(&id)
+                {
+                    self.due.remove(&(due, id));
+                }
+                return;
+            }
+        };
+        if let Some(entry) = self.entries.get_mut(&id) {
+            if entry.version > version {
+                return;
+            }
+            if let Some((due, _)) = entry.armed.take() {
+                self.due.remove(&(due, id.clone()));
+            }
+        }
+        if let Some((due, _)) = &armed {
+            self.due.insert((*due, id.clone()));
+        }
+        self.entries.insert(id, Entry { version, armed });
+    }
+
+    /// Takes every entry due at `now`.
+    fn take_due(&mut self, now: DateTime<Utc>) -> Vec<Armed> {
+        let mut batch = Vec::new();
+        while let Some((due, _)) = self.due.first()
+            && *due <= now
+        {
+            if let Some((_, id)) = self.due.pop_first()
+                && let Some(entry) = self.entries.get_mut(&id)
+                && let Some((_, armed)) = entry.armed.take()
+            {
+                batch.push(armed);
+            }
+        }
+        batch
+    }
+}
+
+/// Runs the timer until `stopping` is cancelled, handing each batch of due
+/// entries to `on_due`, which must not block.
 pub(crate) async fn run(
     mut commands: mpsc::UnboundedReceiver<TimerCmd>,
     clock: Clock,
     stopping: CancellationToken,
-    mut on_due: impl FnMut(TaskId, DateTime<Utc>),
+    mut on_due: impl FnMut(Vec<Armed>),
 ) {
-    let mut queue: BTreeSet<(DateTime<Utc>, TaskId)> = BTreeSet::new();
-    let mut armed: HashMap<TaskId, (DateTime<Utc>, DateTime<Utc>)> = HashMap::new();
-    let apply = |cmd: TimerCmd, queue: &mut BTreeSet<_>, armed: &mut HashMap<_, _>| match cmd {
-        TimerCmd::Set { id, slot, due } => {
-            if let Some((old_due, _)) = armed.insert(id.clone(), (due, slot)) {
-                queue.remove(&(old_due, id.clone()));
-            }
-            queue.insert((due, id));
-        }
-        TimerCmd::Clear { id } => {
-            if let Some((old_due, _)) = armed.remove(&id) {
-                queue.remove(&(old_due, id));
-            }
-        }
-    };
+    let mut queue = Queue::default();
     loop {
-        let now = clock.now();
-        while let Some((due, _)) = queue.first()
-            && *due <= now
-        {
-            if let Some((_, id)) = queue.pop_first()
-                && let Some((_, slot)) = armed.remove(&id)
-            {
-                on_due(id, slot);
-            }
+        let batch = queue.take_due(clock.now());
+        if !batch.is_empty() {
+            on_due(batch);
         }
-        let wake = queue.first().map(|(due, _)| clock.wake_at(*due));
+        let wake = queue.due.first().map(|(due, _)| clock.wake_at(*due));
         tokio::select! {
             biased;
             _ = stopping.cancelled() => return,
             cmd = commands.recv() => {
                 let Some(cmd) = cmd else { return };
-                apply(cmd, &mut queue, &mut armed);
+                queue.apply(cmd);
                 while let Ok(cmd) = commands.try_recv() {
-                    apply(cmd, &mut queue, &mut armed);
+                    queue.apply(cmd);
                 }
             }
             _ = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {}

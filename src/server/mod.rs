@@ -29,12 +29,6 @@ use crate::{
     },
 };
 
-/// Events buffered in the result broadcast per reader before that reader
-/// has to catch up from the store.
-/// Small on purpose: the ring holds results (outputs up to the cap) whether
-/// or not anyone reads, and a lagging reader re-reads the store anyway.
-const EVENT_BUFFER: usize = 1024;
-
 /// Why a server could not start or serve.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -267,7 +261,8 @@ async fn start(
         SchedulerSettings {
             max_tasks: config.max_tasks,
             terminal_retention: config.terminal_retention,
-            event_buffer: EVENT_BUFFER,
+            subscriber_bound: config.stream_buffer,
+            max_runs_in_flight: config.max_runs_in_flight,
         },
         root.clone(),
     );
@@ -279,7 +274,6 @@ async fn start(
             default_timeout: config.default_timeout,
             max_timeout: config.max_timeout,
             key_prefix: config.key_prefix.clone(),
-            stream_buffer: config.stream_buffer,
         },
         config.max_open_streams,
         open_streams,

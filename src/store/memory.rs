@@ -1,17 +1,23 @@
 //! The embedded in-memory store: the default when no Redis URL is given.
 //! Nothing survives a restart; each log gets a random epoch so a cursor from
 //! an earlier process is recognised as lost rather than silently reused.
+//! Every operation takes the one lock, does bounded work and never awaits
+//! while holding it; a batch is applied under one acquisition, which is what
+//! makes it all or nothing.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    sync::{Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{Inserted, Store, StoreError, TaskFilter};
-use crate::task::{TaskId, TaskRecord, TaskResult};
+use super::{
+    Decision, Dispatch, Fire, Fired, Firing, Halt, Halted, Inserted, Recorded, Recording, RunPhase,
+    RunRecord, RunStart, Store, StoreError, TaskFilter, Triggered, decide,
+};
+use crate::task::{TaskId, TaskRecord, TaskResult, TaskState, Trigger};
 
 /// Retention bounds of the result log.
 #[derive(Debug, Clone, Copy)]
@@ -36,12 +42,155 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
 }
 
+/// A task and what the store keeps beside it.
+struct Stored {
+    /// The record; its derived fields (`last_result`, `active_runs`) are
+    /// filled in from the fields below on read.
+    record: TaskRecord,
+    /// The request id that registered it, so deleting it forgets that id
+    /// without scanning every request id.
+    request_id: Option<String>,
+    /// Latest slot claimed: a slot at or before it is never started again.
+    last_claimed: Option<DateTime<Utc>>,
+    /// Runs dispatched and not yet recorded, oldest first.
+    runs: Vec<RunRecord>,
+    /// Result of the most recent run (by run number).
+    last_result: Option<Arc<TaskResult>>,
+}
+
+impl Stored {
+    fn view(&self) -> TaskRecord {
+        let mut record = self.record.clone();
+        record.last_result = self.last_result.clone();
+        record.active_runs = self.runs.len();
+        record
+    }
+
+    /// Terminal with no run left: the moment its end is announced.
+    fn ended(&self) -> bool {
+        self.record.state.is_terminal() && self.runs.is_empty()
+    }
+
+    /// Applies `decision` (made by [`decide`] over these runs) to the new
+    /// run `run`; returns what was dispatched, the running runs to cancel
+    /// and the queued ones dropped.
+    fn apply(
+        &mut self,
+        decision: Decision,
+        run: RunRecord,
+    ) -> (Dispatch, Vec<u64>, Vec<RunRecord>) {
+        let mut cancel = Vec::new();
+        let mut dropped = Vec::new();
+        let dispatch = match decision {
+            Decision::Skip => Dispatch::Skipped,
+            Decision::Start | Decision::CancelThenStart => {
+                if decision == Decision::CancelThenStart {
+                    let (running, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.runs)
+                        .into_iter()
+                        .partition(|r| r.phase == RunPhase::Running);
+                    cancel = running.iter().map(|r| r.run).collect();
+                    self.runs = running;
+                    dropped = waiting;
+                }
+                self.runs.push(run.clone());
+                Dispatch::Start(RunStart {
+                    record: run,
+                    spec: self.record.spec.clone(),
+                })
+            }
+            Decision::Buffer => {
+                self.runs.push(RunRecord {
+                    phase: RunPhase::Buffered,
+                    ..run
+                });
+                Dispatch::Buffered
+            }
+        };
+        (dispatch, cancel, dropped)
+    }
+
+    /// Points the task at `next`, or completes it when there is none or
+    /// max_runs is reached.
+    fn advance(&mut self, next: Option<DateTime<Utc>>, now: DateTime<Utc>) {
+        let task = &mut self.record;
+        let exhausted = task
+            .spec
+            .schedule
+            .max_runs
+            .is_some_and(|max| task.scheduled_run_count >= max);
+        match next {
+            Some(next) if !exhausted => task.next_run_at = Some(next),
+            _ => {
+                task.state = TaskState::Completed;
+                task.next_run_at = None;
+                task.updated_at = now;
+            }
+        }
+    }
+
+    /// Retries of a run dispatched now stop at the next slot, or for the
+    /// task's last run at `end_at` (if set; otherwise after max_attempts).
+    fn retry_deadline(&self) -> Option<DateTime<Utc>> {
+        self.record.next_run_at.or(self.record.spec.schedule.end_at)
+    }
+
+    /// Fires one due slot; see [`Store::fire`].
+    fn fire(&mut self, f: Firing) -> Fired {
+        let task = &self.record;
+        if task.version != f.version
+            || task.state != TaskState::Active
+            || task.next_run_at != Some(f.armed_slot)
+        {
+            return Fired::Stale(Some(self.view()));
+        }
+        if self.last_claimed.is_some_and(|claimed| f.slot <= claimed) {
+            self.advance(f.next, f.now);
+            self.record.version += 1;
+            return Fired::AlreadyClaimed(Fire {
+                task: self.view(),
+                dispatch: Dispatch::None,
+                cancel: Vec::new(),
+                dropped: Vec::new(),
+                ended: self.ended(),
+            });
+        }
+        self.last_claimed = Some(f.slot);
+        let decision = decide(self.record.spec.overlap, &self.runs);
+        let task = &mut self.record;
+        task.skipped_count = task.skipped_count.saturating_add(f.passed);
+        if decision == Decision::Skip {
+            task.skipped_count += 1;
+        } else {
+            task.run_count += 1;
+            task.scheduled_run_count += 1;
+        }
+        self.advance(f.next, f.now);
+        let run = RunRecord {
+            task_id: f.task_id,
+            run: self.record.run_count,
+            trigger: Trigger::Scheduled,
+            scheduled_at: f.slot,
+            occurrence_id: f.occurrence_id,
+            retry_deadline: self.retry_deadline(),
+            phase: RunPhase::Queued,
+        };
+        let (dispatch, cancel, dropped) = self.apply(decision, run);
+        self.record.version += 1;
+        Fired::Done(Fire {
+            task: self.view(),
+            dispatch,
+            cancel,
+            dropped,
+            ended: self.ended(),
+        })
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    tasks: BTreeMap<TaskId, TaskRecord>,
+    tasks: BTreeMap<TaskId, Stored>,
     request_ids: HashMap<String, TaskId>,
-    last_claimed: HashMap<TaskId, DateTime<Utc>>,
-    log: BTreeMap<u64, TaskResult>,
+    log: BTreeMap<u64, Arc<TaskResult>>,
     per_task: HashMap<TaskId, VecDeque<u64>>,
     /// Highest sequence number dropped by retention, over all tasks and per task:
     /// a reader resuming below it would miss results.
@@ -114,6 +263,68 @@ impl MemoryStore {
             *mark = (*mark).max(seq);
         }
     }
+
+    /// Appends one result and applies retention.
+    fn append(&self, inner: &mut Inner, mut result: TaskResult) -> Arc<TaskResult> {
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        result.cursor = self.cursor(seq);
+        let result = Arc::new(result);
+        inner.bytes += result.output.len();
+        inner.log.insert(seq, result.clone());
+        let task_seqs = inner.per_task.entry(result.task_id.clone()).or_default();
+        task_seqs.push_back(seq);
+        let over_task = if task_seqs.len() > self.retention.per_task {
+            task_seqs.pop_front()
+        } else {
+            None
+        };
+        if let Some(old) = over_task {
+            Self::evict(inner, old);
+        }
+        // The newest result always stays, whatever its size.
+        while inner.log.len() > 1
+            && (inner.log.len() > self.retention.total || inner.bytes > self.retention.max_bytes)
+        {
+            let Some((&oldest, _)) = inner.log.first_key_value() else {
+                break;
+            };
+            if let Some(task) = inner.log.get(&oldest).map(|r| r.task_id.clone())
+                && let Some(seqs) = inner.per_task.get_mut(&task)
+                && seqs.front() == Some(&oldest)
+            {
+                // The log's oldest result is also its task's oldest.
+                seqs.pop_front();
+            }
+            Self::evict(inner, oldest);
+        }
+        result
+    }
+
+    /// Sequence numbers of retained results after `from` (inclusive), in log
+    /// order, at most `limit`: through the per-task index when tasks are
+    /// named, so a stream of one task never scans the whole log.
+    fn seqs_from(inner: &Inner, from: u64, tasks: &[TaskId], limit: usize) -> Vec<u64> {
+        if tasks.is_empty() {
+            return inner
+                .log
+                .range(from..)
+                .take(limit)
+                .map(|(s, _)| *s)
+                .collect();
+        }
+        let mut seqs: Vec<u64> = Vec::new();
+        for task in tasks {
+            if let Some(held) = inner.per_task.get(task) {
+                let start = held.partition_point(|s| *s < from);
+                seqs.extend(held.range(start..).take(limit));
+            }
+        }
+        seqs.sort_unstable();
+        seqs.dedup();
+        seqs.truncate(limit);
+        seqs
+    }
 }
 
 #[async_trait]
@@ -128,7 +339,7 @@ impl Store for MemoryStore {
             .and_then(|r| inner.request_ids.get(r))
             .and_then(|id| inner.tasks.get(id))
         {
-            return Ok(Inserted::SameRequest(earlier.clone()));
+            return Ok(Inserted::SameRequest(earlier.view()));
         }
         if inner.tasks.contains_key(&record.id) {
             return Err(StoreError::Exists {
@@ -140,8 +351,20 @@ impl Store for MemoryStore {
                 .request_ids
                 .insert(request_id.to_string(), record.id.clone());
         }
-        inner.tasks.insert(record.id.clone(), record.clone());
-        Ok(Inserted::Created(record))
+        let stored = Stored {
+            record: TaskRecord {
+                last_result: None,
+                active_runs: 0,
+                ..record
+            },
+            request_id: request_id.map(str::to_string),
+            last_claimed: None,
+            runs: Vec::new(),
+            last_result: None,
+        };
+        let view = stored.view();
+        inner.tasks.insert(view.id.clone(), stored);
+        Ok(Inserted::Created(view))
     }
 
     async fn task_for_request(&self, request_id: &str) -> Result<Option<TaskRecord>, StoreError> {
@@ -150,39 +373,46 @@ impl Store for MemoryStore {
             .request_ids
             .get(request_id)
             .and_then(|id| inner.tasks.get(id))
-            .cloned())
+            .map(Stored::view))
     }
 
     async fn get_task(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
-        Ok(self.lock().tasks.get(id).cloned())
+        Ok(self.lock().tasks.get(id).map(Stored::view))
     }
 
-    async fn update_task(&self, mut record: TaskRecord) -> Result<TaskRecord, StoreError> {
+    async fn update_task(&self, record: TaskRecord) -> Result<TaskRecord, StoreError> {
         let mut inner = self.lock();
         let Some(stored) = inner.tasks.get_mut(&record.id) else {
             return Err(StoreError::Conflict { task_id: record.id });
         };
-        if stored.version != record.version {
+        if stored.record.version != record.version {
             return Err(StoreError::Conflict { task_id: record.id });
         }
-        record.version += 1;
-        *stored = record.clone();
-        Ok(record)
+        stored.record = TaskRecord {
+            version: record.version + 1,
+            last_result: None,
+            active_runs: 0,
+            ..record
+        };
+        Ok(stored.view())
     }
 
     async fn delete_task(&self, id: &TaskId, version: u64) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        match inner.tasks.get(id) {
-            Some(stored) if stored.version == version => {}
+        let request_id = match inner.tasks.get(id) {
+            Some(stored) if stored.record.version == version && stored.runs.is_empty() => {
+                stored.request_id.clone()
+            }
             _ => {
                 return Err(StoreError::Conflict {
                     task_id: id.clone(),
                 });
             }
-        }
+        };
         inner.tasks.remove(id);
-        inner.request_ids.retain(|_, task| task != id);
-        inner.last_claimed.remove(id);
+        if let Some(request_id) = request_id {
+            inner.request_ids.remove(&request_id);
+        }
         inner.evicted_per_task.remove(id);
         // Deleting is the client's intent, not a retention loss: the task's
         // results go without raising the eviction mark.
@@ -210,10 +440,10 @@ impl Store for MemoryStore {
             None => inner.tasks.range::<TaskId, _>(..),
         };
         Ok(range
-            .map(|(_, task)| task)
-            .filter(|task| filter.matches(task))
+            .map(|(_, stored)| stored)
+            .filter(|stored| filter.matches(&stored.record))
             .take(limit)
-            .cloned()
+            .map(Stored::view)
             .collect())
     }
 
@@ -221,53 +451,171 @@ impl Store for MemoryStore {
         Ok(self.lock().tasks.len())
     }
 
-    async fn claim_slot(&self, task: &TaskId, slot: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn fire(&self, batch: Vec<Firing>) -> Result<Vec<Fired>, StoreError> {
         let mut inner = self.lock();
-        let last = inner
-            .last_claimed
-            .entry(task.clone())
-            .or_insert(DateTime::<Utc>::MIN_UTC);
-        if slot <= *last {
-            return Ok(false);
-        }
-        *last = slot;
-        Ok(true)
+        Ok(batch
+            .into_iter()
+            .map(|firing| match inner.tasks.get_mut(&firing.task_id) {
+                Some(stored) => stored.fire(firing),
+                None => Fired::Stale(None),
+            })
+            .collect())
     }
 
-    async fn append_result(&self, mut result: TaskResult) -> Result<TaskResult, StoreError> {
+    async fn trigger(
+        &self,
+        id: &TaskId,
+        occurrence_id: String,
+        now: DateTime<Utc>,
+    ) -> Result<Triggered, StoreError> {
         let mut inner = self.lock();
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
-        result.cursor = self.cursor(seq);
-        inner.bytes += result.output.len();
-        inner.log.insert(seq, result.clone());
-        let task_seqs = inner.per_task.entry(result.task_id.clone()).or_default();
-        task_seqs.push_back(seq);
-        let over_task = if task_seqs.len() > self.retention.per_task {
-            task_seqs.pop_front()
-        } else {
-            None
+        let Some(stored) = inner.tasks.get_mut(id) else {
+            return Ok(Triggered::NotFound);
         };
-        if let Some(old) = over_task {
-            Self::evict(&mut inner, old);
+        if stored.record.state.is_terminal() {
+            return Ok(Triggered::Terminal(stored.view()));
         }
-        // The newest result always stays, whatever its size.
-        while inner.log.len() > 1
-            && (inner.log.len() > self.retention.total || inner.bytes > self.retention.max_bytes)
-        {
-            let Some((&oldest, _)) = inner.log.first_key_value() else {
-                break;
-            };
-            if let Some(task) = inner.log.get(&oldest).map(|r| r.task_id.clone())
-                && let Some(seqs) = inner.per_task.get_mut(&task)
-                && seqs.front() == Some(&oldest)
-            {
-                // The log's oldest result is also its task's oldest.
-                seqs.pop_front();
+        let decision = decide(stored.record.spec.overlap, &stored.runs);
+        if decision == Decision::Skip {
+            return Ok(Triggered::Busy(stored.view()));
+        }
+        stored.record.run_count += 1;
+        stored.record.version += 1;
+        let run = RunRecord {
+            task_id: id.clone(),
+            run: stored.record.run_count,
+            trigger: Trigger::Manual,
+            scheduled_at: now,
+            occurrence_id,
+            retry_deadline: stored.retry_deadline(),
+            phase: RunPhase::Queued,
+        };
+        let (dispatch, cancel, dropped) = stored.apply(decision, run);
+        Ok(Triggered::Done(Fire {
+            task: stored.view(),
+            dispatch,
+            cancel,
+            dropped,
+            ended: false,
+        }))
+    }
+
+    async fn halt(
+        &self,
+        id: &TaskId,
+        halt: Halt,
+        now: DateTime<Utc>,
+    ) -> Result<Halted, StoreError> {
+        let mut inner = self.lock();
+        let Some(stored) = inner.tasks.get_mut(id) else {
+            return Ok(Halted::NotFound);
+        };
+        let (target, reason, drops_manual) = match halt {
+            Halt::Pause { reason } => (TaskState::Paused, reason, false),
+            Halt::Cancel { reason } => (TaskState::Cancelled, reason, true),
+        };
+        match (stored.record.state, target) {
+            (state, target) if state == target => return Ok(Halted::Unchanged(stored.view())),
+            (TaskState::Active, _) | (TaskState::Paused, TaskState::Cancelled) => {}
+            _ => return Ok(Halted::Refused(stored.view())),
+        }
+        let task = &mut stored.record;
+        let mut dropped = Vec::new();
+        stored.runs.retain(|run| {
+            let drop = run.phase != RunPhase::Running
+                && (drops_manual || run.trigger == Trigger::Scheduled);
+            if !drop {
+                return true;
             }
-            Self::evict(&mut inner, oldest);
+            if run.phase == RunPhase::Buffered {
+                // Counted when buffered, never started, and nothing can be
+                // numbered after a buffered run: uncount it, so max_runs still
+                // means runs started and run numbers stay dense.
+                task.run_count = task.run_count.saturating_sub(1);
+            } else {
+                dropped.push(run.clone());
+            }
+            if run.trigger == Trigger::Scheduled {
+                task.scheduled_run_count = task.scheduled_run_count.saturating_sub(1);
+                if target == TaskState::Paused {
+                    task.skipped_count += 1;
+                }
+            }
+            false
+        });
+        task.state = target;
+        task.next_run_at = None;
+        task.reason = reason;
+        task.updated_at = now;
+        task.version += 1;
+        Ok(Halted::Done {
+            task: stored.view(),
+            dropped,
+            ended: stored.ended(),
+        })
+    }
+
+    async fn start_run(&self, id: &TaskId, run: u64) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let record = inner
+            .tasks
+            .get_mut(id)
+            .and_then(|stored| stored.runs.iter_mut().find(|r| r.run == run));
+        Ok(match record {
+            Some(record) if record.phase == RunPhase::Queued => {
+                record.phase = RunPhase::Running;
+                true
+            }
+            _ => false,
+        })
+    }
+
+    async fn record(&self, batch: Vec<Recording>) -> Result<Recorded, StoreError> {
+        let mut inner = self.lock();
+        let mut recorded = Recorded {
+            results: Vec::with_capacity(batch.len()),
+            ..Recorded::default()
+        };
+        for Recording {
+            result,
+            finishes_run,
+        } in batch
+        {
+            let result = self.append(&mut inner, result);
+            if let Some(stored) = inner.tasks.get_mut(&result.task_id) {
+                if result.run > 0
+                    && stored
+                        .last_result
+                        .as_ref()
+                        .is_none_or(|last| last.run <= result.run)
+                {
+                    stored.last_result = Some(result.clone());
+                }
+                if finishes_run {
+                    stored.runs.retain(|r| r.run != result.run);
+                    let in_flight = stored.runs.iter().any(|r| r.phase != RunPhase::Buffered);
+                    if !in_flight
+                        && let Some(buffered) = stored
+                            .runs
+                            .iter_mut()
+                            .find(|r| r.phase == RunPhase::Buffered)
+                    {
+                        // A completed task still owes its buffered run: it
+                        // was counted (max_runs) when it was buffered.
+                        buffered.phase = RunPhase::Queued;
+                        recorded.promoted.push(RunStart {
+                            record: buffered.clone(),
+                            spec: stored.record.spec.clone(),
+                        });
+                    }
+                    if stored.ended() {
+                        recorded.ended.push(result.task_id.clone());
+                    }
+                }
+            }
+            recorded.results.push(result);
         }
-        Ok(result)
+        Ok(recorded)
     }
 
     async fn results_after(
@@ -275,7 +623,7 @@ impl Store for MemoryStore {
         after: Option<&str>,
         tasks: &[TaskId],
         limit: usize,
-    ) -> Result<Vec<TaskResult>, StoreError> {
+    ) -> Result<Vec<Arc<TaskResult>>, StoreError> {
         let start = match after {
             Some(cursor) => Some(self.parse_cursor(cursor).map_err(|e| match e {
                 StoreError::CursorExpired { cursor, .. } => {
@@ -321,13 +669,9 @@ impl Store for MemoryStore {
             }
         }
         let from = start.map_or(0, |s| s + 1);
-        Ok(inner
-            .log
-            .range(from..)
-            .map(|(_, r)| r)
-            .filter(|r| tasks.is_empty() || tasks.contains(&r.task_id))
-            .take(limit)
-            .cloned()
+        Ok(Self::seqs_from(&inner, from, tasks, limit)
+            .into_iter()
+            .filter_map(|seq| inner.log.get(&seq).cloned())
             .collect())
     }
 
@@ -342,13 +686,8 @@ impl Store for MemoryStore {
 }
 
 fn oldest_held(inner: &Inner, tasks: &[TaskId]) -> Option<u64> {
-    inner
-        .log
-        .iter()
-        .find(|(_, r)| tasks.is_empty() || tasks.contains(&r.task_id))
-        .map(|(s, _)| *s)
+    MemoryStore::seqs_from(inner, 0, tasks, 1).first().copied()
 }
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -378,6 +717,15 @@ mod tests {
         }
     }
 
+    async fn append(store: &MemoryStore, result: TaskResult) -> Arc<TaskResult> {
+        let recording = Recording {
+            result,
+            finishes_run: false,
+        };
+        let mut recorded = store.record(vec![recording]).await.unwrap();
+        recorded.results.remove(0)
+    }
+
     #[tokio::test]
     async fn retention_by_count_per_task_and_bytes_is_detected_as_loss() {
         let store = MemoryStore::new(Retention {
@@ -385,9 +733,9 @@ mod tests {
             total: 100,
             max_bytes: 1000,
         });
-        let first = store.append_result(result("a", 10)).await.unwrap();
+        let first = append(&store, result("a", 10)).await;
         for _ in 0..3 {
-            store.append_result(result("a", 10)).await.unwrap();
+            append(&store, result("a", 10)).await;
         }
         // a's first result went (per-task cap): resuming from before it is a loss.
         let none: &[TaskId] = &[];
@@ -403,14 +751,14 @@ mod tests {
         // Big outputs push older results out by bytes, whatever the count.
         let b = TaskId::parse("b").unwrap();
         for _ in 0..5 {
-            store.append_result(result("b", 400)).await.unwrap();
+            append(&store, result("b", 400)).await;
         }
         let held = store.results_after(None, &[], 100).await.unwrap();
         let bytes: usize = held.iter().map(|r| r.output.len()).sum();
         assert!(bytes <= 1000, "{bytes} bytes held");
         assert_eq!(held.iter().filter(|r| r.task_id == b).count(), 2);
         // The newest result stays even when it alone is over the budget.
-        store.append_result(result("c", 5000)).await.unwrap();
+        append(&store, result("c", 5000)).await;
         assert_eq!(store.results_after(None, &[], 100).await.unwrap().len(), 1);
     }
 }

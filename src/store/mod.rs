@@ -1,17 +1,32 @@
-//! Where tasks and results live. The [`Store`] trait is shaped for a store
-//! shared by replicas (Redis, in a later version): every task write is a
-//! compare-and-set on its version, each scheduled slot is claimed once, and
-//! the result log hands out cursors ordered by append. [`memory`] is the
-//! embedded default. This module knows nothing of gRPC or of timers.
+//! Where tasks, runs and results live. The [`Store`] trait is the contract a
+//! store shared by replicas (Redis, in a later version) implements too, so
+//! every operation that decides something is one atomic step:
+//!
+//! - a task write is a compare-and-set on its version;
+//! - firing a due slot ([`Store::fire`]) checks the version and state,
+//!   claims the slot, applies the overlap policy to the task's run records,
+//!   counts, and advances the task to its next slot (or completes it), all
+//!   or nothing, for a whole batch of due slots in one call;
+//! - runs are records keyed by (task, run number) that the store holds, so
+//!   overlap policies and CancelTask hold across processes; cancellation
+//!   tokens stay in the process that runs the run;
+//! - recording a batch of results ([`Store::record`]) appends them to the
+//!   log, assigns cursors, keeps each task's last result, retires the runs
+//!   they finish and promotes a buffered run, in one step.
+//!
+//! [`memory`] is the embedded default. This module knows nothing of gRPC,
+//! timers or tokens.
 
 pub mod memory;
+mod overlap;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::task::{TaskId, TaskRecord, TaskResult, TaskState};
+use crate::task::{TaskId, TaskRecord, TaskResult, TaskSpec, TaskState, Trigger};
+pub(crate) use overlap::{Decision, decide};
 
 /// Failures of a store.
 #[derive(Debug, thiserror::Error)]
@@ -20,21 +35,21 @@ pub enum StoreError {
     /// The record changed since it was read; the caller re-reads and retries.
     #[error("task {task_id} was changed concurrently")]
     Conflict {
-        /// The task.
+        /// The task whose version moved.
         task_id: TaskId,
     },
     /// Insert of an id that exists.
     #[error("task {task_id} already exists")]
     Exists {
-        /// The task.
+        /// The id that is taken.
         task_id: TaskId,
     },
     /// A cursor that this log did not hand out, or that is malformed.
     #[error("cursor {cursor:?} is not valid: {reason}")]
     InvalidCursor {
-        /// The cursor as given.
+        /// The cursor as the client gave it.
         cursor: String,
-        /// Why.
+        /// What is wrong with it, for the client.
         reason: &'static str,
     },
     /// Results after the cursor were dropped by retention (or the log was
@@ -43,19 +58,26 @@ pub enum StoreError {
         "results after cursor {cursor:?} are no longer retained; oldest cursor still held: {oldest:?}"
     )]
     CursorExpired {
-        /// The cursor as given.
+        /// The cursor as the client gave it.
         cursor: String,
         /// The oldest result still held, empty if none.
         oldest: String,
         /// A cursor that replays everything still held.
         resume: String,
     },
+    /// The store could not be reached or refused the operation; nothing of
+    /// the operation was applied.
+    #[error("store unavailable: {reason}")]
+    Unavailable {
+        /// What failed, for logs.
+        reason: String,
+    },
 }
 
 /// Which tasks a listing returns.
 #[derive(Debug, Clone, Default)]
 pub struct TaskFilter {
-    /// Only this state.
+    /// Only tasks in this state.
     pub state: Option<TaskState>,
     /// Only tasks carrying all of these labels.
     pub labels: BTreeMap<String, String>,
@@ -81,7 +103,185 @@ pub enum Inserted {
     SameRequest(TaskRecord),
 }
 
-/// Storage of tasks and results.
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunPhase {
+    /// Dispatched, waiting for a slot under the cap of runs in flight. Not
+    /// yet in flight: pause and cancel drop it.
+    Queued,
+    /// Its action has started.
+    Running,
+    /// Parked by BUFFER_ONE until the task's runs in flight end.
+    Buffered,
+}
+
+/// A run the store knows of: dispatched by a firing or a trigger and not
+/// yet recorded as finished.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    /// The task it belongs to.
+    pub task_id: TaskId,
+    /// Its number within the task, never reused.
+    pub run: u64,
+    /// The schedule or a TriggerTask call.
+    pub trigger: Trigger,
+    /// Nominal slot (scheduled) or the time of the call (manual).
+    pub scheduled_at: DateTime<Utc>,
+    /// Unique per run; what targets deduplicate on.
+    pub occurrence_id: String,
+    /// Retries stop before this instant: the next slot, or `end_at` for the
+    /// last one, so a failing run never overlaps the next through retries.
+    pub retry_deadline: Option<DateTime<Utc>>,
+    /// Where it stands.
+    pub phase: RunPhase,
+}
+
+/// A run to start, with the spec it runs (shared with the task record).
+#[derive(Debug, Clone)]
+pub struct RunStart {
+    /// The run.
+    pub record: RunRecord,
+    /// The task's spec when the run was dispatched.
+    pub spec: Arc<TaskSpec>,
+}
+
+/// One due slot for [`Store::fire`], planned by the caller from the task as
+/// it was armed (the schedule maths runs outside the store).
+#[derive(Debug, Clone)]
+pub struct Firing {
+    /// The task.
+    pub task_id: TaskId,
+    /// Version the timer was armed with; a task changed since is not fired.
+    pub version: u64,
+    /// The slot the timer was armed for; must still be the task's next slot.
+    pub armed_slot: DateTime<Utc>,
+    /// The slot to run: the armed one, or after a stall the latest passed.
+    pub slot: DateTime<Utc>,
+    /// Slots passed over between the armed one and `slot`.
+    pub passed: u64,
+    /// The slot after `slot`; None when the schedule has no more.
+    pub next: Option<DateTime<Utc>>,
+    /// Occurrence id of `slot`.
+    pub occurrence_id: String,
+    /// When the firing happens.
+    pub now: DateTime<Utc>,
+}
+
+/// What [`Store::fire`] did with one due slot.
+#[derive(Debug)]
+pub enum Fired {
+    /// The task is gone, not active, or changed since it was armed: nothing
+    /// was done. Carries the task as stored, so the caller can re-arm it
+    /// (this is also what a retry sees when an earlier attempt did apply).
+    Stale(Option<TaskRecord>),
+    /// The slot was claimed before (another process, or a clock that stepped
+    /// back); the task was only advanced.
+    AlreadyClaimed(Fire),
+    /// The slot was fired.
+    Done(Fire),
+}
+
+/// The effects of one applied firing.
+#[derive(Debug)]
+pub struct Fire {
+    /// The task after the firing (advanced or completed, version bumped).
+    pub task: TaskRecord,
+    /// What the overlap policy decided.
+    pub dispatch: Dispatch,
+    /// Running runs the caller cancels (CANCEL_RUNNING); their records stay
+    /// until their results are recorded.
+    pub cancel: Vec<u64>,
+    /// Queued runs dropped before they started (CANCEL_RUNNING); the caller
+    /// records them as CANCELLED.
+    pub dropped: Vec<RunRecord>,
+    /// The task became terminal with no run left: announce its end.
+    pub ended: bool,
+}
+
+/// What the overlap policy made of a slot or a trigger.
+#[derive(Debug)]
+pub enum Dispatch {
+    /// A new run, queued to start.
+    Start(RunStart),
+    /// A new run, parked behind the ones in flight (BUFFER_ONE).
+    Buffered,
+    /// No run: a run is in flight (SKIP, or BUFFER_ONE with one parked).
+    Skipped,
+    /// Nothing to decide (an already-claimed slot).
+    None,
+}
+
+/// What [`Store::trigger`] did.
+#[derive(Debug)]
+pub enum Triggered {
+    /// No such task.
+    NotFound,
+    /// The task is terminal.
+    Terminal(TaskRecord),
+    /// Refused by the overlap policy.
+    Busy(TaskRecord),
+    /// A manual run was dispatched.
+    Done(Fire),
+}
+
+/// A control change that also drops runs not yet in flight.
+#[derive(Debug, Clone)]
+pub enum Halt {
+    /// ACTIVE -> PAUSED; drops queued and buffered scheduled runs.
+    Pause {
+        /// Why, as the client gave it.
+        reason: String,
+    },
+    /// ACTIVE or PAUSED -> CANCELLED; drops every queued and buffered run.
+    Cancel {
+        /// Why, as the client gave it.
+        reason: String,
+    },
+}
+
+/// What [`Store::halt`] did.
+#[derive(Debug)]
+pub enum Halted {
+    /// No such task.
+    NotFound,
+    /// Already in the target state: nothing changed.
+    Unchanged(TaskRecord),
+    /// The task's state forbids it (a terminal task).
+    Refused(TaskRecord),
+    /// Applied.
+    Done {
+        /// The task after the change.
+        task: TaskRecord,
+        /// Queued runs dropped: recorded as SKIPPED (pause) or CANCELLED.
+        dropped: Vec<RunRecord>,
+        /// The task became terminal with no run left: announce its end.
+        ended: bool,
+    },
+}
+
+/// One result for [`Store::record`].
+#[derive(Debug, Clone)]
+pub struct Recording {
+    /// The result; its cursor is set by the store.
+    pub result: TaskResult,
+    /// Whether it finishes a run record (a run that ran), as opposed to a
+    /// slot that started none or a run dropped before it started.
+    pub finishes_run: bool,
+}
+
+/// What [`Store::record`] did with a batch.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// The results in log order, with their cursors.
+    pub results: Vec<Arc<TaskResult>>,
+    /// Buffered runs promoted because their task's runs in flight ended.
+    pub promoted: Vec<RunStart>,
+    /// Tasks that became terminal with no run left, in the order of the
+    /// results that ended them.
+    pub ended: Vec<TaskId>,
+}
+
+/// Storage of tasks, runs and results.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores a new task. Fails with [`StoreError::Exists`] when the id is
@@ -93,12 +293,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Inserted, StoreError>;
     /// The task a registration with this request id created, if it exists.
     async fn task_for_request(&self, request_id: &str) -> Result<Option<TaskRecord>, StoreError>;
-    /// Reads a task.
+    /// Reads a task, with its last result and runs in flight filled in.
     async fn get_task(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError>;
-    /// Replaces a task if its stored version is `record.version`; the stored
-    /// copy gets version + 1, which is returned.
+    /// Replaces a task's spec and schedule fields if its stored version is
+    /// `record.version`; the stored copy gets version + 1, which is returned.
     async fn update_task(&self, record: TaskRecord) -> Result<TaskRecord, StoreError>;
-    /// Removes a task and its results if its version still matches.
+    /// Removes a task and its results if its version still matches and it
+    /// has no run left.
     async fn delete_task(&self, id: &TaskId, version: u64) -> Result<(), StoreError>;
     /// Tasks ordered by id, strictly after `after`, at most `limit`.
     async fn list_tasks(
@@ -109,11 +310,25 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<TaskRecord>, StoreError>;
     /// Number of tasks held.
     async fn count_tasks(&self) -> Result<usize, StoreError>;
-    /// Claims the start of `task`'s slot. True for exactly one caller per
-    /// (task, slot) across every process sharing the store.
-    async fn claim_slot(&self, task: &TaskId, slot: DateTime<Utc>) -> Result<bool, StoreError>;
-    /// Appends a result, applying retention; returns it with its cursor set.
-    async fn append_result(&self, result: TaskResult) -> Result<TaskResult, StoreError>;
+    /// Fires a batch of due slots, each all or nothing; one outcome per
+    /// firing, in order. An error means none of the batch was applied.
+    async fn fire(&self, batch: Vec<Firing>) -> Result<Vec<Fired>, StoreError>;
+    /// Dispatches a manual run of a live task under its overlap policy.
+    async fn trigger(
+        &self,
+        id: &TaskId,
+        occurrence_id: String,
+        now: DateTime<Utc>,
+    ) -> Result<Triggered, StoreError>;
+    /// Pauses or cancels a task, dropping its runs not yet in flight.
+    async fn halt(&self, id: &TaskId, halt: Halt, now: DateTime<Utc>)
+    -> Result<Halted, StoreError>;
+    /// Moves a queued run to running. False when it was dropped meanwhile
+    /// (pause, cancel): it must not start.
+    async fn start_run(&self, id: &TaskId, run: u64) -> Result<bool, StoreError>;
+    /// Appends a batch of results in order, applying retention, and retires
+    /// the runs they finish. An error means none of it was applied.
+    async fn record(&self, batch: Vec<Recording>) -> Result<Recorded, StoreError>;
     /// Retained results after `after` (all retained when None), oldest
     /// first, at most `limit`, only of `tasks` when not empty.
     async fn results_after(
@@ -121,7 +336,7 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&str>,
         tasks: &[TaskId],
         limit: usize,
-    ) -> Result<Vec<TaskResult>, StoreError>;
+    ) -> Result<Vec<Arc<TaskResult>>, StoreError>;
     /// The cursor of the newest result, or the log's start cursor when it is
     /// empty: resuming from it replays nothing already appended.
     async fn head_cursor(&self) -> Result<String, StoreError>;

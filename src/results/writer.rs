@@ -1,0 +1,228 @@
+//! The one result writer. Runs, firings and control calls hand it results
+//! and task ends over an unbounded channel (bounded in practice by the cap
+//! of runs in flight plus one skipped slot per task); it takes whatever is
+//! waiting, records it in one store call, publishes it in cursor order and
+//! hands promoted buffered runs back to the scheduler. Being the only
+//! writer, it needs no lock to keep announcements in cursor order, and a
+//! control call never waits behind a herd's results.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, warn};
+
+use super::fanout::Hub;
+use crate::{
+    stats::Stats,
+    store::{Recording, RunStart, Store},
+    task::{Outcome, TaskId, TaskResult},
+};
+
+/// Most messages taken per batch: one store call and one publication.
+const MAX_BATCH: usize = 4096;
+
+/// Tries of a batch the store refused before its results are given up as
+/// lost (and counted and logged as such).
+const RECORD_TRIES: u32 = 3;
+
+/// Pause between those tries.
+const RECORD_RETRY: Duration = Duration::from_millis(200);
+
+/// A failing task logs at WARN at most this often; the rest are counted in
+/// the summary (and every failure is in its result).
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+pub(crate) enum Message {
+    Record(Recording),
+    Ended(TaskId),
+    /// Answered once everything sent before it is published.
+    Flush(oneshot::Sender<()>),
+    /// Stop after everything sent before it.
+    Close,
+}
+
+/// Sends to the writer. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct WriterHandle {
+    tx: mpsc::UnboundedSender<Message>,
+}
+
+impl WriterHandle {
+    /// Records `result`; `finishes_run` when it ends a run that ran.
+    pub(crate) fn record(&self, result: TaskResult, finishes_run: bool) {
+        // The writer outlives every sender but the scheduler's, which closes
+        // it only after the last run ended.
+        let _ = self.tx.send(Message::Record(Recording {
+            result,
+            finishes_run,
+        }));
+    }
+
+    /// Announces that `task` ended, after every result sent before.
+    pub(crate) fn ended(&self, task: TaskId) {
+        let _ = self.tx.send(Message::Ended(task));
+    }
+
+    /// Waits until everything sent before is recorded and published.
+    pub(crate) async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Message::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Records what was sent before, then stops the writer.
+    pub(crate) fn close(&self) {
+        let _ = self.tx.send(Message::Close);
+    }
+}
+
+/// The writer's state.
+pub(crate) struct Writer {
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    stats: Arc<Stats>,
+    /// Receives buffered runs that may start now.
+    on_promoted: Box<dyn Fn(Vec<RunStart>) + Send + Sync>,
+    /// When each failing task last logged a failure at WARN.
+    failure_logged: HashMap<TaskId, Instant>,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        hub: Arc<Hub>,
+        stats: Arc<Stats>,
+        on_promoted: Box<dyn Fn(Vec<RunStart>) + Send + Sync>,
+    ) -> (Writer, WriterHandle, mpsc::UnboundedReceiver<Message>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = Writer {
+            store,
+            hub,
+            stats,
+            on_promoted,
+            failure_logged: HashMap::new(),
+        };
+        (writer, WriterHandle { tx }, rx)
+    }
+
+    /// Runs until closed (or every handle is gone).
+    pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Message>) {
+        let mut messages = Vec::with_capacity(MAX_BATCH);
+        let mut batch = Vec::new();
+        let mut ended = Vec::new();
+        loop {
+            if rx.recv_many(&mut messages, MAX_BATCH).await == 0 {
+                return;
+            }
+            let mut closing = false;
+            for message in messages.drain(..) {
+                match message {
+                    Message::Record(recording) => {
+                        if !ended.is_empty() {
+                            // An end must follow the results sent before it
+                            // and precede those sent after it.
+                            self.commit(&mut batch, &mut ended).await;
+                        }
+                        batch.push(recording);
+                    }
+                    Message::Ended(task) => ended.push(task),
+                    Message::Flush(done) => {
+                        self.commit(&mut batch, &mut ended).await;
+                        let _ = done.send(());
+                    }
+                    Message::Close => closing = true,
+                }
+            }
+            self.commit(&mut batch, &mut ended).await;
+            if closing {
+                return;
+            }
+        }
+    }
+
+    /// Records `batch`, then publishes its results and the ends in `ended`.
+    async fn commit(&mut self, batch: &mut Vec<Recording>, ended: &mut Vec<TaskId>) {
+        if batch.is_empty() && ended.is_empty() {
+            return;
+        }
+        let recordings = std::mem::take(batch);
+        for recording in &recordings {
+            self.count(&recording.result);
+        }
+        let recorded = if recordings.is_empty() {
+            Default::default()
+        } else {
+            self.record(recordings).await
+        };
+        let mut ends = recorded.ended;
+        ends.append(ended);
+        self.hub.publish(&recorded.results, &ends);
+        if !recorded.promoted.is_empty() {
+            (self.on_promoted)(recorded.promoted);
+        }
+    }
+
+    async fn record(&self, recordings: Vec<Recording>) -> crate::store::Recorded {
+        let count = recordings.len();
+        let mut recordings = Some(recordings);
+        for attempt in 1..=RECORD_TRIES {
+            // The store applies a batch all or nothing, so a retry cannot
+            // record a result twice. It consumes the batch, hence the copy
+            // kept for all but the last try.
+            let this_try = if attempt == RECORD_TRIES {
+                recordings.take().unwrap_or_default()
+            } else {
+                recordings.as_ref().cloned().unwrap_or_default()
+            };
+            match self.store.record(this_try).await {
+                Ok(recorded) => return recorded,
+                Err(error) if attempt < RECORD_TRIES => {
+                    warn!(%error, results = count, attempt, "recording results failed, retrying");
+                    tokio::time::sleep(RECORD_RETRY).await;
+                }
+                Err(error) => {
+                    Stats::add(&self.stats.results_lost, count as u64);
+                    error!(%error, results = count, "results lost: the store refused them");
+                }
+            }
+        }
+        Default::default()
+    }
+
+    fn count(&mut self, result: &TaskResult) {
+        let stats = &self.stats;
+        match result.outcome {
+            Outcome::Succeeded => Stats::add(&stats.succeeded, 1),
+            Outcome::Cancelled => Stats::add(&stats.cancelled, 1),
+            Outcome::Skipped => {}
+            Outcome::Failed | Outcome::TimedOut => {
+                Stats::add(&stats.failed, 1);
+                let now = Instant::now();
+                let due = self
+                    .failure_logged
+                    .get(&result.task_id)
+                    .is_none_or(|at| now.duration_since(*at) >= FAILURE_LOG_EVERY);
+                if due {
+                    if self.failure_logged.len() > 10_000 {
+                        self.failure_logged
+                            .retain(|_, at| now.duration_since(*at) < FAILURE_LOG_EVERY);
+                    }
+                    self.failure_logged.insert(result.task_id.clone(), now);
+                    warn!(
+                        task_id = %result.task_id,
+                        run = result.run,
+                        outcome = ?result.outcome,
+                        attempts = result.attempts,
+                        error = %result.error,
+                        "run failed (further failures of this task within a minute are only counted)"
+                    );
+                }
+            }
+        }
+    }
+}
