@@ -56,6 +56,23 @@ struct Stored {
     runs: Vec<RunRecord>,
     /// Result of the most recent run (by run number).
     last_result: Option<Arc<TaskResult>>,
+    /// What the last applied firing decided, so that a retry of it (its
+    /// caller saw an error, e.g. a lost reply) gets the same answer instead
+    /// of a stale one that would orphan the run it dispatched.
+    last_fire: Option<LastFire>,
+}
+
+/// The decision of an applied firing, kept small (one per task).
+struct LastFire {
+    /// The version it fired, and the slot it was armed for: its identity.
+    version: u64,
+    armed_slot: DateTime<Utc>,
+    /// The run it dispatched (0: none), and whether it skipped the slot.
+    run: u64,
+    skipped: bool,
+    cancel: Vec<u64>,
+    dropped: Vec<RunRecord>,
+    ended: bool,
 }
 
 impl Stored {
@@ -134,8 +151,39 @@ impl Stored {
         self.record.next_run_at.or(self.record.spec.schedule.end_at)
     }
 
+    /// Answers a retry of the last applied firing as the first attempt was
+    /// answered, as far as it still holds (a run since started or dropped is
+    /// not handed out again).
+    fn replay(&self, last: &LastFire) -> Fired {
+        let dispatch = if last.skipped {
+            Dispatch::Skipped
+        } else {
+            match self.runs.iter().find(|r| r.run == last.run) {
+                Some(run) if run.phase == RunPhase::Queued => Dispatch::Start(RunStart {
+                    record: run.clone(),
+                    spec: self.record.spec.clone(),
+                }),
+                Some(run) if run.phase == RunPhase::Buffered => Dispatch::Buffered,
+                _ => Dispatch::None,
+            }
+        };
+        Fired::Done(Fire {
+            task: self.view(),
+            dispatch,
+            cancel: last.cancel.clone(),
+            dropped: last.dropped.clone(),
+            ended: last.ended,
+        })
+    }
+
     /// Fires one due slot; see [`Store::fire`].
     fn fire(&mut self, f: Firing) -> Fired {
+        if let Some(last) = &self.last_fire
+            && last.version == f.version
+            && last.armed_slot == f.armed_slot
+        {
+            return self.replay(last);
+        }
         let task = &self.record;
         if task.version != f.version
             || task.state != TaskState::Active
@@ -175,6 +223,18 @@ impl Stored {
             phase: RunPhase::Queued,
         };
         let (dispatch, cancel, dropped) = self.apply(decision, run);
+        self.last_fire = Some(LastFire {
+            version: self.record.version,
+            armed_slot: f.armed_slot,
+            run: match &dispatch {
+                Dispatch::Start(_) | Dispatch::Buffered => self.record.run_count,
+                _ => 0,
+            },
+            skipped: matches!(dispatch, Dispatch::Skipped),
+            cancel: cancel.clone(),
+            dropped: dropped.clone(),
+            ended: self.ended(),
+        });
         self.record.version += 1;
         Fired::Done(Fire {
             task: self.view(),
@@ -361,6 +421,7 @@ impl Store for MemoryStore {
             last_claimed: None,
             runs: Vec::new(),
             last_result: None,
+            last_fire: None,
         };
         let view = stored.view();
         inner.tasks.insert(view.id.clone(), stored);
