@@ -15,35 +15,62 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The public surface is deliberately short: [`Server`] and [`Config`] to run
+//! one, [`TaskHandler`] for custom kinds, and [`pb`] for clients. Tasks are
+//! registered through the API, which validates them, so an embedding
+//! program cannot register what a client would be refused.
+//!
 //! # Layout
-//! - [`config`]: every bound, with defaults.
-//! - [`server`]: start-up, serving, ordered shutdown; the only module that knows sockets.
-//! - [`api`]: the gRPC handlers, proto <-> domain conversion, the one error -> status mapping.
-//! - [`scheduler`]: registry, timer, firing, runs, schedule maths.
-//! - [`action`]: HTTP, Redis and custom actions ([`TaskHandler`]).
-//! - [`store`]: the storage trait and the in-memory store.
-//! - [`results`]: the result broadcast and stream forwarding.
-//! - [`redis_pool`]: the managed Redis pool.
-//! - [`task`]: the domain model.
-//! - [`pb`]: generated code.
+//! - `config`: every bound, with defaults.
+//! - `server`: start-up, serving, ordered shutdown; the only module that knows sockets.
+//! - `api`: the gRPC handlers, proto <-> domain conversion, the one error -> status mapping.
+//! - `scheduler`: control calls, timer, firing, the run queue, schedule maths.
+//! - `store`: the storage contract (atomic firing, run records, result log) and the in-memory store.
+//! - `results`: the one result writer, fan-out to subscribers, result streams.
+//! - `action`: HTTP, Redis and custom actions ([`TaskHandler`]).
+//! - `redis_pool`: the managed Redis pool.
+//! - `task`: the domain model.
+//! - `stats`: engine counters for the periodic summary.
+//! - `pb`: generated code.
 
 #![warn(missing_docs)]
 
-pub mod action;
-pub mod api;
+/// Declares modules that are internal to the crate, and public (hidden from
+/// the docs) with the `internals` feature, which the crate's own tests and
+/// benchmarks turn on to drive the engine directly.
+macro_rules! internal_modules {
+    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+        $(#[$doc])*
+        #[cfg(feature = "internals")]
+        #[doc(hidden)]
+        pub mod $name;
+        $(#[$doc])*
+        #[cfg(not(feature = "internals"))]
+        pub(crate) mod $name;
+    )*};
+}
+
+internal_modules! {
+    action;
+    api;
+    redis_pool;
+    results;
+    scheduler;
+    store;
+    task;
+}
+
 pub mod config;
 pub mod pb;
-pub mod redis_pool;
-pub mod results;
-pub mod scheduler;
 pub mod server;
 mod stats;
-pub mod store;
-pub mod task;
 
 pub use action::{HandlerContext, HandlerError, TaskHandler};
 /// Implement [`TaskHandler`] with `#[recur::async_trait]`, without a
 /// direct dependency on the async-trait crate.
 pub use async_trait::async_trait;
 pub use config::Config;
+pub use redis_pool::RedisPool;
+pub use results::stream::StreamGauge;
 pub use server::{Server, ServerError};
+pub use task::TaskId;

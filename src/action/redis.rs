@@ -102,12 +102,17 @@ pub fn check_command(args: &[String], key_prefix: &str) -> Result<(), String> {
 
 /// One attempt.
 pub async fn run(pool: &RedisPool, action: &RedisAction, cap: usize) -> Result<Output, Failure> {
+    // Validation refuses an empty command; a spec built some other way
+    // still fails the attempt rather than the run.
+    let Some((name, args)) = action.args.split_first() else {
+        return Err(Failure::new("empty Redis command"));
+    };
     let mut conn = pool
         .get()
         .await
         .map_err(|e| Failure::new(format!("redis unavailable: {e}")))?;
-    let mut cmd = redis::cmd(&action.args[0]);
-    for arg in &action.args[1..] {
+    let mut cmd = redis::cmd(name);
+    for arg in args {
         cmd.arg(arg);
     }
     let reply: Value = cmd

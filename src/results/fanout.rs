@@ -117,6 +117,7 @@ impl Hub {
     }
 
     /// Number of subscribers now.
+    #[cfg(any(test, feature = "internals"))]
     pub fn subscribers(&self) -> usize {
         self.state().subscribers.len()
     }
@@ -231,6 +232,7 @@ impl Subscription {
     }
 
     /// The next delivery if one is waiting.
+    #[cfg(any(test, feature = "internals"))]
     pub fn try_recv(&mut self) -> Option<Delivery> {
         let delivery = self.rx.try_recv().ok();
         self.taken(&delivery);

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{error, warn};
 
 use super::fanout::Hub;
@@ -39,8 +39,6 @@ const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 pub(crate) enum Message {
     Record(Recording),
     Ended(TaskId),
-    /// Answered once everything sent before it is published.
-    Flush(oneshot::Sender<()>),
     /// Stop after everything sent before it.
     Close,
 }
@@ -65,14 +63,6 @@ impl WriterHandle {
     /// Announces that `task` ended, after every result sent before.
     pub(crate) fn ended(&self, task: TaskId) {
         let _ = self.tx.send(Message::Ended(task));
-    }
-
-    /// Waits until everything sent before is recorded and published.
-    pub(crate) async fn flush(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Message::Flush(tx)).is_ok() {
-            let _ = rx.await;
-        }
     }
 
     /// Records what was sent before, then stops the writer.
@@ -131,10 +121,6 @@ impl Writer {
                         batch.push(recording);
                     }
                     Message::Ended(task) => ended.push(task),
-                    Message::Flush(done) => {
-                        self.commit(&mut batch, &mut ended).await;
-                        let _ = done.send(());
-                    }
                     Message::Close => closing = true,
                 }
             }

@@ -297,6 +297,7 @@ impl Scheduler {
     }
 
     /// The clock the scheduler uses.
+    #[cfg(any(test, feature = "internals"))]
     pub fn clock(&self) -> &Clock {
         &self.inner.clock
     }
@@ -315,12 +316,6 @@ impl Scheduler {
     /// and the ends of the named tasks.
     pub fn subscribe(&self, tasks: &[TaskId]) -> Subscription {
         self.inner.hub.subscribe(tasks)
-    }
-
-    /// Waits until every result handed to the writer so far is recorded and
-    /// published.
-    pub async fn flush_results(&self) {
-        self.inner.writer.flush().await;
     }
 
     /// Registers a task, or returns the existing one for an identical retry.

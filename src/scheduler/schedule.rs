@@ -233,6 +233,7 @@ impl CronCadence {
     }
 
     /// The parsed croner pattern.
+    #[cfg(test)]
     pub fn cron(&self) -> &Cron {
         &self.cron
     }
@@ -240,6 +241,7 @@ impl CronCadence {
     /// Whether the pattern is tied to fixed wall-clock times (no `*` in its
     /// second, minute or hour field), which selects the Vixie DST rules
     /// described in the module docs.
+    #[cfg(test)]
     pub fn is_fixed_time(&self) -> bool {
         self.fixed_time
     }

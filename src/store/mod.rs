@@ -26,6 +26,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::task::{TaskId, TaskRecord, TaskResult, TaskSpec, TaskState, Trigger};
+#[cfg(feature = "internals")]
 pub use overlap::MAX_ALLOW_RUNS_PER_TASK;
 pub(crate) use overlap::{Decision, decide};
 
