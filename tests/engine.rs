@@ -376,3 +376,34 @@ async fn allow_is_capped_per_task() {
         .await
         .expect("cancel");
 }
+
+#[tokio::test(start_paused = true)]
+async fn retries_of_the_last_slot_stop_at_end_at() {
+    let probe = Probe::new(Behaviour::FailFirst(u32::MAX));
+    let mut h = Harness::start(&[("probe", &probe)]).await;
+    let mut spec = spec_with(
+        "probe",
+        ScheduleInput {
+            every: Some(secs(10)),
+            end_at: Some(t0() + ms(13_500)),
+            ..ScheduleInput::default()
+        },
+    );
+    spec.retry = RetryPolicy {
+        max_attempts: 10,
+        initial_backoff: secs(1),
+        max_backoff: secs(1),
+    };
+    let task = h.register("last", spec).await;
+
+    // The only slot is at 10 s; retries at 11, 12 and 13 s, and the one at
+    // 14 s would be past end_at.
+    let result = h.next_result().await;
+    assert_eq!(result.scheduled_at, task.created_at + ms(10_000));
+    assert_eq!(result.attempts, 4);
+    assert_eq!(result.finished_at, task.created_at + ms(13_000));
+    match h.next_event().await {
+        Event::TaskEnded(ended) => assert_eq!(ended, task.id),
+        other => panic!("expected the end, got {other:?}"),
+    }
+}
