@@ -20,6 +20,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     fs::write(out_dir.join("recur_descriptor.bin"), fds.encode_to_vec())?;
 
     tonic_prost_build::configure()
+        // A result's output is shared, not copied, by every stream that
+        // sends it: the domain keeps it as `Bytes`, so converting a result
+        // for a stream is a reference-count bump for its largest field.
+        .bytes(".recur.v1.TaskResult.output")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

@@ -41,7 +41,7 @@ async fn rust_walkthrough_runs_every_step() {
         run.error
     );
     assert_eq!(run.http_status, 200);
-    assert_eq!(run.output, b"ok");
+    assert_eq!(run.output, &b"ok"[..]);
     assert!(!run.cursor.is_empty());
 
     assert_eq!(summary.cancelled_state, pb::TaskState::Cancelled);

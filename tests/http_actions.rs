@@ -39,7 +39,7 @@ async fn pause_resume_trigger_cancel_against_a_live_target() {
     let result = next_result(&mut results).await.unwrap().unwrap();
     assert_eq!(outcome(&result), pb::Outcome::Succeeded);
     assert_eq!(result.http_status, 200);
-    assert_eq!(result.output, b"ok");
+    assert_eq!(result.output, &b"ok"[..]);
     assert_eq!(
         result.occurrence_id, key,
         "the header carries the run's occurrence id"
@@ -248,7 +248,7 @@ async fn failures_timeouts_and_retries() {
     assert_eq!(outcome(&r), pb::Outcome::Failed);
     assert_eq!(r.attempts, 3);
     assert_eq!(r.http_status, 503);
-    assert_eq!(r.output, b"busy");
+    assert_eq!(r.output, &b"busy"[..]);
     assert!(r.error.contains("503"), "{}", r.error);
     assert_eq!(
         target

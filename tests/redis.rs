@@ -68,7 +68,7 @@ async fn redis_actions_run_on_the_shared_redis() {
             "incr" => assert_eq!(outcome(&r), pb::Outcome::Succeeded, "{}", r.error),
             "range" => {
                 assert_eq!(outcome(&r), pb::Outcome::Succeeded);
-                assert_eq!(r.output, br#"["2",null]"#, "reply rendered as JSON");
+                assert_eq!(r.output, &br#"["2",null]"#[..], "reply rendered as JSON");
             }
             _ => {
                 assert_eq!(outcome(&r), pb::Outcome::Failed);

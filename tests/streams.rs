@@ -116,7 +116,7 @@ async fn history_only_replays_then_ends_ok() {
             .collect::<Vec<_>>(),
         ["h1", "h1"]
     );
-    assert_eq!(only_h1[0].output, b"1");
+    assert_eq!(only_h1[0].output, &b"1"[..]);
     let after_first = history(&server, &[], &everything[0].cursor).await;
     assert_eq!(after_first, everything[1..].to_vec());
 }

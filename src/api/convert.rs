@@ -498,7 +498,7 @@ pub fn result_to_proto(r: &TaskResult) -> pb::TaskResult {
             Trigger::Manual => pb::Trigger::Manual,
         } as i32,
         error: r.error.clone(),
-        output: r.output.to_vec(),
+        output: r.output.clone(),
         output_truncated: r.output_truncated,
         http_status: r.http_status as u32,
         occurrence_id: r.occurrence_id.clone(),
