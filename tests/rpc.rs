@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::*;
+use common::{http_target::HttpTarget, *};
 use recur::pb::v1 as pb;
 use tonic::Code;
 
@@ -419,6 +419,7 @@ async fn lifecycle_pause_resume_cancel_delete_update() {
                 Duration::from_secs(7200),
                 http_get("http://127.0.0.1:9/y"),
             )),
+            update_mask: None,
         })
         .await
         .unwrap()
@@ -486,6 +487,7 @@ async fn lifecycle_pause_resume_cancel_delete_update() {
             .update_task(pb::UpdateTaskRequest {
                 task_id: "life".into(),
                 spec: Some(spec.clone()),
+                update_mask: None,
             })
             .await
             .unwrap_err(),
@@ -659,4 +661,332 @@ async fn a_request_id_retry_succeeds_even_at_the_task_cap() {
         .into_inner();
     let retry = client.register_task(req).await.unwrap().into_inner();
     assert_eq!(first.task_id, retry.task_id);
+}
+
+// ---- UpdateTask with update_mask ------------------------------------
+
+/// An HTTP POST to `url` carrying a secret Authorization header.
+fn http_with_secret(url: &str, secret: &str) -> pb::action::Kind {
+    pb::action::Kind::Http(pb::HttpAction {
+        method: "POST".into(),
+        url: url.into(),
+        headers: [("Authorization".to_string(), format!("Bearer {secret}"))].into(),
+        body: b"{}".to_vec(),
+    })
+}
+
+fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask {
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+    })
+}
+
+async fn get_task(
+    client: &mut recur::pb::v1::task_service_client::TaskServiceClient<tonic::transport::Channel>,
+    id: &str,
+) -> pb::Task {
+    client
+        .get_task(pb::GetTaskRequest { task_id: id.into() })
+        .await
+        .expect("get_task")
+        .into_inner()
+}
+
+fn every_of(task: &pb::Task) -> i64 {
+    match task
+        .spec
+        .as_ref()
+        .and_then(|s| s.schedule.as_ref())
+        .and_then(|s| s.cadence.as_ref())
+    {
+        Some(pb::schedule::Cadence::Every(d)) => d.seconds,
+        other => panic!("not an interval: {other:?}"),
+    }
+}
+
+/// Triggers `id` and returns the Authorization header the target received.
+async fn authorization_sent(
+    client: &mut recur::pb::v1::task_service_client::TaskServiceClient<tonic::transport::Channel>,
+    target: &HttpTarget,
+    id: &str,
+) -> String {
+    client
+        .trigger_task(pb::TriggerTaskRequest { task_id: id.into() })
+        .await
+        .expect("trigger");
+    let received = target.next_request().await;
+    received
+        .headers
+        .get("authorization")
+        .expect("authorization header sent")
+        .to_str()
+        .expect("ascii")
+        .to_string()
+}
+
+#[tokio::test]
+async fn read_edit_schedule_write_back_with_a_mask_keeps_the_secret() {
+    let target = HttpTarget::start().await;
+    let server = TestServer::start().await;
+    let mut client = server.client.clone();
+    let spec = spec_every(
+        Duration::from_secs(3600),
+        http_with_secret(&target.url("/hook"), "s3cr3t"),
+    );
+    register(&mut client, "rmw", spec).await;
+
+    // The client reads the task (header values come back redacted), edits
+    // the schedule and writes the whole read-back spec with a mask.
+    let mut read = get_task(&mut client, "rmw").await.spec.expect("spec");
+    read.schedule.as_mut().unwrap().cadence = Some(pb::schedule::Cadence::Every(duration(
+        Duration::from_secs(7200),
+    )));
+    let updated = client
+        .update_task(pb::UpdateTaskRequest {
+            task_id: "rmw".into(),
+            spec: Some(read),
+            update_mask: mask(&["schedule.every"]),
+        })
+        .await
+        .expect("masked update")
+        .into_inner();
+    assert_eq!(every_of(&updated), 7200, "the schedule changed");
+    let created = updated.created_at.unwrap();
+    assert_eq!(
+        updated.next_run_at.map(|t| t.seconds),
+        Some(created.seconds + 7200),
+        "the next slot follows the new interval"
+    );
+    let shown = format!("{updated:?}");
+    assert!(!shown.contains("s3cr3t"), "secret leaked: {shown}");
+
+    // The stored header is still the real one: the target receives it.
+    assert_eq!(
+        authorization_sent(&mut client, &target, "rmw").await,
+        "Bearer s3cr3t"
+    );
+}
+
+#[tokio::test]
+async fn a_message_path_replaces_the_whole_sub_message() {
+    let target = HttpTarget::start().await;
+    let server = TestServer::start().await;
+    let mut client = server.client.clone();
+    let mut spec = spec_every(
+        Duration::from_secs(3600),
+        http_with_secret(&target.url("/hook"), "s3cr3t"),
+    );
+    let schedule = spec.schedule.as_mut().unwrap();
+    schedule.jitter = Some(duration(Duration::from_secs(10)));
+    schedule.max_runs = 5;
+    spec.labels.insert("team".into(), "ops".into());
+    register(&mut client, "whole", spec).await;
+
+    // `schedule` names a message: the new one replaces it, so the jitter and
+    // max_runs not sent are gone; everything outside the mask is kept.
+    let patch = spec_every(
+        Duration::from_secs(7200),
+        http_get("http://127.0.0.1:9/ignored"),
+    );
+    let updated = client
+        .update_task(pb::UpdateTaskRequest {
+            task_id: "whole".into(),
+            spec: Some(patch),
+            update_mask: mask(&["schedule"]),
+        })
+        .await
+        .expect("masked update")
+        .into_inner();
+    assert_eq!(every_of(&updated), 7200);
+    let spec = updated.spec.clone().unwrap();
+    let schedule = spec.schedule.unwrap();
+    assert_eq!(schedule.jitter, None, "jitter not sent, so cleared");
+    assert_eq!(schedule.max_runs, 0, "max_runs not sent, so cleared");
+    assert_eq!(spec.labels.get("team").map(String::as_str), Some("ops"));
+    let Some(pb::action::Kind::Http(http)) = spec.action.unwrap().kind else {
+        panic!("action kept")
+    };
+    assert_eq!(
+        http.url,
+        target.url("/hook"),
+        "the action outside the mask is kept"
+    );
+    assert_eq!(
+        authorization_sent(&mut client, &target, "whole").await,
+        "Bearer s3cr3t"
+    );
+
+    // A map path replaces the whole map.
+    let mut patch = pb::TaskSpec::default();
+    patch.labels.insert("env".into(), "prod".into());
+    let updated = client
+        .update_task(pb::UpdateTaskRequest {
+            task_id: "whole".into(),
+            spec: Some(patch),
+            update_mask: mask(&["labels"]),
+        })
+        .await
+        .expect("labels update")
+        .into_inner();
+    let labels = updated.spec.unwrap().labels;
+    assert_eq!(labels, [("env".to_string(), "prod".to_string())].into());
+}
+
+#[tokio::test]
+async fn the_redaction_placeholder_is_refused_naming_the_header() {
+    let server = TestServer::start().await;
+    let mut client = server.client.clone();
+    let placeholder = pb::action::Kind::Http(pb::HttpAction {
+        method: "POST".into(),
+        url: "http://127.0.0.1:9/hook".into(),
+        headers: [("authorization".to_string(), "<redacted>".to_string())].into(),
+        body: Vec::new(),
+    });
+    let field = r#"spec.action.http.headers["authorization"]"#;
+
+    // RegisterTask.
+    let status = invalid(
+        &mut client,
+        Some(spec_every(Duration::from_secs(3600), placeholder.clone())),
+        "placeholder",
+    )
+    .await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().starts_with(field), "{status:?}");
+
+    // UpdateTask without a mask: a whole read-back spec carries the
+    // placeholder, which used to be stored in place of the secret.
+    register(
+        &mut client,
+        "rmw",
+        spec_every(
+            Duration::from_secs(3600),
+            http_with_secret("http://127.0.0.1:9/hook", "s3cr3t"),
+        ),
+    )
+    .await;
+    let read = get_task(&mut client, "rmw").await;
+    for update_mask in [
+        None,
+        mask(&[]),
+        mask(&["action.http.headers"]),
+        mask(&["*"]),
+    ] {
+        let status = client
+            .update_task(pb::UpdateTaskRequest {
+                task_id: "rmw".into(),
+                spec: read.spec.clone(),
+                update_mask: update_mask.clone(),
+            })
+            .await
+            .expect_err("placeholder refused");
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{update_mask:?}: {status:?}"
+        );
+        assert!(
+            status.message().starts_with(field),
+            "{update_mask:?}: {:?}",
+            status.message()
+        );
+    }
+    assert_eq!(
+        get_task(&mut client, "rmw").await.updated_at,
+        read.updated_at
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_mask_path_is_refused_naming_its_index() {
+    let server = TestServer::start().await;
+    let mut client = server.client.clone();
+    let spec = spec_every(Duration::from_secs(3600), http_get("http://127.0.0.1:9/x"));
+    let registered = register(&mut client, "masked", spec.clone()).await;
+    let cases = [
+        (vec!["schedule.evry"], "update_mask.paths[0]"),
+        (
+            vec!["schedule.every", "spec.labels"],
+            "update_mask.paths[1]",
+        ),
+        (vec!["labels.team"], "update_mask.paths[0]"),
+    ];
+    for (paths, field) in cases {
+        let status = client
+            .update_task(pb::UpdateTaskRequest {
+                task_id: "masked".into(),
+                spec: Some(spec.clone()),
+                update_mask: mask(&paths),
+            })
+            .await
+            .expect_err("unknown path refused");
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{paths:?}: {status:?}"
+        );
+        assert!(
+            status.message().starts_with(field),
+            "{paths:?}: message {:?} should name {field}",
+            status.message()
+        );
+    }
+    // A bad mask is refused before the task is looked up.
+    let status = client
+        .update_task(pb::UpdateTaskRequest {
+            task_id: "nope".into(),
+            spec: Some(spec),
+            update_mask: mask(&["schedule.evry"]),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        get_task(&mut client, "masked").await.updated_at,
+        registered.updated_at,
+        "nothing changed"
+    );
+}
+
+#[tokio::test]
+async fn without_a_mask_the_whole_spec_is_replaced() {
+    let server = TestServer::start().await;
+    let mut client = server.client.clone();
+    let mut spec = spec_every(Duration::from_secs(3600), http_get("http://127.0.0.1:9/x"));
+    spec.labels.insert("team".into(), "ops".into());
+    spec.retry = Some(pb::RetryPolicy {
+        max_attempts: 3,
+        ..Default::default()
+    });
+    register(&mut client, "whole", spec).await;
+    for (i, update_mask) in [None, mask(&[])].into_iter().enumerate() {
+        let every = 7200 + i as u64;
+        let updated = client
+            .update_task(pb::UpdateTaskRequest {
+                task_id: "whole".into(),
+                spec: Some(spec_every(
+                    Duration::from_secs(every),
+                    http_get("http://127.0.0.1:9/y"),
+                )),
+                update_mask,
+            })
+            .await
+            .expect("whole update")
+            .into_inner();
+        assert_eq!(every_of(&updated), every as i64);
+        let spec = updated.spec.unwrap();
+        assert!(spec.labels.is_empty(), "labels not sent, so gone");
+        assert_eq!(spec.retry.unwrap().max_attempts, 1, "retry back to default");
+    }
+    // Without a mask the spec is still required.
+    let status = client
+        .update_task(pb::UpdateTaskRequest {
+            task_id: "whole".into(),
+            spec: None,
+            update_mask: mask(&["labels"]),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().starts_with("spec"), "{status:?}");
 }

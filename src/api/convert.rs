@@ -278,6 +278,18 @@ fn http_action(field: &str, raw: pb::HttpAction) -> Result<HttpAction, Error> {
                 format!("{name:?} is not a valid header name"),
             ));
         }
+        // A client that read the task back and sent it whole would
+        // otherwise store the placeholder in place of its secret.
+        if value == REDACTED {
+            return Err(invalid(
+                format!("{field}.headers[{name:?}]"),
+                format!(
+                    "is the placeholder {REDACTED:?} that reads return, not a value; \
+                     send the real value, or leave action.http.headers out of \
+                     UpdateTask's update_mask to keep the stored one"
+                ),
+            ));
+        }
         // The value is secret: name the header, never echo the value.
         if HeaderValue::from_str(&value).is_err() {
             return Err(invalid(
@@ -398,6 +410,25 @@ fn proto_time(t: DateTime<Utc>) -> prost_types::Timestamp {
 
 /// The spec as clients read it: defaults filled in, header values redacted.
 pub fn spec_to_proto(spec: &TaskSpec) -> pb::TaskSpec {
+    spec_to_proto_with(spec, HeaderValues::Redacted)
+}
+
+/// The stored spec with its real header values, for merging a masked update
+/// onto it. Never for a response: header values are secrets.
+pub(crate) fn spec_to_proto_unredacted(spec: &TaskSpec) -> pb::TaskSpec {
+    spec_to_proto_with(spec, HeaderValues::Revealed)
+}
+
+/// What header values read back as.
+#[derive(Clone, Copy)]
+enum HeaderValues {
+    /// [`REDACTED`], for everything a client reads.
+    Redacted,
+    /// The real values, for the server's own read-merge-write.
+    Revealed,
+}
+
+fn spec_to_proto_with(spec: &TaskSpec, header_values: HeaderValues) -> pb::TaskSpec {
     let s = &spec.schedule;
     let cadence = match &s.cadence {
         Cadence::Every(d) => pb::schedule::Cadence::Every(proto_duration(*d)),
@@ -409,8 +440,14 @@ pub fn spec_to_proto(spec: &TaskSpec) -> pb::TaskSpec {
             url: h.url.to_string(),
             headers: h
                 .headers
-                .keys()
-                .map(|k| (k.clone(), REDACTED.to_string()))
+                .iter()
+                .map(|(name, value)| {
+                    let value = match header_values {
+                        HeaderValues::Redacted => REDACTED,
+                        HeaderValues::Revealed => value,
+                    };
+                    (name.clone(), value.to_string())
+                })
                 .collect(),
             body: h.body.to_vec(),
         }),
@@ -505,3 +542,6 @@ pub fn result_to_proto(r: &TaskResult) -> pb::TaskResult {
         latency: Some(proto_duration(r.latency)),
     }
 }
+
+#[cfg(test)]
+mod tests;

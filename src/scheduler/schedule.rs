@@ -195,12 +195,9 @@ impl CronCadence {
                 ));
             }
         }
-        let cron = CronParser::builder()
-            .seconds(Seconds::Optional)
-            .year(Year::Disallowed)
-            .build()
+        let cron = cron_parser()
             .parse(trimmed)
-            .map_err(|e| ScheduleError::new(FIELD_CRON, format!("invalid cron expression: {e}")))?;
+            .map_err(|e| ScheduleError::new(FIELD_CRON, explain_cron_error(trimmed, &e)))?;
         let pattern = &cron.pattern;
         // Vixie cron's rule: a job is tied to a wall-clock time of day unless
         // its time-of-day fields use `*`. croner's `from_wildcard` is set when
@@ -331,6 +328,110 @@ impl CronCadence {
         }
         None
     }
+}
+
+fn cron_parser() -> CronParser {
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+}
+
+/// Names, in order, and accepted numeric ranges of the fields of a 6-field
+/// pattern; a 5-field pattern is the same without the first.
+const CRON_FIELDS: [(&str, u32, u32); 6] = [
+    ("seconds", 0, 59),
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of month", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 0, 7),
+];
+
+/// Nicknames croner expands; listed so an unknown one gets a useful error.
+const CRON_NICKNAMES: [&str; 6] = [
+    "@yearly",
+    "@annually",
+    "@monthly",
+    "@weekly",
+    "@daily",
+    "@hourly",
+];
+
+/// Turns croner's error, which names neither field nor value ("Component
+/// error: Number out of bounds."), into one that does, such as `hour field
+/// "25" is out of range 0-23`. croner stops at the first bad field without
+/// saying which, so each field is parsed again on its own, the others
+/// replaced by `*`; the first that still fails is the one to blame. When no
+/// single field fails alone, croner's own message is the best there is.
+fn explain_cron_error(source: &str, error: &croner::errors::CronError) -> String {
+    use croner::errors::CronError;
+
+    if source.starts_with('@') {
+        return format!(
+            "unknown nickname {source:?} (use one of {})",
+            CRON_NICKNAMES.join(", ")
+        );
+    }
+    let fields: Vec<&str> = source.split_whitespace().collect();
+    let names = &CRON_FIELDS[CRON_FIELDS.len().saturating_sub(fields.len())..];
+    for (index, (text, (name, low, high))) in fields.iter().zip(names).enumerate() {
+        let probe: Vec<&str> = (0..fields.len())
+            .map(|i| if i == index { *text } else { "*" })
+            .collect();
+        let Err(field_error) = cron_parser().parse(&probe.join(" ")) else {
+            continue;
+        };
+        return match field_error {
+            CronError::ComponentError(detail) if detail.contains("out of bounds") => {
+                if numbers_in_field(text).any(|n| n < *low || n > *high) {
+                    format!("{name} field {text:?} is out of range {low}-{high}")
+                } else {
+                    format!("{name} field {text:?} has a range whose start is after its end")
+                }
+            }
+            CronError::IllegalCharacters(_) => format!(
+                "{name} field {text:?} contains a character that is not allowed \
+                 (digits, names, * , - / everywhere; also L W ? in day of month, L # ? in day of week)"
+            ),
+            other => format!(
+                "{name} field {text:?} is not valid: {}",
+                croner_detail(&other)
+            ),
+        };
+    }
+    format!("invalid cron expression: {}", croner_detail(error))
+}
+
+/// The numbers a field names as values or range ends (not steps after `/`
+/// nor the nth after `#`), for telling an out-of-range value from a range
+/// that runs backwards. Names (MON, JAN) are never out of range.
+fn numbers_in_field(text: &str) -> impl Iterator<Item = u32> + '_ {
+    text.split(',')
+        .filter_map(|part| part.split(['/', '#']).next())
+        .flat_map(|values| values.split('-'))
+        // A suffix does not hide the number: `8L` (last "eighth weekday")
+        // and `32W` (weekday nearest the 32nd) are out of range too.
+        .filter_map(|value| {
+            value
+                .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+                .parse::<u32>()
+                .ok()
+        })
+}
+
+/// croner's message without its variant prefix or final period, to fit in
+/// the middle of a sentence.
+fn croner_detail(error: &croner::errors::CronError) -> String {
+    use croner::errors::CronError;
+
+    let text = match error {
+        CronError::InvalidPattern(detail)
+        | CronError::IllegalCharacters(detail)
+        | CronError::ComponentError(detail) => detail.clone(),
+        other => other.to_string(),
+    };
+    text.trim_end_matches('.').to_string()
 }
 
 /// The instant a fixed-time job scheduled at wall-clock `local` fires: the

@@ -775,7 +775,7 @@ fn validation_errors_name_their_field() {
     assert_eq!(field_of(input_cron("0 0 30 2 *")), FIELD_CRON);
     let err = Schedule::from_input(input_cron("61 * * * *"), &limits()).expect_err("invalid");
     assert_eq!(err.field, FIELD_CRON);
-    assert!(err.reason.contains("Number out of bounds"), "{err}");
+    assert_eq!(err.reason, r#"minute field "61" is out of range 0-59"#);
     assert_eq!(
         err.to_string(),
         format!("spec.schedule.cron: {}", err.reason)
@@ -826,5 +826,90 @@ fn validation_errors_name_their_field() {
             ..input_every(secs(60))
         }),
         FIELD_END_AT
+    );
+}
+
+// ---- cron error messages --------------------------------------------
+
+fn cron_error(pattern: &str) -> String {
+    // Not `expect_err`: a parsed pattern's Debug runs to thousands of lines.
+    match CronCadence::parse(pattern) {
+        Ok(_) => panic!("{pattern:?} should be rejected"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn cron_errors_name_the_field_the_value_and_the_range() {
+    assert_eq!(
+        cron_error("*/15 25 * * MON-FRI"),
+        r#"spec.schedule.cron: hour field "25" is out of range 0-23"#
+    );
+    // Each field of a 5-field pattern, by its position.
+    let five = [
+        ("60 * * * *", r#"minute field "60" is out of range 0-59"#),
+        ("0 0-24 * * *", r#"hour field "0-24" is out of range 0-23"#),
+        (
+            "0 0 0 * *",
+            r#"day of month field "0" is out of range 1-31"#,
+        ),
+        (
+            "0 0 1,32 * *",
+            r#"day of month field "1,32" is out of range 1-31"#,
+        ),
+        ("0 0 * 13 *", r#"month field "13" is out of range 1-12"#),
+        ("0 0 * * 8", r#"day of week field "8" is out of range 0-7"#),
+        (
+            "0 0 * * 8L",
+            r#"day of week field "8L" is out of range 0-7"#,
+        ),
+        (
+            "0 0 32W * *",
+            r#"day of month field "32W" is out of range 1-31"#,
+        ),
+    ];
+    // A 6-field pattern starts with seconds, so the names shift by one.
+    let six = [
+        ("61 * * * * *", r#"seconds field "61" is out of range 0-59"#),
+        ("0 61 * * * *", r#"minute field "61" is out of range 0-59"#),
+        ("0 0 24 * * *", r#"hour field "24" is out of range 0-23"#),
+    ];
+    for (pattern, reason) in five.into_iter().chain(six) {
+        assert_eq!(
+            cron_error(pattern),
+            format!("spec.schedule.cron: {reason}"),
+            "{pattern}"
+        );
+    }
+}
+
+#[test]
+fn cron_errors_explain_what_is_not_a_range_problem() {
+    assert_eq!(
+        cron_error("0 17-9 * * *"),
+        r#"spec.schedule.cron: hour field "17-9" has a range whose start is after its end"#
+    );
+    let stepped = cron_error("*/0 * * * *");
+    assert!(
+        stepped.starts_with(r#"spec.schedule.cron: minute field "*/0" is not valid: "#),
+        "{stepped}"
+    );
+    assert!(stepped.contains("Step cannot be zero"), "{stepped}");
+    let letters = cron_error("0 x * * *");
+    assert!(
+        letters.starts_with(r#"spec.schedule.cron: hour field "x" contains a character"#),
+        "{letters}"
+    );
+    assert_eq!(
+        cron_error("@sometimes"),
+        "spec.schedule.cron: unknown nickname \"@sometimes\" \
+         (use one of @yearly, @annually, @monthly, @weekly, @daily, @hourly)"
+    );
+    // Names in any case are accepted, and a backwards named range is
+    // reported as such.
+    assert!(CronCadence::parse("0 9 * jan-mar mon-fri").is_ok());
+    assert_eq!(
+        cron_error("0 9 * * FRI-MON"),
+        r#"spec.schedule.cron: day of week field "FRI-MON" has a range whose start is after its end"#
     );
 }
