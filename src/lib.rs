@@ -44,5 +44,5 @@ pub use action::{HandlerContext, HandlerError, TaskHandler};
 /// Implement [`TaskHandler`] with `#[recur::async_trait]`, without a
 /// direct dependency on the async-trait crate.
 pub use async_trait::async_trait;
-pub use config::Config;
+pub use config::{Config, ConfigError};
 pub use server::{Server, ServerError};

@@ -61,7 +61,7 @@ struct Serve {
 }
 
 fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(value).map_err(|e| format!("--{flag}: {e}"))
+    Duration::try_from_secs_f64(value).map_err(|e| format!("invalid {flag}: {e}"))
 }
 
 impl Serve {
@@ -71,13 +71,16 @@ impl Serve {
         if let Some(node_id) = &self.node_id {
             config.node_id = node_id.clone();
         }
-        config.min_interval = seconds("min-interval-secs", self.min_interval_secs)?;
+        config.min_interval = seconds("--min-interval-secs", self.min_interval_secs)?;
         config.max_tasks = self.max_tasks;
-        config.shutdown_grace = seconds("shutdown-grace-secs", self.shutdown_grace_secs)?;
+        config.shutdown_grace = seconds("--shutdown-grace-secs", self.shutdown_grace_secs)?;
         config.results_per_task = self.results_per_task;
         config.results_total = self.results_total;
         config.max_open_streams = self.max_open_streams;
-        config.redis_startup_window = seconds("redis-startup-secs", self.redis_startup_secs)?;
+        config.redis_startup_window = seconds("--redis-startup-secs", self.redis_startup_secs)?;
+        // Checked here as well as in `run`, so a bad flag is a usage error
+        // (exit 2) before the port is bound.
+        config.validate().map_err(|e| e.to_string())?;
         Ok(config)
     }
 }

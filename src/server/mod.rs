@@ -39,6 +39,9 @@ const EVENT_BUFFER: usize = 1024;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
+    /// The config is invalid; nothing was opened.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The Redis pool could not be opened.
     #[error(transparent)]
     Redis(#[from] PoolError),
@@ -107,13 +110,15 @@ impl Server {
     ///    `CLIENT LIST` when this returns.
     ///
     /// A `shutdown` that completes during start-up (while waiting for Redis)
-    /// ends it at once with `Ok`.
+    /// ends it at once with `Ok`. An invalid config ([`Config::validate`])
+    /// is refused before anything is opened.
     pub async fn run(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServerError> {
         let config = self.config;
+        config.validate()?;
         tokio::pin!(shutdown);
         let pool = match &config.redis_url {
             Some(url) => {
