@@ -49,8 +49,14 @@ pub struct Config {
     pub default_timeout: Duration,
     /// Longest attempt timeout a task may ask for.
     pub max_timeout: Duration,
-    /// How long runs in flight may go on after a shutdown signal before
-    /// their tokens are cancelled.
+    /// How long the server goes on serving after a shutdown signal, with
+    /// health already NOT_SERVING, before it stops taking calls: a load
+    /// balancer needs its health-check interval times its failure threshold
+    /// to notice, and calls it sends meanwhile would otherwise fail. Zero
+    /// (the default) suits a server with no balancer in front.
+    pub shutdown_delay: Duration,
+    /// How long runs in flight may go on after the server stopped taking
+    /// calls, before their tokens are cancelled.
     pub shutdown_grace: Duration,
     /// How long shutdown waits for gRPC connections to close after result
     /// streams were ended; tonic itself would wait forever.
@@ -114,6 +120,7 @@ impl Default for Config {
             max_tasks: 100_000,
             default_timeout: Duration::from_secs(30),
             max_timeout: Duration::from_secs(24 * 3600),
+            shutdown_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(10),
             connection_drain: Duration::from_secs(2),
             results_per_task: 100,

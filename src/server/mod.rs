@@ -95,27 +95,51 @@ impl Server {
         self.open_streams.clone()
     }
 
-    /// Serves on `listener` until `shutdown` completes, then shuts down:
-    ///
-    /// 1. health reports NOT_SERVING (the server as a whole and
-    ///    recur.v1.TaskService), so load balancers stop sending calls;
-    /// 2. the gRPC server stops accepting connections and calls (GOAWAY);
-    /// 3. the scheduler starts no new run; runs in flight get
-    ///    `shutdown_grace` to finish, then their tokens are cancelled and
-    ///    they report CANCELLED;
-    /// 4. result streams and health watches end with UNAVAILABLE (results
-    ///    with a resume cursor); connections get `connection_drain` to close,
-    ///    then the server stops waiting for them;
-    /// 5. the Redis pool is closed: no connection of ours is left in
-    ///    `CLIENT LIST` when this returns.
-    ///
-    /// A `shutdown` that completes during start-up (while waiting for Redis)
-    /// ends it at once with `Ok`. An invalid config ([`Config::validate`])
-    /// is refused before anything is opened.
+    /// Serves on `listener` until `shutdown` completes, then shuts down in
+    /// the order [`Server::run_with_signals`] writes down, with nothing to
+    /// cut the shutdown delay short.
     pub async fn run(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServerError> {
+        self.run_with_signals(listener, shutdown, std::future::pending())
+            .await
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then shuts down:
+    ///
+    /// 1. health reports NOT_SERVING (the server as a whole and
+    ///    recur.v1.TaskService), so load balancers stop sending calls;
+    /// 2. for `shutdown_delay`, everything else goes on as before: calls
+    ///    are served, connections accepted, tasks fire. This gives load
+    ///    balancers time to see NOT_SERVING and move traffic away before
+    ///    calls start failing. `hurry` completing ends the delay early
+    ///    (the binary completes it on a second SIGINT or SIGTERM);
+    /// 3. the gRPC server stops accepting connections and calls (GOAWAY);
+    /// 4. the scheduler starts no new run; runs in flight get
+    ///    `shutdown_grace` to finish, then their tokens are cancelled and
+    ///    they report CANCELLED;
+    /// 5. result streams and health watches end with UNAVAILABLE (results
+    ///    with a resume cursor); connections get `connection_drain` to close,
+    ///    then the server stops waiting for them;
+    /// 6. the Redis pool is closed: no connection of ours is left in
+    ///    `CLIENT LIST` when this returns.
+    ///
+    /// So shutdown takes at most `shutdown_delay` + `shutdown_grace` +
+    /// `connection_drain`, plus a second for Redis to answer QUIT: the sum
+    /// to fit under an orchestrator's kill timeout (Kubernetes'
+    /// `terminationGracePeriodSeconds`, 30 s by default).
+    ///
+    /// `hurry` is only waited on during the delay; it does not shorten the
+    /// grace of runs in flight. A `shutdown` that completes during start-up
+    /// (while waiting for Redis) ends it at once with `Ok`. An invalid config
+    /// ([`Config::validate`]) is refused before anything is opened.
+    pub async fn run_with_signals(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+        hurry: impl Future<Output = ()> + Send,
     ) -> Result<(), ServerError> {
         let config = self.config;
         config.validate()?;
@@ -167,7 +191,7 @@ impl Server {
             }
         };
 
-        let local = listener.local_addr().ok();
+        let local = listener.local_addr();
         let stop_accepting = CancellationToken::new();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let mut serve = {
@@ -177,14 +201,17 @@ impl Server {
                     .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
             )
         };
-        info!(addr = ?local, "serving");
+        match local {
+            Ok(addr) => info!(%addr, "serving"),
+            Err(e) => info!(addr_error = %e, "serving"),
+        }
 
-        let serve_result = tokio::select! {
+        let mut serve_result = tokio::select! {
             _ = &mut shutdown => None,
             result = &mut serve => Some(result),
         };
         if let Some(result) = &serve_result {
-            error!(?result, "gRPC server ended on its own");
+            log_serve_end(result);
         }
         info!("shutting down");
         // 1.
@@ -193,11 +220,27 @@ impl Server {
                 .set_service_status(service, ServingStatus::NotServing)
                 .await;
         }
-        // 2.
-        stop_accepting.cancel();
+        // 2. Pointless once the gRPC server has ended by itself.
+        if serve_result.is_none() && !config.shutdown_delay.is_zero() {
+            info!(
+                delay_ms = config.shutdown_delay.as_millis() as u64,
+                "still serving for the shutdown delay"
+            );
+            tokio::pin!(hurry);
+            tokio::select! {
+                _ = tokio::time::sleep(config.shutdown_delay) => {}
+                _ = &mut hurry => info!("shutdown delay cut short"),
+                result = &mut serve => {
+                    log_serve_end(&result);
+                    serve_result = Some(result);
+                }
+            }
+        }
         // 3.
-        scheduler.stop(config.shutdown_grace).await;
+        stop_accepting.cancel();
         // 4.
+        scheduler.stop(config.shutdown_grace).await;
+        // 5.
         streams_shutdown.cancel();
         if serve_result.is_none() {
             match tokio::time::timeout(config.connection_drain, &mut serve).await {
@@ -216,7 +259,7 @@ impl Server {
         }
         drop(scheduler);
         root.cancel();
-        // 5.
+        // 6.
         if let Some(pool) = pool {
             pool.close().await;
             info!("redis pool closed");
@@ -226,6 +269,16 @@ impl Server {
             Some(Ok(Err(e))) => Err(e.into()),
             _ => Ok(()),
         }
+    }
+}
+
+/// Logs the gRPC server task ending before shutdown asked it to, as an
+/// error: from then on no call is served.
+fn log_serve_end(result: &Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>) {
+    match result {
+        Ok(Ok(())) => error!("gRPC server ended on its own"),
+        Ok(Err(e)) => error!(error = %e, "gRPC server failed"),
+        Err(e) => error!(error = %e, "gRPC server task failed"),
     }
 }
 
