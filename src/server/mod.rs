@@ -61,9 +61,14 @@ pub enum ServerError {
 
 /// A server to be run, with its custom task kinds.
 pub struct Server {
+    /// Every bound; validated when `run` starts, not here, so the builder
+    /// methods stay infallible.
     config: Config,
+    /// Custom task kinds by name, handed to the actions when `run` starts.
     handlers: HashMap<String, Arc<dyn TaskHandler>>,
+    /// The scheduler's time source; tests swap in tokio's paused clock.
     clock: Clock,
+    /// Created before `run` so a caller can watch it while the server runs.
     open_streams: StreamGauge,
 }
 
@@ -287,10 +292,15 @@ const TASK_SERVICE: &str = "recur.v1.TaskService";
 
 /// What `start` hands to `run`.
 struct Started {
+    /// Stopped in step 4 of shutdown.
     scheduler: Scheduler,
+    /// Every service and limit, ready to serve.
     router: tonic::transport::server::Router,
+    /// Turned to NOT_SERVING in step 1 of shutdown.
     health: HealthReporter,
+    /// Parent of every task's token: cancelled last, so nothing outlives `run`.
     root: CancellationToken,
+    /// Ends result streams and health watches in step 5 of shutdown.
     streams_shutdown: CancellationToken,
 }
 
