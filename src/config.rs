@@ -28,7 +28,8 @@ pub enum ConfigError {
 }
 
 /// How a recur server behaves. `Config::default()` is what `recur serve`
-/// runs with when no flag is given.
+/// runs with when no flag is given; [`Config::validate`] says whether a
+/// changed one can run (the server checks it before opening anything).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {

@@ -16,7 +16,7 @@
 //! ```
 //!
 //! # Layout
-//! - [`config`]: every bound, with defaults.
+//! - [`config`]: every bound, with defaults, and the check that a config can run.
 //! - [`server`]: start-up, serving, ordered shutdown; the only module that knows sockets.
 //! - [`api`]: the gRPC handlers, proto <-> domain conversion, the one error -> status mapping.
 //! - [`scheduler`]: registry, timer, firing, runs, schedule maths.
