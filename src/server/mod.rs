@@ -100,18 +100,6 @@ impl Server {
         self.open_streams.clone()
     }
 
-    /// Serves on `listener` until `shutdown` completes, then shuts down in
-    /// the order [`Server::run_with_signals`] writes down, with nothing to
-    /// cut the shutdown delay short.
-    pub async fn run(
-        self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), ServerError> {
-        self.run_with_signals(listener, shutdown, std::future::pending())
-            .await
-    }
-
     /// Serves on `listener` until `shutdown` completes, then shuts down:
     ///
     /// 1. health reports NOT_SERVING (the server as a whole and
@@ -119,8 +107,8 @@ impl Server {
     /// 2. for `shutdown_delay`, everything else goes on as before: calls
     ///    are served, connections accepted, tasks fire. This gives load
     ///    balancers time to see NOT_SERVING and move traffic away before
-    ///    calls start failing. `hurry` completing ends the delay early
-    ///    (the binary completes it on a second SIGINT or SIGTERM);
+    ///    calls start failing. [`Server::run_with_signals`] can end it early
+    ///    (the binary does on a second SIGINT or SIGTERM);
     /// 3. the gRPC server stops accepting connections and calls (GOAWAY);
     /// 4. the scheduler starts no new run; runs in flight get
     ///    `shutdown_grace` to finish, then their tokens are cancelled and
@@ -136,10 +124,22 @@ impl Server {
     /// to fit under an orchestrator's kill timeout (Kubernetes'
     /// `terminationGracePeriodSeconds`, 30 s by default).
     ///
-    /// `hurry` is only waited on during the delay; it does not shorten the
-    /// grace of runs in flight. A `shutdown` that completes during start-up
-    /// (while waiting for Redis) ends it at once with `Ok`. An invalid config
-    /// ([`Config::validate`]) is refused before anything is opened.
+    /// A `shutdown` that completes during start-up (while waiting for Redis)
+    /// ends it at once with `Ok`. An invalid config ([`Config::validate`])
+    /// is refused before anything is opened.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServerError> {
+        self.run_with_signals(listener, shutdown, std::future::pending())
+            .await
+    }
+
+    /// [`Server::run`], with `hurry` to end step 2, the shutdown delay,
+    /// early. `hurry` is only waited on during the delay and does not shorten
+    /// the grace of runs in flight. The steps below are numbered as in
+    /// `run`'s documentation.
     pub async fn run_with_signals(
         self,
         listener: TcpListener,
