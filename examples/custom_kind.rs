@@ -1,6 +1,8 @@
 //! Embedding recur with a custom task kind.
 //!
-//! Run it, then register a task of kind "word-count":
+//! Run it (it serves on 127.0.0.1:50051, or on `RECUR_LISTEN`; `RUST_LOG`
+//! sets the log filter, `info` by default), then register a task of kind
+//! "word-count":
 //!
 //! ```text
 //! cargo run --example custom_kind
@@ -37,8 +39,23 @@ impl TaskHandler for WordCount {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt::init();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:50051").await?;
+    // The library logs through `tracing` but never installs a subscriber,
+    // so without one it says nothing at all: show `info` and up unless
+    // RUST_LOG asks for something else.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    // The same variable as `recur serve`, so a second copy can run elsewhere.
+    let addr = std::env::var("RECUR_LISTEN").unwrap_or_else(|_| "127.0.0.1:50051".to_string());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!(
+        "custom_kind: serving on {}, with task kind \"word-count\"; Ctrl-C to stop",
+        listener.local_addr()?
+    );
     Server::new(Config::default())
         .handler("word-count", WordCount)
         .run(listener, async {

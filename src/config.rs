@@ -1,10 +1,35 @@
 //! Server configuration: every bound the service enforces, with its default
-//! and the reason for it. No clap types here; the binary maps flags onto this.
+//! and the reason for it, and the check that the values can work together.
+//! No clap types here; the binary maps flags onto this.
 
 use std::time::Duration;
 
+use deadpool_redis::redis::IntoConnectionInfo;
+use tokio::sync::Semaphore;
+
+/// Shortest `min_interval` accepted: below a millisecond the timer cannot
+/// keep the promise, and zero would let a task fire in a busy loop.
+const MIN_INTERVAL_FLOOR: Duration = Duration::from_millis(1);
+
+/// Why a [`Config`] cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A value is out of its range, or does not fit with another one.
+    #[error("invalid {setting}: {reason}")]
+    Invalid {
+        /// What to change: the `recur serve` flag when there is one (such as
+        /// `--max-open-streams`), else the [`Config`] field (such as
+        /// `Config::stream_buffer`), so the message points at the fix.
+        setting: &'static str,
+        /// The rule broken and the value given.
+        reason: String,
+    },
+}
+
 /// How a recur server behaves. `Config::default()` is what `recur serve`
-/// runs with when no flag is given.
+/// runs with when no flag is given; [`Config::validate`] says whether a
+/// changed one can run (the server checks it before opening anything).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
@@ -25,8 +50,14 @@ pub struct Config {
     pub default_timeout: Duration,
     /// Longest attempt timeout a task may ask for.
     pub max_timeout: Duration,
-    /// How long runs in flight may go on after a shutdown signal before
-    /// their tokens are cancelled.
+    /// How long the server goes on serving after a shutdown signal, with
+    /// health already NOT_SERVING, before it stops taking calls: a load
+    /// balancer needs its health-check interval times its failure threshold
+    /// to notice, and calls it sends meanwhile would otherwise fail. Zero
+    /// (the default) suits a server with no balancer in front.
+    pub shutdown_delay: Duration,
+    /// How long runs in flight may go on after the server stopped taking
+    /// calls, before their tokens are cancelled.
     pub shutdown_grace: Duration,
     /// How long shutdown waits for gRPC connections to close after result
     /// streams were ended; tonic itself would wait forever.
@@ -82,7 +113,10 @@ pub struct Config {
     pub redis_checkout_timeout: Duration,
     /// Connections in the Redis pool.
     pub redis_pool_size: usize,
-    /// How long start-up keeps retrying an unreachable Redis before giving up.
+    /// How long start-up keeps retrying an unreachable Redis before giving
+    /// up. The last attempt starts when the window ends, so start-up fails
+    /// after the window plus that attempt (bounded by the connect and
+    /// response timeouts).
     pub redis_startup_window: Duration,
 }
 
@@ -96,6 +130,7 @@ impl Default for Config {
             max_tasks: 100_000,
             default_timeout: Duration::from_secs(30),
             max_timeout: Duration::from_secs(24 * 3600),
+            shutdown_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(10),
             connection_drain: Duration::from_secs(2),
             results_per_task: 100,
@@ -120,5 +155,231 @@ impl Default for Config {
             redis_pool_size: 16,
             redis_startup_window: Duration::from_secs(30),
         }
+    }
+}
+
+impl Config {
+    /// Checks that every value is in its range and that values fit together,
+    /// naming the flag (or field) to change. [`crate::Server::run`] calls it
+    /// before opening anything; the binary calls it before binding, so a
+    /// typo in a flag is a usage error and not a panic or a failure deep in
+    /// start-up.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        count("--max-tasks", self.max_tasks, 1, usize::MAX)?;
+        count("--results-per-task", self.results_per_task, 1, usize::MAX)?;
+        count("--results-total", self.results_total, 1, usize::MAX)?;
+        // Semaphores and channels panic outside 1..=MAX_PERMITS.
+        count(
+            "--max-open-streams",
+            self.max_open_streams,
+            1,
+            Semaphore::MAX_PERMITS,
+        )?;
+        count(
+            "--max-runs-in-flight",
+            self.max_runs_in_flight,
+            1,
+            Semaphore::MAX_PERMITS,
+        )?;
+        count(
+            "Config::stream_buffer",
+            self.stream_buffer,
+            1,
+            Semaphore::MAX_PERMITS,
+        )?;
+        count(
+            "Config::concurrency_per_connection",
+            self.concurrency_per_connection,
+            1,
+            Semaphore::MAX_PERMITS,
+        )?;
+        count(
+            "Config::max_concurrent_streams_per_connection",
+            self.max_concurrent_streams_per_connection as usize,
+            1,
+            usize::MAX,
+        )?;
+        count(
+            "Config::max_message_size",
+            self.max_message_size,
+            1,
+            usize::MAX,
+        )?;
+        count(
+            "Config::redis_pool_size",
+            self.redis_pool_size,
+            1,
+            usize::MAX,
+        )?;
+        at_least("--min-interval-secs", self.min_interval, MIN_INTERVAL_FLOOR)?;
+        // A zero timeout fails every attempt without trying it.
+        for (setting, value) in [
+            ("Config::default_timeout", self.default_timeout),
+            ("Config::max_timeout", self.max_timeout),
+            ("Config::http_connect_timeout", self.http_connect_timeout),
+            ("Config::http_read_timeout", self.http_read_timeout),
+            ("Config::keepalive_interval", self.keepalive_interval),
+            ("Config::keepalive_timeout", self.keepalive_timeout),
+            ("Config::redis_connect_timeout", self.redis_connect_timeout),
+            (
+                "Config::redis_response_timeout",
+                self.redis_response_timeout,
+            ),
+            (
+                "Config::redis_checkout_timeout",
+                self.redis_checkout_timeout,
+            ),
+        ] {
+            at_least(setting, value, Duration::from_millis(1))?;
+        }
+        if self.default_timeout > self.max_timeout {
+            return Err(invalid(
+                "Config::default_timeout",
+                format!(
+                    "must not exceed Config::max_timeout ({}), got {}",
+                    secs(self.max_timeout),
+                    secs(self.default_timeout)
+                ),
+            ));
+        }
+        self.validate_node_id()?;
+        if let Some(url) = &self.redis_url {
+            // The URL is not repeated: it may carry a password.
+            url.as_str()
+                .into_connection_info()
+                .map_err(|e| invalid("--redis-url", format!("not a Redis URL: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The node id names Redis connections (`CLIENT SETNAME recur:<id>`),
+    /// which Redis refuses with spaces or control characters; refused
+    /// there, every connection would fail and start-up would retry for the
+    /// whole window before reporting Redis "unreachable".
+    fn validate_node_id(&self) -> Result<(), ConfigError> {
+        if self.node_id.is_empty() {
+            return Err(invalid("--node-id", "must not be empty".to_string()));
+        }
+        if let Some(c) = self.node_id.chars().find(|c| !c.is_ascii_graphic()) {
+            return Err(invalid(
+                "--node-id",
+                format!(
+                    "must be printable ASCII without spaces (it names Redis connections), got {c:?} in {:?}",
+                    self.node_id
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(setting: &'static str, reason: String) -> ConfigError {
+    ConfigError::Invalid { setting, reason }
+}
+
+/// Checks `min <= value <= max`.
+fn count(setting: &'static str, value: usize, min: usize, max: usize) -> Result<(), ConfigError> {
+    if value < min {
+        return Err(invalid(
+            setting,
+            format!("must be at least {min}, got {value}"),
+        ));
+    }
+    if value > max {
+        return Err(invalid(
+            setting,
+            format!("must be at most {max}, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks `value >= min`.
+fn at_least(setting: &'static str, value: Duration, min: Duration) -> Result<(), ConfigError> {
+    if value < min {
+        return Err(invalid(
+            setting,
+            format!("must be at least {}, got {}", secs(min), secs(value)),
+        ));
+    }
+    Ok(())
+}
+
+/// A duration in seconds, as the `--*-secs` flags take it.
+fn secs(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_valid() {
+        assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    fn error_of(change: impl FnOnce(&mut Config)) -> String {
+        let mut config = Config::default();
+        change(&mut config);
+        config.validate().expect_err("invalid").to_string()
+    }
+
+    /// One way to break a default config.
+    type Change = fn(&mut Config);
+
+    #[test]
+    fn errors_name_the_flag_and_the_value() {
+        let cases: [(Change, &str); 12] = [
+            (
+                |c| c.max_open_streams = 0,
+                "invalid --max-open-streams: must be at least 1, got 0",
+            ),
+            (
+                |c| c.max_open_streams = usize::MAX,
+                "invalid --max-open-streams: must be at most",
+            ),
+            (|c| c.max_tasks = 0, "invalid --max-tasks:"),
+            (|c| c.results_per_task = 0, "invalid --results-per-task:"),
+            (|c| c.results_total = 0, "invalid --results-total:"),
+            (|c| c.stream_buffer = 0, "invalid Config::stream_buffer:"),
+            (
+                |c| c.redis_pool_size = 0,
+                "invalid Config::redis_pool_size:",
+            ),
+            (
+                |c| c.min_interval = Duration::from_micros(100),
+                "invalid --min-interval-secs: must be at least 0.001s, got 0.0001s",
+            ),
+            (
+                |c| c.default_timeout = c.max_timeout + Duration::from_secs(1),
+                "invalid Config::default_timeout: must not exceed Config::max_timeout",
+            ),
+            (
+                |c| c.node_id = "my node".into(),
+                "invalid --node-id: must be printable ASCII",
+            ),
+            (
+                |c| c.node_id = String::new(),
+                "invalid --node-id: must not be empty",
+            ),
+            (
+                |c| c.redis_url = Some("localhost:6379".into()),
+                "invalid --redis-url: not a Redis URL",
+            ),
+        ];
+        for (change, expected) in cases {
+            let message = error_of(change);
+            assert!(
+                message.starts_with(expected),
+                "{message:?} should start with {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_redis_url_password_is_not_repeated() {
+        let message = error_of(|c| c.redis_url = Some("nosuch://user:hunter2@host/".into()));
+        assert!(!message.contains("hunter2"), "{message}");
     }
 }

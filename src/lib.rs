@@ -21,7 +21,7 @@
 //! program cannot register what a client would be refused.
 //!
 //! # Layout
-//! - `config`: every bound, with defaults.
+//! - `config`: every bound, with defaults, and the check that a config can run.
 //! - `server`: start-up, serving, ordered shutdown; the only module that knows sockets.
 //! - `api`: the gRPC handlers, proto <-> domain conversion, the one error -> status mapping.
 //! - `scheduler`: control calls, timer, firing, the run queue, schedule maths.
@@ -69,7 +69,7 @@ pub use action::{HandlerContext, HandlerError, TaskHandler};
 /// Implement [`TaskHandler`] with `#[recur::async_trait]`, without a
 /// direct dependency on the async-trait crate.
 pub use async_trait::async_trait;
-pub use config::Config;
+pub use config::{Config, ConfigError};
 pub use redis_pool::RedisPool;
 pub use results::stream::StreamGauge;
 pub use server::{Server, ServerError};

@@ -3,12 +3,13 @@
 //! closed (each connection sent QUIT, so Redis has forgotten it by the time
 //! [`RedisPool::close`] returns) after the last runner stopped.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deadpool_redis::{
     Manager, Pool, Runtime,
     redis::{self, AsyncConnectionConfig, aio::MultiplexedConnection},
 };
+use tokio::time::Instant;
 
 /// First pause between start-up attempts to reach Redis; doubles each time.
 const STARTUP_BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -116,22 +117,25 @@ impl RedisPool {
         let started = Instant::now();
         let mut backoff = STARTUP_BACKOFF_FIRST;
         loop {
-            match pool.ping().await {
+            let last_error = match pool.ping().await {
                 Ok(()) => return Ok(pool),
-                Err(last_error) => {
-                    let waited = started.elapsed();
-                    if waited + backoff > settings.startup_window {
-                        return Err(PoolError::Unreachable {
-                            url: redact_url(&settings.url),
-                            waited,
-                            last_error,
-                        });
-                    }
-                    tracing::warn!(error = %last_error, retry_in_ms = backoff.as_millis() as u64, "redis not reachable yet");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(STARTUP_BACKOFF_MAX);
-                }
-            }
+                Err(e) => e,
+            };
+            let waited = started.elapsed();
+            let Some(pause) = startup_pause(waited, backoff, settings.startup_window) else {
+                return Err(PoolError::Unreachable {
+                    url: redact_url(&settings.url),
+                    waited,
+                    last_error,
+                });
+            };
+            tracing::warn!(
+                error = %last_error,
+                retry_in_ms = pause.as_millis() as u64,
+                "redis not reachable yet"
+            );
+            tokio::time::sleep(pause).await;
+            backoff = (backoff * 2).min(STARTUP_BACKOFF_MAX);
         }
     }
 
@@ -156,13 +160,26 @@ impl RedisPool {
     pub async fn close(&self) {
         let idle: Vec<MultiplexedConnection> = self.pool.retain(|_, _| false).removed;
         self.pool.close();
-        for mut conn in idle {
+        // All at once, so closing takes at most QUIT_TIMEOUT whatever the
+        // pool size: shutdown's documented bound counts on it.
+        futures::future::join_all(idle.into_iter().map(|mut conn| async move {
             // QUIT is deprecated in Redis 7.2 but still served; an error means
             // the connection is already gone, which is what we want.
             let quit = redis::cmd("QUIT");
             let _ = tokio::time::timeout(QUIT_TIMEOUT, quit.query_async::<()>(&mut conn)).await;
-        }
+        }))
+        .await;
     }
+}
+
+/// The pause before the next start-up attempt after one failed `waited`
+/// into the window, or None once the window is spent. The last pause is cut
+/// short so that the last attempt is made as the window ends: giving up
+/// when the next full backoff would overshoot left up to half the window
+/// unused (3 s gave up after 1.5 s).
+fn startup_pause(waited: Duration, backoff: Duration, window: Duration) -> Option<Duration> {
+    let left = window.saturating_sub(waited);
+    (!left.is_zero()).then(|| backoff.min(left))
 }
 
 /// The URL without its password, for messages.
@@ -175,5 +192,42 @@ pub fn redact_url(url: &str) -> String {
             parsed.to_string()
         }
         Err(_) => "<unparsable url>".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The attempt times a Redis that always refuses at once would see.
+    fn attempts(window: Duration) -> Vec<Duration> {
+        let mut at = Duration::ZERO;
+        let mut backoff = STARTUP_BACKOFF_FIRST;
+        let mut times = vec![at];
+        while let Some(pause) = startup_pause(at, backoff, window) {
+            at += pause;
+            times.push(at);
+            backoff = (backoff * 2).min(STARTUP_BACKOFF_MAX);
+        }
+        times
+    }
+
+    #[test]
+    fn the_last_attempt_is_made_when_the_window_ends() {
+        for secs in [0.05, 1.0, 3.0, 10.0, 30.0] {
+            let window = Duration::from_secs_f64(secs);
+            let times = attempts(window);
+            assert_eq!(times.last(), Some(&window), "{secs} s: {times:?}");
+        }
+        let ms = |t: &[Duration]| t.iter().map(|d| d.as_millis()).collect::<Vec<_>>();
+        assert_eq!(
+            ms(&attempts(Duration::from_secs(3))),
+            [0, 100, 300, 700, 1500, 3000]
+        );
+    }
+
+    #[test]
+    fn a_zero_window_means_one_attempt() {
+        assert_eq!(attempts(Duration::ZERO), [Duration::ZERO]);
     }
 }

@@ -64,9 +64,14 @@ struct RecurProcess {
 impl RecurProcess {
     /// Starts the binary and waits until it accepts connections.
     async fn start() -> RecurProcess {
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`Self::start`], with more `recur serve` flags.
+    async fn start_with(flags: &[&str]) -> RecurProcess {
         require_grpcurl();
         for attempt in 1..=START_ATTEMPTS {
-            match Self::try_start().await {
+            match Self::try_start(flags).await {
                 Ok(process) => return process,
                 Err(log) if attempt < START_ATTEMPTS && log.contains("cannot listen") => continue,
                 Err(log) => panic!("recur serve exited during start-up; its log:\n{log}"),
@@ -77,13 +82,14 @@ impl RecurProcess {
 
     /// One start on a port that was free a moment ago; the log if the
     /// process exited before accepting.
-    async fn try_start() -> Result<RecurProcess, String> {
+    async fn try_start(flags: &[&str]) -> Result<RecurProcess, String> {
         let addr = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port");
         let log = tempfile::NamedTempFile::new().expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_recur"))
             .args(["serve", "--listen", &addr.to_string()])
+            .args(flags)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .env_remove("REDIS_URL")
@@ -492,7 +498,10 @@ async fn sigterm_exits_zero_promptly() {
     let status = server.wait_exit(EXIT_WAIT).await;
     let log = server.log();
     assert_eq!(status.code(), Some(0), "exit {status}; log:\n{log}");
-    assert!(log.contains("SIGTERM received"), "{log}");
+    assert!(
+        log.contains("shutdown signal received signal=SIGTERM"),
+        "{log}"
+    );
     assert!(log.contains("shutdown complete"), "{log}");
     // Idle, it has no run to give the 10 s shutdown grace to; waiting that
     // long would mean it waited for nothing.
@@ -501,6 +510,45 @@ async fn sigterm_exits_zero_promptly() {
         "took {:?}",
         sent.elapsed()
     );
+}
+
+#[tokio::test]
+async fn a_second_sigterm_cuts_the_shutdown_delay_short() {
+    // Far longer than the test may take: only the second signal ends it.
+    let mut server = RecurProcess::start_with(&["--shutdown-delay-secs", "600"]).await;
+    server
+        .grpcurl_ok(Some("{}"), &["grpc.health.v1.Health/Check"])
+        .await;
+    wait_until_catching_sigterm(&server).await;
+
+    server.terminate();
+    // During the delay: health says NOT_SERVING, calls are still served.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = server
+            .grpcurl_ok(Some("{}"), &["grpc.health.v1.Health/Check"])
+            .await;
+        let answer: Value = serde_json::from_str(&out.stdout).expect("JSON");
+        if answer["status"] == "NOT_SERVING" {
+            break;
+        }
+        assert_eq!(answer["status"], "SERVING", "{answer}");
+        assert!(
+            Instant::now() < deadline,
+            "health still SERVING {WAIT:?} after SIGTERM; log:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    let listed = server.call("ListTasks", "{}").await;
+    assert!(listed.is_object(), "{listed}");
+
+    server.terminate();
+    let status = server.wait_exit(EXIT_WAIT).await;
+    let log = server.log();
+    assert_eq!(status.code(), Some(0), "exit {status}; log:\n{log}");
+    assert!(log.contains("shutdown delay cut short"), "{log}");
+    assert!(log.contains("shutdown complete"), "{log}");
 }
 
 /// The binary installs its SIGTERM handler when `run` starts waiting for

@@ -990,3 +990,32 @@ async fn without_a_mask_the_whole_spec_is_replaced() {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().starts_with("spec"), "{status:?}");
 }
+
+#[tokio::test]
+async fn deleting_a_live_task_says_to_cancel_it_first() {
+    let server = TestServer::start().await;
+    let mut client = server.client.clone();
+    let spec = spec_every(Duration::from_secs(3600), http_get("http://127.0.0.1:9/x"));
+    register(&mut client, "live", spec.clone()).await;
+    register(&mut client, "resting", spec).await;
+    client
+        .pause_task(pb::PauseTaskRequest {
+            task_id: "resting".into(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
+    for (id, state) in [("live", "active"), ("resting", "paused")] {
+        let err = client
+            .delete_task(pb::DeleteTaskRequest { task_id: id.into() })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().contains(state), "{id}: {}", err.message());
+        assert!(
+            err.message().contains("CancelTask"),
+            "{id}: the message should name the way out: {}",
+            err.message()
+        );
+    }
+}

@@ -1,13 +1,16 @@
-//! Graceful shutdown in its written order: health NOT_SERVING, no new calls,
-//! runs in flight get the grace period then are cancelled, streams end with
-//! UNAVAILABLE and a resume cursor, and `run` returns promptly even with
-//! many open streams.
+//! Graceful shutdown in its written order: health NOT_SERVING, calls still
+//! served for the shutdown delay, then no new calls, runs in flight get the
+//! grace period then are cancelled, streams end with UNAVAILABLE and a
+//! resume cursor, and `run` returns promptly even with many open streams.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{handlers::Gate, *};
+use common::{
+    handlers::{Echo, Gate},
+    *,
+};
 use recur::pb::v1 as pb;
 use tonic::Code;
 use tonic_health::pb::{
@@ -233,4 +236,120 @@ async fn shutdown_while_waiting_for_redis_at_start_returns_at_once() {
         .expect("returned well before the window")
         .unwrap();
     assert!(result.is_ok(), "{result:?}");
+}
+
+/// Watches the whole server's health on a connection of its own.
+async fn watch_health(
+    server: &TestServer,
+) -> tonic::Streaming<tonic_health::pb::HealthCheckResponse> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(WAIT, watch.message())
+        .await
+        .expect("status");
+    assert_eq!(first.unwrap().unwrap().status(), ServingStatus::Serving);
+    watch
+}
+
+#[tokio::test]
+async fn during_the_shutdown_delay_health_is_not_serving_but_calls_are_served() {
+    let mut config = test_config();
+    // Far longer than the test may take: only `hurry` ends it.
+    config.shutdown_delay = Duration::from_secs(600);
+    let mut server = TestServer::start_with(config, |s| s.handler("echo", Echo)).await;
+    let mut client = server.client.clone();
+    register(
+        &mut client,
+        "during",
+        spec_every(Duration::from_secs(3600), custom("echo", b"still firing")),
+    )
+    .await;
+    let mut results = stream(&mut client, &["during"], "", false).await;
+    let mut health = watch_health(&server).await;
+
+    let handle = server.take_handle();
+    server.signal_shutdown();
+    let status = tokio::time::timeout(WAIT, health.message())
+        .await
+        .expect("health update")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.status(), ServingStatus::NotServing);
+
+    // Calls still succeed, on open connections and on new ones.
+    let task = client
+        .get_task(pb::GetTaskRequest {
+            task_id: "during".into(),
+        })
+        .await
+        .expect("GetTask during the delay")
+        .into_inner();
+    assert_eq!(state(&task), pb::TaskState::Active);
+    let mut fresh = server.new_client().await;
+    fresh
+        .get_task(pb::GetTaskRequest {
+            task_id: "during".into(),
+        })
+        .await
+        .expect("GetTask on a new connection during the delay");
+    // Tasks still fire and results still stream.
+    fresh
+        .trigger_task(pb::TriggerTaskRequest {
+            task_id: "during".into(),
+        })
+        .await
+        .expect("TriggerTask during the delay");
+    let r = next_result(&mut results).await.unwrap().unwrap();
+    assert_eq!(outcome(&r), pb::Outcome::Succeeded);
+    assert_eq!(r.output, &b"still firing"[..]);
+
+    // A second signal ends the delay, and the rest of shutdown follows.
+    server.hurry_shutdown();
+    let err = next_result(&mut results)
+        .await
+        .expect_err("the stream ends at shutdown");
+    assert_eq!(err.code(), Code::Unavailable);
+    tokio::time::timeout(WAIT, handle)
+        .await
+        .expect("run returned long before the 600 s delay")
+        .unwrap()
+        .expect("clean exit");
+}
+
+#[tokio::test]
+async fn the_shutdown_delay_ends_by_itself() {
+    let delay = Duration::from_millis(500);
+    let mut config = test_config();
+    config.shutdown_delay = delay;
+    let mut server = TestServer::start_with(config, |s| s).await;
+    let mut health = watch_health(&server).await;
+    let handle = server.take_handle();
+    let began = Instant::now();
+    server.signal_shutdown();
+    let status = tokio::time::timeout(WAIT, health.message())
+        .await
+        .expect("health update")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.status(), ServingStatus::NotServing);
+    tokio::time::timeout(WAIT, handle)
+        .await
+        .expect("run returned")
+        .unwrap()
+        .expect("clean exit");
+    assert!(
+        began.elapsed() >= delay,
+        "returned after {:?}, within the {delay:?} delay",
+        began.elapsed()
+    );
 }

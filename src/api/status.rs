@@ -17,6 +17,15 @@ impl From<Error> for Status {
             Error::Unsupported { .. } => Status::failed_precondition(message),
             Error::NotFound { .. } => Status::not_found(message),
             Error::AlreadyExists { .. } => Status::already_exists(message),
+            Error::WrongState {
+                state, operation, ..
+            } if operation == "delete" && !state.is_terminal() => {
+                // Deleting is only for finished tasks, so that a live one is
+                // never dropped by a typo; tell the caller the way out.
+                Status::failed_precondition(format!(
+                    "{message}; cancel it first with CancelTask, then delete it"
+                ))
+            }
             Error::WrongState { .. } | Error::Busy { .. } => Status::failed_precondition(message),
             Error::TooManyTasks { .. } | Error::TooManyStreams { .. } => {
                 Status::resource_exhausted(message)

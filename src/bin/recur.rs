@@ -1,10 +1,12 @@
 //! The `recur` binary: flags and environment to [`recur::Config`], logging,
-//! bind, and [`recur::server::run`] until SIGINT or SIGTERM.
+//! bind, and [`recur::Server::run_with_signals`] until SIGINT or SIGTERM (a
+//! second one cuts the shutdown delay short).
 
-use std::{net::SocketAddr, process::ExitCode, time::Duration};
+use std::{io::IsTerminal, net::SocketAddr, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::{EnvFilter, fmt::time::ChronoUtc};
 
 #[derive(Parser)]
 #[command(
@@ -13,6 +15,7 @@ use tracing_subscriber::EnvFilter;
     about = "A periodic-task service controlled over gRPC"
 )]
 struct Cli {
+    /// What to do.
     #[command(subcommand)]
     command: Command,
 }
@@ -43,6 +46,16 @@ struct Serve {
     /// Most tasks the server holds.
     #[arg(long, env = "RECUR_MAX_TASKS", default_value_t = 100_000)]
     max_tasks: usize,
+    /// Seconds the server keeps serving after SIGINT/SIGTERM with health
+    /// NOT_SERVING, so a load balancer can move traffic away first; a second
+    /// signal cuts it short.
+    #[arg(
+        long,
+        alias = "shutdown-delay",
+        env = "RECUR_SHUTDOWN_DELAY_SECS",
+        default_value_t = 0.0
+    )]
+    shutdown_delay_secs: f64,
     /// Seconds runs in flight may take to finish at shutdown before they are cancelled.
     #[arg(long, env = "RECUR_SHUTDOWN_GRACE_SECS", default_value_t = 10.0)]
     shutdown_grace_secs: f64,
@@ -64,7 +77,7 @@ struct Serve {
 }
 
 fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(value).map_err(|e| format!("--{flag}: {e}"))
+    Duration::try_from_secs_f64(value).map_err(|e| format!("invalid {flag}: {e}"))
 }
 
 impl Serve {
@@ -74,14 +87,18 @@ impl Serve {
         if let Some(node_id) = &self.node_id {
             config.node_id = node_id.clone();
         }
-        config.min_interval = seconds("min-interval-secs", self.min_interval_secs)?;
+        config.min_interval = seconds("--min-interval-secs", self.min_interval_secs)?;
         config.max_tasks = self.max_tasks;
-        config.shutdown_grace = seconds("shutdown-grace-secs", self.shutdown_grace_secs)?;
+        config.shutdown_delay = seconds("--shutdown-delay-secs", self.shutdown_delay_secs)?;
+        config.shutdown_grace = seconds("--shutdown-grace-secs", self.shutdown_grace_secs)?;
         config.results_per_task = self.results_per_task;
         config.results_total = self.results_total;
         config.max_open_streams = self.max_open_streams;
         config.max_runs_in_flight = self.max_runs_in_flight;
-        config.redis_startup_window = seconds("redis-startup-secs", self.redis_startup_secs)?;
+        config.redis_startup_window = seconds("--redis-startup-secs", self.redis_startup_secs)?;
+        // Checked here as well as in `run`, so a bad flag is a usage error
+        // (exit 2) before the port is bound.
+        config.validate().map_err(|e| e.to_string())?;
         Ok(config)
     }
 }
@@ -90,15 +107,7 @@ impl Serve {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let Command::Serve(serve) = cli.command;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    if serve.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    init_logging(serve.log_json);
     let config = match serve.config() {
         Ok(config) => config,
         Err(message) => {
@@ -106,7 +115,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let shutdown = shutdown_signal();
+    let (shutdown, hurry) = shutdown_signals();
     let listener = match tokio::net::TcpListener::bind(serve.listen).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -114,7 +123,14 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match recur::server::run(listener, config, shutdown).await {
+    let served = recur::Server::new(config)
+        .run_with_signals(
+            listener,
+            shutdown.cancelled_owned(),
+            hurry.cancelled_owned(),
+        )
+        .await;
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "server failed");
@@ -123,21 +139,65 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Completes on SIGINT or SIGTERM. The handlers are installed when this is
-/// called, not when the future is first polled, so a signal that arrives
-/// while start-up waits for Redis still shuts down gracefully.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let interrupt = signal(SignalKind::interrupt());
-    let terminate = signal(SignalKind::terminate());
-    async move {
-        let (Ok(mut interrupt), Ok(mut terminate)) = (interrupt, terminate) else {
-            tracing::warn!("cannot install signal handlers; stop with SIGKILL");
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = interrupt.recv() => tracing::info!("SIGINT received"),
-            _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        }
+/// Logs go to stderr, stdout being the program's output by convention, with
+/// RFC 3339 UTC times in both formats so lines from several hosts sort and
+/// compare. Colour only for a person at a terminal: escape codes in a file
+/// or a log collector are noise.
+fn init_logging(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let colour = !json
+        && std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_timer(ChronoUtc::rfc_3339())
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
     }
+}
+
+/// Tokens cancelled by the first SIGINT or SIGTERM (shut down) and by the
+/// second (cut the shutdown delay short). The handlers are installed when
+/// this is called, not when a token is first awaited, so a signal that
+/// arrives while start-up waits for Redis still shuts down gracefully.
+fn shutdown_signals() -> (CancellationToken, CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let shutdown = CancellationToken::new();
+    let hurry = CancellationToken::new();
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; stop with SIGKILL");
+        return (shutdown, hurry);
+    };
+    let (first, second) = (shutdown.clone(), hurry.clone());
+    tokio::spawn(async move {
+        let mut received = 0_u32;
+        loop {
+            let name = tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            };
+            received += 1;
+            match received {
+                1 => {
+                    tracing::info!(signal = %name, "shutdown signal received");
+                    first.cancel();
+                }
+                2 => {
+                    tracing::info!(signal = %name, "second shutdown signal received");
+                    second.cancel();
+                }
+                // Installing a handler replaced the default action for good,
+                // so later signals land here rather than killing the process.
+                _ => tracing::info!(signal = %name, "shutdown already under way"),
+            }
+        }
+    });
+    (shutdown, hurry)
 }

@@ -31,7 +31,7 @@ impl Inner {
         self: Arc<Self>,
         mut queue: mpsc::UnboundedReceiver<RunStart>,
     ) {
-        let slots = Arc::new(Semaphore::new(self.settings.max_runs_in_flight.max(1)));
+        let slots = Arc::new(Semaphore::new(self.settings.max_runs_in_flight.clamp(1, Semaphore::MAX_PERMITS)));
         loop {
             let start = tokio::select! {
                 biased;

@@ -33,6 +33,9 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
+    /// The config is invalid; nothing was opened.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The Redis pool could not be opened.
     #[error(transparent)]
     Redis(#[from] PoolError),
@@ -52,9 +55,14 @@ pub enum ServerError {
 
 /// A server to be run, with its custom task kinds.
 pub struct Server {
+    /// Every bound; validated when `run` starts, not here, so the builder
+    /// methods stay infallible.
     config: Config,
+    /// Custom task kinds by name, handed to the actions when `run` starts.
     handlers: HashMap<String, Arc<dyn TaskHandler>>,
+    /// The scheduler's time source; tests swap in tokio's paused clock.
     clock: Clock,
+    /// Created before `run` so a caller can watch it while the server runs.
     open_streams: StreamGauge,
 }
 
@@ -90,24 +98,50 @@ impl Server {
     ///
     /// 1. health reports NOT_SERVING (the server as a whole and
     ///    recur.v1.TaskService), so load balancers stop sending calls;
-    /// 2. the gRPC server stops accepting connections and calls (GOAWAY);
-    /// 3. the scheduler starts no new run; runs in flight get
+    /// 2. for `shutdown_delay`, everything else goes on as before: calls
+    ///    are served, connections accepted, tasks fire. This gives load
+    ///    balancers time to see NOT_SERVING and move traffic away before
+    ///    calls start failing. [`Server::run_with_signals`] can end it early
+    ///    (the binary does on a second SIGINT or SIGTERM);
+    /// 3. the gRPC server stops accepting connections and calls (GOAWAY);
+    /// 4. the scheduler starts no new run; runs in flight get
     ///    `shutdown_grace` to finish, then their tokens are cancelled and
     ///    they report CANCELLED;
-    /// 4. result streams and health watches end with UNAVAILABLE (results
+    /// 5. result streams and health watches end with UNAVAILABLE (results
     ///    with a resume cursor); connections get `connection_drain` to close,
     ///    then the server stops waiting for them;
-    /// 5. the Redis pool is closed: no connection of ours is left in
+    /// 6. the Redis pool is closed: no connection of ours is left in
     ///    `CLIENT LIST` when this returns.
     ///
+    /// So shutdown takes at most `shutdown_delay` + `shutdown_grace` +
+    /// `connection_drain`, plus a second for Redis to answer QUIT: the sum
+    /// to fit under an orchestrator's kill timeout (Kubernetes'
+    /// `terminationGracePeriodSeconds`, 30 s by default).
+    ///
     /// A `shutdown` that completes during start-up (while waiting for Redis)
-    /// ends it at once with `Ok`.
+    /// ends it at once with `Ok`. An invalid config ([`Config::validate`])
+    /// is refused before anything is opened.
     pub async fn run(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServerError> {
+        self.run_with_signals(listener, shutdown, std::future::pending())
+            .await
+    }
+
+    /// [`Server::run`], with `hurry` to end step 2, the shutdown delay,
+    /// early. `hurry` is only waited on during the delay and does not shorten
+    /// the grace of runs in flight. The steps below are numbered as in
+    /// `run`'s documentation.
+    pub async fn run_with_signals(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+        hurry: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServerError> {
         let config = self.config;
+        config.validate()?;
         tokio::pin!(shutdown);
         let pool = match &config.redis_url {
             Some(url) => {
@@ -156,7 +190,7 @@ impl Server {
             }
         };
 
-        let local = listener.local_addr().ok();
+        let local = listener.local_addr();
         let stop_accepting = CancellationToken::new();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let mut serve = {
@@ -166,14 +200,17 @@ impl Server {
                     .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
             )
         };
-        info!(addr = ?local, "serving");
+        match local {
+            Ok(addr) => info!(%addr, "serving"),
+            Err(e) => info!(addr_error = %e, "serving"),
+        }
 
-        let serve_result = tokio::select! {
+        let mut serve_result = tokio::select! {
             _ = &mut shutdown => None,
             result = &mut serve => Some(result),
         };
         if let Some(result) = &serve_result {
-            error!(?result, "gRPC server ended on its own");
+            log_serve_end(result);
         }
         info!("shutting down");
         // 1.
@@ -182,11 +219,27 @@ impl Server {
                 .set_service_status(service, ServingStatus::NotServing)
                 .await;
         }
-        // 2.
-        stop_accepting.cancel();
+        // 2. Pointless once the gRPC server has ended by itself.
+        if serve_result.is_none() && !config.shutdown_delay.is_zero() {
+            info!(
+                delay_ms = config.shutdown_delay.as_millis() as u64,
+                "still serving for the shutdown delay"
+            );
+            tokio::pin!(hurry);
+            tokio::select! {
+                _ = tokio::time::sleep(config.shutdown_delay) => {}
+                _ = &mut hurry => info!("shutdown delay cut short"),
+                result = &mut serve => {
+                    log_serve_end(&result);
+                    serve_result = Some(result);
+                }
+            }
+        }
         // 3.
-        scheduler.stop(config.shutdown_grace).await;
+        stop_accepting.cancel();
         // 4.
+        scheduler.stop(config.shutdown_grace).await;
+        // 5.
         streams_shutdown.cancel();
         if serve_result.is_none() {
             match tokio::time::timeout(config.connection_drain, &mut serve).await {
@@ -205,7 +258,7 @@ impl Server {
         }
         drop(scheduler);
         root.cancel();
-        // 5.
+        // 6.
         if let Some(pool) = pool {
             pool.close().await;
             info!("redis pool closed");
@@ -218,15 +271,30 @@ impl Server {
     }
 }
 
+/// Logs the gRPC server task ending before shutdown asked it to, as an
+/// error: from then on no call is served.
+fn log_serve_end(result: &Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>) {
+    match result {
+        Ok(Ok(())) => error!("gRPC server ended on its own"),
+        Ok(Err(e)) => error!(error = %e, "gRPC server failed"),
+        Err(e) => error!(error = %e, "gRPC server task failed"),
+    }
+}
+
 /// Full name of the task service, as health and reflection know it.
 const TASK_SERVICE: &str = "recur.v1.TaskService";
 
 /// What `start` hands to `run`.
 struct Started {
+    /// Stopped in step 4 of shutdown.
     scheduler: Scheduler,
+    /// Every service and limit, ready to serve.
     router: tonic::transport::server::Router,
+    /// Turned to NOT_SERVING in step 1 of shutdown.
     health: HealthReporter,
+    /// Parent of every task's token: cancelled last, so nothing outlives `run`.
     root: CancellationToken,
+    /// Ends result streams and health watches in step 5 of shutdown.
     streams_shutdown: CancellationToken,
 }
 

@@ -36,6 +36,8 @@ pub struct TestServer {
     pub client: TaskServiceClient<Channel>,
     pub open_streams: StreamGauge,
     shutdown: CancellationToken,
+    /// Cuts the shutdown delay short, as a second signal does in the binary.
+    hurry: CancellationToken,
     handle: Option<JoinHandle<Result<(), ServerError>>>,
 }
 
@@ -52,18 +54,19 @@ impl TestServer {
         let server = build(Server::new(config));
         let open_streams = server.open_streams();
         let shutdown = CancellationToken::new();
-        let signal = shutdown.clone();
-        let handle = tokio::spawn(async move {
-            server
-                .run(listener, async move { signal.cancelled().await })
-                .await
-        });
+        let hurry = CancellationToken::new();
+        let handle = tokio::spawn(server.run_with_signals(
+            listener,
+            shutdown.clone().cancelled_owned(),
+            hurry.clone().cancelled_owned(),
+        ));
         let client = connect(addr).await;
         TestServer {
             addr,
             client,
             open_streams,
             shutdown,
+            hurry,
             handle: Some(handle),
         }
     }
@@ -99,6 +102,11 @@ impl TestServer {
         self.shutdown.cancel();
     }
 
+    /// Ends the shutdown delay early, like a second SIGTERM.
+    pub fn hurry_shutdown(&self) {
+        self.hurry.cancel();
+    }
+
     /// Takes the join handle (to await `run` elsewhere).
     pub fn take_handle(&mut self) -> JoinHandle<Result<(), ServerError>> {
         self.handle.take().expect("running")
@@ -108,6 +116,7 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        self.hurry.cancel();
     }
 }
 
