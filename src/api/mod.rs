@@ -115,23 +115,25 @@ impl TaskService for TaskApi {
         let req = request.into_inner();
         let id = convert::task_id("task_id", &req.task_id)?;
         let paths = mask::parse(&req.update_mask.unwrap_or_default().paths)?;
-        let raw = if paths.is_empty() {
-            req.spec
+        let task = if paths.is_empty() {
+            let spec = convert::spec("spec", req.spec, &self.spec_context())?;
+            self.scheduler.update(&id, spec).await?
         } else {
             let patch = req.spec.ok_or_else(|| Error::InvalidArgument {
                 field: "spec".into(),
                 reason: "is required".into(),
             })?;
-            // Read, merge, write: an update landing between this read and
-            // the write below is overwritten for the fields outside the
-            // mask. Acceptable while updates are rare and operator-driven;
-            // a compare on the task's version would close it.
-            let stored = self.scheduler.get(&id).await?;
-            let stored = convert::spec_to_proto_unredacted(&stored.spec);
-            Some(mask::apply(stored, &patch, &paths))
+            // The merge runs inside the scheduler's compare-and-set, on the
+            // spec as stored at that moment: an update landing in between
+            // makes it run again, never lose that update's other fields.
+            let ctx = self.spec_context();
+            self.scheduler
+                .update_with(&id, |stored| {
+                    let stored = convert::spec_to_proto_unredacted(stored);
+                    convert::spec("spec", Some(mask::apply(stored, &patch, &paths)), &ctx)
+                })
+                .await?
         };
-        let spec = convert::spec("spec", raw, &self.spec_context())?;
-        let task = self.scheduler.update(&id, spec).await?;
         Ok(Response::new(convert::task_to_proto(&task)))
     }
 

@@ -381,14 +381,26 @@ impl Scheduler {
     }
 
     /// Replaces the spec of a live task.
-    #[instrument(skip_all, fields(task_id = %id))]
     pub async fn update(&self, id: &TaskId, spec: TaskSpec) -> Result<TaskRecord, Error> {
-        let spec = Arc::new(spec);
+        self.update_with(id, |_| Ok(spec.clone())).await
+    }
+
+    /// Replaces the spec of a live task with `make(stored spec)`. `make`
+    /// runs inside the compare-and-set, again if the task changed
+    /// meanwhile, so a partial update (a field mask) merges onto what is
+    /// stored when it is written, never onto an older read.
+    #[instrument(skip_all, fields(task_id = %id))]
+    pub async fn update_with(
+        &self,
+        id: &TaskId,
+        make: impl Fn(&TaskSpec) -> Result<TaskSpec, Error>,
+    ) -> Result<TaskRecord, Error> {
         let task = self
             .inner
             .modify(id, "update", |task, now| {
+                let spec = Arc::new(make(&task.spec)?);
                 let next = slot_after(&spec, task.created_at, now)?;
-                task.spec = spec.clone();
+                task.spec = spec;
                 task.updated_at = now;
                 if task.state == TaskState::Active {
                     task.next_run_at = Some(next);
