@@ -184,6 +184,21 @@ async fn bad_input_names_the_field() {
         "spec.action.http.url",
         Code::InvalidArgument,
     ));
+    let mut s = ok.clone();
+    s.retry = Some(pb::RetryPolicy {
+        max_attempts: 5,
+        initial_backoff: None,
+        max_backoff: Some(prost_types::Duration {
+            seconds: 7200,
+            nanos: 0,
+        }),
+    });
+    cases.push((
+        "backoff over the cap",
+        Some(s),
+        "spec.retry.max_backoff",
+        Code::InvalidArgument,
+    ));
     cases.push((
         "not a url",
         Some(spec_every(Duration::from_secs(10), http_get("not a url"))),

@@ -37,6 +37,10 @@ pub const MAX_REQUEST_ID: usize = 128;
 pub const MAX_REDIS_ARGS: usize = 1024;
 /// Most attempts per run.
 pub const MAX_ATTEMPTS: u32 = 100;
+/// Longest delay between two attempts of a run. Retries stop at the next
+/// slot anyway; a longer wait would only hold a run (and its slot under the
+/// cap of runs in flight) for a daily task's whole day.
+pub const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(3600);
 /// What header values read back as.
 pub const REDACTED: &str = "<redacted>";
 
@@ -324,6 +328,12 @@ fn retry(field: &str, raw: Option<pb::RetryPolicy>) -> Result<RetryPolicy, Error
         Some(d) => duration(&format!("{field}.max_backoff"), &d)?,
         None => defaults.max_backoff,
     };
+    if max_backoff > MAX_BACKOFF {
+        return Err(invalid(
+            format!("{field}.max_backoff"),
+            format!("must be at most {}s", MAX_BACKOFF.as_secs()),
+        ));
+    }
     if initial_backoff > max_backoff {
         return Err(invalid(
             format!("{field}.initial_backoff"),

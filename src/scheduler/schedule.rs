@@ -52,10 +52,14 @@ pub const MAX_EVERY: Duration = Duration::from_secs(36_525 * 86_400);
 pub const MAX_CRON_JITTER: Duration = Duration::from_secs(3_600);
 
 /// [`Schedule::latest_due_slot`] stops counting passed-over cron slots here so
-/// that a long stall of a per-second pattern is bounded work. Interval counts
-/// are exact (they are computed arithmetically) and only saturate at
+/// that a long stall of a per-second pattern is bounded work: firing plans a
+/// whole batch of due slots on a runtime worker, and a day-long stall of a
+/// thousand per-second tasks must not cost 86 million cron steps there. The
+/// latest slot itself is found directly; only the count saturates (the
+/// catch-up warning says "skipped" with this value as a floor). Interval
+/// counts are exact (they are computed arithmetically) and only saturate at
 /// `u64::MAX`.
-pub const SKIPPED_COUNT_CAP: u64 = 100_000;
+pub const SKIPPED_COUNT_CAP: u64 = 1_000;
 
 /// Cron slots are only produced in `[1900-01-01, 4000-01-01)` UTC. croner
 /// refuses to search past the year 5000, and staying well inside both bounds
