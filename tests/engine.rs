@@ -31,6 +31,8 @@ struct FlakyStore {
     fail_fire: Option<(u32, Fault)>,
     halt_calls: AtomicU32,
     fail_halt: Option<u32>,
+    /// Every listing fails (start-up reads the store through it).
+    fail_list: bool,
 }
 
 impl FlakyStore {
@@ -41,6 +43,7 @@ impl FlakyStore {
             fail_fire,
             halt_calls: AtomicU32::new(0),
             fail_halt,
+            fail_list: false,
         })
     }
 }
@@ -78,6 +81,9 @@ impl Store for FlakyStore {
         limit: usize,
         filter: &TaskFilter,
     ) -> Result<Vec<TaskRecord>, StoreError> {
+        if self.fail_list {
+            return Err(unavailable());
+        }
         self.inner.list_tasks(after, limit, filter).await
     }
     async fn count_tasks(&self) -> Result<usize, StoreError> {
@@ -406,4 +412,42 @@ async fn retries_of_the_last_slot_stop_at_end_at() {
         Event::TaskEnded(ended) => assert_eq!(ended, task.id),
         other => panic!("expected the end, got {other:?}"),
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_that_fails_leaves_nothing_running() {
+    let probe = Probe::new(Behaviour::Sleep(millis(100)));
+    let store = Arc::new(FlakyStore {
+        fail_list: true,
+        ..Arc::into_inner(FlakyStore::new(None, None)).expect("sole owner")
+    });
+    let handlers: HashMap<String, Arc<dyn TaskHandler>> =
+        HashMap::from([("probe".to_string(), probe.clone() as Arc<dyn TaskHandler>)]);
+    let scheduler = Scheduler::new(
+        store,
+        Actions::new(http_runner(), None, handlers, OUTPUT_CAP),
+        Clock::tokio_at(t0()),
+        SchedulerSettings {
+            max_tasks: 10,
+            terminal_retention: secs(86_400),
+            subscriber_bound: 100,
+            max_runs_in_flight: 10,
+        },
+        CancellationToken::new(),
+    );
+    let started = scheduler.start().await;
+    assert!(
+        matches!(started, Err(Error::Store(StoreError::Unavailable { .. }))),
+        "{started:?}"
+    );
+    // No timer was left running: a task registered afterwards never fires.
+    scheduler
+        .register(Some(id("orphan")), spec("probe", secs(1)), None)
+        .await
+        .expect("registration still works");
+    tokio::time::sleep(secs(10)).await;
+    assert!(
+        probe.calls().is_empty(),
+        "something fired after a failed start"
+    );
 }

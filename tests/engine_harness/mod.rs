@@ -184,6 +184,18 @@ pub enum Event {
     TaskEnded(TaskId),
 }
 
+/// An HTTP runner for actions runners built by tests.
+pub fn http_runner() -> HttpRunner {
+    HttpRunner::new(HttpSettings {
+        connect_timeout: secs(5),
+        read_timeout: secs(5),
+        total_timeout: secs(5),
+        max_redirects: 0,
+        output_cap: OUTPUT_CAP,
+    })
+    .expect("http client")
+}
+
 /// A memory store that keeps everything a test produces.
 pub fn memory_store() -> Arc<dyn Store> {
     Arc::new(MemoryStore::new(Retention {
@@ -215,14 +227,7 @@ impl Harness {
         max_runs_in_flight: usize,
     ) -> Harness {
         let base = Instant::now();
-        let http = HttpRunner::new(HttpSettings {
-            connect_timeout: secs(5),
-            read_timeout: secs(5),
-            total_timeout: secs(5),
-            max_redirects: 0,
-            output_cap: OUTPUT_CAP,
-        })
-        .expect("http client");
+        let http = http_runner();
         let handlers: HashMap<String, Arc<dyn TaskHandler>> = handlers
             .iter()
             .map(|(kind, probe)| (kind.to_string(), Arc::clone(*probe) as Arc<dyn TaskHandler>))
