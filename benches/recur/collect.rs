@@ -62,6 +62,9 @@ pub struct Tally {
     /// Times the resume cursor had left retention (DATA_LOSS): results in
     /// between were not observed, so missing fires may be the stream's.
     pub gaps: u32,
+    /// Tasks that had not reported a slot past the window when the
+    /// collector stopped waiting: their window slots may still have run.
+    pub unsettled: usize,
 }
 
 /// A running collector; `finish` stops it and returns the tally.
@@ -108,7 +111,9 @@ impl Collector {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.stop.cancel();
-        self.handle.await.expect("the result collector panicked")
+        let mut tally = self.handle.await.expect("the result collector panicked");
+        tally.unsettled = tasks.saturating_sub(self.settled.load(Ordering::Relaxed));
+        tally
     }
 }
 

@@ -120,6 +120,7 @@ impl Firing {
             "unsuccessful": self.tally.unsuccessful,
             "collector_lag_resumes": self.tally.lag_resumes,
             "collector_gaps": self.tally.gaps,
+            "collector_unsettled_tasks": self.tally.unsettled,
             "server_cpu_percent_of_one_core": self.cpu_percent,
             "server_peak_rss_bytes": self.peak_rss,
             "server_bytes_per_task": self.bytes_per_task,
@@ -152,6 +153,12 @@ impl Firing {
         }
         if self.tally.lag_resumes > 0 {
             notes.push(format!("collector resumed {}x", self.tally.lag_resumes));
+        }
+        if self.tally.unsettled > 0 {
+            notes.push(format!(
+                "{} tasks unsettled when the collector stopped waiting",
+                fmt_count(self.tally.unsettled as u64)
+            ));
         }
         if self.tally.gaps > 0 {
             notes.push(format!(

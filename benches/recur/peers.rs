@@ -132,6 +132,10 @@ fn unavailable(peer: Peer, case: &str, why: String) -> Row {
 /// The virtualenv's python, creating the venv and installing the peers'
 /// packages when they are missing.
 async fn prepare_venv(venv: &Path) -> Result<PathBuf, String> {
+    // Absolute, because the peers run with their own directory as cwd.
+    let venv = std::env::current_dir()
+        .map_err(|e| format!("no current directory: {e}"))?
+        .join(venv);
     let python = venv.join("bin/python");
     let ready = |python: PathBuf| async move {
         let ok = Command::new(&python)

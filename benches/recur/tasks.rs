@@ -99,7 +99,7 @@ pub fn spec(work: &Work, index: usize, every: Duration, start_at: DateTime<Utc>)
     let kind = match work {
         Work::Noop => Kind::Custom(pb::CustomAction {
             kind: NOOP_KIND.to_string(),
-            payload: Vec::new().into(),
+            payload: Vec::new(),
         }),
         Work::Http(base) => Kind::Http(pb::HttpAction {
             method: "GET".to_string(),
