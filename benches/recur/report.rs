@@ -142,7 +142,7 @@ impl Report {
             for t in &self.targets {
                 let measured = t.measured.map_or_else(
                     || "not measured".to_string(),
-                    |m| format!("{m:.1} {}", t.unit),
+                    |m| format!("{} {}", fmt_value(m), t.unit),
                 );
                 let met = match t.met {
                     Some(true) => "met",
@@ -216,6 +216,16 @@ fn row_line(r: &Row) -> String {
             .map_or_else(|| "-".to_string(), |b| format!("{b:.0}")),
         r.notes.join("; "),
     )
+}
+
+/// A target's measured value: enough digits to see which side of the
+/// limit it is on (2.55 against 2.5).
+fn fmt_value(v: f64) -> String {
+    if v.abs() < 100.0 {
+        format!("{v:.2}")
+    } else {
+        fmt_count(v.round() as u64)
+    }
 }
 
 /// Milliseconds with precision that suits their size.

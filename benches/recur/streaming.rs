@@ -124,7 +124,11 @@ pub async fn run(plan: &Plan, report: &mut Report) {
             .flat_map(|s| s.delays_us.iter().copied())
             .collect();
         let delay = Percentiles::of_micros(&mut delays);
-        let case = format!("{} subscribers", fmt_count(subscribers as u64));
+        let case = format!(
+            "{} subscriber{}",
+            fmt_count(subscribers as u64),
+            if subscribers == 1 { "" } else { "s" }
+        );
         let mut notes = vec![format!(
             "{} idle streams: +{:.1} MiB",
             fmt_count(subscribers as u64),
