@@ -23,6 +23,7 @@ pub const NOOP_KIND: &str = "noop";
 /// Bound of the child's start-up (exec, runtime, bind).
 const STARTUP: Duration = Duration::from_secs(30);
 
+/// The handler of [`NOOP_KIND`].
 struct Noop;
 
 #[recur::async_trait]
