@@ -1,0 +1,138 @@
+//! The measured recur server: this bench binary re-executed with `--serve`,
+//! embedding the library with a no-op custom kind, so the OS can account
+//! its CPU and memory apart from the load generator. The parent drives it
+//! over gRPC on 127.0.0.1 and kills it when the handle is dropped.
+
+use std::{net::SocketAddr, process::Stdio, time::Duration};
+
+use bytes::Bytes;
+use recur::{
+    Config, HandlerContext, HandlerError, Server, TaskHandler,
+    pb::v1::task_service_client::TaskServiceClient,
+};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, BufReader},
+    process::{Child, ChildStdin, Command},
+};
+use tonic::transport::Channel;
+
+/// Custom kind of every benchmark task: returns at once, so what is measured
+/// is the scheduler, not the work.
+pub const NOOP_KIND: &str = "noop";
+
+/// Bound of the child's start-up (exec, runtime, bind).
+const STARTUP: Duration = Duration::from_secs(30);
+
+/// The handler of [`NOOP_KIND`].
+struct Noop;
+
+#[recur::async_trait]
+impl TaskHandler for Noop {
+    async fn run(&self, _ctx: HandlerContext) -> Result<Bytes, HandlerError> {
+        Ok(Bytes::new())
+    }
+}
+
+/// The `--serve` mode: serves recur on 127.0.0.1:0 until stdin closes (the
+/// parent exited or dropped its handle), printing `listening <addr>` first.
+pub fn serve(max_tasks: usize) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("building the server runtime");
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding 127.0.0.1:0");
+        let addr = listener.local_addr().expect("listener address");
+        // The parent reads this line to learn the port.
+        println!("listening {addr}");
+        let mut config = Config::default();
+        config.max_tasks = max_tasks;
+        // The bench ends servers often; their runs are no-ops.
+        config.shutdown_grace = Duration::from_millis(500);
+        config.connection_drain = Duration::from_millis(500);
+        let stdin_closed = async {
+            let mut stdin = tokio::io::stdin();
+            let mut buf = [0u8; 64];
+            // Anything read is ignored; EOF or an error means the parent is gone.
+            while let Ok(n) = stdin.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        Server::new(config)
+            .handler(NOOP_KIND, Noop)
+            .run(listener, stdin_closed)
+            .await
+            .expect("recur server failed");
+    });
+}
+
+/// A running server process. Dropping it closes its stdin (a graceful
+/// shutdown) and kills it, so no server outlives the bench.
+pub struct ServerProcess {
+    /// Where it serves gRPC.
+    pub addr: SocketAddr,
+    /// Its process id, for the CPU and memory probes.
+    pub pid: u32,
+    /// Held so that dropping the handle closes the server's stdin.
+    _stdin: ChildStdin,
+    /// Held with `kill_on_drop`.
+    _child: Child,
+}
+
+impl ServerProcess {
+    /// Starts `<this binary> --serve` holding up to `max_tasks` tasks.
+    pub async fn start(max_tasks: usize) -> ServerProcess {
+        let exe = std::env::current_exe().expect("path of the bench binary");
+        let mut child = Command::new(exe)
+            .args(["--serve", "--max-tasks", &max_tasks.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning the recur server process");
+        let pid = child.id().expect("server pid");
+        let stdin = child.stdin.take().expect("server stdin");
+        let stdout = child.stdout.take().expect("server stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(STARTUP, lines.next_line())
+            .await
+            .expect("the server did not print its address within 30 s")
+            .expect("reading the server's stdout")
+            .expect("the server exited before printing its address");
+        let addr = line
+            .strip_prefix("listening ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"));
+        // Drain the rest of its stdout so the pipe never fills.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        ServerProcess {
+            addr,
+            pid,
+            _stdin: stdin,
+            _child: child,
+        }
+    }
+
+    /// A client on a new HTTP/2 connection.
+    pub async fn client(&self) -> TaskServiceClient<Channel> {
+        connect(self.addr).await
+    }
+}
+
+/// A client on a new connection to `addr`, with no message size cap beyond
+/// the server's own.
+pub async fn connect(addr: SocketAddr) -> TaskServiceClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("a valid URI")
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the recur server at {addr}: {e}"));
+    TaskServiceClient::new(channel)
+}
