@@ -304,6 +304,42 @@ pub struct TaskResult {
     pub occurrence_id: String,
     /// Duration of the last attempt.
     pub latency: Duration,
+    /// The result in its wire form, made once by the first stream that
+    /// sends it and shared by every other (see [`WireCache`]).
+    pub wire: WireCache,
+}
+
+/// A slot for a value derived from a result once and shared by every
+/// reader of the same `Arc<TaskResult>`: the API keeps the result's
+/// protobuf form here, so a hundred streams convert it once, not a hundred
+/// times. Type-erased because the domain must not know the generated
+/// types; ignored by equality, cloning and Debug.
+#[derive(Default)]
+pub struct WireCache(std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>);
+
+impl WireCache {
+    /// The cached value of type `T`, made by `make` on first use.
+    pub fn get_or_init<T: Send + Sync + 'static>(&self, make: impl FnOnce() -> T) -> Option<&T> {
+        self.0.get_or_init(|| Box::new(make())).downcast_ref()
+    }
+}
+
+impl Clone for WireCache {
+    fn clone(&self) -> Self {
+        WireCache::default()
+    }
+}
+
+impl PartialEq for WireCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for WireCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.get().is_some() { "cached" } else { "empty" })
+    }
 }
 
 /// The id of one scheduled occurrence of a task: the same on every replica
@@ -355,6 +391,22 @@ mod tests {
         for secret in ["s3cr3t", "pw", "token=abc"] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
+    }
+
+    #[test]
+    fn the_wire_cache_makes_its_value_once() {
+        let cache = WireCache::default();
+        let mut made = 0;
+        for _ in 0..3 {
+            let value = cache.get_or_init(|| {
+                made += 1;
+                String::from("wire form")
+            });
+            assert_eq!(value.map(String::as_str), Some("wire form"));
+        }
+        assert_eq!(made, 1);
+        assert_eq!(format!("{cache:?}"), "cached");
+        assert_eq!(format!("{:?}", cache.clone()), "empty", "a copy starts empty");
     }
 
     #[test]

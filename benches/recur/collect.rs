@@ -120,15 +120,43 @@ impl Collector {
 type Results = tonic::Streaming<TaskResult>;
 
 async fn open(mut client: TaskServiceClient<Channel>, after_cursor: String) -> Results {
-    client
+    try_open(&mut client, after_cursor)
+        .await
+        .expect("opening StreamResults for the collector")
+}
+
+async fn try_open(
+    client: &mut TaskServiceClient<Channel>,
+    after_cursor: String,
+) -> Result<Results, tonic::Status> {
+    Ok(client
         .stream_results(StreamResultsRequest {
             task_ids: Vec::new(),
             after_cursor,
             history_only: false,
         })
-        .await
-        .expect("opening StreamResults for the collector")
-        .into_inner()
+        .await?
+        .into_inner())
+}
+
+/// Reopens after `cursor`; when retention dropped results after it
+/// (DATA_LOSS), counts the gap and goes on from the oldest result held.
+async fn reopen(client: &TaskServiceClient<Channel>, cursor: String, tally: &mut Tally) -> Results {
+    let mut client = client.clone();
+    match try_open(&mut client, cursor).await {
+        Ok(stream) => stream,
+        Err(status) if status.code() == Code::DataLoss => {
+            tally.gaps += 1;
+            let resume = status
+                .metadata()
+                .get(RESUME_CURSOR_TRAILER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            open(client, resume).await
+        }
+        Err(status) => panic!("reopening StreamResults for the collector: {status}"),
+    }
 }
 
 async fn follow(
@@ -163,7 +191,7 @@ async fn follow(
                     .get(RESUME_CURSOR_TRAILER)
                     .and_then(|v| v.to_str().ok())
                     .map_or_else(|| last_cursor.clone(), str::to_string);
-                stream = open(client.clone(), resume).await;
+                stream = reopen(&client, resume, &mut tally).await;
                 continue;
             }
             Err(status) if status.code() == Code::DataLoss => {

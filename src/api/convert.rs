@@ -522,6 +522,16 @@ pub fn task_to_proto(task: &TaskRecord) -> pb::Task {
     }
 }
 
+/// A result as streams send it: converted once per result (by the first
+/// stream), then cloned per stream; the output is shared, not copied.
+pub fn result_to_wire(r: &TaskResult) -> pb::TaskResult {
+    match r.wire.get_or_init(|| result_to_proto(r)) {
+        Some(wire) => wire.clone(),
+        // Only if something else cached another type; never silently wrong.
+        None => result_to_proto(r),
+    }
+}
+
 /// A result as clients read it.
 pub fn result_to_proto(r: &TaskResult) -> pb::TaskResult {
     use crate::task::Outcome;

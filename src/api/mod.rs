@@ -268,7 +268,7 @@ impl TaskService for TaskApi {
         .await?;
         let out = futures::stream::unfold(opened, |mut opened| async move {
             match opened.next().await? {
-                Ok(result) => Some((Ok(convert::result_to_proto(&result)), opened)),
+                Ok(result) => Some((Ok(convert::result_to_wire(&result)), opened)),
                 Err(end) => status::stream_end(end).map(|s| (Err(s), opened)),
             }
         });

@@ -279,6 +279,7 @@ mod tests {
             http_status: 0,
             occurrence_id: String::new(),
             latency: Duration::ZERO,
+            wire: Default::default(),
         })
     }
 

@@ -36,6 +36,9 @@ const RECORD_RETRY: Duration = Duration::from_millis(200);
 /// the summary (and every failure is in its result).
 const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 
+// Nearly every message is a Record; boxing it would add an allocation per
+// result to save space in the rare others.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Message {
     Record(Recording),
     Ended(TaskId),

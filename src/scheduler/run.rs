@@ -109,6 +109,7 @@ pub(crate) async fn execute(
         http_status: last_output.http_status,
         occurrence_id: occurrence.clone(),
         latency,
+        wire: Default::default(),
     }
 }
 
@@ -136,6 +137,7 @@ pub(crate) fn dropped(
         http_status: 0,
         occurrence_id: run.occurrence_id.clone(),
         latency: Duration::ZERO,
+        wire: Default::default(),
     }
 }
 
@@ -162,5 +164,6 @@ pub(crate) fn skipped(
         output_truncated: false,
         http_status: 0,
         latency: Duration::ZERO,
+        wire: Default::default(),
     }
 }
