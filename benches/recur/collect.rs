@@ -140,23 +140,30 @@ async fn try_open(
 }
 
 /// Reopens after `cursor`; when retention dropped results after it
-/// (DATA_LOSS), counts the gap and goes on from the oldest result held.
-async fn reopen(client: &TaskServiceClient<Channel>, cursor: String, tally: &mut Tally) -> Results {
+/// (DATA_LOSS), counts the gap and goes on from the oldest result held, or
+/// (if retention moves faster than that) from now.
+async fn reopen(
+    client: &TaskServiceClient<Channel>,
+    mut cursor: String,
+    tally: &mut Tally,
+) -> Results {
     let mut client = client.clone();
-    match try_open(&mut client, cursor).await {
-        Ok(stream) => stream,
-        Err(status) if status.code() == Code::DataLoss => {
-            tally.gaps += 1;
-            let resume = status
-                .metadata()
-                .get(RESUME_CURSOR_TRAILER)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
-            open(client, resume).await
+    for _ in 0..3 {
+        match try_open(&mut client, cursor).await {
+            Ok(stream) => return stream,
+            Err(status) if status.code() == Code::DataLoss => {
+                tally.gaps += 1;
+                cursor = status
+                    .metadata()
+                    .get(RESUME_CURSOR_TRAILER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+            }
+            Err(status) => panic!("reopening StreamResults for the collector: {status}"),
         }
-        Err(status) => panic!("reopening StreamResults for the collector: {status}"),
     }
+    open(client, String::new()).await
 }
 
 async fn follow(
