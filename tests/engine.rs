@@ -323,7 +323,7 @@ async fn pause_and_cancel_drop_runs_still_waiting_for_a_slot() {
     let hog = Probe::new(Behaviour::Sleep(secs(30)));
     let probe = Probe::new(Behaviour::Sleep(millis(100)));
     let mut h = Harness::start_with(&[("hog", &hog), ("probe", &probe)], memory_store(), 1).await;
-    // Due together, fired in id order: the hog takes the only slot.
+    // Due together, fired in the order armed: the hog takes the only slot.
     h.register("a-hog", spec("hog", secs(3600))).await;
     let paused = h.register("b-paused", spec("probe", secs(3600))).await;
     let cancelled = h.register("c-cancelled", spec("probe", secs(3600))).await;
