@@ -120,8 +120,8 @@ impl Store for FlakyStore {
         }
         self.inner.halt(id, halt, now).await
     }
-    async fn start_run(&self, id: &TaskId, run: u64) -> Result<bool, StoreError> {
-        self.inner.start_run(id, run).await
+    async fn start_runs(&self, runs: &[(TaskId, u64)]) -> Result<Vec<bool>, StoreError> {
+        self.inner.start_runs(runs).await
     }
     async fn record(&self, batch: Vec<Recording>) -> Result<Recorded, StoreError> {
         self.inner.record(batch).await

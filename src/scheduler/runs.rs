@@ -2,20 +2,21 @@
 //! flight (`max_runs_in_flight`). A run waits in the queue, not as a task,
 //! so a herd of 100,000 costs 100,000 small records rather than as many
 //! futures; waiting is counted in the engine summary. A run waiting for a
-//! slot is not yet in flight: the store's `start_run` step refuses one that
-//! pause or cancel dropped meanwhile.
+//! slot is not yet in flight: the store's `start_runs` step refuses one
+//! that pause or cancel dropped meanwhile. Runs are started in waves: every
+//! run that is queued and has a free slot goes through one store step.
 
-use std::sync::Arc;
+use std::sync::{Arc, atomic::Ordering};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, debug_span, warn};
 
 use super::{Inner, run};
-use crate::{
-    stats::Stats,
-    store::RunStart,
-    task::{Outcome, TaskResult},
-};
+use crate::{stats::Stats, store::RunStart, task::Outcome};
+
+/// Most runs started by one store step.
+const START_WAVE: usize = 1024;
 
 impl Inner {
     /// Queues a dispatched run to start when a slot is free.
@@ -31,7 +32,10 @@ impl Inner {
         self: Arc<Self>,
         mut queue: mpsc::UnboundedReceiver<RunStart>,
     ) {
-        let slots = Arc::new(Semaphore::new(self.settings.max_runs_in_flight.clamp(1, Semaphore::MAX_PERMITS)));
+        let slots = Arc::new(Semaphore::new(
+            self.settings.max_runs_in_flight.clamp(1, Semaphore::MAX_PERMITS),
+        ));
+        let mut wave: Vec<(RunStart, OwnedSemaphorePermit)> = Vec::new();
         loop {
             let start = tokio::select! {
                 biased;
@@ -49,41 +53,85 @@ impl Inner {
                     Err(_) => return,
                 },
             };
+            wave.push((start, slot));
+            // Everything else already queued that has a free slot joins.
+            while wave.len() < START_WAVE {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    break;
+                };
+                match queue.try_recv() {
+                    Ok(start) => wave.push((start, slot)),
+                    Err(_) => break,
+                }
+            }
             self.stats
                 .runs_waiting
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            let span = debug_span!("run", task_id = %start.record.task_id, run = start.record.run);
-            let inner = self.clone();
-            self.tracker
-                .spawn(async move { inner.run(start, slot).await }.instrument(span));
+                .fetch_sub(wave.len() as u64, Ordering::Relaxed);
+            self.start_wave(&mut wave).await;
         }
     }
 
-    async fn run(self: Arc<Self>, start: RunStart, _slot: OwnedSemaphorePermit) {
-        let record = &start.record;
-        let handle = self.registry.handle(&record.task_id);
-        let token = handle.start_run(record.run);
-        match self.store.start_run(&record.task_id, record.run).await {
-            Ok(true) => {}
-            Ok(false) => {
-                // Dropped by pause or cancel while it waited; they recorded it.
-                handle.end_run(record.run);
-                return;
-            }
-            Err(error) => {
-                warn!(%error, "run not started: the store could not mark it running");
-                handle.end_run(record.run);
-                let mut result: TaskResult = run::dropped(
-                    record,
-                    Outcome::Failed,
-                    self.clock.now(),
-                    "not started: the store could not mark it running",
-                );
-                result.error = format!("{} ({error})", result.error);
-                self.writer.record(result, true);
-                return;
+    /// Marks a wave of runs running in one store step and spawns those that
+    /// were not dropped meanwhile.
+    async fn start_wave(self: &Arc<Self>, wave: &mut Vec<(RunStart, OwnedSemaphorePermit)>) {
+        // Tokens first, so a CANCEL_RUNNING decided as soon as the store
+        // says "running" finds the token to cancel.
+        let tokens: Vec<CancellationToken> = wave
+            .iter()
+            .map(|(start, _)| {
+                self.registry
+                    .handle(&start.record.task_id)
+                    .start_run(start.record.run)
+            })
+            .collect();
+        let keys: Vec<_> = wave
+            .iter()
+            .map(|(start, _)| (start.record.task_id.clone(), start.record.run))
+            .collect();
+        let started = self.store.start_runs(&keys).await;
+        for (i, ((start, slot), token)) in wave.drain(..).zip(tokens).enumerate() {
+            let record = &start.record;
+            match &started {
+                Ok(started) if started.get(i).copied() == Some(true) => {
+                    let span =
+                        debug_span!("run", task_id = %record.task_id, run = record.run);
+                    let inner = self.clone();
+                    self.tracker
+                        .spawn(async move { inner.run(start, token, slot).await }.instrument(span));
+                }
+                Ok(_) => {
+                    // Dropped by pause or cancel while it waited; they
+                    // recorded it.
+                    self.end_token(record);
+                }
+                Err(error) => {
+                    warn!(task_id = %record.task_id, run = record.run, %error, "run not started: the store could not mark it running");
+                    self.end_token(record);
+                    let mut result = run::dropped(
+                        record,
+                        Outcome::Failed,
+                        self.clock.now(),
+                        "not started: the store could not mark it running",
+                    );
+                    result.error = format!("{} ({error})", result.error);
+                    self.writer.record(result, true);
+                }
             }
         }
+    }
+
+    fn end_token(&self, record: &crate::store::RunRecord) {
+        if let Some(handle) = self.registry.get(&record.task_id) {
+            handle.end_run(record.run);
+        }
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        start: RunStart,
+        token: CancellationToken,
+        _slot: OwnedSemaphorePermit,
+    ) {
         // Shutdown may have begun while it waited.
         if self.stopping.is_cancelled() {
             token.cancel();
@@ -91,11 +139,9 @@ impl Inner {
         debug!("run started");
         Stats::add(&self.stats.runs_in_flight, 1);
         let result = run::execute(&self.actions, &self.clock, &start, token).await;
-        self.stats
-            .runs_in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats.runs_in_flight.fetch_sub(1, Ordering::Relaxed);
         debug!(outcome = ?result.outcome, "run finished");
-        handle.end_run(record.run);
+        self.end_token(&start.record);
         self.writer.record(result, true);
     }
 }

@@ -623,19 +623,24 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn start_run(&self, id: &TaskId, run: u64) -> Result<bool, StoreError> {
+    async fn start_runs(&self, runs: &[(TaskId, u64)]) -> Result<Vec<bool>, StoreError> {
         let mut inner = self.lock();
-        let record = inner
-            .tasks
-            .get_mut(id)
-            .and_then(|stored| stored.runs.iter_mut().find(|r| r.run == run));
-        Ok(match record {
-            Some(record) if record.phase == RunPhase::Queued => {
-                record.phase = RunPhase::Running;
-                true
-            }
-            _ => false,
-        })
+        Ok(runs
+            .iter()
+            .map(|(id, run)| {
+                let record = inner
+                    .tasks
+                    .get_mut(id)
+                    .and_then(|stored| stored.runs.iter_mut().find(|r| r.run == *run));
+                match record {
+                    Some(record) if record.phase == RunPhase::Queued => {
+                        record.phase = RunPhase::Running;
+                        true
+                    }
+                    _ => false,
+                }
+            })
+            .collect())
     }
 
     async fn record(&self, batch: Vec<Recording>) -> Result<Recorded, StoreError> {
