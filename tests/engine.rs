@@ -451,3 +451,49 @@ async fn a_start_that_fails_leaves_nothing_running() {
         "something fired after a failed start"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn runs_cancel_running_drops_before_they_start_do_not_count_toward_max_runs() {
+    let hog = Probe::new(Behaviour::Sleep(secs(30)));
+    let probe = Probe::new(Behaviour::Sleep(millis(100)));
+    let mut h = Harness::start_with(&[("hog", &hog), ("probe", &probe)], memory_store(), 1).await;
+    // The hog takes the only slot at 3600 s; the other task's runs, from
+    // 3601 s, wait behind it.
+    h.register("a-hog", spec("hog", secs(3600))).await;
+    let mut spec = spec_with(
+        "probe",
+        ScheduleInput {
+            every: Some(secs(1)),
+            start_at: Some(t0() + ms(3_601_000)),
+            max_runs: 2,
+            ..ScheduleInput::default()
+        },
+    );
+    spec.overlap = OverlapPolicy::CancelRunning;
+    let task = h.register("b-cancel-running", spec).await;
+
+    // At 3603.5 s: slot 3601 queued run 1 behind the hog, and each later
+    // slot dropped the waiting run and queued its own.
+    tokio::time::sleep(secs(3603) + millis(500)).await;
+    let after = h.get("b-cancel-running").await;
+    assert_eq!(
+        after.state,
+        TaskState::Active,
+        "no run started, so max_runs is not reached"
+    );
+    assert_eq!(after.scheduled_run_count, 1, "only the waiting run counts");
+    let dropped: Vec<_> = h
+        .drain()
+        .into_iter()
+        .filter_map(|event| match event {
+            Event::Result(r) if r.task_id == task.id => Some((r.run, r.outcome)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        dropped,
+        vec![(1, Outcome::Cancelled), (2, Outcome::Cancelled)],
+        "each displaced run got its result"
+    );
+    assert!(probe.calls().is_empty());
+}

@@ -438,7 +438,7 @@ async fn pause_at_the_instant_of_a_slot_still_stops_everything_after_it() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn pause_drops_a_buffered_run_without_counting_it() {
+async fn pause_drops_a_buffered_run_as_skipped_keeping_its_number() {
     let probe = Probe::new(Behaviour::Sleep(millis(1500)));
     let mut h = Harness::start(&[("probe", &probe)]).await;
     let mut spec = spec_with(
@@ -453,7 +453,7 @@ async fn pause_drops_a_buffered_run_without_counting_it() {
     let task = h.register("buffered-pause", spec).await;
     let slot = |n: i64| task.created_at + ms(1000 * n);
 
-    // At 2.2 s run 1 is in flight and slot 2 is buffered behind it.
+    // At 2.2 s run 1 is in flight and slot 2 is buffered behind it as run 2.
     tokio::time::sleep(millis(2200)).await;
     let paused = h
         .scheduler
@@ -461,8 +461,18 @@ async fn pause_drops_a_buffered_run_without_counting_it() {
         .await
         .expect("pause");
     assert_eq!(paused.skipped_count, 1, "the buffered slot is skipped");
-    assert_eq!(paused.run_count, 1, "the dropped run never started");
-    assert_eq!(paused.scheduled_run_count, 1, "nor counts toward max_runs");
+    assert_eq!(paused.run_count, 2, "run numbers are never given back");
+    assert_eq!(
+        paused.scheduled_run_count, 1,
+        "the dropped run does not count toward max_runs"
+    );
+    let dropped = h.next_result().await;
+    assert_eq!(
+        (dropped.run, dropped.outcome, dropped.scheduled_at),
+        (2, Outcome::Skipped, slot(2)),
+        "the dropped run is recorded, with its number"
+    );
+    assert_eq!(dropped.started_at, None);
     let run1 = h.next_result().await;
     assert_eq!((run1.run, run1.scheduled_at), (1, slot(1)));
     h.assert_quiet_for(secs(2)).await;
@@ -478,8 +488,8 @@ async fn pause_drops_a_buffered_run_without_counting_it() {
     assert_eq!(
         seen,
         vec![
-            (2, Outcome::Succeeded, slot(5)),
-            (3, Outcome::Succeeded, slot(6)),
+            (3, Outcome::Succeeded, slot(5)),
+            (4, Outcome::Succeeded, slot(6)),
         ]
     );
     match h.next_event().await {
@@ -488,7 +498,7 @@ async fn pause_drops_a_buffered_run_without_counting_it() {
     }
     let done = h.get("buffered-pause").await;
     assert_eq!(done.state, TaskState::Completed);
-    assert_eq!((done.run_count, done.scheduled_run_count), (3, 3));
+    assert_eq!((done.run_count, done.scheduled_run_count), (4, 3));
     assert_eq!(probe.calls().len(), 3);
 }
 

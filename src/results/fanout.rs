@@ -159,8 +159,10 @@ impl Hub {
         for task in ended {
             let followers = state.by_task.get(task).into_iter().flatten();
             for id in state.all.iter().chain(followers) {
-                if let Some(subscriber) = state.subscribers.get(id) {
-                    let _ = subscriber.tx.send(Delivery::Ended(task.clone()));
+                if let Some(subscriber) = state.subscribers.get(id)
+                    && !self.offer_end(subscriber, task)
+                {
+                    cut.push(*id);
                 }
             }
         }
@@ -182,6 +184,18 @@ impl Hub {
             .tx
             .send(Delivery::Results(results.clone()))
             .is_ok()
+    }
+
+    /// Queues the end of `task`, counted like a result: a reader that stops
+    /// reading while tasks end (register and cancel churn, no results) is
+    /// cut off like any other, not left to grow its queue.
+    fn offer_end(&self, subscriber: &Subscriber, task: &TaskId) -> bool {
+        if subscriber.queued.load(Ordering::Acquire) + 1 > self.per_subscriber {
+            let _ = subscriber.tx.send(Delivery::Lagged);
+            return false;
+        }
+        subscriber.queued.fetch_add(1, Ordering::AcqRel);
+        subscriber.tx.send(Delivery::Ended(task.clone())).is_ok()
     }
 
     /// Ends every subscription with [`Delivery::Closed`] (after what is
@@ -240,9 +254,12 @@ impl Subscription {
     }
 
     fn taken(&self, delivery: &Option<Delivery>) {
-        if let Some(Delivery::Results(results)) = delivery {
-            self.queued.fetch_sub(results.len(), Ordering::AcqRel);
-        }
+        let taken = match delivery {
+            Some(Delivery::Results(results)) => results.len(),
+            Some(Delivery::Ended(_)) => 1,
+            _ => 0,
+        };
+        self.queued.fetch_sub(taken, Ordering::AcqRel);
     }
 }
 
@@ -321,6 +338,21 @@ mod tests {
         hub.publish(&[result("a", 5)], &[]);
         assert_eq!(runs(quick.try_recv()), vec![5]);
         assert!(slow.try_recv().is_none());
+    }
+
+    #[test]
+    fn ends_count_toward_the_bound_of_a_reader_that_does_not_read() {
+        let hub = Hub::new(2);
+        let mut idle = hub.subscribe(&[]);
+        let ends: Vec<TaskId> = ["a", "b", "c"]
+            .iter()
+            .map(|t| TaskId::parse(t).unwrap())
+            .collect();
+        hub.publish(&[], &ends);
+        assert!(matches!(idle.try_recv(), Some(Delivery::Ended(_))));
+        assert!(matches!(idle.try_recv(), Some(Delivery::Ended(_))));
+        assert!(matches!(idle.try_recv(), Some(Delivery::Lagged)));
+        assert_eq!(hub.subscribers(), 0);
     }
 
     #[test]

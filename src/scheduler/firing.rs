@@ -45,7 +45,11 @@ impl Inner {
                 warn!(%error, slots = chunk.len(), "firing failed, retrying the slots");
                 let retry_at = now + FIRING_RETRY;
                 for armed in chunk {
-                    self.timer.set(armed.clone(), retry_at);
+                    let retry = Armed {
+                        retry: true,
+                        ..armed.clone()
+                    };
+                    self.timer.set(retry, retry_at);
                 }
                 return;
             }
@@ -53,11 +57,11 @@ impl Inner {
         for ((armed, (slot, passed)), fired) in chunk.iter().zip(planned).zip(fired) {
             let task_id = &armed.id;
             match fired {
-                // Changed since it was armed: whoever changed it armed it
-                // again, but arming from what the store holds also covers an
-                // earlier attempt of this very firing that did apply.
-                Fired::Stale(Some(task)) => self.arm(&task),
-                Fired::Stale(None) => {}
+                // Gone, or changed since it was armed: whoever changed it
+                // armed it again (a retry of a firing that did apply is
+                // answered as Done, not Stale). Arming here as well could
+                // hand the same slot out twice.
+                Fired::Stale => {}
                 Fired::AlreadyClaimed(fire) => {
                     warn!(task_id = %task_id, slot = %slot.to_rfc3339(), "slot already claimed, not run again");
                     self.apply_fire(fire);
@@ -151,5 +155,6 @@ fn plan(armed: &Armed, now: chrono::DateTime<Utc>) -> Firing {
         next: schedule.next_slot_after(armed.created_at, slot),
         occurrence_id: occurrence_id(&armed.id, slot),
         now,
+        retry: armed.retry,
     }
 }

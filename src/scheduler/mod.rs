@@ -727,11 +727,14 @@ impl Inner {
                         version: task.version,
                         created_at: task.created_at,
                         spec: task.spec.clone(),
+                        retry: false,
                     },
                     due,
                 );
             }
-            _ => self.timer.clear(task.id.clone(), task.version),
+            _ => self
+                .timer
+                .clear(task.id.clone(), task.created_at, task.version),
         }
     }
 

@@ -33,6 +33,9 @@ pub(crate) struct Armed {
     pub created_at: DateTime<Utc>,
     /// Its spec, shared with the record.
     pub spec: Arc<TaskSpec>,
+    /// Set when this is the retry of a firing whose store call failed: the
+    /// store then answers as it did if that call did apply after all.
+    pub retry: bool,
 }
 
 /// A change to the timer queue.
@@ -41,7 +44,11 @@ pub(crate) enum TimerCmd {
     /// (Re)arms a task to fire at `due` (slot plus jitter).
     Set { armed: Armed, due: DateTime<Utc> },
     /// Disarms a task at `version`.
-    Clear { id: TaskId, version: u64 },
+    Clear {
+        id: TaskId,
+        created_at: DateTime<Utc>,
+        version: u64,
+    },
     /// Forgets a deleted task.
     Forget { id: TaskId },
 }
@@ -64,8 +71,12 @@ impl TimerHandle {
         let _ = self.tx.send(TimerCmd::Set { armed, due });
     }
 
-    pub(crate) fn clear(&self, id: TaskId, version: u64) {
-        let _ = self.tx.send(TimerCmd::Clear { id, version });
+    pub(crate) fn clear(&self, id: TaskId, created_at: DateTime<Utc>, version: u64) {
+        let _ = self.tx.send(TimerCmd::Clear {
+            id,
+            created_at,
+            version,
+        });
     }
 
     pub(crate) fn forget(&self, id: TaskId) {
@@ -73,11 +84,16 @@ impl TimerHandle {
     }
 }
 
-/// A task's entry: the newest version seen, and its arming if armed.
+/// A task's entry: the newest stamp seen, and its arming if armed.
 struct Entry {
-    version: u64,
+    stamp: Stamp,
     armed: Option<(Key, Armed)>,
 }
+
+/// Orders the changes of one task id: registration time, then version. The
+/// registration time tells a task apart from an earlier one deleted under
+/// the same id, whose late disarming must not touch the new one.
+type Stamp = (DateTime<Utc>, u64);
 
 /// Position in the due queue: due time, then arming order. Not the task id:
 /// in a herd every due time is equal, and ordering by id string made
@@ -94,9 +110,17 @@ struct Queue {
 
 impl Queue {
     fn apply(&mut self, cmd: TimerCmd) {
-        let (id, version, armed) = match cmd {
-            TimerCmd::Set { armed, due } => (armed.id.clone(), armed.version, Some((due, armed))),
-            TimerCmd::Clear { id, version } => (id, version, None),
+        let (id, stamp, armed) = match cmd {
+            TimerCmd::Set { armed, due } => (
+                armed.id.clone(),
+                (armed.created_at, armed.version),
+                Some((due, armed)),
+            ),
+            TimerCmd::Clear {
+                id,
+                created_at,
+                version,
+            } => (id, (created_at, version), None),
             TimerCmd::Forget { id } => {
                 if let Some(Entry {
                     armed: Some((key, _)),
@@ -109,7 +133,7 @@ impl Queue {
             }
         };
         if let Some(entry) = self.entries.get_mut(&id) {
-            if entry.version > version {
+            if entry.stamp > stamp {
                 return;
             }
             if let Some((key, _)) = entry.armed.take() {
@@ -122,7 +146,7 @@ impl Queue {
             self.due.insert(key, id.clone());
             (key, armed)
         });
-        self.entries.insert(id, Entry { version, armed });
+        self.entries.insert(id, Entry { stamp, armed });
     }
 
     /// Takes every entry due at `now`.
@@ -172,5 +196,75 @@ pub(crate) async fn run(
             }
             _ = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::{Action, CustomAction, OverlapPolicy, RetryPolicy};
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::seconds(secs)
+    }
+
+    fn armed(created: i64, version: u64) -> Armed {
+        let schedule = crate::scheduler::schedule::Schedule::from_input(
+            crate::scheduler::schedule::ScheduleInput {
+                every: Some(std::time::Duration::from_secs(60)),
+                ..Default::default()
+            },
+            &Default::default(),
+        )
+        .unwrap();
+        Armed {
+            id: TaskId::parse("t").unwrap(),
+            slot: at(100),
+            version,
+            created_at: at(created),
+            spec: Arc::new(TaskSpec {
+                schedule,
+                action: Action::Custom(CustomAction {
+                    kind: "k".into(),
+                    payload: Default::default(),
+                }),
+                timeout: std::time::Duration::from_secs(1),
+                overlap: OverlapPolicy::Skip,
+                retry: RetryPolicy::default(),
+                labels: Default::default(),
+            }),
+            retry: false,
+        }
+    }
+
+    #[test]
+    fn older_changes_never_overwrite_newer_ones() {
+        let mut queue = Queue::default();
+        let id = TaskId::parse("t").unwrap();
+        queue.apply(TimerCmd::Set {
+            armed: armed(0, 5),
+            due: at(100),
+        });
+        // A late arming of version 4 is ignored.
+        queue.apply(TimerCmd::Set {
+            armed: armed(0, 4),
+            due: at(50),
+        });
+        assert!(queue.take_due(at(60)).is_empty());
+        // Deleted, then registered again under the same id: a late
+        // disarming of the old task leaves the new one armed.
+        queue.apply(TimerCmd::Forget { id: id.clone() });
+        queue.apply(TimerCmd::Set {
+            armed: armed(10, 0),
+            due: at(100),
+        });
+        queue.apply(TimerCmd::Clear {
+            id,
+            created_at: at(0),
+            version: 7,
+        });
+        let due = queue.take_due(at(100));
+        assert_eq!(due.len(), 1);
+        assert_eq!((due[0].created_at, due[0].version), (at(10), 0));
     }
 }

@@ -54,6 +54,9 @@ struct Stored {
     last_claimed: Option<DateTime<Utc>>,
     /// Runs dispatched and not yet recorded, oldest first.
     runs: Vec<RunRecord>,
+    /// Results decided but not yet recorded (a skipped slot, a run dropped
+    /// before it started): the task has not ended while any is owed.
+    owed: usize,
     /// Result of the most recent run (by run number).
     last_result: Option<Arc<TaskResult>>,
     /// What the last applied firing decided, so that a retry of it (its
@@ -79,13 +82,32 @@ impl Stored {
     fn view(&self) -> TaskRecord {
         let mut record = self.record.clone();
         record.last_result = self.last_result.clone();
-        record.active_runs = self.runs.len();
+        record.active_runs = self.runs.len() + self.owed;
         record
     }
 
-    /// Terminal with no run left: the moment its end is announced.
+    /// Terminal with no run left and no result owed: the moment its end is
+    /// announced.
     fn ended(&self) -> bool {
-        self.record.state.is_terminal() && self.runs.is_empty()
+        self.record.state.is_terminal() && self.runs.is_empty() && self.owed == 0
+    }
+
+    /// Drops the runs `drop` selects, which have not started: each still
+    /// gets a result (owed until recorded); a scheduled one no longer
+    /// counts toward max_runs. Run numbers are never given back.
+    fn drop_runs(&mut self, drop: impl Fn(&RunRecord) -> bool) -> Vec<RunRecord> {
+        let (dropped, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.runs)
+            .into_iter()
+            .partition(|run| run.phase != RunPhase::Running && drop(run));
+        self.runs = kept;
+        let scheduled = dropped
+            .iter()
+            .filter(|run| run.trigger == Trigger::Scheduled)
+            .count() as u64;
+        let task = &mut self.record;
+        task.scheduled_run_count = task.scheduled_run_count.saturating_sub(scheduled);
+        self.owed += dropped.len();
+        dropped
     }
 
     /// Applies `decision` (made by [`decide`] over these runs) to the new
@@ -99,15 +121,14 @@ impl Stored {
         let mut cancel = Vec::new();
         let mut dropped = Vec::new();
         let dispatch = match decision {
-            Decision::Skip => Dispatch::Skipped,
+            Decision::Skip => {
+                self.owed += 1;
+                Dispatch::Skipped
+            }
             Decision::Start | Decision::CancelThenStart => {
                 if decision == Decision::CancelThenStart {
-                    let (running, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.runs)
-                        .into_iter()
-                        .partition(|r| r.phase == RunPhase::Running);
-                    cancel = running.iter().map(|r| r.run).collect();
-                    self.runs = running;
-                    dropped = waiting;
+                    dropped = self.drop_runs(|_| true);
+                    cancel = self.runs.iter().map(|r| r.run).collect();
                 }
                 self.runs.push(run.clone());
                 Dispatch::Start(RunStart {
@@ -178,7 +199,8 @@ impl Stored {
 
     /// Fires one due slot; see [`Store::fire`].
     fn fire(&mut self, f: Firing) -> Fired {
-        if let Some(last) = &self.last_fire
+        if f.retry
+            && let Some(last) = &self.last_fire
             && last.version == f.version
             && last.armed_slot == f.armed_slot
         {
@@ -189,7 +211,7 @@ impl Stored {
             || task.state != TaskState::Active
             || task.next_run_at != Some(f.armed_slot)
         {
-            return Fired::Stale(Some(self.view()));
+            return Fired::Stale;
         }
         if self.last_claimed.is_some_and(|claimed| f.slot <= claimed) {
             self.advance(f.next, f.now);
@@ -212,17 +234,29 @@ impl Stored {
             task.run_count += 1;
             task.scheduled_run_count += 1;
         }
-        self.advance(f.next, f.now);
         let run = RunRecord {
             task_id: f.task_id,
             run: self.record.run_count,
             trigger: Trigger::Scheduled,
             scheduled_at: f.slot,
             occurrence_id: f.occurrence_id,
-            retry_deadline: self.retry_deadline(),
+            retry_deadline: None,
             phase: RunPhase::Queued,
         };
-        let (dispatch, cancel, dropped) = self.apply(decision, run);
+        // Before advancing: runs CANCEL_RUNNING drops stop counting toward
+        // max_runs, which decides whether this slot completes the task.
+        let (mut dispatch, cancel, dropped) = self.apply(decision, run);
+        self.advance(f.next, f.now);
+        // Retries stop at the slot after this one, known only now.
+        let deadline = self.retry_deadline();
+        if let Dispatch::Start(start) = &mut dispatch {
+            start.record.retry_deadline = deadline;
+        }
+        if decision != Decision::Skip
+            && let Some(new_run) = self.runs.last_mut()
+        {
+            new_run.retry_deadline = deadline;
+        }
         self.last_fire = Some(LastFire {
             version: self.record.version,
             armed_slot: f.armed_slot,
@@ -425,6 +459,7 @@ impl Store for MemoryStore {
             request_id: request_id.map(str::to_string),
             last_claimed: None,
             runs: Vec::new(),
+            owed: 0,
             last_result: None,
             last_fire: None,
         };
@@ -525,7 +560,7 @@ impl Store for MemoryStore {
             .into_iter()
             .map(|firing| match inner.tasks.get_mut(&firing.task_id) {
                 Some(stored) => stored.fire(firing),
-                None => Fired::Stale(None),
+                None => Fired::Stale,
             })
             .collect())
     }
@@ -587,30 +622,11 @@ impl Store for MemoryStore {
             (TaskState::Active, _) | (TaskState::Paused, TaskState::Cancelled) => {}
             _ => return Ok(Halted::Refused(stored.view())),
         }
+        let dropped = stored.drop_runs(|run| drops_manual || run.trigger == Trigger::Scheduled);
         let task = &mut stored.record;
-        let mut dropped = Vec::new();
-        stored.runs.retain(|run| {
-            let drop = run.phase != RunPhase::Running
-                && (drops_manual || run.trigger == Trigger::Scheduled);
-            if !drop {
-                return true;
-            }
-            if run.phase == RunPhase::Buffered {
-                // Counted when buffered, never started, and nothing can be
-                // numbered after a buffered run: uncount it, so max_runs still
-                // means runs started and run numbers stay dense.
-                task.run_count = task.run_count.saturating_sub(1);
-            } else {
-                dropped.push(run.clone());
-            }
-            if run.trigger == Trigger::Scheduled {
-                task.scheduled_run_count = task.scheduled_run_count.saturating_sub(1);
-                if target == TaskState::Paused {
-                    task.skipped_count += 1;
-                }
-            }
-            false
-        });
+        if target == TaskState::Paused {
+            task.skipped_count += dropped.len() as u64;
+        }
         task.state = target;
         task.next_run_at = None;
         task.reason = reason;
@@ -664,7 +680,8 @@ impl Store for MemoryStore {
                 {
                     stored.last_result = Some(result.clone());
                 }
-                if finishes_run {
+                let settled = if finishes_run {
+                    let before = stored.runs.len();
                     stored.runs.retain(|r| r.run != result.run);
                     let in_flight = stored.runs.iter().any(|r| r.phase != RunPhase::Buffered);
                     if !in_flight
@@ -681,9 +698,16 @@ impl Store for MemoryStore {
                             spec: stored.record.spec.clone(),
                         });
                     }
-                    if stored.ended() {
-                        recorded.ended.push(result.task_id.clone());
-                    }
+                    stored.runs.len() < before
+                } else {
+                    let owed = stored.owed > 0;
+                    stored.owed = stored.owed.saturating_sub(1);
+                    owed
+                };
+                // Only a result that settled something can end the task, so
+                // its end is reported once.
+                if settled && stored.ended() {
+                    recorded.ended.push(result.task_id.clone());
                 }
             }
             recorded.results.push(result);
@@ -768,7 +792,151 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::task::{Outcome, Trigger};
+    use crate::{
+        scheduler::schedule::{Limits, Schedule, ScheduleInput},
+        task::{Action, CustomAction, Outcome, OverlapPolicy, RetryPolicy, TaskSpec, Trigger},
+    };
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::seconds(secs)
+    }
+
+    /// A task every second from t(1), with `overlap`, inserted into `store`.
+    async fn task(store: &MemoryStore, id: &str, overlap: OverlapPolicy) -> TaskRecord {
+        let schedule = Schedule::from_input(
+            ScheduleInput {
+                every: Some(Duration::from_secs(1)),
+                start_at: Some(t(1)),
+                ..ScheduleInput::default()
+            },
+            &Limits::default(),
+        )
+        .unwrap();
+        let spec = TaskSpec {
+            schedule,
+            action: Action::Custom(CustomAction {
+                kind: "k".into(),
+                payload: Bytes::new(),
+            }),
+            timeout: Duration::from_secs(1),
+            overlap,
+            retry: RetryPolicy::default(),
+            labels: Default::default(),
+        };
+        let record = TaskRecord {
+            id: TaskId::parse(id).unwrap(),
+            spec: Arc::new(spec),
+            state: TaskState::Active,
+            created_at: t(0),
+            updated_at: t(0),
+            next_run_at: Some(t(1)),
+            run_count: 0,
+            scheduled_run_count: 0,
+            skipped_count: 0,
+            last_result: None,
+            active_runs: 0,
+            reason: String::new(),
+            version: 0,
+        };
+        match store.insert_task(record, None).await.unwrap() {
+            Inserted::Created(task) => task,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The firing of `task`'s next slot as armed now.
+    fn firing(task: &TaskRecord, retry: bool) -> Firing {
+        let slot = task.next_run_at.unwrap();
+        Firing {
+            task_id: task.id.clone(),
+            version: task.version,
+            armed_slot: slot,
+            slot,
+            passed: 0,
+            next: Some(slot + chrono::Duration::seconds(1)),
+            occurrence_id: format!("{}@{}", task.id, slot),
+            now: slot,
+            retry,
+        }
+    }
+
+    async fn fire_one(store: &MemoryStore, firing: Firing) -> Fired {
+        store.fire(vec![firing]).await.unwrap().remove(0)
+    }
+
+    #[tokio::test]
+    async fn only_a_retry_gets_the_answer_of_an_applied_firing_again() {
+        let store = MemoryStore::new(Retention {
+            per_task: 10,
+            total: 10,
+            max_bytes: 1000,
+        });
+        let armed = task(&store, "a", OverlapPolicy::Skip).await;
+        let Fired::Done(first) = fire_one(&store, firing(&armed, false)).await else {
+            panic!("first firing applies");
+        };
+        assert!(matches!(first.dispatch, Dispatch::Start(ref s) if s.record.run == 1));
+        // The same slot handed out again (not a retry) must not run twice.
+        assert!(matches!(
+            fire_one(&store, firing(&armed, false)).await,
+            Fired::Stale
+        ));
+        // A retry (its caller never saw the first answer) gets it again.
+        let Fired::Done(again) = fire_one(&store, firing(&armed, true)).await else {
+            panic!("a retry is answered");
+        };
+        assert!(matches!(again.dispatch, Dispatch::Start(ref s) if s.record.run == 1));
+        assert_eq!(again.task.run_count, 1, "counted once");
+    }
+
+    #[tokio::test]
+    async fn a_task_does_not_end_while_a_dropped_runs_result_is_owed() {
+        let store = MemoryStore::new(Retention {
+            per_task: 10,
+            total: 10,
+            max_bytes: 1000,
+        });
+        let armed = task(&store, "b", OverlapPolicy::Allow).await;
+        let Fired::Done(first) = fire_one(&store, firing(&armed, false)).await else {
+            panic!("fires");
+        };
+        assert_eq!(store.start_runs(&[(armed.id.clone(), 1)]).await.unwrap(), [true]);
+        let Fired::Done(second) = fire_one(&store, firing(&first.task, false)).await else {
+            panic!("fires");
+        };
+        assert_eq!(second.task.run_count, 2, "run 2 queued beside running run 1");
+        let Halted::Done { dropped, ended, .. } = store
+            .halt(&armed.id, Halt::Cancel { reason: String::new() }, t(3))
+            .await
+            .unwrap()
+        else {
+            panic!("cancels");
+        };
+        assert_eq!(dropped.iter().map(|r| r.run).collect::<Vec<_>>(), [2]);
+        assert!(!ended, "run 1 still runs");
+        let finished = |run: u64, outcome| Recording {
+            result: TaskResult {
+                run,
+                outcome,
+                task_id: armed.id.clone(),
+                ..result("b", 0)
+            },
+            finishes_run: run == 1,
+        };
+        // Run 1 is recorded before the dropped run 2's result: no end yet.
+        let recorded = store
+            .record(vec![finished(1, Outcome::Cancelled)])
+            .await
+            .unwrap();
+        assert!(recorded.ended.is_empty(), "run 2's result is still owed");
+        let recorded = store
+            .record(vec![finished(2, Outcome::Cancelled)])
+            .await
+            .unwrap();
+        assert_eq!(recorded.ended, vec![armed.id.clone()], "then it ends, once");
+        let view = store.get_task(&armed.id).await.unwrap().unwrap();
+        assert!(view.has_ended());
+    }
 
     fn result(task: &str, output: usize) -> TaskResult {
         TaskResult {

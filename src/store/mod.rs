@@ -167,15 +167,19 @@ pub struct Firing {
     pub occurrence_id: String,
     /// When the firing happens.
     pub now: DateTime<Utc>,
+    /// The retry of a firing whose store call reported an error: if that
+    /// call did apply (a reply lost on the way), the store answers exactly
+    /// as it did then, so the run it dispatched is not orphaned. Only a
+    /// retry gets that answer, so a slot is never handed out twice.
+    pub retry: bool,
 }
 
 /// What [`Store::fire`] did with one due slot.
 #[derive(Debug)]
 pub enum Fired {
     /// The task is gone, not active, or changed since it was armed: nothing
-    /// was done. Carries the task as stored, so the caller can re-arm it
-    /// (this is also what a retry sees when an earlier attempt did apply).
-    Stale(Option<TaskRecord>),
+    /// was done (whoever changed it armed it).
+    Stale,
     /// The slot was claimed before (another process, or a clock that stepped
     /// back); the task was only advanced.
     AlreadyClaimed(Fire),
@@ -193,10 +197,13 @@ pub struct Fire {
     /// Running runs the caller cancels (CANCEL_RUNNING); their records stay
     /// until their results are recorded.
     pub cancel: Vec<u64>,
-    /// Queued runs dropped before they started (CANCEL_RUNNING); the caller
-    /// records them as CANCELLED.
+    /// Runs dropped before they started (CANCEL_RUNNING); the caller
+    /// records them as CANCELLED. The store counts their results, and a
+    /// SKIPPED slot's, as owed until recorded, so a task's end is never
+    /// announced before them.
     pub dropped: Vec<RunRecord>,
-    /// The task became terminal with no run left: announce its end.
+    /// The task became terminal with no run and no result owed: announce
+    /// its end.
     pub ended: bool,
 }
 
@@ -229,7 +236,8 @@ pub enum Triggered {
 /// A control change that also drops runs not yet in flight.
 #[derive(Debug, Clone)]
 pub enum Halt {
-    /// ACTIVE -> PAUSED; drops queued and buffered scheduled runs.
+    /// ACTIVE -> PAUSED; drops queued and buffered scheduled runs (each
+    /// still gets a result: SKIPPED).
     Pause {
         /// Why, as the client gave it.
         reason: String,
@@ -266,8 +274,9 @@ pub enum Halted {
 pub struct Recording {
     /// The result; its cursor is set by the store.
     pub result: TaskResult,
-    /// Whether it finishes a run record (a run that ran), as opposed to a
-    /// slot that started none or a run dropped before it started.
+    /// Whether it finishes a run record (a run that was started), as
+    /// opposed to settling a result the store counted as owed: a skipped
+    /// slot, or a run dropped before it started.
     pub finishes_run: bool,
 }
 
