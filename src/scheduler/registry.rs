@@ -85,6 +85,20 @@ impl Registry {
         self.handles().get(id).cloned()
     }
 
+    /// Forgets the task's handle if nothing of it runs here and nobody else
+    /// holds it: a run that was dropped before it started may belong to a
+    /// task since deleted, whose handle must not stay behind. Nothing is
+    /// lost by forgetting an idle handle: no run holds a child of its token.
+    pub fn forget_if_idle(&self, id: &TaskId) {
+        let mut handles = self.handles();
+        if handles
+            .get(id)
+            .is_some_and(|h| Arc::strong_count(h) == 1 && h.runs().is_empty())
+        {
+            handles.remove(id);
+        }
+    }
+
     /// Forgets a deleted task.
     pub fn remove(&self, id: &TaskId) {
         self.handles().remove(id);

@@ -101,8 +101,9 @@ impl Inner {
                 }
                 Ok(_) => {
                     // Dropped by pause or cancel while it waited; they
-                    // recorded it.
+                    // recorded it. Its task may be gone since.
                     self.end_token(record);
+                    self.registry.forget_if_idle(&record.task_id);
                 }
                 Err(error) => {
                     warn!(task_id = %record.task_id, run = record.run, %error, "run not started: the store could not mark it running");
