@@ -218,8 +218,8 @@ pub struct TaskRecord {
     /// Nominal time of the next scheduled slot; None when paused or terminal.
     pub next_run_at: Option<DateTime<Utc>>,
     /// Run numbers handed out, scheduled and manual; the next run's number
-    /// is this + 1. A number is never reused, except that of a buffered run
-    /// dropped before it started (nothing can be numbered after one).
+    /// is this + 1. A number is never reused: a run dropped before it
+    /// started keeps it, and its result carries it.
     pub run_count: u64,
     /// Scheduled runs dispatched and not dropped before they started;
     /// compared with max_runs.
@@ -229,8 +229,10 @@ pub struct TaskRecord {
     /// Result of the most recent run; kept by the store as results are
     /// recorded (not written back by runs), filled in on read.
     pub last_result: Option<Arc<TaskResult>>,
-    /// Runs dispatched and not yet recorded (queued, running or buffered);
-    /// filled in by the store on read. A terminal task with none has ended.
+    /// Runs dispatched and not yet recorded (queued, running or buffered),
+    /// plus results decided and not yet recorded (a skipped slot, a dropped
+    /// run); filled in by the store on read. A terminal task with none has
+    /// ended.
     pub active_runs: usize,
     /// Reason given to pause or cancel.
     pub reason: String,
