@@ -33,8 +33,8 @@ use crate::{
 /// per connection.
 const SUBSCRIBERS_PER_CONNECTION: usize = 100;
 
-/// How long idle streams sit before their memory is read, so the server's
-/// forwarders have all started.
+/// How long idle streams sit before their memory is read, so the server
+/// has set up every one of them.
 const IDLE_SETTLE: Duration = Duration::from_secs(1);
 
 /// How long subscribers may trail the collector at the end.
