@@ -241,6 +241,31 @@ pub struct TaskRecord {
 }
 
 impl TaskRecord {
+    /// A task as registered at `now`: active, first slot `next_run_at`,
+    /// nothing run yet, version 0.
+    pub fn new(
+        id: TaskId,
+        spec: Arc<TaskSpec>,
+        now: DateTime<Utc>,
+        next_run_at: DateTime<Utc>,
+    ) -> TaskRecord {
+        TaskRecord {
+            id,
+            spec,
+            state: TaskState::Active,
+            created_at: now,
+            updated_at: now,
+            next_run_at: Some(next_run_at),
+            run_count: 0,
+            scheduled_run_count: 0,
+            skipped_count: 0,
+            last_result: None,
+            active_runs: 0,
+            reason: String::new(),
+            version: 0,
+        }
+    }
+
     /// Terminal, and its last run has been recorded: nothing of it will
     /// ever happen again (streams naming it finish; it can be deleted).
     pub fn has_ended(&self) -> bool {

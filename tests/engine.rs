@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicU32;
 use chrono::DateTime;
 use engine_harness::*;
 use recur::store::{
-    Fired, Firing, Halt, Halted, Inserted, MAX_ALLOW_RUNS_PER_TASK, Recorded, Recording,
+    Fired, Firing, Halt, Halted, Inserted, MAX_ALLOW_RUNS_PER_TASK, Recorded, Recording, RunStart,
     StoreError, TaskFilter, Triggered,
 };
 
@@ -120,10 +120,10 @@ impl Store for FlakyStore {
         }
         self.inner.halt(id, halt, now).await
     }
-    async fn start_runs(&self, runs: &[(TaskId, u64)]) -> Result<Vec<bool>, StoreError> {
+    async fn start_runs(&self, runs: &[RunStart]) -> Result<Vec<bool>, StoreError> {
         self.inner.start_runs(runs).await
     }
-    async fn record(&self, batch: Vec<Recording>) -> Result<Recorded, StoreError> {
+    async fn record(&self, batch: &[Recording]) -> Result<Recorded, StoreError> {
         self.inner.record(batch).await
     }
     async fn results_after(

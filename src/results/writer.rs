@@ -134,20 +134,21 @@ impl Writer {
         }
     }
 
-    /// Records `batch`, then publishes its results and the ends in `ended`.
+    /// Records `batch`, then publishes its results and the ends in `ended`;
+    /// leaves both empty (their buffers are reused).
     async fn commit(&mut self, batch: &mut Vec<Recording>, ended: &mut Vec<TaskId>) {
         if batch.is_empty() && ended.is_empty() {
             return;
         }
-        let recordings = std::mem::take(batch);
-        for recording in &recordings {
+        for recording in batch.iter() {
             self.count(&recording.result);
         }
-        let recorded = if recordings.is_empty() {
+        let recorded = if batch.is_empty() {
             Default::default()
         } else {
-            self.record(recordings).await
+            self.record(batch).await
         };
+        batch.clear();
         let mut ends = recorded.ended;
         ends.append(ended);
         self.hub.publish(&recorded.results, &ends);
@@ -156,27 +157,19 @@ impl Writer {
         }
     }
 
-    async fn record(&self, recordings: Vec<Recording>) -> crate::store::Recorded {
-        let count = recordings.len();
-        let mut recordings = Some(recordings);
+    /// Records `batch`, retrying a refusal: the store applies a batch all or
+    /// nothing, so a retry cannot record a result twice.
+    async fn record(&self, batch: &[Recording]) -> crate::store::Recorded {
         for attempt in 1..=RECORD_TRIES {
-            // The store applies a batch all or nothing, so a retry cannot
-            // record a result twice. It consumes the batch, hence the copy
-            // kept for all but the last try.
-            let this_try = if attempt == RECORD_TRIES {
-                recordings.take().unwrap_or_default()
-            } else {
-                recordings.as_ref().cloned().unwrap_or_default()
-            };
-            match self.store.record(this_try).await {
+            match self.store.record(batch).await {
                 Ok(recorded) => return recorded,
                 Err(error) if attempt < RECORD_TRIES => {
-                    warn!(%error, results = count, attempt, "recording results failed, retrying");
+                    warn!(%error, results = batch.len(), attempt, "recording results failed, retrying");
                     tokio::time::sleep(RECORD_RETRY).await;
                 }
                 Err(error) => {
-                    Stats::add(&self.stats.results_lost, count as u64);
-                    error!(%error, results = count, "results lost: the store refused them");
+                    Stats::add(&self.stats.results_lost, batch.len() as u64);
+                    error!(%error, results = batch.len(), "results lost: the store refused them");
                 }
             }
         }

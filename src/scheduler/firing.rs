@@ -123,7 +123,7 @@ impl Inner {
             );
         }
         if let Dispatch::Start(start) = dispatch {
-            self.enqueue(start);
+            self.run_queue.push(start);
         }
         if task.state == TaskState::Completed {
             debug!(task_id = %task.id, "task completed");

@@ -164,7 +164,7 @@ struct Inner {
     /// The one result writer.
     writer: WriterHandle,
     /// Dispatched runs on their way to a slot under the cap.
-    run_queue: mpsc::UnboundedSender<RunStart>,
+    run_queue: runs::RunQueue,
     /// Engine counters for the periodic summary.
     stats: Arc<Stats>,
     /// What `start` spawns, taken once.
@@ -195,19 +195,18 @@ impl Scheduler {
         root: CancellationToken,
     ) -> Self {
         let (timer, timer_rx) = TimerHandle::new();
-        let (run_queue, runs_rx) = mpsc::unbounded_channel::<RunStart>();
+
         let hub = Hub::new(settings.subscriber_bound);
         let stats = Arc::new(Stats::default());
+        let (run_queue, runs_rx) = runs::RunQueue::new(stats.clone());
         let promoted_to = run_queue.clone();
-        let promoted_stats = stats.clone();
         let (writer, writer_handle, writer_rx) = Writer::new(
             store.clone(),
             hub.clone(),
             stats.clone(),
             Box::new(move |starts: Vec<RunStart>| {
                 for start in starts {
-                    Stats::add(&promoted_stats.runs_waiting, 1);
-                    let _ = promoted_to.send(start);
+                    promoted_to.push(start);
                 }
             }),
         );
@@ -354,21 +353,7 @@ impl Scheduler {
         }
         let now = inner.clock.now();
         let next = slot_after(&spec, now, now)?;
-        let record = TaskRecord {
-            id: id.clone(),
-            spec: Arc::new(spec),
-            state: TaskState::Active,
-            created_at: now,
-            updated_at: now,
-            next_run_at: Some(next),
-            run_count: 0,
-            scheduled_run_count: 0,
-            skipped_count: 0,
-            last_result: None,
-            active_runs: 0,
-            reason: String::new(),
-            version: 0,
-        };
+        let record = TaskRecord::new(id.clone(), Arc::new(spec), now, next);
         let record = match inner.store.insert_task(record, request_id.as_deref()).await {
             Ok(Inserted::Created(record)) => record,
             Ok(Inserted::SameRequest(earlier)) => return Ok(earlier),

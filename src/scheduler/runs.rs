@@ -18,15 +18,31 @@ use crate::{stats::Stats, store::RunStart, task::Outcome};
 /// Most runs started by one store step.
 const START_WAVE: usize = 1024;
 
-impl Inner {
+/// Where dispatched runs wait for a slot: firing, triggers and the
+/// writer's promoted buffered runs all enter through [`RunQueue::push`],
+/// which counts them as waiting.
+#[derive(Clone)]
+pub(super) struct RunQueue {
+    tx: mpsc::UnboundedSender<RunStart>,
+    stats: Arc<Stats>,
+}
+
+impl RunQueue {
+    pub(super) fn new(stats: Arc<Stats>) -> (RunQueue, mpsc::UnboundedReceiver<RunStart>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (RunQueue { tx, stats }, rx)
+    }
+
     /// Queues a dispatched run to start when a slot is free.
-    pub(super) fn enqueue(&self, start: RunStart) {
+    pub(super) fn push(&self, start: RunStart) {
         Stats::add(&self.stats.runs_waiting, 1);
         // The receiver lives until shutdown; a run queued after that was
         // never going to start.
-        let _ = self.run_queue.send(start);
+        let _ = self.tx.send(start);
     }
+}
 
+impl Inner {
     /// Starts queued runs as slots free up, until the scheduler stops.
     pub(super) async fn dispatch_loop(
         self: Arc<Self>,
@@ -35,7 +51,8 @@ impl Inner {
         let slots = Arc::new(Semaphore::new(
             self.settings.max_runs_in_flight.clamp(1, Semaphore::MAX_PERMITS),
         ));
-        let mut wave: Vec<(RunStart, OwnedSemaphorePermit)> = Vec::new();
+        let mut wave: Vec<RunStart> = Vec::new();
+        let mut wave_slots: Vec<OwnedSemaphorePermit> = Vec::new();
         loop {
             let start = tokio::select! {
                 biased;
@@ -53,48 +70,51 @@ impl Inner {
                     Err(_) => return,
                 },
             };
-            wave.push((start, slot));
+            wave.push(start);
+            wave_slots.push(slot);
             // Everything else already queued that has a free slot joins.
             while wave.len() < START_WAVE {
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
                     break;
                 };
                 match queue.try_recv() {
-                    Ok(start) => wave.push((start, slot)),
+                    Ok(start) => {
+                        wave.push(start);
+                        wave_slots.push(slot);
+                    }
                     Err(_) => break,
                 }
             }
             self.stats
                 .runs_waiting
                 .fetch_sub(wave.len() as u64, Ordering::Relaxed);
-            self.start_wave(&mut wave).await;
+            self.start_wave(&mut wave, &mut wave_slots).await;
         }
     }
 
     /// Marks a wave of runs running in one store step and spawns those that
-    /// were not dropped meanwhile.
-    async fn start_wave(self: &Arc<Self>, wave: &mut Vec<(RunStart, OwnedSemaphorePermit)>) {
+    /// were not dropped meanwhile; leaves both vectors empty.
+    async fn start_wave(
+        self: &Arc<Self>,
+        wave: &mut Vec<RunStart>,
+        slots: &mut Vec<OwnedSemaphorePermit>,
+    ) {
         // Tokens first, so a CANCEL_RUNNING decided as soon as the store
         // says "running" finds the token to cancel.
         let tokens: Vec<CancellationToken> = wave
             .iter()
-            .map(|(start, _)| {
+            .map(|start| {
                 self.registry
                     .handle(&start.record.task_id)
                     .start_run(start.record.run)
             })
             .collect();
-        let keys: Vec<_> = wave
-            .iter()
-            .map(|(start, _)| (start.record.task_id.clone(), start.record.run))
-            .collect();
-        let started = self.store.start_runs(&keys).await;
-        for (i, ((start, slot), token)) in wave.drain(..).zip(tokens).enumerate() {
+        let started = self.store.start_runs(wave).await;
+        for (i, ((start, slot), token)) in wave.drain(..).zip(slots.drain(..)).zip(tokens).enumerate() {
             let record = &start.record;
             match &started {
                 Ok(started) if started.get(i).copied() == Some(true) => {
-                    let span =
-                        debug_span!("run", task_id = %record.task_id, run = record.run);
+                    let span = debug_span!("run", task_id = %record.task_id, run = record.run);
                     let inner = self.clone();
                     self.tracker
                         .spawn(async move { inner.run(start, token, slot).await }.instrument(span));

@@ -639,15 +639,16 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn start_runs(&self, runs: &[(TaskId, u64)]) -> Result<Vec<bool>, StoreError> {
+    async fn start_runs(&self, runs: &[RunStart]) -> Result<Vec<bool>, StoreError> {
         let mut inner = self.lock();
         Ok(runs
             .iter()
-            .map(|(id, run)| {
+            .map(|start| {
+                let (id, run) = (&start.record.task_id, start.record.run);
                 let record = inner
                     .tasks
                     .get_mut(id)
-                    .and_then(|stored| stored.runs.iter_mut().find(|r| r.run == *run));
+                    .and_then(|stored| stored.runs.iter_mut().find(|r| r.run == run));
                 match record {
                     Some(record) if record.phase == RunPhase::Queued => {
                         record.phase = RunPhase::Running;
@@ -659,7 +660,7 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn record(&self, batch: Vec<Recording>) -> Result<Recorded, StoreError> {
+    async fn record(&self, batch: &[Recording]) -> Result<Recorded, StoreError> {
         let mut inner = self.lock();
         let mut recorded = Recorded {
             results: Vec::with_capacity(batch.len()),
@@ -670,7 +671,8 @@ impl Store for MemoryStore {
             finishes_run,
         } in batch
         {
-            let result = self.append(&mut inner, result);
+            let finishes_run = *finishes_run;
+            let result = self.append(&mut inner, result.clone());
             if let Some(stored) = inner.tasks.get_mut(&result.task_id) {
                 if result.run > 0
                     && stored
@@ -823,21 +825,7 @@ mod tests {
             retry: RetryPolicy::default(),
             labels: Default::default(),
         };
-        let record = TaskRecord {
-            id: TaskId::parse(id).unwrap(),
-            spec: Arc::new(spec),
-            state: TaskState::Active,
-            created_at: t(0),
-            updated_at: t(0),
-            next_run_at: Some(t(1)),
-            run_count: 0,
-            scheduled_run_count: 0,
-            skipped_count: 0,
-            last_result: None,
-            active_runs: 0,
-            reason: String::new(),
-            version: 0,
-        };
+        let record = TaskRecord::new(TaskId::parse(id).unwrap(), Arc::new(spec), t(0), t(1));
         match store.insert_task(record, None).await.unwrap() {
             Inserted::Created(task) => task,
             other => panic!("{other:?}"),
@@ -900,7 +888,10 @@ mod tests {
         let Fired::Done(first) = fire_one(&store, firing(&armed, false)).await else {
             panic!("fires");
         };
-        assert_eq!(store.start_runs(&[(armed.id.clone(), 1)]).await.unwrap(), [true]);
+        let Dispatch::Start(run1) = first.dispatch else {
+            panic!("run 1 dispatched");
+        };
+        assert_eq!(store.start_runs(&[run1]).await.unwrap(), [true]);
         let Fired::Done(second) = fire_one(&store, firing(&first.task, false)).await else {
             panic!("fires");
         };
@@ -925,12 +916,12 @@ mod tests {
         };
         // Run 1 is recorded before the dropped run 2's result: no end yet.
         let recorded = store
-            .record(vec![finished(1, Outcome::Cancelled)])
+            .record(&[finished(1, Outcome::Cancelled)])
             .await
             .unwrap();
         assert!(recorded.ended.is_empty(), "run 2's result is still owed");
         let recorded = store
-            .record(vec![finished(2, Outcome::Cancelled)])
+            .record(&[finished(2, Outcome::Cancelled)])
             .await
             .unwrap();
         assert_eq!(recorded.ended, vec![armed.id.clone()], "then it ends, once");
@@ -964,7 +955,7 @@ mod tests {
             result,
             finishes_run: false,
         };
-        let mut recorded = store.record(vec![recording]).await.unwrap();
+        let mut recorded = store.record(&[recording]).await.unwrap();
         recorded.results.remove(0)
     }
 

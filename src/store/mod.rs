@@ -334,14 +334,14 @@ pub trait Store: Send + Sync + 'static {
     /// Pauses or cancels a task, dropping its runs not yet in flight.
     async fn halt(&self, id: &TaskId, halt: Halt, now: DateTime<Utc>)
     -> Result<Halted, StoreError>;
-    /// Moves queued runs, each named by task and run number, to running;
+    /// Moves queued runs to running;
     /// one answer per run, in order: false when it was dropped meanwhile
     /// (pause, cancel) and must not start. A batch, so a wave of runs costs
     /// one store step (one round trip, for a remote store).
-    async fn start_runs(&self, runs: &[(TaskId, u64)]) -> Result<Vec<bool>, StoreError>;
+    async fn start_runs(&self, runs: &[RunStart]) -> Result<Vec<bool>, StoreError>;
     /// Appends a batch of results in order, applying retention, and retires
     /// the runs they finish. An error means none of it was applied.
-    async fn record(&self, batch: Vec<Recording>) -> Result<Recorded, StoreError>;
+    async fn record(&self, batch: &[Recording]) -> Result<Recorded, StoreError>;
     /// Retained results after `after` (all retained when None), oldest
     /// first, at most `limit`, only of `tasks` when not empty.
     async fn results_after(
