@@ -1,7 +1,8 @@
 //! One reader's result stream: replay from the store after a cursor, then
 //! the live part from its [`Subscription`], with no gap and no duplicate at
 //! the seam (the subscription is taken before the store is read, and live
-//! results at or before the last one sent are dropped by cursor). The
+//! results at or before the last one replayed are dropped by cursor, once, at
+//! the seam: live batches come in cursor order). The
 //! stream is pulled by the reader's own call; nothing is spawned for it, so
 //! a reader that goes away takes its stream with it.
 
@@ -92,10 +93,14 @@ pub struct ResultStream {
     request: StreamRequest,
     /// Named tasks that have not ended yet.
     remaining: HashSet<TaskId>,
-    /// Cursor of the last result sent (or the start point).
-    last: String,
-    /// Its position in the log, so live results compare by number.
-    last_seq: u64,
+    /// Where the stream started: the resume point until a result is sent.
+    start: String,
+    /// The last result sent; its cursor is the resume point.
+    last_sent: Option<Arc<TaskResult>>,
+    /// Set once a live result newer than everything replayed was seen:
+    /// from there on live results (in cursor order) are all new, and none
+    /// needs its cursor read.
+    seam_crossed: bool,
     /// Still reading history from the store.
     replaying: bool,
     /// The page or live batch being sent, and the next index in it.
@@ -137,12 +142,13 @@ pub async fn open(
         None => store.head_cursor().await?,
     };
     Ok(ResultStream {
-        last_seq: store.cursor_seq(&start).unwrap_or(0),
         store,
         subscription,
         request,
         remaining,
-        last: start,
+        start,
+        last_sent: None,
+        seam_crossed: false,
         replaying: true,
         current: None,
         done: false,
@@ -188,13 +194,13 @@ impl ResultStream {
                 _ = self.shutdown.cancelled() => Some(Delivery::Closed),
             };
             match delivery {
-                Some(Delivery::Results(results)) => self.current = Some((results, 0)),
+                Some(Delivery::Results(results)) => self.take_live(results),
                 Some(Delivery::Ended(task)) => {
                     self.remaining.remove(&task);
                 }
                 Some(Delivery::Lagged) => {
                     return Err(StreamEnd::Lagged {
-                        resume: self.last.clone(),
+                        resume: self.resume(),
                     });
                 }
                 Some(Delivery::Closed) | None => return Err(self.shutting_down()),
@@ -202,24 +208,44 @@ impl ResultStream {
         }
     }
 
-    /// The next result of the current page or batch not sent before.
+    /// Where a reader resumes: after the last result sent.
+    fn resume(&self) -> String {
+        self.last_sent
+            .as_ref()
+            .map_or_else(|| self.start.clone(), |r| r.cursor.clone())
+    }
+
+    /// Takes a live batch. Until the seam is crossed, results the replay
+    /// already sent (at or before the resume point) are skipped; they come
+    /// first, since batches are in cursor order.
+    fn take_live(&mut self, results: Arc<[Arc<TaskResult>]>) {
+        let mut from = 0;
+        if !self.seam_crossed {
+            let seen = self.store.cursor_seq(&self.resume()).unwrap_or(0);
+            from = results.partition_point(|r| self.store.cursor_seq(&r.cursor).unwrap_or(0) <= seen);
+            if from == results.len() {
+                return;
+            }
+            self.seam_crossed = true;
+        }
+        self.current = Some((results, from));
+    }
+
+    /// The next result of the current page or batch.
     fn take_current(&mut self) -> Option<Arc<TaskResult>> {
         let (results, index) = self.current.as_mut()?;
-        while let Some(result) = results.get(*index) {
-            *index += 1;
-            let seq = self.store.cursor_seq(&result.cursor).unwrap_or(0);
-            if seq > self.last_seq {
-                self.last_seq = seq;
-                self.last.clone_from(&result.cursor);
-                return Some(result.clone());
-            }
-        }
-        self.current = None;
-        None
+        let Some(result) = results.get(*index).cloned() else {
+            self.current = None;
+            return None;
+        };
+        *index += 1;
+        self.last_sent = Some(result.clone());
+        Some(result)
     }
 
     async fn read_page(&mut self) -> Result<(), StreamEnd> {
-        let after = (!self.last.is_empty()).then(|| self.last.clone());
+        let resume = self.resume();
+        let after = (!resume.is_empty()).then_some(resume);
         let page = self
             .store
             .results_after(after.as_deref(), &self.request.tasks, REPLAY_PAGE)
@@ -236,14 +262,14 @@ impl ResultStream {
 
     fn shutting_down(&self) -> StreamEnd {
         StreamEnd::ShuttingDown {
-            resume: self.last.clone(),
+            resume: self.resume(),
         }
     }
 
     fn failed(&self, error: StoreError) -> StreamEnd {
         StreamEnd::Failed {
             error: error.into(),
-            resume: self.last.clone(),
+            resume: self.resume(),
         }
     }
 }
