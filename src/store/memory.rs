@@ -14,10 +14,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Decision, Dispatch, Fire, Fired, Firing, Halt, Halted, Inserted, Recorded, Recording, RunPhase,
-    RunRecord, RunStart, Store, StoreError, TaskFilter, Triggered, decide,
+    Fired, Firing, Halt, Halted, Inserted, Recorded, Recording, RunStart, Store, StoreError, TaskFilter,
+    Triggered, stored::Stored,
 };
-use crate::task::{TaskId, TaskRecord, TaskResult, TaskState, Trigger};
+use crate::task::{TaskId, TaskRecord, TaskResult};
 
 /// Retention bounds of the result log.
 #[derive(Debug, Clone, Copy)]
@@ -40,244 +40,6 @@ pub struct MemoryStore {
     /// Everything else, behind one lock: each operation is short and never
     /// awaits while holding it.
     inner: Mutex<Inner>,
-}
-
-/// A task and what the store keeps beside it.
-struct Stored {
-    /// The record; its derived fields (`last_result`, `active_runs`) are
-    /// filled in from the fields below on read.
-    record: TaskRecord,
-    /// The request id that registered it, so deleting it forgets that id
-    /// without scanning every request id.
-    request_id: Option<String>,
-    /// Latest slot claimed: a slot at or before it is never started again.
-    last_claimed: Option<DateTime<Utc>>,
-    /// Runs dispatched and not yet recorded, oldest first.
-    runs: Vec<RunRecord>,
-    /// Results decided but not yet recorded (a skipped slot, a run dropped
-    /// before it started): the task has not ended while any is owed.
-    owed: usize,
-    /// Result of the most recent run (by run number).
-    last_result: Option<Arc<TaskResult>>,
-    /// What the last applied firing decided, so that a retry of it (its
-    /// caller saw an error, e.g. a lost reply) gets the same answer instead
-    /// of a stale one that would orphan the run it dispatched.
-    last_fire: Option<LastFire>,
-}
-
-/// The decision of an applied firing, kept small (one per task).
-struct LastFire {
-    /// The version it fired, and the slot it was armed for: its identity.
-    version: u64,
-    armed_slot: DateTime<Utc>,
-    /// The run it dispatched (0: none), and whether it skipped the slot.
-    run: u64,
-    skipped: bool,
-    cancel: Vec<u64>,
-    dropped: Vec<RunRecord>,
-    ended: bool,
-}
-
-impl Stored {
-    fn view(&self) -> TaskRecord {
-        let mut record = self.record.clone();
-        record.last_result = self.last_result.clone();
-        record.active_runs = self.runs.len() + self.owed;
-        record
-    }
-
-    /// Terminal with no run left and no result owed: the moment its end is
-    /// announced.
-    fn ended(&self) -> bool {
-        self.record.state.is_terminal() && self.runs.is_empty() && self.owed == 0
-    }
-
-    /// Drops the runs `drop` selects, which have not started: each still
-    /// gets a result (owed until recorded); a scheduled one no longer
-    /// counts toward max_runs. Run numbers are never given back.
-    fn drop_runs(&mut self, drop: impl Fn(&RunRecord) -> bool) -> Vec<RunRecord> {
-        let (dropped, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.runs)
-            .into_iter()
-            .partition(|run| run.phase != RunPhase::Running && drop(run));
-        self.runs = kept;
-        let scheduled = dropped
-            .iter()
-            .filter(|run| run.trigger == Trigger::Scheduled)
-            .count() as u64;
-        let task = &mut self.record;
-        task.scheduled_run_count = task.scheduled_run_count.saturating_sub(scheduled);
-        self.owed += dropped.len();
-        dropped
-    }
-
-    /// Applies `decision` (made by [`decide`] over these runs) to the new
-    /// run `run`; returns what was dispatched, the running runs to cancel
-    /// and the queued ones dropped.
-    fn apply(
-        &mut self,
-        decision: Decision,
-        run: RunRecord,
-    ) -> (Dispatch, Vec<u64>, Vec<RunRecord>) {
-        let mut cancel = Vec::new();
-        let mut dropped = Vec::new();
-        let dispatch = match decision {
-            Decision::Skip => {
-                self.owed += 1;
-                Dispatch::Skipped
-            }
-            Decision::Start | Decision::CancelThenStart => {
-                if decision == Decision::CancelThenStart {
-                    dropped = self.drop_runs(|_| true);
-                    cancel = self.runs.iter().map(|r| r.run).collect();
-                }
-                self.runs.push(run.clone());
-                Dispatch::Start(RunStart {
-                    record: run,
-                    spec: self.record.spec.clone(),
-                })
-            }
-            Decision::Buffer => {
-                self.runs.push(RunRecord {
-                    phase: RunPhase::Buffered,
-                    ..run
-                });
-                Dispatch::Buffered
-            }
-        };
-        (dispatch, cancel, dropped)
-    }
-
-    /// Points the task at `next`, or completes it when there is none or
-    /// max_runs is reached.
-    fn advance(&mut self, next: Option<DateTime<Utc>>, now: DateTime<Utc>) {
-        let task = &mut self.record;
-        let exhausted = task
-            .spec
-            .schedule
-            .max_runs
-            .is_some_and(|max| task.scheduled_run_count >= max);
-        match next {
-            Some(next) if !exhausted => task.next_run_at = Some(next),
-            _ => {
-                task.state = TaskState::Completed;
-                task.next_run_at = None;
-                task.updated_at = now;
-            }
-        }
-    }
-
-    /// Retries of a run dispatched now stop at the next slot, or for the
-    /// task's last run at `end_at` (if set; otherwise after max_attempts).
-    fn retry_deadline(&self) -> Option<DateTime<Utc>> {
-        self.record.next_run_at.or(self.record.spec.schedule.end_at)
-    }
-
-    /// Answers a retry of the last applied firing as the first attempt was
-    /// answered, as far as it still holds (a run since started or dropped is
-    /// not handed out again).
-    fn replay(&self, last: &LastFire) -> Fired {
-        let dispatch = if last.skipped {
-            Dispatch::Skipped
-        } else {
-            match self.runs.iter().find(|r| r.run == last.run) {
-                Some(run) if run.phase == RunPhase::Queued => Dispatch::Start(RunStart {
-                    record: run.clone(),
-                    spec: self.record.spec.clone(),
-                }),
-                Some(run) if run.phase == RunPhase::Buffered => Dispatch::Buffered,
-                _ => Dispatch::None,
-            }
-        };
-        Fired::Done(Fire {
-            task: self.view(),
-            dispatch,
-            cancel: last.cancel.clone(),
-            dropped: last.dropped.clone(),
-            ended: last.ended,
-        })
-    }
-
-    /// Fires one due slot; see [`Store::fire`].
-    fn fire(&mut self, f: Firing) -> Fired {
-        if f.retry
-            && let Some(last) = &self.last_fire
-            && last.version == f.version
-            && last.armed_slot == f.armed_slot
-        {
-            return self.replay(last);
-        }
-        let task = &self.record;
-        if task.version != f.version
-            || task.state != TaskState::Active
-            || task.next_run_at != Some(f.armed_slot)
-        {
-            return Fired::Stale;
-        }
-        if self.last_claimed.is_some_and(|claimed| f.slot <= claimed) {
-            self.advance(f.next, f.now);
-            self.record.version += 1;
-            return Fired::AlreadyClaimed(Fire {
-                task: self.view(),
-                dispatch: Dispatch::None,
-                cancel: Vec::new(),
-                dropped: Vec::new(),
-                ended: self.ended(),
-            });
-        }
-        self.last_claimed = Some(f.slot);
-        let decision = decide(self.record.spec.overlap, &self.runs);
-        let task = &mut self.record;
-        task.skipped_count = task.skipped_count.saturating_add(f.passed);
-        if decision == Decision::Skip {
-            task.skipped_count += 1;
-        } else {
-            task.run_count += 1;
-            task.scheduled_run_count += 1;
-        }
-        let run = RunRecord {
-            task_id: f.task_id,
-            run: self.record.run_count,
-            trigger: Trigger::Scheduled,
-            scheduled_at: f.slot,
-            occurrence_id: f.occurrence_id,
-            retry_deadline: None,
-            phase: RunPhase::Queued,
-        };
-        // Before advancing: runs CANCEL_RUNNING drops stop counting toward
-        // max_runs, which decides whether this slot completes the task.
-        let (mut dispatch, cancel, dropped) = self.apply(decision, run);
-        self.advance(f.next, f.now);
-        // Retries stop at the slot after this one, known only now.
-        let deadline = self.retry_deadline();
-        if let Dispatch::Start(start) = &mut dispatch {
-            start.record.retry_deadline = deadline;
-        }
-        if decision != Decision::Skip
-            && let Some(new_run) = self.runs.last_mut()
-        {
-            new_run.retry_deadline = deadline;
-        }
-        self.last_fire = Some(LastFire {
-            version: self.record.version,
-            armed_slot: f.armed_slot,
-            run: match &dispatch {
-                Dispatch::Start(_) | Dispatch::Buffered => self.record.run_count,
-                _ => 0,
-            },
-            skipped: matches!(dispatch, Dispatch::Skipped),
-            cancel: cancel.clone(),
-            dropped: dropped.clone(),
-            ended: self.ended(),
-        });
-        self.record.version += 1;
-        Fired::Done(Fire {
-            task: self.view(),
-            dispatch,
-            cancel,
-            dropped,
-            ended: self.ended(),
-        })
-    }
 }
 
 #[derive(Default)]
@@ -450,19 +212,7 @@ impl Store for MemoryStore {
                 .request_ids
                 .insert(request_id.to_string(), record.id.clone());
         }
-        let stored = Stored {
-            record: TaskRecord {
-                last_result: None,
-                active_runs: 0,
-                ..record
-            },
-            request_id: request_id.map(str::to_string),
-            last_claimed: None,
-            runs: Vec::new(),
-            owed: 0,
-            last_result: None,
-            last_fire: None,
-        };
+        let stored = Stored::new(record, request_id);
         let view = stored.view();
         inner.order.insert(view.id.clone());
         inner.tasks.insert(view.id.clone(), stored);
@@ -484,25 +234,18 @@ impl Store for MemoryStore {
 
     async fn update_task(&self, record: TaskRecord) -> Result<TaskRecord, StoreError> {
         let mut inner = self.lock();
-        let Some(stored) = inner.tasks.get_mut(&record.id) else {
-            return Err(StoreError::Conflict { task_id: record.id });
-        };
-        if stored.record.version != record.version {
-            return Err(StoreError::Conflict { task_id: record.id });
-        }
-        stored.record = TaskRecord {
-            version: record.version + 1,
-            last_result: None,
-            active_runs: 0,
-            ..record
-        };
-        Ok(stored.view())
+        let id = record.id.clone();
+        inner
+            .tasks
+            .get_mut(&id)
+            .and_then(|stored| stored.update(record))
+            .ok_or(StoreError::Conflict { task_id: id })
     }
 
     async fn delete_task(&self, id: &TaskId, version: u64) -> Result<(), StoreError> {
         let mut inner = self.lock();
         let request_id = match inner.tasks.get(id) {
-            Some(stored) if stored.record.version == version && stored.runs.is_empty() => {
+            Some(stored) if stored.deletable(version) => {
                 stored.request_id.clone()
             }
             _ => {
@@ -572,35 +315,10 @@ impl Store for MemoryStore {
         now: DateTime<Utc>,
     ) -> Result<Triggered, StoreError> {
         let mut inner = self.lock();
-        let Some(stored) = inner.tasks.get_mut(id) else {
-            return Ok(Triggered::NotFound);
-        };
-        if stored.record.state.is_terminal() {
-            return Ok(Triggered::Terminal(stored.view()));
-        }
-        let decision = decide(stored.record.spec.overlap, &stored.runs);
-        if decision == Decision::Skip {
-            return Ok(Triggered::Busy(stored.view()));
-        }
-        stored.record.run_count += 1;
-        stored.record.version += 1;
-        let run = RunRecord {
-            task_id: id.clone(),
-            run: stored.record.run_count,
-            trigger: Trigger::Manual,
-            scheduled_at: now,
-            occurrence_id,
-            retry_deadline: stored.retry_deadline(),
-            phase: RunPhase::Queued,
-        };
-        let (dispatch, cancel, dropped) = stored.apply(decision, run);
-        Ok(Triggered::Done(Fire {
-            task: stored.view(),
-            dispatch,
-            cancel,
-            dropped,
-            ended: false,
-        }))
+        Ok(match inner.tasks.get_mut(id) {
+            Some(stored) => stored.trigger(occurrence_id, now),
+            None => Triggered::NotFound,
+        })
     }
 
     async fn halt(
@@ -610,32 +328,9 @@ impl Store for MemoryStore {
         now: DateTime<Utc>,
     ) -> Result<Halted, StoreError> {
         let mut inner = self.lock();
-        let Some(stored) = inner.tasks.get_mut(id) else {
-            return Ok(Halted::NotFound);
-        };
-        let (target, reason, drops_manual) = match halt {
-            Halt::Pause { reason } => (TaskState::Paused, reason, false),
-            Halt::Cancel { reason } => (TaskState::Cancelled, reason, true),
-        };
-        match (stored.record.state, target) {
-            (state, target) if state == target => return Ok(Halted::Unchanged(stored.view())),
-            (TaskState::Active, _) | (TaskState::Paused, TaskState::Cancelled) => {}
-            _ => return Ok(Halted::Refused(stored.view())),
-        }
-        let dropped = stored.drop_runs(|run| drops_manual || run.trigger == Trigger::Scheduled);
-        let task = &mut stored.record;
-        if target == TaskState::Paused {
-            task.skipped_count += dropped.len() as u64;
-        }
-        task.state = target;
-        task.next_run_at = None;
-        task.reason = reason;
-        task.updated_at = now;
-        task.version += 1;
-        Ok(Halted::Done {
-            task: stored.view(),
-            dropped,
-            ended: stored.ended(),
+        Ok(match inner.tasks.get_mut(id) {
+            Some(stored) => stored.halt(halt, now),
+            None => Halted::NotFound,
         })
     }
 
@@ -644,18 +339,10 @@ impl Store for MemoryStore {
         Ok(runs
             .iter()
             .map(|start| {
-                let (id, run) = (&start.record.task_id, start.record.run);
-                let record = inner
+                inner
                     .tasks
-                    .get_mut(id)
-                    .and_then(|stored| stored.runs.iter_mut().find(|r| r.run == run));
-                match record {
-                    Some(record) if record.phase == RunPhase::Queued => {
-                        record.phase = RunPhase::Running;
-                        true
-                    }
-                    _ => false,
-                }
+                    .get_mut(&start.record.task_id)
+                    .is_some_and(|stored| stored.start(start.record.run))
             })
             .collect())
     }
@@ -671,44 +358,11 @@ impl Store for MemoryStore {
             finishes_run,
         } in batch
         {
-            let finishes_run = *finishes_run;
             let result = self.append(&mut inner, result.clone());
             if let Some(stored) = inner.tasks.get_mut(&result.task_id) {
-                if result.run > 0
-                    && stored
-                        .last_result
-                        .as_ref()
-                        .is_none_or(|last| last.run <= result.run)
-                {
-                    stored.last_result = Some(result.clone());
-                }
-                let settled = if finishes_run {
-                    let before = stored.runs.len();
-                    stored.runs.retain(|r| r.run != result.run);
-                    let in_flight = stored.runs.iter().any(|r| r.phase != RunPhase::Buffered);
-                    if !in_flight
-                        && let Some(buffered) = stored
-                            .runs
-                            .iter_mut()
-                            .find(|r| r.phase == RunPhase::Buffered)
-                    {
-                        // A completed task still owes its buffered run: it
-                        // was counted (max_runs) when it was buffered.
-                        buffered.phase = RunPhase::Queued;
-                        recorded.promoted.push(RunStart {
-                            record: buffered.clone(),
-                            spec: stored.record.spec.clone(),
-                        });
-                    }
-                    stored.runs.len() < before
-                } else {
-                    let owed = stored.owed > 0;
-                    stored.owed = stored.owed.saturating_sub(1);
-                    owed
-                };
-                // Only a result that settled something can end the task, so
-                // its end is reported once.
-                if settled && stored.ended() {
+                let (promoted, ended) = stored.settle(&result, *finishes_run);
+                recorded.promoted.extend(promoted);
+                if ended {
                     recorded.ended.push(result.task_id.clone());
                 }
             }
@@ -794,6 +448,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::store::Dispatch;
     use crate::{
         scheduler::schedule::{Limits, Schedule, ScheduleInput},
         task::{Action, CustomAction, Outcome, OverlapPolicy, RetryPolicy, TaskSpec, Trigger},

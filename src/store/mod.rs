@@ -19,6 +19,7 @@
 
 pub mod memory;
 mod overlap;
+mod stored;
 
 use std::{collections::BTreeMap, sync::Arc};
 

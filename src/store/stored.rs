@@ -1,0 +1,407 @@
+//! A task as a store keeps it: the record plus its run records, owed
+//! results, last claimed slot and last result, and the state machine that
+//! every store applies to it. The memory store applies it under its lock;
+//! the Redis store loads the task, applies the same step and writes it back
+//! with a compare-and-set, so both stores decide exactly alike.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::{
+    Decision, Dispatch, Fire, Fired, Firing, Halt, Halted, RunPhase, RunRecord, RunStart,
+    Triggered, decide,
+};
+use crate::task::{TaskRecord, TaskResult, TaskState, Trigger};
+
+/// A task and what the store keeps beside it.
+pub(crate) struct Stored {
+    /// The record; its derived fields (`last_result`, `active_runs`) are
+    /// filled in from the fields below on read.
+    pub(crate) record: TaskRecord,
+    /// The request id that registered it, so deleting it forgets that id
+    /// without scanning every request id.
+    pub(crate) request_id: Option<String>,
+    /// Latest slot claimed: a slot at or before it is never started again.
+    pub(crate) last_claimed: Option<DateTime<Utc>>,
+    /// Runs dispatched and not yet recorded, oldest first.
+    pub(crate) runs: Vec<RunRecord>,
+    /// Results decided but not yet recorded (a skipped slot, a run dropped
+    /// before it started): the task has not ended while any is owed.
+    pub(crate) owed: usize,
+    /// Result of the most recent run (by run number).
+    pub(crate) last_result: Option<Arc<TaskResult>>,
+    /// What the last applied firing decided, so that a retry of it (its
+    /// caller saw an error, e.g. a lost reply) gets the same answer instead
+    /// of a stale one that would orphan the run it dispatched.
+    pub(crate) last_fire: Option<LastFire>,
+}
+
+/// The decision of an applied firing, kept small (one per task).
+pub(crate) struct LastFire {
+    /// The version it fired, and the slot it was armed for: its identity.
+    pub(crate) version: u64,
+    pub(crate) armed_slot: DateTime<Utc>,
+    /// The run it dispatched (0: none), and whether it skipped the slot.
+    pub(crate) run: u64,
+    pub(crate) skipped: bool,
+    pub(crate) cancel: Vec<u64>,
+    pub(crate) dropped: Vec<RunRecord>,
+    pub(crate) ended: bool,
+}
+
+impl Stored {
+    pub(crate) fn view(&self) -> TaskRecord {
+        let mut record = self.record.clone();
+        record.last_result = self.last_result.clone();
+        record.active_runs = self.runs.len() + self.owed;
+        record
+    }
+
+    /// Terminal with no run left and no result owed: the moment its end is
+    /// announced.
+    pub(crate) fn ended(&self) -> bool {
+        self.record.state.is_terminal() && self.runs.is_empty() && self.owed == 0
+    }
+
+    /// A task as first stored.
+    pub(crate) fn new(record: TaskRecord, request_id: Option<&str>) -> Stored {
+        Stored {
+            record: TaskRecord {
+                last_result: None,
+                active_runs: 0,
+                ..record
+            },
+            request_id: request_id.map(str::to_string),
+            last_claimed: None,
+            runs: Vec::new(),
+            owed: 0,
+            last_result: None,
+            last_fire: None,
+        }
+    }
+
+    /// Replaces spec and schedule fields if `record.version` is the stored
+    /// one; see [`super::Store::update_task`].
+    pub(crate) fn update(&mut self, record: TaskRecord) -> Option<TaskRecord> {
+        if self.record.version != record.version {
+            return None;
+        }
+        self.record = TaskRecord {
+            version: record.version + 1,
+            last_result: None,
+            active_runs: 0,
+            ..record
+        };
+        Some(self.view())
+    }
+
+    /// Whether [`super::Store::delete_task`] at `version` may remove it.
+    pub(crate) fn deletable(&self, version: u64) -> bool {
+        self.record.version == version && self.runs.is_empty()
+    }
+
+    /// Dispatches a manual run; see [`super::Store::trigger`].
+    pub(crate) fn trigger(&mut self, occurrence_id: String, now: DateTime<Utc>) -> Triggered {
+        if self.record.state.is_terminal() {
+            return Triggered::Terminal(self.view());
+        }
+        let decision = decide(self.record.spec.overlap, &self.runs);
+        if decision == Decision::Skip {
+            return Triggered::Busy(self.view());
+        }
+        self.record.run_count += 1;
+        self.record.version += 1;
+        let run = RunRecord {
+            task_id: self.record.id.clone(),
+            run: self.record.run_count,
+            trigger: Trigger::Manual,
+            scheduled_at: now,
+            occurrence_id,
+            retry_deadline: self.retry_deadline(),
+            phase: RunPhase::Queued,
+        };
+        let (dispatch, cancel, dropped) = self.apply(decision, run);
+        Triggered::Done(Fire {
+            task: self.view(),
+            dispatch,
+            cancel,
+            dropped,
+            ended: false,
+        })
+    }
+
+    /// Pauses or cancels; see [`super::Store::halt`].
+    pub(crate) fn halt(&mut self, halt: Halt, now: DateTime<Utc>) -> Halted {
+        let (target, reason, drops_manual) = match halt {
+            Halt::Pause { reason } => (TaskState::Paused, reason, false),
+            Halt::Cancel { reason } => (TaskState::Cancelled, reason, true),
+        };
+        match (self.record.state, target) {
+            (state, target) if state == target => return Halted::Unchanged(self.view()),
+            (TaskState::Active, _) | (TaskState::Paused, TaskState::Cancelled) => {}
+            _ => return Halted::Refused(self.view()),
+        }
+        let dropped = self.drop_runs(|run| drops_manual || run.trigger == Trigger::Scheduled);
+        let task = &mut self.record;
+        if target == TaskState::Paused {
+            task.skipped_count += dropped.len() as u64;
+        }
+        task.state = target;
+        task.next_run_at = None;
+        task.reason = reason;
+        task.updated_at = now;
+        task.version += 1;
+        Halted::Done {
+            task: self.view(),
+            dropped,
+            ended: self.ended(),
+        }
+    }
+
+    /// Moves queued run `run` to running; false when it was dropped.
+    pub(crate) fn start(&mut self, run: u64) -> bool {
+        match self.runs.iter_mut().find(|r| r.run == run) {
+            Some(record) if record.phase == RunPhase::Queued => {
+                record.phase = RunPhase::Running;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Settles a recorded result (its cursor already set): keeps it as the
+    /// last result, retires the run it finishes or the result it owed, and
+    /// promotes a buffered run once no run is in flight. Returns the
+    /// promoted run and whether the task ended with this result.
+    pub(crate) fn settle(
+        &mut self,
+        result: &Arc<TaskResult>,
+        finishes_run: bool,
+    ) -> (Option<RunStart>, bool) {
+        if result.run > 0
+            && self
+                .last_result
+                .as_ref()
+                .is_none_or(|last| last.run <= result.run)
+        {
+            self.last_result = Some(result.clone());
+        }
+        let mut promoted = None;
+        let settled = if finishes_run {
+            let before = self.runs.len();
+            self.runs.retain(|r| r.run != result.run);
+            let in_flight = self.runs.iter().any(|r| r.phase != RunPhase::Buffered);
+            if !in_flight
+                && let Some(buffered) = self
+                    .runs
+                    .iter_mut()
+                    .find(|r| r.phase == RunPhase::Buffered)
+            {
+                // A completed task still owes its buffered run: it was
+                // counted (max_runs) when it was buffered.
+                buffered.phase = RunPhase::Queued;
+                promoted = Some(RunStart {
+                    record: buffered.clone(),
+                    spec: self.record.spec.clone(),
+                });
+            }
+            self.runs.len() < before
+        } else {
+            let owed = self.owed > 0;
+            self.owed = self.owed.saturating_sub(1);
+            owed
+        };
+        // Only a result that settled something can end the task, so its end
+        // is reported once.
+        (promoted, settled && self.ended())
+    }
+
+    /// Drops the runs `drop` selects, which have not started: each still
+    /// gets a result (owed until recorded); a scheduled one no longer
+    /// counts toward max_runs. Run numbers are never given back.
+    fn drop_runs(&mut self, drop: impl Fn(&RunRecord) -> bool) -> Vec<RunRecord> {
+        let (dropped, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.runs)
+            .into_iter()
+            .partition(|run| run.phase != RunPhase::Running && drop(run));
+        self.runs = kept;
+        let scheduled = dropped
+            .iter()
+            .filter(|run| run.trigger == Trigger::Scheduled)
+            .count() as u64;
+        let task = &mut self.record;
+        task.scheduled_run_count = task.scheduled_run_count.saturating_sub(scheduled);
+        self.owed += dropped.len();
+        dropped
+    }
+
+    /// Applies `decision` (made by [`decide`] over these runs) to the new
+    /// run `run`; returns what was dispatched, the running runs to cancel
+    /// and the queued ones dropped.
+    fn apply(
+        &mut self,
+        decision: Decision,
+        run: RunRecord,
+    ) -> (Dispatch, Vec<u64>, Vec<RunRecord>) {
+        let mut cancel = Vec::new();
+        let mut dropped = Vec::new();
+        let dispatch = match decision {
+            Decision::Skip => {
+                self.owed += 1;
+                Dispatch::Skipped
+            }
+            Decision::Start | Decision::CancelThenStart => {
+                if decision == Decision::CancelThenStart {
+                    dropped = self.drop_runs(|_| true);
+                    cancel = self.runs.iter().map(|r| r.run).collect();
+                }
+                self.runs.push(run.clone());
+                Dispatch::Start(RunStart {
+                    record: run,
+                    spec: self.record.spec.clone(),
+                })
+            }
+            Decision::Buffer => {
+                self.runs.push(RunRecord {
+                    phase: RunPhase::Buffered,
+                    ..run
+                });
+                Dispatch::Buffered
+            }
+        };
+        (dispatch, cancel, dropped)
+    }
+
+    /// Points the task at `next`, or completes it when there is none or
+    /// max_runs is reached.
+    fn advance(&mut self, next: Option<DateTime<Utc>>, now: DateTime<Utc>) {
+        let task = &mut self.record;
+        let exhausted = task
+            .spec
+            .schedule
+            .max_runs
+            .is_some_and(|max| task.scheduled_run_count >= max);
+        match next {
+            Some(next) if !exhausted => task.next_run_at = Some(next),
+            _ => {
+                task.state = TaskState::Completed;
+                task.next_run_at = None;
+                task.updated_at = now;
+            }
+        }
+    }
+
+    /// Retries of a run dispatched now stop at the next slot, or for the
+    /// task's last run at `end_at` (if set; otherwise after max_attempts).
+    pub(crate) fn retry_deadline(&self) -> Option<DateTime<Utc>> {
+        self.record.next_run_at.or(self.record.spec.schedule.end_at)
+    }
+
+    /// Answers a retry of the last applied firing as the first attempt was
+    /// answered, as far as it still holds (a run since started or dropped is
+    /// not handed out again).
+    fn replay(&self, last: &LastFire) -> Fired {
+        let dispatch = if last.skipped {
+            Dispatch::Skipped
+        } else {
+            match self.runs.iter().find(|r| r.run == last.run) {
+                Some(run) if run.phase == RunPhase::Queued => Dispatch::Start(RunStart {
+                    record: run.clone(),
+                    spec: self.record.spec.clone(),
+                }),
+                Some(run) if run.phase == RunPhase::Buffered => Dispatch::Buffered,
+                _ => Dispatch::None,
+            }
+        };
+        Fired::Done(Fire {
+            task: self.view(),
+            dispatch,
+            cancel: last.cancel.clone(),
+            dropped: last.dropped.clone(),
+            ended: last.ended,
+        })
+    }
+
+    /// Fires one due slot; see [`Store::fire`].
+    pub(crate) fn fire(&mut self, f: Firing) -> Fired {
+        if f.retry
+            && let Some(last) = &self.last_fire
+            && last.version == f.version
+            && last.armed_slot == f.armed_slot
+        {
+            return self.replay(last);
+        }
+        let task = &self.record;
+        if task.version != f.version
+            || task.state != TaskState::Active
+            || task.next_run_at != Some(f.armed_slot)
+        {
+            return Fired::Stale;
+        }
+        if self.last_claimed.is_some_and(|claimed| f.slot <= claimed) {
+            self.advance(f.next, f.now);
+            self.record.version += 1;
+            return Fired::AlreadyClaimed(Fire {
+                task: self.view(),
+                dispatch: Dispatch::None,
+                cancel: Vec::new(),
+                dropped: Vec::new(),
+                ended: self.ended(),
+            });
+        }
+        self.last_claimed = Some(f.slot);
+        let decision = decide(self.record.spec.overlap, &self.runs);
+        let task = &mut self.record;
+        task.skipped_count = task.skipped_count.saturating_add(f.passed);
+        if decision == Decision::Skip {
+            task.skipped_count += 1;
+        } else {
+            task.run_count += 1;
+            task.scheduled_run_count += 1;
+        }
+        let run = RunRecord {
+            task_id: f.task_id,
+            run: self.record.run_count,
+            trigger: Trigger::Scheduled,
+            scheduled_at: f.slot,
+            occurrence_id: f.occurrence_id,
+            retry_deadline: None,
+            phase: RunPhase::Queued,
+        };
+        // Before advancing: runs CANCEL_RUNNING drops stop counting toward
+        // max_runs, which decides whether this slot completes the task.
+        let (mut dispatch, cancel, dropped) = self.apply(decision, run);
+        self.advance(f.next, f.now);
+        // Retries stop at the slot after this one, known only now.
+        let deadline = self.retry_deadline();
+        if let Dispatch::Start(start) = &mut dispatch {
+            start.record.retry_deadline = deadline;
+        }
+        if decision != Decision::Skip
+            && let Some(new_run) = self.runs.last_mut()
+        {
+            new_run.retry_deadline = deadline;
+        }
+        self.last_fire = Some(LastFire {
+            version: self.record.version,
+            armed_slot: f.armed_slot,
+            run: match &dispatch {
+                Dispatch::Start(_) | Dispatch::Buffered => self.record.run_count,
+                _ => 0,
+            },
+            skipped: matches!(dispatch, Dispatch::Skipped),
+            cancel: cancel.clone(),
+            dropped: dropped.clone(),
+            ended: self.ended(),
+        });
+        self.record.version += 1;
+        Fired::Done(Fire {
+            task: self.view(),
+            dispatch,
+            cancel,
+            dropped,
+            ended: self.ended(),
+        })
+    }
+}
+
