@@ -27,5 +27,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;
+
+    // The Redis store's own records: compiled apart so reflection never
+    // serves them, with the public types they embed taken from `pb`.
+    let store_fds = protox::Compiler::new(["proto"])?
+        .include_imports(true)
+        .open_files(["recur/store/v1/store.proto"])?
+        .file_descriptor_set();
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        .extern_path(".recur.v1", "crate::pb::v1")
+        .bytes(".recur.v1.TaskResult.output")
+        .compile_fds(store_fds)?;
     Ok(())
 }

@@ -34,13 +34,18 @@ pub enum ConfigError {
 #[non_exhaustive]
 pub struct Config {
     /// Redis URL. When set, the managed pool is opened before the server
-    /// takes calls and Redis actions can run. (The task store stays in memory
-    /// in this version.)
+    /// takes calls, Redis is the system of record of tasks, runs and results
+    /// (under `key_prefix`), and Redis actions can run.
     pub redis_url: Option<String>,
     /// Names this process in logs and in Redis `CLIENT LIST` (`recur:<node_id>`).
     pub node_id: String,
-    /// Keys under this prefix belong to the server; Redis actions may not touch them.
+    /// Keys under this prefix belong to the server (the task store's keys);
+    /// Redis actions may not touch them.
     pub key_prefix: String,
+    /// Shards of the Redis store's tasks and due index, each its own hash
+    /// slot, so no single key is hot. Fixed for the life of a store: tasks
+    /// are found by the shard their id hashes to.
+    pub store_shards: u32,
     /// Shortest `every` a task may use; protects the server from busy loops.
     pub min_interval: Duration,
     /// Most tasks the server holds (terminal ones included until retention
@@ -69,6 +74,10 @@ pub struct Config {
     /// Output bytes kept in the result log in total; the oldest results go
     /// first when it is exceeded.
     pub results_max_bytes: usize,
+    /// Results older than this are dropped from the Redis result log (when
+    /// a result is recorded); with the count and byte bounds, the log's size
+    /// has a ceiling whatever the load.
+    pub results_max_age: Duration,
     /// How long CANCELLED and COMPLETED tasks stay readable before they are removed.
     pub terminal_retention: Duration,
     /// Largest response body kept as a result's output; the rest is cut and
@@ -126,6 +135,7 @@ impl Default for Config {
             redis_url: None,
             node_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
             key_prefix: "recur:".to_string(),
+            store_shards: 16,
             min_interval: Duration::from_secs(1),
             max_tasks: 100_000,
             default_timeout: Duration::from_secs(30),
@@ -136,6 +146,7 @@ impl Default for Config {
             results_per_task: 100,
             results_total: 100_000,
             results_max_bytes: 256 * 1024 * 1024,
+            results_max_age: Duration::from_secs(7 * 24 * 3600),
             terminal_retention: Duration::from_secs(24 * 3600),
             output_cap: 64 * 1024,
             max_redirects: 5,
@@ -205,6 +216,13 @@ impl Config {
             1,
             usize::MAX,
         )?;
+        count("--store-shards", self.store_shards as usize, 1, 1024)?;
+        if self.key_prefix.is_empty() {
+            return Err(ConfigError::Invalid {
+                setting: "--key-prefix",
+                reason: "must not be empty: the store's keys would mix with everyone's".into(),
+            });
+        }
         count(
             "Config::redis_pool_size",
             self.redis_pool_size,

@@ -286,6 +286,8 @@ pub enum Outcome {
     Cancelled,
     /// The slot was not run because of the overlap policy.
     Skipped,
+    /// Its process stopped during the run; it may have had its effect.
+    Abandoned,
 }
 
 /// What started a run.

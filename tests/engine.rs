@@ -11,8 +11,8 @@ use std::sync::atomic::AtomicU32;
 use chrono::DateTime;
 use engine_harness::*;
 use recur::store::{
-    Fired, Firing, Halt, Halted, Inserted, MAX_ALLOW_RUNS_PER_TASK, Recorded, Recording, RunStart,
-    StoreError, TaskFilter, Triggered,
+    Abandoned, Fired, Firing, Halt, Halted, Inserted, MAX_ALLOW_RUNS_PER_TASK, Recorded, Recording,
+    RunStart, StoreError, TaskFilter, Triggered,
 };
 
 /// When a [`FlakyStore`] call fails.
@@ -119,6 +119,9 @@ impl Store for FlakyStore {
             return Err(unavailable());
         }
         self.inner.halt(id, halt, now).await
+    }
+    async fn abandon_runs(&self, ids: &[TaskId]) -> Result<Vec<Abandoned>, StoreError> {
+        self.inner.abandon_runs(ids).await
     }
     async fn start_runs(&self, runs: &[RunStart]) -> Result<Vec<bool>, StoreError> {
         self.inner.start_runs(runs).await
@@ -432,6 +435,7 @@ async fn a_start_that_fails_leaves_nothing_running() {
             terminal_retention: secs(86_400),
             subscriber_bound: 100,
             max_runs_in_flight: 10,
+            store_check_interval: None,
         },
         CancellationToken::new(),
     );

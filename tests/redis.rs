@@ -21,6 +21,8 @@ fn redis_action(args: &[&str]) -> pb::action::Kind {
 fn config_with(url: &str) -> (recur::Config, String) {
     let mut config = test_config();
     config.redis_url = Some(url.to_string());
+    // The task store lives under this prefix: a test's own, on the shared Redis.
+    config.key_prefix = random_prefix();
     config.node_id = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let name = format!("recur:{}", config.node_id);
     (config, name)
@@ -31,6 +33,7 @@ async fn redis_actions_run_on_the_shared_redis() {
     let prefix = random_prefix();
     let key = format!("{prefix}hits");
     let (config, _) = config_with(SHARED_URL);
+    let own_keys = format!("{}tasks", config.key_prefix);
     let server = TestServer::start_with(config, |s| s).await;
     let mut client = server.client.clone();
     let mut results = stream(&mut client, &[], "", false).await;
@@ -95,7 +98,7 @@ async fn redis_actions_run_on_the_shared_redis() {
             task_id: "own".into(),
             spec: Some(spec_every(
                 Duration::from_secs(60),
-                redis_action(&["DEL", "recur:tasks"]),
+                redis_action(&["DEL", &own_keys]),
             )),
             request_id: String::new(),
         })
@@ -176,38 +179,44 @@ async fn reconnects_after_redis_restarts_and_names_the_new_connection() {
         pb::Outcome::Succeeded
     );
 
+    // Redis is the store: with it gone, a call that needs it fails fast
+    // with UNAVAILABLE instead of hanging or pretending.
     own.stop();
+    let asked = std::time::Instant::now();
+    let err = client
+        .trigger_task(pb::TriggerTaskRequest {
+            task_id: "ping".into(),
+        })
+        .await
+        .expect_err("no store, no trigger");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("store unavailable"), "{err:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
+
+    // It comes back empty (no persistence): the process writes its task
+    // back, and the stream that was reading the lost log ends with
+    // DATA_LOSS instead of going on as if nothing happened.
+    let restarted = OwnRedis::start_on(port);
+    let end = next_result(&mut results)
+        .await
+        .expect_err("the log was lost");
+    assert_eq!(end.code(), tonic::Code::DataLoss, "{end:?}");
+    let mut results = stream(&mut client, &["ping"], "", false).await;
     client
         .trigger_task(pb::TriggerTaskRequest {
             task_id: "ping".into(),
         })
         .await
-        .unwrap();
+        .expect("the task was written back");
     let r = next_result(&mut results).await.unwrap().unwrap();
     assert_eq!(
         outcome(&r),
-        pb::Outcome::Failed,
-        "Redis down is a failed run, not a hang"
-    );
-
-    let restarted = OwnRedis::start_on(port);
-    let mut succeeded = false;
-    for _ in 0..20 {
-        client
-            .trigger_task(pb::TriggerTaskRequest {
-                task_id: "ping".into(),
-            })
-            .await
-            .unwrap();
-        let r = next_result(&mut results).await.unwrap().unwrap();
-        if outcome(&r) == pb::Outcome::Succeeded {
-            succeeded = true;
-            break;
-        }
-    }
-    assert!(
-        succeeded,
-        "no successful run after Redis came back; its log:\n{}",
+        pb::Outcome::Succeeded,
+        "runs again on the new connection; Redis log:\n{}",
         restarted.log()
     );
     let names = client_names(&restarted.url()).await;

@@ -548,6 +548,7 @@ pub fn result_to_proto(r: &TaskResult) -> pb::TaskResult {
             Outcome::TimedOut => pb::Outcome::TimedOut,
             Outcome::Cancelled => pb::Outcome::Cancelled,
             Outcome::Skipped => pb::Outcome::Skipped,
+            Outcome::Abandoned => pb::Outcome::Abandoned,
         } as i32,
         attempts: r.attempts,
         trigger: match r.trigger {

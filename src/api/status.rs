@@ -45,6 +45,9 @@ impl From<Error> for Status {
                     status
                 }
                 StoreError::Unavailable { .. } => Status::unavailable(message),
+                StoreError::Corrupt { .. } | StoreError::Format { .. } => {
+                    Status::internal(message)
+                }
             },
         }
     }

@@ -31,9 +31,17 @@ struct Serve {
     /// Address to listen on.
     #[arg(long, env = "RECUR_LISTEN", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
-    /// Redis URL, e.g. redis://127.0.0.1:6379. Enables Redis actions.
+    /// Redis URL, e.g. redis://127.0.0.1:6379. Makes Redis the system of
+    /// record (tasks survive restarts) and enables Redis actions.
     #[arg(long, env = "REDIS_URL")]
     redis_url: Option<String>,
+    /// Prefix of every Redis key the server owns (the store's keys).
+    #[arg(long, env = "RECUR_KEY_PREFIX", default_value = "recur:")]
+    key_prefix: String,
+    /// Shards of the Redis store's tasks and due index. Fixed for the life
+    /// of a store.
+    #[arg(long, env = "RECUR_STORE_SHARDS", default_value_t = 16)]
+    store_shards: u32,
     /// Node id shown in logs and in Redis CLIENT LIST (default: random).
     #[arg(long, env = "RECUR_NODE_ID")]
     node_id: Option<String>,
@@ -65,6 +73,12 @@ struct Serve {
     /// Results kept in total.
     #[arg(long, env = "RECUR_RESULTS_TOTAL", default_value_t = 100_000)]
     results_total: usize,
+    /// Output bytes kept in the result log in total.
+    #[arg(long, env = "RECUR_RESULTS_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    results_max_bytes: usize,
+    /// Hours a result is kept in the Redis result log at most.
+    #[arg(long, env = "RECUR_RESULTS_MAX_AGE_HOURS", default_value_t = 168.0)]
+    results_max_age_hours: f64,
     /// Seconds start-up keeps retrying an unreachable Redis before exiting.
     #[arg(long, env = "RECUR_REDIS_STARTUP_SECS", default_value_t = 30.0)]
     redis_startup_secs: f64,
@@ -93,6 +107,13 @@ impl Serve {
         config.shutdown_grace = seconds("--shutdown-grace-secs", self.shutdown_grace_secs)?;
         config.results_per_task = self.results_per_task;
         config.results_total = self.results_total;
+        config.results_max_bytes = self.results_max_bytes;
+        config.results_max_age = seconds(
+            "--results-max-age-hours",
+            self.results_max_age_hours * 3600.0,
+        )?;
+        config.key_prefix = self.key_prefix.clone();
+        config.store_shards = self.store_shards;
         config.max_open_streams = self.max_open_streams;
         config.max_runs_in_flight = self.max_runs_in_flight;
         config.redis_startup_window = seconds("--redis-startup-secs", self.redis_startup_secs)?;

@@ -31,6 +31,13 @@ pub enum Delivery {
     Lagged,
     /// The server is shutting down; nothing follows.
     Closed,
+    /// The store lost its results (a Redis that came back empty): results
+    /// before this are gone, and a reader resumes from `resume`, the start
+    /// of the new log. Nothing follows.
+    Lost {
+        /// The new log's start cursor.
+        resume: String,
+    },
 }
 
 /// The subscribers of one server.
@@ -196,6 +203,20 @@ impl Hub {
         }
         subscriber.queued.fetch_add(1, Ordering::AcqRel);
         subscriber.tx.send(Delivery::Ended(task.clone())).is_ok()
+    }
+
+    /// Ends every subscription with [`Delivery::Lost`] (after what is
+    /// queued): the store lost the log they were reading. New subscribers
+    /// read the new log.
+    pub fn lost(&self, resume: &str) {
+        let mut state = self.state();
+        for (_, subscriber) in state.subscribers.drain() {
+            let _ = subscriber.tx.send(Delivery::Lost {
+                resume: resume.to_string(),
+            });
+        }
+        state.all.clear();
+        state.by_task.clear();
     }
 
     /// Ends every subscription with [`Delivery::Closed`] (after what is

@@ -203,6 +203,17 @@ impl ResultStream {
                         resume: self.resume(),
                     });
                 }
+                Some(Delivery::Lost { resume }) => {
+                    let cursor = self.resume();
+                    return Err(StreamEnd::Failed {
+                        error: Error::Store(StoreError::CursorExpired {
+                            cursor,
+                            oldest: String::new(),
+                            resume: resume.clone(),
+                        }),
+                        resume,
+                    });
+                }
                 Some(Delivery::Closed) | None => return Err(self.shutting_down()),
             }
         }

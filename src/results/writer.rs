@@ -181,7 +181,9 @@ impl Writer {
         match result.outcome {
             Outcome::Succeeded => Stats::add(&stats.succeeded, 1),
             Outcome::Cancelled => Stats::add(&stats.cancelled, 1),
-            Outcome::Skipped => {}
+            // Abandoned runs are counted and logged by the start-up that
+            // found them.
+            Outcome::Skipped | Outcome::Abandoned => {}
             Outcome::Failed | Outcome::TimedOut => {
                 Stats::add(&stats.failed, 1);
                 let now = Instant::now();

@@ -18,14 +18,18 @@ mod retention;
 mod run;
 mod runs;
 pub mod schedule;
+mod store_watch;
 mod timer;
 
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{debug, info, instrument, warn};
+use tracing::{debug, info, instrument, warn, error};
 
 use crate::{
     action::Actions,
@@ -34,7 +38,7 @@ use crate::{
         writer::{Writer, WriterHandle},
     },
     stats::Stats,
-    store::{Halt, Halted, Inserted, RunStart, Store, StoreError, TaskFilter, Triggered},
+    store::{Halt, Halted, Inserted, RunPhase, RunStart, Store, StoreError, TaskFilter, Triggered},
     task::{Outcome, TaskId, TaskRecord, TaskSpec, TaskState, manual_occurrence_id},
 };
 use clock::Clock;
@@ -137,6 +141,9 @@ pub struct SchedulerSettings {
     pub subscriber_bound: usize,
     /// Most runs whose action is going at once; more wait in a queue.
     pub max_runs_in_flight: usize,
+    /// How often a remote store is checked (reachable, not emptied); None
+    /// for the memory store, which is neither.
+    pub store_check_interval: Option<Duration>,
 }
 
 /// The scheduler. Cheap to clone.
@@ -173,6 +180,8 @@ struct Inner {
     writer_task: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// Serialises registrations so the task cap holds exactly.
     register_lock: tokio::sync::Mutex<()>,
+    /// Whether the store answered its last check.
+    store_status: watch::Sender<bool>,
 }
 
 /// The receiving ends `start` hands to the tasks it spawns.
@@ -232,6 +241,7 @@ impl Scheduler {
                 })),
                 writer_task: std::sync::Mutex::new(None),
                 register_lock: tokio::sync::Mutex::new(()),
+                store_status: watch::Sender::new(true),
             }),
         }
     }
@@ -243,6 +253,7 @@ impl Scheduler {
     pub async fn start(&self) -> Result<(), Error> {
         let inner = &self.inner;
         let mut after: Option<TaskId> = None;
+        let mut with_runs = Vec::new();
         loop {
             let page = inner
                 .store
@@ -252,8 +263,12 @@ impl Scheduler {
             after = Some(last.id.clone());
             for task in &page {
                 inner.arm(task);
+                if task.active_runs > 0 {
+                    with_runs.push(task.id.clone());
+                }
             }
         }
+        inner.abandon_runs(&with_runs).await?;
         let parts = inner.parts.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(parts) = parts else { return Ok(()) };
         let (writer, writer_rx) = parts.writer;
@@ -287,12 +302,24 @@ impl Scheduler {
         inner
             .tracker
             .spawn(async move { sweeper.sweep_loop().await });
+        if let Some(every) = inner.settings.store_check_interval {
+            let status = inner.store_status.clone();
+            inner
+                .tracker
+                .spawn(inner.clone().watch_store(every, status));
+        }
         let stats = inner.stats.clone();
         let stop = inner.stopping.clone();
         inner
             .tracker
             .spawn(async move { stats.summarise(stop).await });
         Ok(())
+    }
+
+    /// Whether the store answered its last check (always true for the
+    /// memory store); changes as it goes away and comes back.
+    pub fn store_status(&self) -> watch::Receiver<bool> {
+        self.inner.store_status.subscribe()
     }
 
     /// The clock the scheduler uses.
@@ -616,6 +643,51 @@ fn slot_after(
 }
 
 impl Inner {
+
+    /// Reports the runs a stopped process left in the store (found at
+    /// start): one result each, ABANDONED for a run that was going (it may
+    /// have had its effect), SKIPPED for one that never started. Results
+    /// that process had decided but not recorded are lost: counted and
+    /// logged, never silent.
+    async fn abandon_runs(&self, ids: &[TaskId]) -> Result<(), Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let (mut abandoned, mut never_started, mut lost) = (0usize, 0usize, 0usize);
+        for chunk in ids.chunks(1000) {
+            for task in self.store.abandon_runs(chunk).await? {
+                lost += task.lost_results;
+                for run in &task.runs {
+                    let result = if run.phase == RunPhase::Running {
+                        abandoned += 1;
+                        warn!(task_id = %run.task_id, run = run.run, occurrence_id = %run.occurrence_id, "run abandoned: the process stopped during it");
+                        run::dropped(
+                            run,
+                            Outcome::Abandoned,
+                            now,
+                            "the process running it stopped during the run; it may have had its effect",
+                        )
+                    } else {
+                        never_started += 1;
+                        run::dropped(
+                            run,
+                            Outcome::Skipped,
+                            now,
+                            "the process stopped before the run started",
+                        )
+                    };
+                    self.writer.record(result, false);
+                }
+            }
+        }
+        if lost > 0 {
+            Stats::add(&self.stats.results_lost, lost as u64);
+            error!(results = lost, "results lost: decided by a process that stopped before recording them");
+        }
+        info!(abandoned, never_started, "runs of a stopped process reported");
+        Ok(())
+    }
     async fn load(&self, id: &TaskId) -> Result<TaskRecord, Error> {
         self.store
             .get_task(id)

@@ -19,13 +19,14 @@ use crate::{
         Actions, TaskHandler,
         http::{HttpRunner, HttpSettings},
     },
-    api::{ApiSettings, TaskApi},
+    api::{ApiSettings, TaskApi, convert::SpecContext},
     redis_pool::{PoolError, PoolSettings, RedisPool},
     results::stream::StreamGauge,
     scheduler::{Scheduler, SchedulerSettings, clock::Clock},
     store::{
         Store,
         memory::{MemoryStore, Retention},
+        redis::{RedisSettings, RedisStore, SpecDecoder},
     },
 };
 
@@ -39,6 +40,9 @@ pub enum ServerError {
     /// The Redis pool could not be opened.
     #[error(transparent)]
     Redis(#[from] PoolError),
+    /// The task store could not be opened (unreachable, or another format).
+    #[error("opening the task store failed: {0}")]
+    Store(crate::store::StoreError),
     /// The HTTP client could not be built.
     #[error("building the HTTP client failed: {0}")]
     Http(#[from] reqwest::Error),
@@ -298,6 +302,10 @@ struct Started {
     streams_shutdown: CancellationToken,
 }
 
+/// How often the Redis store is checked: an outage shows in health and a
+/// Redis that came back empty is restored within about this long.
+const STORE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Builds the store, actions, scheduler and router, then starts the
 /// scheduler last, so an error before it leaves nothing running.
 async fn start(
@@ -307,12 +315,6 @@ async fn start(
     open_streams: StreamGauge,
     pool: Option<RedisPool>,
 ) -> Result<Started, ServerError> {
-    warn!("task store is in memory: tasks and results do not survive a restart");
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Retention {
-        per_task: config.results_per_task,
-        total: config.results_total,
-        max_bytes: config.results_max_bytes,
-    }));
     let http = HttpRunner::new(HttpSettings {
         connect_timeout: config.http_connect_timeout,
         read_timeout: config.http_read_timeout,
@@ -320,7 +322,34 @@ async fn start(
         max_redirects: config.max_redirects,
         output_cap: config.output_cap,
     })?;
-    let actions = Actions::new(http, pool, handlers, config.output_cap);
+    let actions = Actions::new(http, pool.clone(), handlers, config.output_cap);
+    let retention = Retention {
+        per_task: config.results_per_task,
+        total: config.results_total,
+        max_bytes: config.results_max_bytes,
+    };
+    let store: Arc<dyn Store> = match pool {
+        Some(pool) => {
+            let store = RedisStore::open(
+                pool,
+                RedisSettings {
+                    prefix: config.key_prefix.clone(),
+                    shards: config.store_shards,
+                    retention,
+                    max_age: config.results_max_age,
+                },
+                stored_spec_decoder(&config, actions.clone()),
+            )
+            .await
+            .map_err(ServerError::Store)?;
+            info!(prefix = %config.key_prefix, epoch = %store.epoch(), "task store is redis");
+            Arc::new(store)
+        }
+        None => {
+            warn!("task store is in memory: tasks and results do not survive a restart");
+            Arc::new(MemoryStore::new(retention))
+        }
+    };
     let root = CancellationToken::new();
     let scheduler = Scheduler::new(
         store,
@@ -331,6 +360,7 @@ async fn start(
             terminal_retention: config.terminal_retention,
             subscriber_bound: config.stream_buffer,
             max_runs_in_flight: config.max_runs_in_flight,
+            store_check_interval: config.redis_url.as_ref().map(|_| STORE_CHECK_INTERVAL),
         },
         root.clone(),
     );
@@ -357,12 +387,46 @@ async fn start(
         health::service(health.clone(), streams_shutdown.clone()),
     )?;
     scheduler.start().await?;
+    // The task service is only as healthy as its store: a balancer moves
+    // callers to a replica whose store answers; the process stays SERVING.
+    let mut store_status = scheduler.store_status();
+    let reporter = health.clone();
+    tokio::spawn(async move {
+        while store_status.changed().await.is_ok() {
+            let serving = *store_status.borrow_and_update();
+            let status = if serving {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            reporter.set_service_status(TASK_SERVICE, status).await;
+        }
+    });
     Ok(Started {
         scheduler,
         router,
         health,
         root,
         streams_shutdown,
+    })
+}
+
+/// Reads specs back from the Redis store through the validation a client's
+/// spec goes through, with the limits relaxed: a task stored under looser
+/// limits (a shorter interval, a longer timeout) stays readable after they
+/// were tightened.
+fn stored_spec_decoder(config: &Config, actions: Actions) -> SpecDecoder {
+    let default_timeout = config.default_timeout;
+    let key_prefix = config.key_prefix.clone();
+    Arc::new(move |raw| {
+        let ctx = SpecContext {
+            min_interval: std::time::Duration::from_millis(1),
+            default_timeout,
+            max_timeout: std::time::Duration::from_secs(u32::MAX as u64),
+            key_prefix: &key_prefix,
+            actions: &actions,
+        };
+        crate::api::convert::spec("spec", Some(raw), &ctx).map_err(|e| e.to_string())
     })
 }
 

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Fired, Firing, Halt, Halted, Inserted, Recorded, Recording, RunStart, Store, StoreError, TaskFilter,
+    Abandoned, Fired, Firing, Halt, Halted, Inserted, Recorded, Recording, RunStart, Store, StoreError, TaskFilter,
     Triggered, stored::Stored,
 };
 use crate::task::{TaskId, TaskRecord, TaskResult};
@@ -332,6 +332,21 @@ impl Store for MemoryStore {
             Some(stored) => stored.halt(halt, now),
             None => Halted::NotFound,
         })
+    }
+
+    async fn abandon_runs(&self, ids: &[TaskId]) -> Result<Vec<Abandoned>, StoreError> {
+        let mut inner = self.lock();
+        Ok(ids
+            .iter()
+            .filter_map(|id| {
+                let (runs, lost_results) = inner.tasks.get_mut(id)?.abandon();
+                Some(Abandoned {
+                    task_id: id.clone(),
+                    runs,
+                    lost_results,
+                })
+            })
+            .collect())
     }
 
     async fn start_runs(&self, runs: &[RunStart]) -> Result<Vec<bool>, StoreError> {

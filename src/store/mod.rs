@@ -19,6 +19,7 @@
 
 pub mod memory;
 mod overlap;
+pub mod redis;
 mod stored;
 
 use std::{collections::BTreeMap, sync::Arc};
@@ -67,6 +68,28 @@ pub enum StoreError {
         oldest: String,
         /// A cursor that replays everything still held.
         resume: String,
+    },
+    /// A stored record that does not decode: written by a newer format or
+    /// damaged. The operation was not applied.
+    #[error("stored record {key} is unreadable: {reason}")]
+    Corrupt {
+        /// The Redis key (and entry) that holds it.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store was written by another store format than this build's.
+    #[error(
+        "the store has format {found:?}, this build reads format {supported}{}",
+        if *newer { "; upgrade recur before pointing it at this store" } else { "" }
+    )]
+    Format {
+        /// The format found.
+        found: String,
+        /// The format this build reads and writes.
+        supported: u32,
+        /// Whether the format found is newer than this build's.
+        newer: bool,
     },
     /// The store could not be reached or refused the operation; nothing of
     /// the operation was applied.
@@ -270,6 +293,18 @@ pub enum Halted {
     },
 }
 
+/// Runs of one task given up by [`Store::abandon_runs`].
+#[derive(Debug)]
+pub struct Abandoned {
+    /// The task.
+    pub task_id: TaskId,
+    /// Its runs: queued or buffered ones never started, running ones may
+    /// have had their effect.
+    pub runs: Vec<RunRecord>,
+    /// Results it was owed (decided before the stop, never recorded): lost.
+    pub lost_results: usize,
+}
+
 /// One result for [`Store::record`].
 #[derive(Debug, Clone)]
 pub struct Recording {
@@ -335,6 +370,12 @@ pub trait Store: Send + Sync + 'static {
     /// Pauses or cancels a task, dropping its runs not yet in flight.
     async fn halt(&self, id: &TaskId, halt: Halt, now: DateTime<Utc>)
     -> Result<Halted, StoreError>;
+    /// Takes the run records of tasks whose runs belonged to a process that
+    /// stopped (called at start for the tasks that have runs: in this
+    /// version one process owns the store). Each run is then owed a result,
+    /// which the caller records (`finishes_run: false`). Answers per task
+    /// found: its runs, and how many results it was owed and never got.
+    async fn abandon_runs(&self, ids: &[TaskId]) -> Result<Vec<Abandoned>, StoreError>;
     /// Moves queued runs to running;
     /// one answer per run, in order: false when it was dropped meanwhile
     /// (pause, cancel) and must not start. A batch, so a wave of runs costs
@@ -356,4 +397,28 @@ pub trait Store: Send + Sync + 'static {
     async fn head_cursor(&self) -> Result<String, StoreError>;
     /// Orders two cursors of this log; None when either is not one of its cursors.
     fn cursor_seq(&self, cursor: &str) -> Option<u64>;
+    /// Checks that the store is reachable and still the one it was: a
+    /// remote store that came back empty is detected here (by its epoch)
+    /// and given back the task definitions this process holds.
+    async fn check(&self) -> Result<Checked, StoreError> {
+        Ok(Checked::Same)
+    }
+}
+
+/// What [`Store::check`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Checked {
+    /// Reachable, with everything it held.
+    Same,
+    /// It had lost everything (a Redis restarted without persistence, or
+    /// flushed): the definitions this process held were written back, and a
+    /// new epoch makes every earlier cursor DATA_LOSS.
+    Restored {
+        /// Task definitions written back.
+        tasks: usize,
+        /// The epoch before.
+        lost_epoch: String,
+        /// The new epoch.
+        epoch: String,
+    },
 }

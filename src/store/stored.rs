@@ -217,6 +217,20 @@ impl Stored {
         (promoted, settled && self.ended())
     }
 
+    /// Takes every run record of a process that stopped (the one process
+    /// of this version, found at its next start): runs not started are
+    /// dropped as at a pause, running ones are given up; each is then owed a
+    /// result. Returns them with the number of results that were owed and
+    /// are lost (decided, never recorded); those no longer hold the task.
+    pub(crate) fn abandon(&mut self) -> (Vec<RunRecord>, usize) {
+        let lost = std::mem::take(&mut self.owed);
+        let mut runs = self.drop_runs(|_| true);
+        let running = std::mem::take(&mut self.runs);
+        self.owed += running.len();
+        runs.extend(running);
+        (runs, lost)
+    }
+
     /// Drops the runs `drop` selects, which have not started: each still
     /// gets a result (owed until recorded); a scheduled one no longer
     /// counts toward max_runs. Run numbers are never given back.

@@ -243,6 +243,7 @@ impl Harness {
                 terminal_retention: secs(86_400),
                 subscriber_bound: 100_000,
                 max_runs_in_flight,
+                store_check_interval: None,
             },
             CancellationToken::new(),
         );

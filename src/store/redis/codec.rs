@@ -1,0 +1,254 @@
+//! Tasks and results as the Redis store writes them: protobuf, with the
+//! public `recur.v1` messages for the spec and results, so a stored task
+//! reads back through the same validation a client's spec goes through.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+
+use super::proto;
+use crate::{
+    api::convert::{result_to_proto, spec_to_proto_unredacted},
+    pb::v1 as pb,
+    store::{
+        RunPhase, RunRecord,
+        stored::{LastFire, Stored},
+    },
+    task::{Outcome, TaskId, TaskRecord, TaskResult, TaskSpec, TaskState, Trigger},
+};
+
+/// Turns a stored spec back into a domain spec. Given by the server, which
+/// knows the handlers and limits; limits that tightened since a task was
+/// stored must not make it unreadable, so the server relaxes them here.
+pub type SpecDecoder = Arc<dyn Fn(pb::TaskSpec) -> Result<TaskSpec, String> + Send + Sync>;
+
+fn time(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos().min(999_999_999) as i32,
+    }
+}
+
+fn from_time(t: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    let t = t?;
+    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+}
+
+fn required_time(t: Option<prost_types::Timestamp>, field: &str) -> Result<DateTime<Utc>, String> {
+    from_time(t).ok_or_else(|| format!("{field} missing or out of range"))
+}
+
+fn state(s: TaskState) -> pb::TaskState {
+    match s {
+        TaskState::Active => pb::TaskState::Active,
+        TaskState::Paused => pb::TaskState::Paused,
+        TaskState::Cancelled => pb::TaskState::Cancelled,
+        TaskState::Completed => pb::TaskState::Completed,
+    }
+}
+
+fn from_state(raw: i32) -> Result<TaskState, String> {
+    Ok(match pb::TaskState::try_from(raw) {
+        Ok(pb::TaskState::Active) => TaskState::Active,
+        Ok(pb::TaskState::Paused) => TaskState::Paused,
+        Ok(pb::TaskState::Cancelled) => TaskState::Cancelled,
+        Ok(pb::TaskState::Completed) => TaskState::Completed,
+        _ => return Err(format!("unknown task state {raw}")),
+    })
+}
+
+fn trigger(t: Trigger) -> pb::Trigger {
+    match t {
+        Trigger::Scheduled => pb::Trigger::Scheduled,
+        Trigger::Manual => pb::Trigger::Manual,
+    }
+}
+
+fn from_trigger(raw: i32) -> Trigger {
+    match pb::Trigger::try_from(raw) {
+        Ok(pb::Trigger::Manual) => Trigger::Manual,
+        _ => Trigger::Scheduled,
+    }
+}
+
+fn run(r: &RunRecord) -> proto::StoredRun {
+    proto::StoredRun {
+        run: r.run,
+        trigger: trigger(r.trigger) as i32,
+        scheduled_at: Some(time(r.scheduled_at)),
+        occurrence_id: r.occurrence_id.clone(),
+        retry_deadline: r.retry_deadline.map(time),
+        phase: match r.phase {
+            RunPhase::Queued => proto::RunPhase::Queued,
+            RunPhase::Running => proto::RunPhase::Running,
+            RunPhase::Buffered => proto::RunPhase::Buffered,
+        } as i32,
+    }
+}
+
+fn from_run(task_id: &TaskId, r: proto::StoredRun) -> Result<RunRecord, String> {
+    Ok(RunRecord {
+        task_id: task_id.clone(),
+        run: r.run,
+        trigger: from_trigger(r.trigger),
+        scheduled_at: required_time(r.scheduled_at, "run.scheduled_at")?,
+        occurrence_id: r.occurrence_id,
+        retry_deadline: from_time(r.retry_deadline),
+        phase: match proto::RunPhase::try_from(r.phase) {
+            Ok(proto::RunPhase::Running) => RunPhase::Running,
+            Ok(proto::RunPhase::Buffered) => RunPhase::Buffered,
+            Ok(proto::RunPhase::Queued) => RunPhase::Queued,
+            _ => return Err(format!("unknown run phase {}", r.phase)),
+        },
+    })
+}
+
+/// A task as its hash's `rec` field holds it.
+pub(super) fn encode_task(stored: &Stored) -> Vec<u8> {
+    let task = &stored.record;
+    proto::StoredTask {
+        task_id: task.id.to_string(),
+        spec: Some(spec_to_proto_unredacted(&task.spec)),
+        state: state(task.state) as i32,
+        created_at: Some(time(task.created_at)),
+        updated_at: Some(time(task.updated_at)),
+        next_run_at: task.next_run_at.map(time),
+        run_count: task.run_count,
+        scheduled_run_count: task.scheduled_run_count,
+        skipped_count: task.skipped_count,
+        reason: task.reason.clone(),
+        version: task.version,
+        request_id: stored.request_id.clone().unwrap_or_default(),
+        last_claimed: stored.last_claimed.map(time),
+        runs: stored.runs.iter().map(run).collect(),
+        owed: stored.owed as u64,
+        last_result: stored.last_result.as_deref().map(|r| {
+            // The cursor lives in the hash's `lc` field: it is only known
+            // once the log has the result, inside the recording script.
+            pb::TaskResult {
+                cursor: String::new(),
+                ..result_to_proto(r)
+            }
+        }),
+        last_fire: stored.last_fire.as_ref().map(|f| proto::LastFire {
+            version: f.version,
+            armed_slot: Some(time(f.armed_slot)),
+            run: f.run,
+            skipped: f.skipped,
+            cancel: f.cancel.clone(),
+            dropped: f.dropped.iter().map(run).collect(),
+            ended: f.ended,
+        }),
+    }
+    .encode_to_vec()
+}
+
+/// Reads a task back; `last_cursor` is its last result's cursor.
+pub(super) fn decode_task(
+    raw: &[u8],
+    last_cursor: Option<String>,
+    decode_spec: &SpecDecoder,
+) -> Result<Stored, String> {
+    let t = proto::StoredTask::decode(raw).map_err(|e| e.to_string())?;
+    let id = TaskId::parse(&t.task_id)?;
+    let spec = decode_spec(t.spec.ok_or("spec missing")?)?;
+    let runs = t
+        .runs
+        .into_iter()
+        .map(|r| from_run(&id, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let last_result = match t.last_result {
+        Some(r) => {
+            let mut result = decode_result(r)?;
+            result.cursor = last_cursor.unwrap_or_default();
+            Some(Arc::new(result))
+        }
+        None => None,
+    };
+    let last_fire = match t.last_fire {
+        Some(f) => Some(LastFire {
+            version: f.version,
+            armed_slot: required_time(f.armed_slot, "last_fire.armed_slot")?,
+            run: f.run,
+            skipped: f.skipped,
+            cancel: f.cancel,
+            dropped: f
+                .dropped
+                .into_iter()
+                .map(|r| from_run(&id, r))
+                .collect::<Result<_, _>>()?,
+            ended: f.ended,
+        }),
+        None => None,
+    };
+    Ok(Stored {
+        record: TaskRecord {
+            id,
+            spec: Arc::new(spec),
+            state: from_state(t.state)?,
+            created_at: required_time(t.created_at, "created_at")?,
+            updated_at: required_time(t.updated_at, "updated_at")?,
+            next_run_at: from_time(t.next_run_at),
+            run_count: t.run_count,
+            scheduled_run_count: t.scheduled_run_count,
+            skipped_count: t.skipped_count,
+            last_result: None,
+            active_runs: 0,
+            reason: t.reason,
+            version: t.version,
+        },
+        request_id: (!t.request_id.is_empty()).then_some(t.request_id),
+        last_claimed: from_time(t.last_claimed),
+        runs,
+        owed: usize::try_from(t.owed).map_err(|e| e.to_string())?,
+        last_result,
+        last_fire,
+    })
+}
+
+/// A result as a log entry's `r` field holds it (its cursor is the entry id).
+pub(super) fn encode_result(result: &TaskResult) -> Vec<u8> {
+    pb::TaskResult {
+        cursor: String::new(),
+        ..result_to_proto(result)
+    }
+    .encode_to_vec()
+}
+
+/// Reads a log entry's result; the caller sets its cursor.
+pub(super) fn decode_result_bytes(raw: &[u8]) -> Result<TaskResult, String> {
+    decode_result(pb::TaskResult::decode(raw).map_err(|e| e.to_string())?)
+}
+
+fn decode_result(r: pb::TaskResult) -> Result<TaskResult, String> {
+    Ok(TaskResult {
+        task_id: TaskId::parse(&r.task_id)?,
+        run: r.run,
+        cursor: r.cursor,
+        scheduled_at: required_time(r.scheduled_at, "result.scheduled_at")?,
+        started_at: from_time(r.started_at),
+        finished_at: required_time(r.finished_at, "result.finished_at")?,
+        outcome: match pb::Outcome::try_from(r.outcome) {
+            Ok(pb::Outcome::Succeeded) => Outcome::Succeeded,
+            Ok(pb::Outcome::Failed) => Outcome::Failed,
+            Ok(pb::Outcome::TimedOut) => Outcome::TimedOut,
+            Ok(pb::Outcome::Cancelled) => Outcome::Cancelled,
+            Ok(pb::Outcome::Skipped) => Outcome::Skipped,
+            Ok(pb::Outcome::Abandoned) => Outcome::Abandoned,
+            _ => return Err(format!("unknown outcome {}", r.outcome)),
+        },
+        attempts: r.attempts,
+        trigger: from_trigger(r.trigger),
+        error: r.error,
+        output: r.output,
+        output_truncated: r.output_truncated,
+        http_status: u16::try_from(r.http_status).unwrap_or(0),
+        occurrence_id: r.occurrence_id,
+        latency: r
+            .latency
+            .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.clamp(0, 999_999_999) as u32))
+            .unwrap_or_default(),
+        wire: Default::default(),
+    })
+}

@@ -1,0 +1,121 @@
+//! The key layout of the Redis store; the README's table mirrors it.
+//!
+//! Every key starts with the configured prefix (default `recur:`) and
+//! carries a hash tag, so keys that one script touches together share a
+//! Redis Cluster hash slot:
+//!
+//! - `{meta}`: the store format and epoch;
+//! - `{s<N>}`: shard N of the tasks: their hashes, the shard's due index and
+//!   id index, and the request ids that hash to it;
+//! - `{log}`: the result log and its retention bookkeeping.
+
+use crate::task::TaskId;
+
+/// The store format this build writes. Bump it when a change would be
+/// misread by a process of the previous format.
+pub(crate) const STORE_FORMAT: u32 = 1;
+
+/// Names of the store's keys under one prefix.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    prefix: String,
+    shards: u32,
+}
+
+impl Keys {
+    pub(crate) fn new(prefix: &str, shards: u32) -> Keys {
+        Keys {
+            prefix: prefix.to_string(),
+            shards: shards.max(1),
+        }
+    }
+
+    pub(crate) fn shards(&self) -> u32 {
+        self.shards
+    }
+
+    /// The shard a task (or request id) belongs to: FNV-1a of the id, so it
+    /// is stable across processes and versions.
+    pub(crate) fn shard_of(&self, id: &str) -> u32 {
+        let mut hash: u32 = 0x811c_9dc5;
+        for byte in id.bytes() {
+            hash ^= u32::from(byte);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+        hash % self.shards
+    }
+
+    /// `<prefix>{meta}:format`: the store format (a number).
+    pub(crate) fn format(&self) -> String {
+        format!("{}{{meta}}:format", self.prefix)
+    }
+
+    /// `<prefix>{meta}:epoch`: created when the store is first initialised;
+    /// every cursor carries it, so an emptied Redis is told apart.
+    pub(crate) fn epoch(&self) -> String {
+        format!("{}{{meta}}:epoch", self.prefix)
+    }
+
+    /// `<prefix>{s<N>}:task:<id>`: hash of `rev` (compare-and-set counter),
+    /// `rec` (the task, protobuf), `lc` (its last result's log id), `state`
+    /// and `next` (plain text for operators).
+    pub(crate) fn task(&self, id: &TaskId) -> String {
+        format!(
+            "{}{{s{}}}:task:{}",
+            self.prefix,
+            self.shard_of(id.as_str()),
+            id
+        )
+    }
+
+    /// `<prefix>{s<N>}:due`: zset of the shard's active tasks by next fire
+    /// time (ms since the epoch).
+    pub(crate) fn due(&self, shard: u32) -> String {
+        format!("{}{{s{}}}:due", self.prefix, shard)
+    }
+
+    /// `<prefix>{s<N>}:ids`: zset of the shard's task ids (score 0), for
+    /// listing in id order.
+    pub(crate) fn ids(&self, shard: u32) -> String {
+        format!("{}{{s{}}}:ids", self.prefix, shard)
+    }
+
+    /// `<prefix>{s<N>}:req:<request id>`: the task a RegisterTask request
+    /// id created.
+    pub(crate) fn request(&self, request_id: &str) -> String {
+        format!(
+            "{}{{s{}}}:req:{}",
+            self.prefix,
+            self.shard_of(request_id),
+            request_id
+        )
+    }
+
+    /// `<prefix>{log}:results`: the result log, a stream of entries `t`
+    /// (task id), `n` (output bytes), `r` (the result, protobuf).
+    pub(crate) fn log(&self) -> String {
+        format!("{}{{log}}:results", self.prefix)
+    }
+
+    /// `<prefix>{log}:meta`: hash of `bytes` (output bytes held), `last`
+    /// (id of the newest result), `evicted` (highest id retention dropped).
+    pub(crate) fn log_meta(&self) -> String {
+        format!("{}{{log}}:meta", self.prefix)
+    }
+
+    /// `<prefix>{log}:evicted`: hash task id -> highest id of it retention
+    /// dropped, so a reader of one task resuming before it gets DATA_LOSS.
+    pub(crate) fn evicted(&self) -> String {
+        format!("{}{{log}}:evicted", self.prefix)
+    }
+
+    /// `<prefix>{log}:hist:<id>`: list of the log ids of the task's held
+    /// results, oldest first (per-task retention and per-task reads).
+    pub(crate) fn history(&self, id: &TaskId) -> String {
+        format!("{}{}", self.history_prefix(), id)
+    }
+
+    pub(crate) fn history_prefix(&self) -> String {
+        format!("{}{{log}}:hist:", self.prefix)
+    }
+}

@@ -1,0 +1,1084 @@
+//! The Redis store: Redis as the system of record, so tasks, runs and
+//! results survive a restart of the process (and, with the next version,
+//! are shared by replicas).
+//!
+//! Every decision is the same state machine the memory store runs
+//! ([`super::stored::Stored`]), applied optimistically: read the tasks a
+//! step touches (one pipelined round trip), apply the step in the process,
+//! and write them back with one Lua script that checks each task's `rev`
+//! (compare-and-set) and updates the due and id indexes with it. A task
+//! whose `rev` moved in between (a result recorded meanwhile, another
+//! process) is read again and decided again; nothing is ever written from a
+//! stale read. A batch of due slots thus costs two round trips while nothing
+//! races it, whatever its size: one read, one script per shard sent
+//! together.
+//!
+//! Results go to a Redis stream, appended by one script that also applies
+//! retention and settles the runs they finish (see `record.lua`). Cursors
+//! are `<epoch>-<stream id>`: the epoch is created with the store, so a
+//! Redis that comes back empty hands out cursors no earlier one matches.
+//!
+//! Scripts are sent by SHA and loaded again when Redis answers NOSCRIPT
+//! (after a restart or failover), by redis-rs' `Script`.
+
+mod codec;
+mod keys;
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+mod proto {
+    tonic::include_proto!("recur.store.v1");
+}
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_redis::redis::{self, AsyncCommands, Script, streams::StreamRangeReply};
+
+pub use codec::SpecDecoder;
+pub(crate) use keys::{Keys, STORE_FORMAT};
+
+use super::{
+    Abandoned, Checked, Fired, Firing, Halt, Halted, Inserted, Recorded, Recording, RunStart, Store, StoreError,
+    TaskFilter, Triggered, memory::Retention, stored::Stored,
+};
+use crate::{
+    RedisPool,
+    task::{TaskId, TaskRecord, TaskResult},
+};
+
+/// How many times a step reads again after its compare-and-set lost to a
+/// concurrent write before reporting the store unavailable. One process
+/// races only its own result writer, which settles within a round or two.
+const MAX_CAS_ROUNDS: usize = 16;
+
+/// Settings of the Redis store.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// Key prefix (with its separator), e.g. `recur:`.
+    pub prefix: String,
+    /// Shards of the tasks and their due index.
+    pub shards: u32,
+    /// Retention bounds of the result log by count and bytes.
+    pub retention: Retention,
+    /// Results older than this are dropped from the log.
+    pub max_age: Duration,
+}
+
+/// The Redis store.
+pub struct RedisStore {
+    /// The managed pool; every command goes through it.
+    pool: RedisPool,
+    /// Key names.
+    keys: Keys,
+    /// The store's epoch, read (or created) at open and replaced when Redis
+    /// comes back empty; part of every cursor.
+    epoch: std::sync::RwLock<String>,
+    /// The last state of every task this process wrote or read, encoded as
+    /// written (`rec`, `state`, `next`): what it gives back to a Redis that
+    /// came back empty. A std mutex, held only to copy bytes in or out.
+    mirror: std::sync::Mutex<HashMap<TaskId, Mirrored>>,
+    /// One restore at a time.
+    restoring: tokio::sync::Mutex<()>,
+    /// Retention bounds.
+    retention: Retention,
+    /// Age bound of the log.
+    max_age: Duration,
+    /// Reads stored specs back.
+    decode_spec: SpecDecoder,
+    /// `write_tasks.lua`.
+    write_tasks: Script,
+    /// `record.lua`.
+    record: Script,
+}
+
+fn unavailable(error: redis::RedisError) -> StoreError {
+    StoreError::Unavailable {
+        reason: error.to_string(),
+    }
+}
+
+/// A task as last written, for [`RedisStore::check`]'s restore.
+struct Mirrored {
+    rec: Vec<u8>,
+    due: String,
+    state: &'static str,
+    next: String,
+}
+
+impl Mirrored {
+    fn of(stored: &Stored) -> Mirrored {
+        Mirrored {
+            rec: codec::encode_task(stored),
+            ..Mirrored::derived(stored)
+        }
+    }
+
+    /// The fields beside `rec` (left empty).
+    fn derived(stored: &Stored) -> Mirrored {
+        let task = &stored.record;
+        Mirrored {
+            rec: Vec::new(),
+            due: match (task.state, task.next_run_at) {
+                (crate::task::TaskState::Active, Some(next)) => next.timestamp_millis().to_string(),
+                _ => String::new(),
+            },
+            state: task.state.name(),
+            next: task
+                .next_run_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// A task as read, with the `rev` it was read at (None: it did not exist).
+type Loaded = (Option<String>, Stored);
+
+/// One task write of [`RedisStore::write`].
+struct Write<'a> {
+    /// Index of the step it belongs to, reported back on conflict.
+    index: usize,
+    /// The `rev` read (None: create).
+    rev: Option<String>,
+    /// The task's id.
+    id: TaskId,
+    /// The new state, None to delete.
+    stored: Option<&'a Stored>,
+}
+
+impl RedisStore {
+    /// Opens the store: checks the store format (refusing a newer one),
+    /// initialises an empty Redis (format and epoch) and reads the epoch.
+    pub async fn open(
+        pool: RedisPool,
+        settings: RedisSettings,
+        decode_spec: SpecDecoder,
+    ) -> Result<RedisStore, StoreError> {
+        let keys = Keys::new(&settings.prefix, settings.shards);
+        let mut conn = pool.get().await.map_err(|e| StoreError::Unavailable {
+            reason: e.to_string(),
+        })?;
+        let format: Option<String> = conn.get(keys.format()).await.map_err(unavailable)?;
+        match format.as_deref().map(str::parse::<u32>) {
+            None => {
+                // First start on this prefix. NX: a process racing this one
+                // to initialise keeps whichever epoch landed first.
+                let _: bool = conn
+                    .set_nx(keys.format(), STORE_FORMAT)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            Some(Ok(found)) if found == STORE_FORMAT => {}
+            Some(found) => {
+                return Err(StoreError::Format {
+                    found: format.clone().unwrap_or_default(),
+                    supported: STORE_FORMAT,
+                    newer: matches!(found, Ok(f) if f > STORE_FORMAT),
+                });
+            }
+        }
+        let fresh = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let _: bool = conn
+            .set_nx(keys.epoch(), &fresh)
+            .await
+            .map_err(unavailable)?;
+        let epoch: String = conn.get(keys.epoch()).await.map_err(unavailable)?;
+        Ok(RedisStore {
+            pool,
+            keys,
+            epoch: std::sync::RwLock::new(epoch),
+            mirror: std::sync::Mutex::new(HashMap::new()),
+            restoring: tokio::sync::Mutex::new(()),
+            retention: Retention {
+                per_task: settings.retention.per_task.max(1),
+                total: settings.retention.total.max(1),
+                max_bytes: settings.retention.max_bytes,
+            },
+            max_age: settings.max_age,
+            decode_spec,
+            write_tasks: Script::new(include_str!("write_tasks.lua")),
+            record: Script::new(include_str!("record.lua")),
+        })
+    }
+
+    /// The store's epoch.
+    pub fn epoch(&self) -> String {
+        self.epoch.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn mirror(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, Mirrored>> {
+        self.mirror.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
+        self.pool.get().await.map_err(|e| StoreError::Unavailable {
+            reason: e.to_string(),
+        })
+    }
+
+    /// Reads tasks in one pipelined round trip.
+    async fn load(&self, ids: &[TaskId]) -> Result<Vec<Option<Loaded>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HMGET").arg(self.keys.task(id)).arg(&["rev", "rec", "lc"]);
+        }
+        let mut conn = self.conn().await?;
+        type Row = (Option<String>, Option<Vec<u8>>, Option<String>);
+        let rows: Vec<Row> = pipe.query_async(&mut *conn).await.map_err(unavailable)?;
+        ids.iter()
+            .zip(rows)
+            .map(|(id, (rev, rec, lc))| match (rev, rec) {
+                (Some(rev), Some(rec)) => {
+                    let cursor = lc.map(|lc| self.cursor(&lc));
+                    codec::decode_task(&rec, cursor, &self.decode_spec)
+                        .map(|stored| {
+                            let mirrored = Mirrored {
+                                rec,
+                                ..Mirrored::derived(&stored)
+                            };
+                            self.mirror().insert(id.clone(), mirrored);
+                            Some((Some(rev), stored))
+                        })
+                        .map_err(|reason| StoreError::Corrupt {
+                            key: self.keys.task(id),
+                            reason,
+                        })
+                }
+                _ => Ok(None),
+            })
+            .collect()
+    }
+
+    async fn load_one(&self, id: &TaskId) -> Result<Option<Loaded>, StoreError> {
+        Ok(self.load(std::slice::from_ref(id)).await?.pop().flatten())
+    }
+
+    /// Writes tasks with a compare-and-set on their `rev`, one script per
+    /// shard, all sent at once. Returns the indexes of the writes that lost
+    /// (their task changed since it was read): nothing of those was written.
+    async fn write(&self, writes: Vec<Write<'_>>) -> Result<Vec<usize>, StoreError> {
+        let mut by_shard: BTreeMap<u32, Vec<Write<'_>>> = BTreeMap::new();
+        for write in writes {
+            by_shard
+                .entry(self.keys.shard_of(write.id.as_str()))
+                .or_default()
+                .push(write);
+        }
+        let conn = self.conn().await?;
+        let calls = by_shard.into_iter().map(|(shard, writes)| {
+            let mut conn = (*conn).clone();
+            let mut invocation = self.write_tasks.prepare_invoke();
+            invocation.key(self.keys.due(shard)).key(self.keys.ids(shard));
+            invocation.arg(writes.len());
+            let mut written = Vec::with_capacity(writes.len());
+            for write in &writes {
+                invocation.key(self.keys.task(&write.id));
+                invocation
+                    .arg(write.id.as_str())
+                    .arg(write.rev.as_deref().unwrap_or(""));
+                match write.stored {
+                    Some(stored) => {
+                        let m = Mirrored::of(stored);
+                        invocation
+                            .arg(&m.rec)
+                            .arg(&m.due)
+                            .arg(m.state)
+                            .arg(&m.next);
+                        written.push((write.id.clone(), Some(m)));
+                    }
+                    None => {
+                        invocation.arg("").arg("").arg("").arg("");
+                        written.push((write.id.clone(), None));
+                    }
+                }
+            }
+            async move {
+                let lost: Vec<usize> = invocation
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                let lost: Vec<usize> = lost.into_iter().map(|i| i.wrapping_sub(1)).collect();
+                let mut mirror = self.mirror();
+                for (i, (id, state)) in written.into_iter().enumerate() {
+                    if lost.contains(&i) {
+                        continue;
+                    }
+                    match state {
+                        Some(state) => mirror.insert(id, state),
+                        None => mirror.remove(&id),
+                    };
+                }
+                drop(mirror);
+                Ok::<_, StoreError>(
+                    lost.into_iter()
+                        .filter_map(|i| writes.get(i).map(|w| w.index))
+                        .collect::<Vec<_>>(),
+                )
+            }
+        });
+        let mut lost = Vec::new();
+        for shard in futures::future::join_all(calls).await {
+            lost.extend(shard?);
+        }
+        Ok(lost)
+    }
+
+    /// Loads one task, applies `step` and writes it back, again while the
+    /// write loses to a concurrent one. `step` returns its answer and
+    /// whether the task changed.
+    async fn step_one<T>(
+        &self,
+        id: &TaskId,
+        mut step: impl FnMut(&mut Stored) -> (T, bool),
+    ) -> Result<Option<T>, StoreError> {
+        for _ in 0..MAX_CAS_ROUNDS {
+            let Some((rev, mut stored)) = self.load_one(id).await? else {
+                return Ok(None);
+            };
+            let (answer, changed) = step(&mut stored);
+            if !changed {
+                return Ok(Some(answer));
+            }
+            let lost = self
+                .write(vec![Write {
+                    index: 0,
+                    rev,
+                    id: id.clone(),
+                    stored: Some(&stored),
+                }])
+                .await?;
+            if lost.is_empty() {
+                return Ok(Some(answer));
+            }
+        }
+        Err(contended(id))
+    }
+
+    fn cursor(&self, stream_id: &str) -> String {
+        format!("{}-{}", self.epoch(), stream_id)
+    }
+
+    /// Splits a cursor into its stream id (ms, seq), checking the epoch.
+    fn parse_cursor(&self, cursor: &str) -> Result<(u64, u64), StoreError> {
+        let invalid = |reason| StoreError::InvalidCursor {
+            cursor: cursor.to_string(),
+            reason,
+        };
+        let mut parts = cursor.splitn(3, '-');
+        let (Some(epoch), Some(ms), Some(seq)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(invalid("not a recur cursor"));
+        };
+        let (Ok(ms), Ok(seq)) = (ms.parse::<u64>(), seq.parse::<u64>()) else {
+            return Err(invalid("not a recur cursor"));
+        };
+        let current = self.epoch();
+        if epoch.len() != current.len() || !epoch.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid("not a recur cursor"));
+        }
+        if epoch != current {
+            // A well-formed cursor of an earlier store on this Redis: it was
+            // emptied, and its results are gone.
+            return Err(StoreError::CursorExpired {
+                cursor: cursor.to_string(),
+                oldest: String::new(),
+                resume: String::new(),
+            });
+        }
+        Ok((ms, seq))
+    }
+
+    /// Decodes log entries into results with their cursors.
+    fn results(&self, reply: StreamRangeReply) -> Result<Vec<Arc<TaskResult>>, StoreError> {
+        reply
+            .ids
+            .into_iter()
+            .map(|entry| {
+                let raw: Vec<u8> = entry.get("r").unwrap_or_default();
+                let mut result =
+                    codec::decode_result_bytes(&raw).map_err(|reason| StoreError::Corrupt {
+                        key: format!("{} {}", self.keys.log(), entry.id),
+                        reason,
+                    })?;
+                result.cursor = self.cursor(&entry.id);
+                Ok(Arc::new(result))
+            })
+            .collect()
+    }
+
+    /// The oldest held result's cursor (of `tasks` when not empty).
+    async fn oldest(&self, tasks: &[TaskId]) -> Result<String, StoreError> {
+        Ok(self
+            .read_after(None, tasks, 1)
+            .await?
+            .first()
+            .map(|r| r.cursor.clone())
+            .unwrap_or_default())
+    }
+
+    /// Held results after the stream id `after` (all when None).
+    async fn read_after(
+        &self,
+        after: Option<(u64, u64)>,
+        tasks: &[TaskId],
+        limit: usize,
+    ) -> Result<Vec<Arc<TaskResult>>, StoreError> {
+        let start = match after {
+            Some((ms, seq)) => format!("({ms}-{seq}"),
+            None => "-".to_string(),
+        };
+        let mut conn = self.conn().await?;
+        if tasks.is_empty() {
+            let reply: StreamRangeReply = conn
+                .xrange_count(self.keys.log(), start, "+", limit)
+                .await
+                .map_err(unavailable)?;
+            return self.results(reply);
+        }
+        // Per task through its list of held ids, so a stream of one task
+        // never scans the whole log.
+        let mut pipe = redis::pipe();
+        for task in tasks {
+            pipe.lrange(self.keys.history(task), 0, -1);
+        }
+        let lists: Vec<Vec<String>> = pipe.query_async(&mut *conn).await.map_err(unavailable)?;
+        let mut ids: Vec<(u64, u64, String)> = lists
+            .into_iter()
+            .flatten()
+            .filter_map(|id| {
+                let (ms, seq) = id.split_once('-')?;
+                Some((ms.parse().ok()?, seq.parse().ok()?, id))
+            })
+            .filter(|(ms, seq, _)| after.is_none_or(|a| (*ms, *seq) > a))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.truncate(limit);
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (_, _, id) in &ids {
+            pipe.xrange(self.keys.log(), id, id);
+        }
+        let replies: Vec<StreamRangeReply> =
+            pipe.query_async(&mut *conn).await.map_err(unavailable)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for reply in replies {
+            out.extend(self.results(reply)?);
+        }
+        Ok(out)
+    }
+
+    /// Every task id, in order, a shard page at a time merged.
+    async fn ids_after(
+        &self,
+        after: Option<&TaskId>,
+        limit: usize,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        let min = match after {
+            Some(after) => format!("({after}"),
+            None => "-".to_string(),
+        };
+        let mut pipe = redis::pipe();
+        for shard in 0..self.keys.shards() {
+            pipe.cmd("ZRANGE")
+                .arg(self.keys.ids(shard))
+                .arg(&min)
+                .arg("+")
+                .arg("BYLEX")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit);
+        }
+        let mut conn = self.conn().await?;
+        let pages: Vec<Vec<String>> = pipe.query_async(&mut *conn).await.map_err(unavailable)?;
+        let mut ids: Vec<TaskId> = pages
+            .into_iter()
+            .flatten()
+            .filter_map(|id| TaskId::parse(&id).ok())
+            .collect();
+        ids.sort_unstable();
+        ids.truncate(limit);
+        Ok(ids)
+    }
+}
+
+fn contended(id: &TaskId) -> StoreError {
+    StoreError::Unavailable {
+        reason: format!("task {id} kept changing under {MAX_CAS_ROUNDS} attempts to write it"),
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn insert_task(
+        &self,
+        record: TaskRecord,
+        request_id: Option<&str>,
+    ) -> Result<Inserted, StoreError> {
+        let mut conn = self.conn().await?;
+        if let Some(request_id) = request_id {
+            let key = self.keys.request(request_id);
+            // Claim the request id first: a crash after it leaves a request
+            // id naming a task that does not exist, which reads as unused.
+            let claimed: bool = conn
+                .set_nx(&key, record.id.as_str())
+                .await
+                .map_err(unavailable)?;
+            if !claimed {
+                if let Some(earlier) = self.task_for_request(request_id).await? {
+                    return Ok(Inserted::SameRequest(earlier));
+                }
+                let _: () = conn
+                    .set(&key, record.id.as_str())
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+        let stored = Stored::new(record, request_id);
+        let id = stored.record.id.clone();
+        let lost = self
+            .write(vec![Write {
+                index: 0,
+                rev: None,
+                id: id.clone(),
+                stored: Some(&stored),
+            }])
+            .await?;
+        if !lost.is_empty() {
+            if let Some(request_id) = request_id {
+                let _: () = conn
+                    .del(self.keys.request(request_id))
+                    .await
+                    .map_err(unavailable)?;
+            }
+            return Err(StoreError::Exists { task_id: id });
+        }
+        Ok(Inserted::Created(stored.view()))
+    }
+
+    async fn task_for_request(&self, request_id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        let mut conn = self.conn().await?;
+        let id: Option<String> = conn
+            .get(self.keys.request(request_id))
+            .await
+            .map_err(unavailable)?;
+        let Some(id) = id.and_then(|id| TaskId::parse(&id).ok()) else {
+            return Ok(None);
+        };
+        Ok(self
+            .load_one(&id)
+            .await?
+            .filter(|(_, stored)| stored.request_id.as_deref() == Some(request_id))
+            .map(|(_, stored)| stored.view()))
+    }
+
+    async fn get_task(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        Ok(self.load_one(id).await?.map(|(_, stored)| stored.view()))
+    }
+
+    async fn update_task(&self, record: TaskRecord) -> Result<TaskRecord, StoreError> {
+        let id = record.id.clone();
+        self.step_one(&id, |stored| {
+            let updated = stored.update(record.clone());
+            let changed = updated.is_some();
+            (updated, changed)
+        })
+        .await?
+        .flatten()
+        .ok_or(StoreError::Conflict { task_id: id })
+    }
+
+    async fn delete_task(&self, id: &TaskId, version: u64) -> Result<(), StoreError> {
+        let conflict = || StoreError::Conflict {
+            task_id: id.clone(),
+        };
+        let Some((rev, stored)) = self.load_one(id).await? else {
+            return Err(conflict());
+        };
+        if !stored.deletable(version) {
+            return Err(conflict());
+        }
+        let lost = self
+            .write(vec![Write {
+                index: 0,
+                rev,
+                id: id.clone(),
+                stored: None,
+            }])
+            .await?;
+        if !lost.is_empty() {
+            return Err(conflict());
+        }
+        // The task is gone; its results and request id follow. Deleting is
+        // the client's intent, not a retention loss: no loss mark is raised.
+        // A crash here leaves them to retention, which drops them in time.
+        let mut conn = self.conn().await?;
+        let held: Vec<String> = conn
+            .lrange(self.keys.history(id), 0, -1)
+            .await
+            .map_err(unavailable)?;
+        let mut pipe = redis::pipe();
+        if !held.is_empty() {
+            pipe.xdel(self.keys.log(), &held).ignore();
+        }
+        pipe.del(self.keys.history(id)).ignore();
+        pipe.hdel(self.keys.evicted(), id.as_str()).ignore();
+        if let Some(request_id) = &stored.request_id {
+            pipe.del(self.keys.request(request_id)).ignore();
+        }
+        let _: () = pipe.query_async(&mut *conn).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn list_tasks(
+        &self,
+        after: Option<&TaskId>,
+        limit: usize,
+        filter: &TaskFilter,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
+        let mut out = Vec::new();
+        let mut after = after.cloned();
+        while out.len() < limit {
+            let page = self.ids_after(after.as_ref(), limit.max(64)).await?;
+            let Some(last) = page.last().cloned() else {
+                break;
+            };
+            let loaded = self.load(&page).await?;
+            out.extend(
+                loaded
+                    .into_iter()
+                    .flatten()
+                    .map(|(_, stored)| stored.view())
+                    .filter(|task| filter.matches(task))
+                    .take(limit - out.len()),
+            );
+            after = Some(last);
+        }
+        Ok(out)
+    }
+
+    async fn count_tasks(&self) -> Result<usize, StoreError> {
+        let mut pipe = redis::pipe();
+        for shard in 0..self.keys.shards() {
+            pipe.zcard(self.keys.ids(shard));
+        }
+        let mut conn = self.conn().await?;
+        let counts: Vec<usize> = pipe.query_async(&mut *conn).await.map_err(unavailable)?;
+        Ok(counts.into_iter().sum())
+    }
+
+    async fn fire(&self, batch: Vec<Firing>) -> Result<Vec<Fired>, StoreError> {
+        let mut answers: Vec<Option<Fired>> = batch.iter().map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..batch.len()).collect();
+        for _ in 0..MAX_CAS_ROUNDS {
+            let ids: Vec<TaskId> = pending.iter().map(|&i| batch[i].task_id.clone()).collect();
+            let loaded = self.load(&ids).await?;
+            let mut applied: Vec<(usize, Option<String>, Stored, Fired)> = Vec::new();
+            for (&i, loaded) in pending.iter().zip(loaded) {
+                let Some((rev, mut stored)) = loaded else {
+                    answers[i] = Some(Fired::Stale);
+                    continue;
+                };
+                match stored.fire(batch[i].clone()) {
+                    Fired::Stale => answers[i] = Some(Fired::Stale),
+                    fired => applied.push((i, rev, stored, fired)),
+                }
+            }
+            let writes = applied
+                .iter()
+                .map(|(i, rev, stored, _)| Write {
+                    index: *i,
+                    rev: rev.clone(),
+                    id: stored.record.id.clone(),
+                    stored: Some(stored),
+                })
+                .collect();
+            let lost = self.write(writes).await?;
+            for (i, _, _, fired) in applied {
+                if !lost.contains(&i) {
+                    answers[i] = Some(fired);
+                }
+            }
+            pending = lost;
+            if pending.is_empty() {
+                break;
+            }
+        }
+        if let Some(&i) = pending.first() {
+            // Some firings of the batch applied: the caller retries the
+            // batch with the retry flag, which answers those as before.
+            return Err(contended(&batch[i].task_id));
+        }
+        Ok(answers
+            .into_iter()
+            .map(|a| a.unwrap_or(Fired::Stale))
+            .collect())
+    }
+
+    async fn trigger(
+        &self,
+        id: &TaskId,
+        occurrence_id: String,
+        now: DateTime<Utc>,
+    ) -> Result<Triggered, StoreError> {
+        let answer = self
+            .step_one(id, |stored| {
+                let triggered = stored.trigger(occurrence_id.clone(), now);
+                let changed = matches!(triggered, Triggered::Done(_));
+                (triggered, changed)
+            })
+            .await?;
+        Ok(answer.unwrap_or(Triggered::NotFound))
+    }
+
+    async fn halt(
+        &self,
+        id: &TaskId,
+        halt: Halt,
+        now: DateTime<Utc>,
+    ) -> Result<Halted, StoreError> {
+        let answer = self
+            .step_one(id, |stored| {
+                let halted = stored.halt(halt.clone(), now);
+                let changed = matches!(halted, Halted::Done { .. });
+                (halted, changed)
+            })
+            .await?;
+        Ok(answer.unwrap_or(Halted::NotFound))
+    }
+
+    async fn abandon_runs(&self, ids: &[TaskId]) -> Result<Vec<Abandoned>, StoreError> {
+        let mut out = Vec::new();
+        for id in ids {
+            let taken = self
+                .step_one(id, |stored| {
+                    let (runs, lost) = stored.abandon();
+                    let changed = !runs.is_empty() || lost > 0;
+                    ((runs, lost), changed)
+                })
+                .await?;
+            if let Some((runs, lost_results)) = taken {
+                out.push(Abandoned {
+                    task_id: id.clone(),
+                    runs,
+                    lost_results,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn start_runs(&self, runs: &[RunStart]) -> Result<Vec<bool>, StoreError> {
+        let mut answers = vec![false; runs.len()];
+        let mut by_task: HashMap<&TaskId, Vec<usize>> = HashMap::new();
+        for (i, start) in runs.iter().enumerate() {
+            by_task.entry(&start.record.task_id).or_default().push(i);
+        }
+        let mut pending: Vec<TaskId> = by_task.keys().map(|id| (*id).clone()).collect();
+        for _ in 0..MAX_CAS_ROUNDS {
+            let loaded = self.load(&pending).await?;
+            let mut applied: Vec<(usize, Option<String>, Stored, Vec<(usize, bool)>)> = Vec::new();
+            for (task_index, loaded) in loaded.into_iter().enumerate() {
+                let Some((rev, mut stored)) = loaded else {
+                    continue;
+                };
+                let started: Vec<(usize, bool)> = by_task[&pending[task_index]]
+                    .iter()
+                    .map(|&i| (i, stored.start(runs[i].record.run)))
+                    .collect();
+                if started.iter().any(|(_, s)| *s) {
+                    applied.push((task_index, rev, stored, started));
+                }
+            }
+            let writes = applied
+                .iter()
+                .map(|(task_index, rev, stored, _)| Write {
+                    index: *task_index,
+                    rev: rev.clone(),
+                    id: stored.record.id.clone(),
+                    stored: Some(stored),
+                })
+                .collect();
+            let lost = self.write(writes).await?;
+            for (task_index, _, _, started) in &applied {
+                if !lost.contains(task_index) {
+                    for &(i, s) in started {
+                        answers[i] = s;
+                    }
+                }
+            }
+            if lost.is_empty() {
+                return Ok(answers);
+            }
+            pending = lost.into_iter().map(|i| pending[i].clone()).collect();
+        }
+        match pending.first() {
+            Some(id) => Err(contended(id)),
+            None => Ok(answers),
+        }
+    }
+
+    async fn record(&self, batch: &[Recording]) -> Result<Recorded, StoreError> {
+        if batch.is_empty() {
+            return Ok(Recorded::default());
+        }
+        let mut task_ids: Vec<TaskId> = Vec::new();
+        for recording in batch {
+            if !task_ids.contains(&recording.result.task_id) {
+                task_ids.push(recording.result.task_id.clone());
+            }
+        }
+        for _ in 0..MAX_CAS_ROUNDS {
+            let loaded = self.load(&task_ids).await?;
+            // Index in `task_ids` -> (rev, state, index of its last result).
+            let mut tasks: Vec<Option<(String, Stored, usize)>> = loaded
+                .into_iter()
+                .map(|l| l.and_then(|(rev, stored)| Some((rev?, stored, 0))))
+                .collect();
+            let mut recorded = Recorded::default();
+            let mut ended = Vec::new();
+            let pending: Vec<Arc<TaskResult>> = batch
+                .iter()
+                .map(|r| Arc::new(r.result.clone()))
+                .collect();
+            for (i, (recording, result)) in batch.iter().zip(&pending).enumerate() {
+                let t = task_ids
+                    .iter()
+                    .position(|id| *id == result.task_id)
+                    .unwrap_or(usize::MAX);
+                if let Some(Some((_, stored, last))) = tasks.get_mut(t) {
+                    let (promoted, task_ended) = stored.settle(result, recording.finishes_run);
+                    recorded.promoted.extend(promoted);
+                    if task_ended {
+                        ended.push(result.task_id.clone());
+                    }
+                    if stored
+                        .last_result
+                        .as_ref()
+                        .is_some_and(|l| Arc::ptr_eq(l, result))
+                    {
+                        *last = i + 1;
+                    }
+                }
+            }
+            let mut invocation = self.record.prepare_invoke();
+            invocation
+                .key(self.keys.log())
+                .key(self.keys.log_meta())
+                .key(self.keys.evicted());
+            invocation
+                .arg(self.keys.history_prefix())
+                .arg(self.retention.per_task)
+                .arg(self.retention.total)
+                .arg(self.retention.max_bytes)
+                .arg(self.max_age.as_millis() as u64)
+                .arg(batch.len());
+            for result in &pending {
+                invocation
+                    .arg(result.task_id.as_str())
+                    .arg(codec::encode_result(result))
+                    .arg(result.output.len());
+            }
+            let written: Vec<&(String, Stored, usize)> = tasks.iter().flatten().collect();
+            invocation.arg(written.len());
+            for (rev, stored, last) in &written {
+                invocation.key(self.keys.task(&stored.record.id));
+                invocation
+                    .arg(rev.as_str())
+                    .arg(codec::encode_task(stored))
+                    .arg(*last);
+            }
+            let mut conn = self.conn().await?;
+            let reply: Vec<redis::Value> = invocation
+                .invoke_async(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+            let applied = matches!(reply.first(), Some(redis::Value::Int(1)));
+            if !applied {
+                continue;
+            }
+            let ids: Vec<String> = reply
+                .iter()
+                .skip(1)
+                .filter_map(|v| redis::from_redis_value::<String>(v.clone()).ok())
+                .collect();
+            recorded.results = pending
+                .iter()
+                .zip(ids)
+                .map(|(result, id): (&Arc<TaskResult>, String)| {
+                    Arc::new(TaskResult {
+                        cursor: self.cursor(&id),
+                        ..(**result).clone()
+                    })
+                })
+                .collect();
+            recorded.ended = ended;
+            let mut mirror = self.mirror();
+            for (_, stored, _) in written {
+                mirror.insert(stored.record.id.clone(), Mirrored::of(stored));
+            }
+            drop(mirror);
+            return Ok(recorded);
+        }
+        Err(StoreError::Unavailable {
+            reason: format!(
+                "recording {} results lost to concurrent writes {MAX_CAS_ROUNDS} times",
+                batch.len()
+            ),
+        })
+    }
+
+    async fn results_after(
+        &self,
+        after: Option<&str>,
+        tasks: &[TaskId],
+        limit: usize,
+    ) -> Result<Vec<Arc<TaskResult>>, StoreError> {
+        let Some(cursor) = after else {
+            return self.read_after(None, tasks, limit).await;
+        };
+        let position = match self.parse_cursor(cursor) {
+            Ok(position) => position,
+            Err(StoreError::CursorExpired { cursor, .. }) => {
+                return Err(StoreError::CursorExpired {
+                    cursor,
+                    oldest: self.oldest(tasks).await?,
+                    resume: self.cursor("0-0"),
+                });
+            }
+            Err(other) => return Err(other),
+        };
+        let mut conn = self.conn().await?;
+        let (last, evicted): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(self.keys.log_meta())
+            .arg(&["last", "evicted"])
+            .query_async(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+        let parse = |id: Option<String>| {
+            id.and_then(|id| {
+                let (ms, seq) = id.split_once('-')?;
+                Some((ms.parse::<u64>().ok()?, seq.parse::<u64>().ok()?))
+            })
+            .unwrap_or((0, 0))
+        };
+        if position > parse(last) {
+            return Err(StoreError::InvalidCursor {
+                cursor: cursor.to_string(),
+                reason: "ahead of the log",
+            });
+        }
+        let lost_up_to = if tasks.is_empty() {
+            parse(evicted)
+        } else {
+            let mut pipe = redis::pipe();
+            for task in tasks {
+                pipe.hget(self.keys.evicted(), task.as_str());
+            }
+            let marks: Vec<Option<String>> =
+                pipe.query_async(&mut *conn).await.map_err(unavailable)?;
+            marks.into_iter().map(parse).max().unwrap_or((0, 0))
+        };
+        if position < lost_up_to {
+            return Err(StoreError::CursorExpired {
+                cursor: cursor.to_string(),
+                oldest: self.oldest(tasks).await?,
+                resume: self.cursor(&format!("{}-{}", lost_up_to.0, lost_up_to.1)),
+            });
+        }
+        drop(conn);
+        self.read_after(Some(position), tasks, limit).await
+    }
+
+    async fn head_cursor(&self) -> Result<String, StoreError> {
+        let mut conn = self.conn().await?;
+        let last: Option<String> = conn
+            .hget(self.keys.log_meta(), "last")
+            .await
+            .map_err(unavailable)?;
+        Ok(self.cursor(last.as_deref().unwrap_or("0-0")))
+    }
+
+    async fn check(&self) -> Result<Checked, StoreError> {
+        let mut conn = self.conn().await?;
+        let found: Option<String> = conn.get(self.keys.epoch()).await.map_err(unavailable)?;
+        if found.as_deref() == Some(self.epoch().as_str()) {
+            return Ok(Checked::Same);
+        }
+        let _restoring = self.restoring.lock().await;
+        let lost_epoch = self.epoch();
+        // Whoever initialises first sets the new epoch; this process adopts it.
+        let fresh = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let _: bool = conn
+            .set_nx(self.keys.format(), STORE_FORMAT)
+            .await
+            .map_err(unavailable)?;
+        let _: bool = conn
+            .set_nx(self.keys.epoch(), &fresh)
+            .await
+            .map_err(unavailable)?;
+        let epoch: String = conn.get(self.keys.epoch()).await.map_err(unavailable)?;
+        if epoch == lost_epoch {
+            return Ok(Checked::Same);
+        }
+        // Write back every definition held, by shard; a task already there
+        // (written since Redis came back) is newer and stays.
+        let held: Vec<(TaskId, Vec<u8>, String, &'static str, String)> = self
+            .mirror()
+            .iter()
+            .map(|(id, m)| (id.clone(), m.rec.clone(), m.due.clone(), m.state, m.next.clone()))
+            .collect();
+        let mut by_shard: BTreeMap<u32, Vec<&(TaskId, Vec<u8>, String, &'static str, String)>> =
+            BTreeMap::new();
+        for task in &held {
+            by_shard
+                .entry(self.keys.shard_of(task.0.as_str()))
+                .or_default()
+                .push(task);
+        }
+        let mut restored = 0;
+        for (shard, tasks) in by_shard {
+            for chunk in tasks.chunks(512) {
+                let mut invocation = self.write_tasks.prepare_invoke();
+                invocation.key(self.keys.due(shard)).key(self.keys.ids(shard));
+                invocation.arg(chunk.len());
+                for (id, rec, due, state, next) in chunk {
+                    invocation.key(self.keys.task(id));
+                    invocation
+                        .arg(id.as_str())
+                        .arg("")
+                        .arg(rec)
+                        .arg(due)
+                        .arg(*state)
+                        .arg(next);
+                }
+                let lost: Vec<usize> = invocation
+                    .invoke_async(&mut *conn)
+                    .await
+                    .map_err(unavailable)?;
+                restored += chunk.len() - lost.len();
+            }
+        }
+        *self.epoch.write().unwrap_or_else(|e| e.into_inner()) = epoch.clone();
+        Ok(Checked::Restored {
+            tasks: restored,
+            lost_epoch,
+            epoch,
+        })
+    }
+
+    fn cursor_seq(&self, cursor: &str) -> Option<u64> {
+        // Millisecond and sequence packed in one number that orders as the
+        // ids do: 22 bits of sequence are four million entries in one ms.
+        let (ms, seq) = self.parse_cursor(cursor).ok()?;
+        Some((ms << 22) | seq.min((1 << 22) - 1))
+    }
+}

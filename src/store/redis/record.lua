@@ -1,0 +1,106 @@
+-- Appends a batch of results to the log, applies retention, and writes the
+-- tasks they settle with a compare-and-set, all or nothing: if any task's
+-- rev moved, nothing is written and the conflicting indexes are returned as
+-- {0, i, ...}; else {1, id1, id2, ...}, the stream ids of the results.
+--
+-- This is the one script that spans hash slots: the log keys share the
+-- `{log}` tag, the task hashes carry their shard's tag. A move to Redis
+-- Cluster splits it (see the README's key layout).
+--
+-- KEYS[1] the log (stream), KEYS[2] log meta (hash: bytes, evicted, last),
+-- KEYS[3] evicted marks per task (hash task -> highest id dropped),
+-- KEYS[3+t] task t's hash
+-- ARGV[1] hist key prefix (+ task id = list of the task's held ids)
+-- ARGV[2] per-task cap, ARGV[3] total cap, ARGV[4] byte cap, ARGV[5] max age ms
+-- ARGV[6] r = number of results, then per result 3 values: task id, payload, bytes
+-- then the number of tasks t, then per task 3 values:
+--   expected rev, rec, index (1-based) of the result that is its last, or 0
+local log, meta, evicted = KEYS[1], KEYS[2], KEYS[3]
+local hist = ARGV[1]
+local per_task, total, max_bytes, max_age =
+  tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local r = tonumber(ARGV[6])
+local tbase = 7 + r * 3
+local t = tonumber(ARGV[tbase])
+
+local conflicts = {0}
+for i = 1, t do
+  local want = ARGV[tbase + 1 + (i - 1) * 3]
+  if redis.call('HGET', KEYS[3 + i], 'rev') ~= want then
+    conflicts[#conflicts + 1] = i
+  end
+end
+if #conflicts > 1 then return conflicts end
+
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function later(a, b)
+  if not b then return true end
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  return am > bm or (am == bm and as > bs)
+end
+local bytes = tonumber(redis.call('HGET', meta, 'bytes') or '0')
+local evicted_max = redis.call('HGET', meta, 'evicted')
+if evicted_max == false then evicted_max = nil end
+
+-- Drops one held result: from the log, its byte count, and (unless its task
+-- list was already popped) its task's list; raises the loss marks.
+local function drop(id, task, n, popped)
+  redis.call('XDEL', log, id)
+  bytes = bytes - n
+  if later(id, evicted_max) then evicted_max = id end
+  local mark = redis.call('HGET', evicted, task)
+  if later(id, mark or nil) then redis.call('HSET', evicted, task, id) end
+  if not popped then redis.call('LREM', hist .. task, 1, id) end
+end
+local function fields(entry)
+  local f = {}
+  local kv = entry[2]
+  for k = 1, #kv, 2 do f[kv[k]] = kv[k + 1] end
+  return f
+end
+
+local ids = {1}
+for i = 1, r do
+  local b = 7 + (i - 1) * 3
+  local task, payload, n = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2])
+  local id = redis.call('XADD', log, '*', 't', task, 'n', n, 'r', payload)
+  ids[#ids + 1] = id
+  bytes = bytes + n
+  local list = hist .. task
+  redis.call('RPUSH', list, id)
+  while redis.call('LLEN', list) > per_task do
+    local old = redis.call('LPOP', list)
+    local entry = redis.call('XRANGE', log, old, old)
+    if entry[1] then drop(old, task, tonumber(fields(entry[1]).n), true) end
+  end
+end
+
+local now = redis.call('TIME')
+local oldest_kept_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - max_age
+-- The newest result always stays, whatever its size or age.
+while redis.call('XLEN', log) > 1 do
+  local entry = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)[1]
+  local ms = parse(entry[1])
+  if not (redis.call('XLEN', log) > total or bytes > max_bytes or ms < oldest_kept_ms) then
+    break
+  end
+  local f = fields(entry)
+  drop(entry[1], f.t, tonumber(f.n), false)
+end
+
+redis.call('HSET', meta, 'bytes', bytes, 'last', ids[#ids])
+if evicted_max then redis.call('HSET', meta, 'evicted', evicted_max) end
+
+for i = 1, t do
+  local b = tbase + 1 + (i - 1) * 3
+  local key = KEYS[3 + i]
+  redis.call('HINCRBY', key, 'rev', 1)
+  redis.call('HSET', key, 'rec', ARGV[b + 1])
+  local last = tonumber(ARGV[b + 2])
+  if last > 0 then redis.call('HSET', key, 'lc', ids[1 + last]) end
+end
+return ids

@@ -1,0 +1,43 @@
+-- Compare-and-set of task hashes of ONE shard, with that shard's due and
+-- id indexes: every key it touches carries the shard's hash tag.
+--
+-- KEYS[1] the shard's due index (zset id -> next fire time, ms)
+-- KEYS[2] the shard's id index (zset id, for listing in id order)
+-- KEYS[2+i] task i's hash
+-- ARGV[1] n; then per task 6 values:
+--   id, expected rev ('' = must not exist), rec ('' = delete),
+--   due ms ('' = not due), state, next_run_at (text, for operators)
+-- Each task is written only if its `rev` is the expected one (all or nothing
+-- per task); `rev` then grows by one. Returns the 1-based indexes of the
+-- tasks that were not written because their rev had moved.
+local n = tonumber(ARGV[1])
+local conflicts = {}
+for i = 1, n do
+  local b = 1 + (i - 1) * 6
+  local id, want, rec, due, state, nxt =
+    ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6]
+  local key = KEYS[2 + i]
+  local have = redis.call('HGET', key, 'rev')
+  local ok
+  if want == '' then ok = (have == false) else ok = (have == want) end
+  if not ok then
+    conflicts[#conflicts + 1] = i
+  elseif rec == '' then
+    redis.call('DEL', key)
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+  else
+    local rev = 1
+    if have then rev = tonumber(have) + 1 end
+    redis.call('HSET', key, 'rev', rev, 'rec', rec, 'state', state, 'next', nxt)
+    if due == '' then
+      redis.call('ZREM', KEYS[1], id)
+    else
+      redis.call('ZADD', KEYS[1], due, id)
+    end
+    if have == false then
+      redis.call('ZADD', KEYS[2], 0, id)
+    end
+  end
+end
+return conflicts
