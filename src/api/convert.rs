@@ -418,6 +418,27 @@ fn proto_time(t: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
+/// Reads specs back from the Redis store through the validation a client's
+/// spec goes through, with the limits relaxed: a task stored under looser
+/// limits (a shorter interval, a longer timeout) stays readable after they
+/// were tightened.
+pub fn stored_spec_decoder(
+    default_timeout: Duration,
+    key_prefix: String,
+    actions: Actions,
+) -> crate::store::redis::SpecDecoder {
+    std::sync::Arc::new(move |raw| {
+        let ctx = SpecContext {
+            min_interval: Duration::from_millis(1),
+            default_timeout,
+            max_timeout: Duration::from_secs(u64::from(u32::MAX)),
+            key_prefix: &key_prefix,
+            actions: &actions,
+        };
+        spec("spec", Some(raw), &ctx).map_err(|e| e.to_string())
+    })
+}
+
 /// The spec as clients read it: defaults filled in, header values redacted.
 pub fn spec_to_proto(spec: &TaskSpec) -> pb::TaskSpec {
     spec_to_proto_with(spec, HeaderValues::Redacted)

@@ -13,24 +13,35 @@ use std::{
 };
 
 use tokio::sync::mpsc;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use super::fanout::Hub;
 use crate::{
     stats::Stats,
-    store::{Recording, RunStart, Store},
+    store::{Recording, RunStart, Store, StoreError},
     task::{Outcome, TaskId, TaskResult},
 };
 
 /// Most messages taken per batch: one store call and one publication.
 const MAX_BATCH: usize = 4096;
 
-/// Tries of a batch the store refused before its results are given up as
-/// lost (and counted and logged as such).
+/// Tries of a batch the store refused for a reason other than being
+/// unreachable, before its results are given up as lost (and counted and
+/// logged as such).
 const RECORD_TRIES: u32 = 3;
 
-/// Pause between those tries.
+/// First pause between tries; doubles up to [`RECORD_RETRY_MAX`].
 const RECORD_RETRY: Duration = Duration::from_millis(200);
+
+/// Longest pause between tries, so a store coming back is used within it.
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// How long results wait for an unreachable store before they are given up
+/// as lost. Meanwhile they are held in the writer's queue; no run starts
+/// without the store (firing fails closed), so what waits is bounded by the
+/// runs that were in flight when it went away (the cap of runs in flight)
+/// and their ends. At shutdown they wait [`RECORD_TRIES`] tries only.
+pub(crate) const RECORD_OUTAGE_WINDOW: Duration = Duration::from_secs(300);
 
 /// A failing task logs at WARN at most this often; the rest are counted in
 /// the summary (and every failure is in its result).
@@ -83,6 +94,9 @@ pub(crate) struct Writer {
     on_promoted: Box<dyn Fn(Vec<RunStart>) + Send + Sync>,
     /// When each failing task last logged a failure at WARN.
     failure_logged: HashMap<TaskId, Instant>,
+    /// Cancelled when the scheduler stops: results stop waiting for an
+    /// unreachable store, so shutdown is not held up by it.
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 impl Writer {
@@ -91,6 +105,7 @@ impl Writer {
         hub: Arc<Hub>,
         stats: Arc<Stats>,
         on_promoted: Box<dyn Fn(Vec<RunStart>) + Send + Sync>,
+        stopping: tokio_util::sync::CancellationToken,
     ) -> (Writer, WriterHandle, mpsc::UnboundedReceiver<Message>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let writer = Writer {
@@ -99,6 +114,7 @@ impl Writer {
             stats,
             on_promoted,
             failure_logged: HashMap::new(),
+            stopping,
         };
         (writer, WriterHandle { tx }, rx)
     }
@@ -158,22 +174,38 @@ impl Writer {
     }
 
     /// Records `batch`, retrying a refusal: the store applies a batch all or
-    /// nothing, so a retry cannot record a result twice.
+    /// nothing, so a retry cannot record a result twice. An unreachable
+    /// store is waited for (see [`RECORD_OUTAGE_WINDOW`]); what is given up
+    /// is counted and logged, never dropped silently.
     async fn record(&self, batch: &[Recording]) -> crate::store::Recorded {
-        for attempt in 1..=RECORD_TRIES {
-            match self.store.record(batch).await {
-                Ok(recorded) => return recorded,
-                Err(error) if attempt < RECORD_TRIES => {
-                    warn!(%error, results = batch.len(), attempt, "recording results failed, retrying");
-                    tokio::time::sleep(RECORD_RETRY).await;
+        let started = Instant::now();
+        let mut pause = RECORD_RETRY;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let error = match self.store.record(batch).await {
+                Ok(recorded) => {
+                    if attempt > 1 {
+                        info!(results = batch.len(), attempt, "results recorded after retrying");
+                    }
+                    return recorded;
                 }
-                Err(error) => {
-                    Stats::add(&self.stats.results_lost, batch.len() as u64);
-                    error!(%error, results = batch.len(), "results lost: the store refused them");
-                }
+                Err(error) => error,
+            };
+            let waiting_out_an_outage = matches!(error, StoreError::Unavailable { .. })
+                && !self.stopping.is_cancelled()
+                && started.elapsed() < RECORD_OUTAGE_WINDOW;
+            if attempt >= RECORD_TRIES && !waiting_out_an_outage {
+                Stats::add(&self.stats.results_lost, batch.len() as u64);
+                error!(%error, results = batch.len(), "results lost: the store refused them");
+                return Default::default();
             }
+            if attempt == 1 || attempt.is_power_of_two() {
+                warn!(%error, results = batch.len(), attempt, "recording results failed, holding them and retrying");
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RECORD_RETRY_MAX);
         }
-        Default::default()
     }
 
     fn count(&mut self, result: &TaskResult) {

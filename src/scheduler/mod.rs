@@ -204,6 +204,7 @@ impl Scheduler {
         root: CancellationToken,
     ) -> Self {
         let (timer, timer_rx) = TimerHandle::new();
+        let stopping = CancellationToken::new();
 
         let hub = Hub::new(settings.subscriber_bound);
         let stats = Arc::new(Stats::default());
@@ -218,6 +219,7 @@ impl Scheduler {
                     promoted_to.push(start);
                 }
             }),
+            stopping.clone(),
         );
         Scheduler {
             inner: Arc::new(Inner {
@@ -227,7 +229,7 @@ impl Scheduler {
                 settings,
                 registry: Registry::new(root.clone()),
                 root,
-                stopping: CancellationToken::new(),
+                stopping,
                 tracker: TaskTracker::new(),
                 timer,
                 hub,

@@ -19,14 +19,14 @@ use crate::{
         Actions, TaskHandler,
         http::{HttpRunner, HttpSettings},
     },
-    api::{ApiSettings, TaskApi, convert::SpecContext},
+    api::{ApiSettings, TaskApi},
     redis_pool::{PoolError, PoolSettings, RedisPool},
     results::stream::StreamGauge,
     scheduler::{Scheduler, SchedulerSettings, clock::Clock},
     store::{
         Store,
         memory::{MemoryStore, Retention},
-        redis::{RedisSettings, RedisStore, SpecDecoder},
+        redis::{RedisSettings, RedisStore},
     },
 };
 
@@ -338,7 +338,11 @@ async fn start(
                     retention,
                     max_age: config.results_max_age,
                 },
-                stored_spec_decoder(&config, actions.clone()),
+                crate::api::convert::stored_spec_decoder(
+                    config.default_timeout,
+                    config.key_prefix.clone(),
+                    actions.clone(),
+                ),
             )
             .await
             .map_err(ServerError::Store)?;
@@ -408,25 +412,6 @@ async fn start(
         health,
         root,
         streams_shutdown,
-    })
-}
-
-/// Reads specs back from the Redis store through the validation a client's
-/// spec goes through, with the limits relaxed: a task stored under looser
-/// limits (a shorter interval, a longer timeout) stays readable after they
-/// were tightened.
-fn stored_spec_decoder(config: &Config, actions: Actions) -> SpecDecoder {
-    let default_timeout = config.default_timeout;
-    let key_prefix = config.key_prefix.clone();
-    Arc::new(move |raw| {
-        let ctx = SpecContext {
-            min_interval: std::time::Duration::from_millis(1),
-            default_timeout,
-            max_timeout: std::time::Duration::from_secs(u32::MAX as u64),
-            key_prefix: &key_prefix,
-            actions: &actions,
-        };
-        crate::api::convert::spec("spec", Some(raw), &ctx).map_err(|e| e.to_string())
     })
 }
 

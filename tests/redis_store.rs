@@ -1,0 +1,510 @@
+//! The Redis store against the store contract, step by step: the same
+//! decisions as the memory store, made durable. Each test works on the
+//! shared Redis under its own key prefix and deletes its keys after.
+
+mod common;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use common::redis::{SHARED_URL, connect, random_prefix};
+use deadpool_redis::redis::{self, AsyncCommands};
+use recur::{
+    RedisPool,
+    action::{
+        Actions,
+        http::{HttpRunner, HttpSettings},
+    },
+    api::convert::stored_spec_decoder,
+    redis_pool::PoolSettings,
+    scheduler::schedule::{Limits, Schedule, ScheduleInput},
+    store::{
+        Checked, Dispatch, Fired, Firing, Halt, Halted, Inserted, Recording, Store, StoreError,
+        TaskFilter,
+        memory::Retention,
+        redis::{RedisSettings, RedisStore},
+    },
+    task::{
+        Action, HttpAction, Outcome, OverlapPolicy, RetryPolicy, TaskId, TaskRecord, TaskResult,
+        TaskSpec, Trigger,
+    },
+};
+
+fn t(secs: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::seconds(secs)
+}
+
+/// A store on the shared Redis under a fresh prefix; its keys go on drop.
+struct TestStore {
+    store: RedisStore,
+    prefix: String,
+}
+
+impl TestStore {
+    async fn open(retention: Retention) -> TestStore {
+        Self::open_at(random_prefix(), retention).await
+    }
+
+    async fn open_at(prefix: String, retention: Retention) -> TestStore {
+        let pool = pool().await;
+        let store = RedisStore::open(pool, settings(&prefix, retention), decoder(&prefix))
+            .await
+            .expect("open the store");
+        TestStore { store, prefix }
+    }
+
+    /// Deletes every key of the prefix (the shared Redis is never flushed).
+    async fn delete_keys(&self) {
+        let mut conn = connect(SHARED_URL).await;
+        let keys: Vec<String> = conn.keys(format!("{}*", self.prefix)).await.expect("KEYS");
+        if !keys.is_empty() {
+            let _: () = conn.del(keys).await.expect("DEL");
+        }
+    }
+}
+
+async fn pool() -> RedisPool {
+    RedisPool::open(PoolSettings {
+        url: SHARED_URL.into(),
+        client_name: "recur:store-test".into(),
+        size: 4,
+        connect_timeout: Duration::from_secs(2),
+        response_timeout: Duration::from_secs(5),
+        checkout_timeout: Duration::from_secs(5),
+        startup_window: Duration::from_secs(5),
+    })
+    .await
+    .expect("shared redis")
+}
+
+fn settings(prefix: &str, retention: Retention) -> RedisSettings {
+    RedisSettings {
+        prefix: prefix.into(),
+        shards: 4,
+        retention,
+        max_age: Duration::from_secs(3600),
+    }
+}
+
+fn decoder(prefix: &str) -> recur::store::redis::SpecDecoder {
+    let http = HttpRunner::new(HttpSettings {
+        connect_timeout: Duration::from_secs(1),
+        read_timeout: Duration::from_secs(1),
+        total_timeout: Duration::from_secs(1),
+        max_redirects: 0,
+        output_cap: 1024,
+    })
+    .expect("http client");
+    stored_spec_decoder(
+        Duration::from_secs(30),
+        prefix.to_string(),
+        Actions::new(http, None, HashMap::new(), 1024),
+    )
+}
+
+fn roomy() -> Retention {
+    Retention {
+        per_task: 10,
+        total: 100,
+        max_bytes: 100_000,
+    }
+}
+
+/// A task every second from t(1) calling a local URL, with a secret header.
+fn record(id: &str, overlap: OverlapPolicy) -> TaskRecord {
+    let schedule = Schedule::from_input(
+        ScheduleInput {
+            every: Some(Duration::from_secs(1)),
+            start_at: Some(t(1)),
+            ..ScheduleInput::default()
+        },
+        &Limits::default(),
+    )
+    .unwrap();
+    let spec = TaskSpec {
+        schedule,
+        action: Action::Http(HttpAction {
+            method: reqwest::Method::POST,
+            url: reqwest::Url::parse("http://127.0.0.1:9/hook").unwrap(),
+            headers: [("authorization".to_string(), "Bearer s3cr3t".to_string())].into(),
+            body: Bytes::from_static(b"{}"),
+        }),
+        timeout: Duration::from_secs(1),
+        overlap,
+        retry: RetryPolicy::default(),
+        labels: [("team".to_string(), "infra".to_string())].into(),
+    };
+    TaskRecord::new(TaskId::parse(id).unwrap(), Arc::new(spec), t(0), t(1))
+}
+
+async fn insert(store: &RedisStore, id: &str, overlap: OverlapPolicy) -> TaskRecord {
+    match store.insert_task(record(id, overlap), None).await.unwrap() {
+        Inserted::Created(task) => task,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The firing of `task`'s next slot as armed now.
+fn firing(task: &TaskRecord, retry: bool) -> Firing {
+    let slot = task.next_run_at.unwrap();
+    Firing {
+        task_id: task.id.clone(),
+        version: task.version,
+        armed_slot: slot,
+        slot,
+        passed: 0,
+        next: Some(slot + chrono::Duration::seconds(1)),
+        occurrence_id: format!("{}@{}", task.id, slot),
+        now: slot,
+        retry,
+    }
+}
+
+async fn fire_one(store: &RedisStore, firing: Firing) -> Fired {
+    store.fire(vec![firing]).await.unwrap().remove(0)
+}
+
+fn result(task: &str, run: u64, output: usize) -> TaskResult {
+    TaskResult {
+        task_id: TaskId::parse(task).unwrap(),
+        run,
+        cursor: String::new(),
+        scheduled_at: t(1),
+        started_at: Some(t(1)),
+        finished_at: t(2),
+        outcome: Outcome::Succeeded,
+        attempts: 1,
+        trigger: Trigger::Manual,
+        error: String::new(),
+        output: Bytes::from(vec![b'x'; output]),
+        output_truncated: false,
+        http_status: 200,
+        occurrence_id: format!("{task}@{run}"),
+        latency: Duration::from_millis(5),
+        wire: Default::default(),
+    }
+}
+
+async fn append(store: &RedisStore, result: TaskResult) -> Arc<TaskResult> {
+    let recording = Recording {
+        result,
+        finishes_run: false,
+    };
+    store.record(&[recording]).await.unwrap().results.remove(0)
+}
+
+#[tokio::test]
+async fn a_task_reads_back_as_it_was_written_from_a_second_store() {
+    let first = TestStore::open(roomy()).await;
+    let written = match first
+        .store
+        .insert_task(record("a", OverlapPolicy::BufferOne), Some("req-1"))
+        .await
+        .unwrap()
+    {
+        Inserted::Created(task) => task,
+        other => panic!("{other:?}"),
+    };
+    // A second process on the same prefix (a restart) reads the same task,
+    // secret header value included, and knows its request id.
+    let second = TestStore::open_at(first.prefix.clone(), roomy()).await;
+    assert_eq!(
+        second.store.epoch(),
+        first.store.epoch(),
+        "one store, one epoch"
+    );
+    let read = second.store.get_task(&written.id).await.unwrap().unwrap();
+    assert_eq!(read, written);
+    let Action::Http(http) = &read.spec.action else {
+        panic!("http action")
+    };
+    assert_eq!(http.headers["authorization"], "Bearer s3cr3t");
+    assert_eq!(
+        second.store.task_for_request("req-1").await.unwrap(),
+        Some(written.clone())
+    );
+    assert!(matches!(
+        second
+            .store
+            .insert_task(record("other", OverlapPolicy::Skip), Some("req-1"))
+            .await
+            .unwrap(),
+        Inserted::SameRequest(task) if task.id == written.id
+    ));
+    assert!(matches!(
+        second
+            .store
+            .insert_task(record("a", OverlapPolicy::Skip), None)
+            .await,
+        Err(StoreError::Exists { .. })
+    ));
+
+    // Listing pages through every shard in id order; filters apply.
+    for id in ["b", "c", "d"] {
+        insert(&second.store, id, OverlapPolicy::Skip).await;
+    }
+    let all = TaskFilter::default();
+    let ids = |tasks: Vec<TaskRecord>| {
+        tasks
+            .into_iter()
+            .map(|t| t.id.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(second.store.list_tasks(None, 10, &all).await.unwrap()),
+        ["a", "b", "c", "d"]
+    );
+    let after_a = TaskId::parse("a").unwrap();
+    assert_eq!(
+        ids(second
+            .store
+            .list_tasks(Some(&after_a), 2, &all)
+            .await
+            .unwrap()),
+        ["b", "c"]
+    );
+    assert_eq!(second.store.count_tasks().await.unwrap(), 4);
+
+    // Update is a compare-and-set on the version; delete too.
+    let mut changed = read.clone();
+    changed.reason = "changed".into();
+    let updated = second.store.update_task(changed.clone()).await.unwrap();
+    assert_eq!(updated.version, read.version + 1);
+    assert!(matches!(
+        second.store.update_task(changed).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(matches!(
+        second.store.delete_task(&updated.id, read.version).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    second
+        .store
+        .delete_task(&updated.id, updated.version)
+        .await
+        .unwrap();
+    assert_eq!(second.store.get_task(&updated.id).await.unwrap(), None);
+    assert_eq!(second.store.task_for_request("req-1").await.unwrap(), None);
+    first.delete_keys().await;
+}
+
+#[tokio::test]
+async fn only_a_retry_gets_the_answer_of_an_applied_firing_again() {
+    let test = TestStore::open(roomy()).await;
+    let store = &test.store;
+    let armed = insert(store, "a", OverlapPolicy::Skip).await;
+    let Fired::Done(first) = fire_one(store, firing(&armed, false)).await else {
+        panic!("first firing applies");
+    };
+    assert!(matches!(first.dispatch, Dispatch::Start(ref s) if s.record.run == 1));
+    assert!(matches!(
+        fire_one(store, firing(&armed, false)).await,
+        Fired::Stale
+    ));
+    let Fired::Done(again) = fire_one(store, firing(&armed, true)).await else {
+        panic!("a retry is answered");
+    };
+    assert!(matches!(again.dispatch, Dispatch::Start(ref s) if s.record.run == 1));
+    assert_eq!(again.task.run_count, 1, "counted once");
+    test.delete_keys().await;
+}
+
+#[tokio::test]
+async fn a_slot_claimed_once_never_starts_again_when_the_clock_steps_back() {
+    let test = TestStore::open(roomy()).await;
+    let store = &test.store;
+    let armed = insert(store, "a", OverlapPolicy::Allow).await;
+    let Fired::Done(fired) = fire_one(store, firing(&armed, false)).await else {
+        panic!("fires");
+    };
+    // The wall clock steps back a second and the task is re-armed from it
+    // (a resume or update computes its next slot from "now"): the slot it
+    // already ran is its next slot again.
+    let mut rearmed = fired.task.clone();
+    rearmed.next_run_at = armed.next_run_at;
+    let rearmed = store.update_task(rearmed).await.unwrap();
+    match fire_one(store, firing(&rearmed, false)).await {
+        Fired::AlreadyClaimed(fire) => {
+            assert!(matches!(fire.dispatch, Dispatch::None), "no second run");
+            assert_eq!(fire.task.run_count, 1);
+            assert_eq!(fire.task.next_run_at, Some(t(2)), "moved past it");
+        }
+        other => panic!("the slot ran twice: {other:?}"),
+    }
+    test.delete_keys().await;
+}
+
+#[tokio::test]
+async fn runs_are_started_halted_and_settled_in_the_store() {
+    let test = TestStore::open(roomy()).await;
+    let store = &test.store;
+    let armed = insert(store, "b", OverlapPolicy::Allow).await;
+    let Fired::Done(first) = fire_one(store, firing(&armed, false)).await else {
+        panic!("fires");
+    };
+    let Dispatch::Start(run1) = first.dispatch else {
+        panic!("run 1 dispatched");
+    };
+    assert_eq!(store.start_runs(&[run1.clone()]).await.unwrap(), [true]);
+    assert_eq!(store.start_runs(&[run1]).await.unwrap(), [false], "once");
+    let Fired::Done(second) = fire_one(store, firing(&first.task, false)).await else {
+        panic!("fires");
+    };
+    assert_eq!(second.task.run_count, 2);
+    assert_eq!(second.task.active_runs, 2);
+    let Halted::Done { dropped, ended, .. } = store
+        .halt(
+            &armed.id,
+            Halt::Cancel {
+                reason: "done".into(),
+            },
+            t(3),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("cancels");
+    };
+    assert_eq!(dropped.iter().map(|r| r.run).collect::<Vec<_>>(), [2]);
+    assert!(!ended, "run 1 still runs");
+    let finished = |run: u64| Recording {
+        result: TaskResult {
+            outcome: Outcome::Cancelled,
+            ..result("b", run, 3)
+        },
+        finishes_run: run == 1,
+    };
+    let recorded = store.record(&[finished(1)]).await.unwrap();
+    assert!(recorded.ended.is_empty(), "run 2's result is still owed");
+    let recorded = store.record(&[finished(2)]).await.unwrap();
+    assert_eq!(recorded.ended, vec![armed.id.clone()], "then it ends, once");
+    let view = store.get_task(&armed.id).await.unwrap().unwrap();
+    assert!(view.has_ended());
+    let last = view.last_result.expect("last result kept");
+    assert_eq!(last.run, 2);
+    assert_eq!(last.cursor, recorded.results[0].cursor, "with its cursor");
+    test.delete_keys().await;
+}
+
+#[tokio::test]
+async fn retention_by_count_per_task_and_bytes_is_detected_as_loss() {
+    let test = TestStore::open(Retention {
+        per_task: 3,
+        total: 100,
+        max_bytes: 1000,
+    })
+    .await;
+    let store = &test.store;
+    let start = store.head_cursor().await.unwrap();
+    let first = append(store, result("a", 1, 10)).await;
+    for run in 2..=4 {
+        append(store, result("a", run, 10)).await;
+    }
+    let none: &[TaskId] = &[];
+    let after_first = store
+        .results_after(Some(&first.cursor), none, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        after_first.iter().map(|r| r.run).collect::<Vec<_>>(),
+        [2, 3, 4]
+    );
+    assert_eq!(
+        *after_first[0],
+        TaskResult {
+            cursor: after_first[0].cursor.clone(),
+            ..result("a", 2, 10)
+        }
+    );
+    assert!(matches!(
+        store.results_after(Some(&start), none, 10).await,
+        Err(StoreError::CursorExpired { oldest, .. }) if oldest == after_first[0].cursor
+    ));
+    let b = TaskId::parse("b").unwrap();
+    for run in 1..=5 {
+        append(store, result("b", run, 400)).await;
+    }
+    let held = store.results_after(None, &[], 100).await.unwrap();
+    let bytes: usize = held.iter().map(|r| r.output.len()).sum();
+    assert!(bytes <= 1000, "{bytes} bytes held");
+    assert_eq!(held.iter().filter(|r| r.task_id == b).count(), 2);
+    // Per task: b's reader sees its two, in order.
+    let of_b = store
+        .results_after(None, std::slice::from_ref(&b), 100)
+        .await
+        .unwrap();
+    assert_eq!(of_b.iter().map(|r| r.run).collect::<Vec<_>>(), [4, 5]);
+    append(store, result("c", 1, 5000)).await;
+    assert_eq!(store.results_after(None, &[], 100).await.unwrap().len(), 1);
+    // A cursor ahead of the log is refused, not waited on.
+    let head = store.head_cursor().await.unwrap();
+    let (epoch, _) = head.split_once('-').unwrap();
+    assert!(matches!(
+        store
+            .results_after(Some(&format!("{epoch}-99999999999999-0")), none, 10)
+            .await,
+        Err(StoreError::InvalidCursor { .. })
+    ));
+    test.delete_keys().await;
+}
+
+#[tokio::test]
+async fn an_emptied_store_gets_the_definitions_back_and_old_cursors_are_data_loss() {
+    let test = TestStore::open(roomy()).await;
+    let store = &test.store;
+    let task = insert(store, "kept", OverlapPolicy::Skip).await;
+    let before = append(store, result("kept", 1, 1)).await;
+    assert_eq!(store.check().await.unwrap(), Checked::Same);
+    // Everything under the prefix goes, as with a Redis restarted empty.
+    test.delete_keys().await;
+    let Checked::Restored {
+        tasks,
+        lost_epoch,
+        epoch,
+    } = store.check().await.unwrap()
+    else {
+        panic!("the loss is detected");
+    };
+    assert_eq!(tasks, 1);
+    assert_ne!(lost_epoch, epoch);
+    let back = store.get_task(&task.id).await.unwrap().expect("restored");
+    assert_eq!(back.version, task.version);
+    assert_eq!(back.spec, task.spec);
+    let none: &[TaskId] = &[];
+    assert!(matches!(
+        store.results_after(Some(&before.cursor), none, 10).await,
+        Err(StoreError::CursorExpired { .. })
+    ));
+    let after = append(store, result("kept", 2, 1)).await;
+    assert!(
+        after.cursor.starts_with(&epoch),
+        "{} under {epoch}",
+        after.cursor
+    );
+    test.delete_keys().await;
+}
+
+#[tokio::test]
+async fn a_newer_store_format_is_refused() {
+    let prefix = random_prefix();
+    let mut conn = connect(SHARED_URL).await;
+    let key = format!("{prefix}{{meta}}:format");
+    let _: () = conn.set(&key, "2").await.unwrap();
+    let opened = RedisStore::open(pool().await, settings(&prefix, roomy()), decoder(&prefix)).await;
+    let Err(error) = opened else {
+        panic!("a newer format must not be opened");
+    };
+    assert!(
+        matches!(error, StoreError::Format { newer: true, .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("upgrade recur"), "{error}");
+    let format: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(format, "2", "left as found");
+    let _: () = conn.del(&key).await.unwrap();
+}
