@@ -346,7 +346,10 @@ async fn runs_are_started_halted_and_settled_in_the_store() {
     let Dispatch::Start(run1) = first.dispatch else {
         panic!("run 1 dispatched");
     };
-    assert_eq!(store.start_runs(&[run1.clone()]).await.unwrap(), [true]);
+    assert_eq!(
+        store.start_runs(std::slice::from_ref(&run1)).await.unwrap(),
+        [true]
+    );
     assert_eq!(store.start_runs(&[run1]).await.unwrap(), [false], "once");
     let Fired::Done(second) = fire_one(store, firing(&first.task, false)).await else {
         panic!("fires");
