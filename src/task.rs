@@ -284,7 +284,7 @@ pub enum Outcome {
     TimedOut,
     /// The run was aborted.
     Cancelled,
-    /// The slot was not run because of the overlap policy.
+    /// The slot was not run: overlap policy, a pause, or catch-up.
     Skipped,
 }
 
@@ -331,6 +331,9 @@ pub struct TaskResult {
     pub occurrence_id: String,
     /// Duration of the last attempt.
     pub latency: Duration,
+    /// On the SKIPPED result of a catch-up decision, how many missed slots
+    /// it passed over (`scheduled_at` is the first of them); 0 otherwise.
+    pub skipped_slots: u64,
     /// The result in its wire form, made once by the first stream that
     /// sends it and shared by every other (see [`WireCache`]).
     pub wire: WireCache,

@@ -714,9 +714,20 @@ async fn a_stall_runs_the_latest_slot_once_and_counts_the_rest() {
 
     // One jump over ten slots: the timer first sees the clock at 10.5 s.
     tokio::time::advance(millis(10_500)).await;
+    let passed = h.next_result().await;
+    assert_eq!(
+        (passed.run, passed.outcome, passed.skipped_slots),
+        (0, Outcome::Skipped, 9),
+        "one result for the nine slots passed over, before the run"
+    );
+    assert_eq!(passed.scheduled_at, slot(1), "the first slot passed over");
+    assert_eq!(passed.occurrence_id, occurrence_id(&task.id, slot(1)));
+    assert_eq!(passed.finished_at, task.created_at + ms(10_500));
+    assert_eq!((passed.started_at, passed.attempts), (None, 0));
     let result = h.next_result().await;
     assert_eq!(result.run, 1);
     assert_eq!(result.outcome, Outcome::Succeeded);
+    assert_eq!(result.skipped_slots, 0);
     assert_eq!(result.scheduled_at, slot(10), "the latest passed slot");
     assert_eq!(result.started_at, Some(task.created_at + ms(10_500)));
     let after = h.get("stalled").await;

@@ -560,6 +560,7 @@ pub fn result_to_proto(r: &TaskResult) -> pb::TaskResult {
         http_status: r.http_status as u32,
         occurrence_id: r.occurrence_id.clone(),
         latency: Some(proto_duration(r.latency)),
+        skipped_slots: r.skipped_slots,
     }
 }
 

@@ -35,7 +35,7 @@ impl Inner {
         let now = self.clock.now();
         let firings: Vec<Firing> = chunk.iter().map(|armed| plan(armed, now)).collect();
         // What is needed after the store consumed the batch.
-        let planned: Vec<_> = firings.iter().map(|f| (f.slot, f.passed)).collect();
+        let planned: Vec<_> = firings.iter().map(|f| f.slot).collect();
         let fired = match self.store.fire(firings).await {
             Ok(fired) => fired,
             Err(error) => {
@@ -54,7 +54,7 @@ impl Inner {
                 return;
             }
         };
-        for ((armed, (slot, passed)), fired) in chunk.iter().zip(planned).zip(fired) {
+        for ((armed, slot), fired) in chunk.iter().zip(planned).zip(fired) {
             let task_id = &armed.id;
             match fired {
                 // Gone, or changed since it was armed: whoever changed it
@@ -68,9 +68,22 @@ impl Inner {
                 }
                 Fired::Done(fire) => {
                     Stats::add(&self.stats.fired, 1);
-                    if passed > 0 {
-                        Stats::add(&self.stats.skipped, passed);
-                        warn!(task_id = %task_id, slot = %slot.to_rfc3339(), skipped = passed, "runner fell behind, ran the latest slot only");
+                    // What the store applied, not what was planned: a retry
+                    // replayed gets the first attempt's decision.
+                    if fire.passed > 0 {
+                        Stats::add(&self.stats.skipped, fire.passed);
+                        warn!(task_id = %task_id, slot = %slot.to_rfc3339(), skipped = fire.passed, "runner fell behind, ran the latest slot only");
+                        // The armed slot is the first one missed.
+                        self.writer.record(
+                            run::caught_up(
+                                task_id.clone(),
+                                armed.slot,
+                                fire.passed,
+                                now,
+                                "missed (the server was behind); catch-up ran only the latest slot",
+                            ),
+                            false,
+                        );
                     }
                     if matches!(fire.dispatch, Dispatch::Skipped) {
                         Stats::add(&self.stats.skipped, 1);
@@ -98,6 +111,7 @@ impl Inner {
         let Fire {
             task,
             dispatch,
+            passed: _,
             cancel,
             dropped,
             ended,

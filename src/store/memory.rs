@@ -54,8 +54,9 @@ struct Stored {
     last_claimed: Option<DateTime<Utc>>,
     /// Runs dispatched and not yet recorded, oldest first.
     runs: Vec<RunRecord>,
-    /// Results decided but not yet recorded (a skipped slot, a run dropped
-    /// before it started): the task has not ended while any is owed.
+    /// Results decided but not yet recorded (a skipped slot, a catch-up
+    /// decision's, a run dropped before it started): the task has not ended
+    /// while any is owed.
     owed: usize,
     /// Result of the most recent run (by run number).
     last_result: Option<Arc<TaskResult>>,
@@ -73,6 +74,8 @@ struct LastFire {
     /// The run it dispatched (0: none), and whether it skipped the slot.
     run: u64,
     skipped: bool,
+    /// Missed slots it passed over.
+    passed: u64,
     cancel: Vec<u64>,
     dropped: Vec<RunRecord>,
     ended: bool,
@@ -191,6 +194,7 @@ impl Stored {
         Fired::Done(Fire {
             task: self.view(),
             dispatch,
+            passed: last.passed,
             cancel: last.cancel.clone(),
             dropped: last.dropped.clone(),
             ended: last.ended,
@@ -219,6 +223,7 @@ impl Stored {
             return Fired::AlreadyClaimed(Fire {
                 task: self.view(),
                 dispatch: Dispatch::None,
+                passed: 0,
                 cancel: Vec::new(),
                 dropped: Vec::new(),
                 ended: self.ended(),
@@ -226,6 +231,10 @@ impl Stored {
         }
         self.last_claimed = Some(f.slot);
         let decision = decide(self.record.spec.overlap, &self.runs);
+        if f.passed > 0 {
+            // The one catch-up result the caller records for them.
+            self.owed += 1;
+        }
         let task = &mut self.record;
         task.skipped_count = task.skipped_count.saturating_add(f.passed);
         if decision == Decision::Skip {
@@ -265,6 +274,7 @@ impl Stored {
                 _ => 0,
             },
             skipped: matches!(dispatch, Dispatch::Skipped),
+            passed: f.passed,
             cancel: cancel.clone(),
             dropped: dropped.clone(),
             ended: self.ended(),
@@ -273,6 +283,7 @@ impl Stored {
         Fired::Done(Fire {
             task: self.view(),
             dispatch,
+            passed: f.passed,
             cancel,
             dropped,
             ended: self.ended(),
@@ -597,6 +608,7 @@ impl Store for MemoryStore {
         Ok(Triggered::Done(Fire {
             task: stored.view(),
             dispatch,
+            passed: 0,
             cancel,
             dropped,
             ended: false,
@@ -878,6 +890,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn passed_over_slots_are_counted_once_and_a_retry_repeats_the_count() {
+        let store = MemoryStore::new(Retention {
+            per_task: 10,
+            total: 10,
+            max_bytes: 1000,
+        });
+        let armed = task(&store, "late", OverlapPolicy::Skip).await;
+        // Armed for t(1), fired at t(4.5): slots 1 to 3 passed over, 4 runs.
+        let late = Firing {
+            slot: t(4),
+            passed: 3,
+            next: Some(t(5)),
+            now: t(4) + chrono::Duration::milliseconds(500),
+            ..firing(&armed, false)
+        };
+        let Fired::Done(fire) = fire_one(&store, late.clone()).await else {
+            panic!("fires");
+        };
+        assert_eq!(fire.passed, 3);
+        assert!(matches!(fire.dispatch, Dispatch::Start(ref s) if s.record.scheduled_at == t(4)));
+        assert_eq!((fire.task.skipped_count, fire.task.run_count), (3, 1));
+        assert_eq!(fire.task.active_runs, 2, "the run and the catch-up result");
+        // A retry planned later (one more slot passed) gets what was applied.
+        let replanned = Firing {
+            passed: 4,
+            retry: true,
+            ..late
+        };
+        let Fired::Done(again) = fire_one(&store, replanned).await else {
+            panic!("a retry is answered");
+        };
+        assert_eq!(again.passed, 3);
+        assert_eq!(again.task.skipped_count, 3, "counted once");
+    }
+
+    #[tokio::test]
     async fn a_task_does_not_end_while_a_dropped_runs_result_is_owed() {
         let store = MemoryStore::new(Retention {
             per_task: 10,
@@ -946,6 +994,7 @@ mod tests {
             http_status: 0,
             occurrence_id: String::new(),
             latency: Duration::ZERO,
+            skipped_slots: 0,
             wire: Default::default(),
         }
     }

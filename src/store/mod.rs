@@ -6,7 +6,10 @@
 //! - firing a due slot ([`Store::fire`]) checks the version and state,
 //!   claims the slot, applies the overlap policy to the task's run records,
 //!   counts, and advances the task to its next slot (or completes it), all
-//!   or nothing, for a whole batch of due slots in one call;
+//!   or nothing, for a whole batch of due slots in one call. What to do
+//!   about missed slots (catch-up) is the caller's decision, planned from
+//!   the schedule and carried in the [`Firing`]; the store only applies it,
+//!   so every store implements the same policy by construction;
 //! - runs are records keyed by (task, run number) that the store holds, so
 //!   overlap policies and CancelTask hold across processes; cancellation
 //!   tokens stay in the process that runs the run;
@@ -159,7 +162,9 @@ pub struct Firing {
     pub armed_slot: DateTime<Utc>,
     /// The slot to run: the armed one, or after a stall the latest passed.
     pub slot: DateTime<Utc>,
-    /// Slots passed over between the armed one and `slot`.
+    /// Missed slots passed over without a run: those between the armed one
+    /// and `slot`. The store counts them as skipped and owes one SKIPPED
+    /// result for all of them (see [`Fire::passed`]).
     pub passed: u64,
     /// The slot after `slot`; None when the schedule has no more.
     pub next: Option<DateTime<Utc>>,
@@ -194,13 +199,19 @@ pub struct Fire {
     pub task: TaskRecord,
     /// What the overlap policy decided.
     pub dispatch: Dispatch,
+    /// Missed slots this firing passed over without a run, as applied (a
+    /// retry's replay repeats the first answer's). When not 0 the caller
+    /// records one SKIPPED result for them, with `skipped_slots` set and the
+    /// armed slot (the first passed over) as its slot; the store counts it
+    /// as owed until recorded.
+    pub passed: u64,
     /// Running runs the caller cancels (CANCEL_RUNNING); their records stay
     /// until their results are recorded.
     pub cancel: Vec<u64>,
     /// Runs dropped before they started (CANCEL_RUNNING); the caller
     /// records them as CANCELLED. The store counts their results, and a
-    /// SKIPPED slot's, as owed until recorded, so a task's end is never
-    /// announced before them.
+    /// SKIPPED slot's and the catch-up result's, as owed until recorded, so
+    /// a task's end is never announced before them.
     pub dropped: Vec<RunRecord>,
     /// The task became terminal with no run and no result owed: announce
     /// its end.
