@@ -72,16 +72,16 @@ impl Inner {
                     // replayed gets the first attempt's decision.
                     if fire.passed > 0 {
                         Stats::add(&self.stats.skipped, fire.passed);
-                        warn!(task_id = %task_id, slot = %slot.to_rfc3339(), skipped = fire.passed, "runner fell behind, ran the latest slot only");
+                        let why = if matches!(fire.dispatch, Dispatch::PassedOver) {
+                            warn!(task_id = %task_id, slot = %slot.to_rfc3339(), skipped = fire.passed, "runner fell behind, ran no missed slot (catch-up window)");
+                            "missed (the server was behind); none ran: the latest was older than the catch-up window"
+                        } else {
+                            warn!(task_id = %task_id, slot = %slot.to_rfc3339(), skipped = fire.passed, "runner fell behind, ran the latest slot only");
+                            "missed (the server was behind); catch-up ran only the latest slot"
+                        };
                         // The armed slot is the first one missed.
                         self.writer.record(
-                            run::caught_up(
-                                task_id.clone(),
-                                armed.slot,
-                                fire.passed,
-                                now,
-                                "missed (the server was behind); catch-up ran only the latest slot",
-                            ),
+                            run::caught_up(task_id.clone(), armed.slot, fire.passed, now, why),
                             false,
                         );
                     }
@@ -165,6 +165,7 @@ fn plan(armed: &Armed, now: chrono::DateTime<Utc>) -> Firing {
         version: armed.version,
         armed_slot: armed.slot,
         slot,
+        run: true,
         passed,
         next: schedule.next_slot_after(armed.created_at, slot),
         occurrence_id: occurrence_id(&armed.id, slot),

@@ -71,9 +71,11 @@ struct LastFire {
     /// The version it fired, and the slot it was armed for: its identity.
     version: u64,
     armed_slot: DateTime<Utc>,
-    /// The run it dispatched (0: none), and whether it skipped the slot.
+    /// The run it dispatched (0: none), and whether it skipped the slot
+    /// (overlap) or passed over it (catch-up).
     run: u64,
     skipped: bool,
+    passed_over: bool,
     /// Missed slots it passed over.
     passed: u64,
     cancel: Vec<u64>,
@@ -181,6 +183,8 @@ impl Stored {
     fn replay(&self, last: &LastFire) -> Fired {
         let dispatch = if last.skipped {
             Dispatch::Skipped
+        } else if last.passed_over {
+            Dispatch::PassedOver
         } else {
             match self.runs.iter().find(|r| r.run == last.run) {
                 Some(run) if run.phase == RunPhase::Queued => Dispatch::Start(RunStart {
@@ -230,50 +234,41 @@ impl Stored {
             });
         }
         self.last_claimed = Some(f.slot);
-        let decision = decide(self.record.spec.overlap, &self.runs);
         if f.passed > 0 {
             // The one catch-up result the caller records for them.
             self.owed += 1;
         }
         let task = &mut self.record;
         task.skipped_count = task.skipped_count.saturating_add(f.passed);
-        if decision == Decision::Skip {
-            task.skipped_count += 1;
-        } else {
-            task.run_count += 1;
-            task.scheduled_run_count += 1;
-        }
-        let run = RunRecord {
-            task_id: f.task_id,
-            run: self.record.run_count,
-            trigger: Trigger::Scheduled,
-            scheduled_at: f.slot,
-            occurrence_id: f.occurrence_id,
-            retry_deadline: None,
-            phase: RunPhase::Queued,
-        };
         // Before advancing: runs CANCEL_RUNNING drops stop counting toward
         // max_runs, which decides whether this slot completes the task.
-        let (mut dispatch, cancel, dropped) = self.apply(decision, run);
+        let (mut dispatch, cancel, dropped) = if f.run {
+            self.dispatch_slot(f.task_id, f.slot, f.occurrence_id)
+        } else {
+            // Passed over by catch-up (counted in `passed`): claimed above,
+            // so it never starts, and no run record changes.
+            (Dispatch::PassedOver, Vec::new(), Vec::new())
+        };
         self.advance(f.next, f.now);
         // Retries stop at the slot after this one, known only now.
         let deadline = self.retry_deadline();
-        if let Dispatch::Start(start) = &mut dispatch {
-            start.record.retry_deadline = deadline;
-        }
-        if decision != Decision::Skip
-            && let Some(new_run) = self.runs.last_mut()
-        {
-            new_run.retry_deadline = deadline;
+        let new_run = match &mut dispatch {
+            Dispatch::Start(start) => {
+                start.record.retry_deadline = deadline;
+                true
+            }
+            Dispatch::Buffered => true,
+            Dispatch::Skipped | Dispatch::PassedOver | Dispatch::None => false,
+        };
+        if new_run && let Some(record) = self.runs.last_mut() {
+            record.retry_deadline = deadline;
         }
         self.last_fire = Some(LastFire {
             version: self.record.version,
             armed_slot: f.armed_slot,
-            run: match &dispatch {
-                Dispatch::Start(_) | Dispatch::Buffered => self.record.run_count,
-                _ => 0,
-            },
+            run: if new_run { self.record.run_count } else { 0 },
             skipped: matches!(dispatch, Dispatch::Skipped),
+            passed_over: matches!(dispatch, Dispatch::PassedOver),
             passed: f.passed,
             cancel: cancel.clone(),
             dropped: dropped.clone(),
@@ -288,6 +283,34 @@ impl Stored {
             dropped,
             ended: self.ended(),
         })
+    }
+
+    /// Applies the overlap policy to a new scheduled run of `slot`: counts
+    /// it as run or skipped and returns what [`Stored::apply`] decided.
+    fn dispatch_slot(
+        &mut self,
+        task_id: TaskId,
+        slot: DateTime<Utc>,
+        occurrence_id: String,
+    ) -> (Dispatch, Vec<u64>, Vec<RunRecord>) {
+        let decision = decide(self.record.spec.overlap, &self.runs);
+        let task = &mut self.record;
+        if decision == Decision::Skip {
+            task.skipped_count += 1;
+        } else {
+            task.run_count += 1;
+            task.scheduled_run_count += 1;
+        }
+        let run = RunRecord {
+            task_id,
+            run: self.record.run_count,
+            trigger: Trigger::Scheduled,
+            scheduled_at: slot,
+            occurrence_id,
+            retry_deadline: None,
+            phase: RunPhase::Queued,
+        };
+        self.apply(decision, run)
     }
 }
 
@@ -852,6 +875,7 @@ mod tests {
             version: task.version,
             armed_slot: slot,
             slot,
+            run: true,
             passed: 0,
             next: Some(slot + chrono::Duration::seconds(1)),
             occurrence_id: format!("{}@{}", task.id, slot),
@@ -923,6 +947,69 @@ mod tests {
         };
         assert_eq!(again.passed, 3);
         assert_eq!(again.task.skipped_count, 3, "counted once");
+    }
+
+    #[tokio::test]
+    async fn a_slot_passed_over_is_claimed_and_advanced_past_without_a_run() {
+        let store = MemoryStore::new(Retention {
+            per_task: 10,
+            total: 10,
+            max_bytes: 1000,
+        });
+        let armed = task(&store, "passed", OverlapPolicy::Skip).await;
+        // Slots 1 to 4 missed, none run; the schedule has no slot after 4.
+        let passed_over = Firing {
+            slot: t(4),
+            run: false,
+            passed: 4,
+            next: None,
+            now: t(9),
+            ..firing(&armed, false)
+        };
+        let Fired::Done(fire) = fire_one(&store, passed_over.clone()).await else {
+            panic!("applies");
+        };
+        assert!(matches!(fire.dispatch, Dispatch::PassedOver));
+        assert!(fire.cancel.is_empty() && fire.dropped.is_empty());
+        let task = &fire.task;
+        assert_eq!((task.run_count, task.scheduled_run_count), (0, 0));
+        assert_eq!((task.skipped_count, fire.passed), (4, 4));
+        assert_eq!((task.state, task.next_run_at), (TaskState::Completed, None));
+        assert!(!fire.ended, "the catch-up result is owed");
+        let claimed = store
+            .lock()
+            .tasks
+            .get(&armed.id)
+            .and_then(|s| s.last_claimed);
+        assert_eq!(claimed, Some(t(4)), "so it can never start later");
+        // A retry is answered alike; the slot is not handed out again.
+        let Fired::Done(again) = fire_one(
+            &store,
+            Firing {
+                retry: true,
+                ..passed_over
+            },
+        )
+        .await
+        else {
+            panic!("a retry is answered");
+        };
+        assert!(matches!(again.dispatch, Dispatch::PassedOver));
+        assert_eq!(again.task.skipped_count, 4);
+        let recorded = store
+            .record(&[Recording {
+                result: TaskResult {
+                    task_id: armed.id.clone(),
+                    run: 0,
+                    outcome: Outcome::Skipped,
+                    skipped_slots: 4,
+                    ..result("passed", 0)
+                },
+                finishes_run: false,
+            }])
+            .await
+            .unwrap();
+        assert_eq!(recorded.ended, vec![armed.id.clone()], "then it ends");
     }
 
     #[tokio::test]
