@@ -199,6 +199,10 @@ pub struct TaskSpec {
     pub retry: RetryPolicy,
     /// Labels for filtering.
     pub labels: BTreeMap<String, String>,
+    /// How late a missed slot may still run (proto `catchup_window`): None
+    /// runs the latest missed slot however late; zero runs none (only slots
+    /// on time run); otherwise the latest runs if at most this late.
+    pub catchup_window: Option<Duration>,
 }
 
 /// A task as stored.

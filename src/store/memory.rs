@@ -859,6 +859,7 @@ mod tests {
             overlap,
             retry: RetryPolicy::default(),
             labels: Default::default(),
+            catchup_window: None,
         };
         let record = TaskRecord::new(TaskId::parse(id).unwrap(), Arc::new(spec), t(0), t(1));
         match store.insert_task(record, None).await.unwrap() {
