@@ -199,6 +199,10 @@ pub struct TaskSpec {
     pub retry: RetryPolicy,
     /// Labels for filtering.
     pub labels: BTreeMap<String, String>,
+    /// How late a missed slot may still run (proto `catchup_window`): None
+    /// runs the latest missed slot however late; zero runs none (only slots
+    /// on time run); otherwise the latest runs if at most this late.
+    pub catchup_window: Option<Duration>,
 }
 
 /// A task as stored.
@@ -284,7 +288,7 @@ pub enum Outcome {
     TimedOut,
     /// The run was aborted.
     Cancelled,
-    /// The slot was not run because of the overlap policy.
+    /// The slot was not run: overlap policy, a pause, or catch-up.
     Skipped,
     /// Its process stopped during the run; it may have had its effect.
     Abandoned,
@@ -333,6 +337,9 @@ pub struct TaskResult {
     pub occurrence_id: String,
     /// Duration of the last attempt.
     pub latency: Duration,
+    /// On the SKIPPED result of a catch-up decision, how many missed slots
+    /// it passed over (`scheduled_at` is the first of them); 0 otherwise.
+    pub skipped_slots: u64,
     /// The result in its wire form, made once by the first stream that
     /// sends it and shared by every other (see [`WireCache`]).
     pub wire: WireCache,

@@ -204,6 +204,55 @@ async fn a_firing_applied_but_reported_failed_runs_once_and_keeps_firing() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_slot_a_store_outage_delayed_is_passed_over_under_a_zero_catchup_window() {
+    let probe = Probe::new(Behaviour::Sleep(millis(100)));
+    let store = FlakyStore::new(Some((1, Fault::Before)), None);
+    let mut h = Harness::start_with(&[("probe", &probe)], store, 1000).await;
+    let mut spec = spec("probe", secs(10));
+    spec.catchup_window = Some(Duration::ZERO);
+    let task = h.register("outage", spec).await;
+    let slot = |n: i64| task.created_at + ms(10_000 * n);
+
+    // The retry a second later finds slot 1 late: missed, not run.
+    let passed = h.next_result().await;
+    assert_eq!(
+        (passed.run, passed.outcome, passed.skipped_slots),
+        (0, Outcome::Skipped, 1)
+    );
+    assert_eq!(passed.scheduled_at, slot(1));
+    assert_eq!(passed.finished_at, slot(1) + ms(1000));
+    let next = h.next_result().await;
+    assert_eq!(runs_of(&[next]), vec![(1, slot(2), Outcome::Succeeded)]);
+    assert_eq!(probe.calls()[0].started, h.at(secs(20)));
+    let after = h.get("outage").await;
+    assert_eq!((after.run_count, after.skipped_count), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retried_firing_keeps_the_catch_up_decision_that_was_applied() {
+    let probe = Probe::new(Behaviour::Sleep(millis(100)));
+    let store = FlakyStore::new(Some((1, Fault::After)), None);
+    let mut h = Harness::start_with(&[("probe", &probe)], store, 1000).await;
+    let mut spec = spec("probe", secs(10));
+    spec.catchup_window = Some(Duration::ZERO);
+    let task = h.register("replayed", spec).await;
+    let slot = |n: i64| task.created_at + ms(10_000 * n);
+
+    // Slot 1 was applied on time (its run dispatched) and the reply lost;
+    // the retry, planned a second late, would pass it over, but gets the
+    // applied answer: the run goes ahead and nothing is reported skipped.
+    let results = h.results(2).await;
+    assert_eq!(
+        runs_of(&results),
+        vec![
+            (1, slot(1), Outcome::Succeeded),
+            (2, slot(2), Outcome::Succeeded)
+        ]
+    );
+    assert_eq!(h.get("replayed").await.skipped_count, 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_pause_the_store_refuses_changes_nothing() {
     let probe = Probe::new(Behaviour::Sleep(millis(100)));
     let store = FlakyStore::new(None, Some(1));

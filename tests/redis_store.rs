@@ -134,6 +134,7 @@ fn record(id: &str, overlap: OverlapPolicy) -> TaskRecord {
         overlap,
         retry: RetryPolicy::default(),
         labels: [("team".to_string(), "infra".to_string())].into(),
+        catchup_window: Some(Duration::from_secs(30)),
     };
     TaskRecord::new(TaskId::parse(id).unwrap(), Arc::new(spec), t(0), t(1))
 }
@@ -153,6 +154,7 @@ fn firing(task: &TaskRecord, retry: bool) -> Firing {
         version: task.version,
         armed_slot: slot,
         slot,
+        run: true,
         passed: 0,
         next: Some(slot + chrono::Duration::seconds(1)),
         occurrence_id: format!("{}@{}", task.id, slot),
@@ -180,6 +182,7 @@ fn result(task: &str, run: u64, output: usize) -> TaskResult {
         output: Bytes::from(vec![b'x'; output]),
         output_truncated: false,
         http_status: 200,
+        skipped_slots: 0,
         occurrence_id: format!("{task}@{run}"),
         latency: Duration::from_millis(5),
         wire: Default::default(),

@@ -250,6 +250,17 @@ async fn bad_input_names_the_field() {
     let mut s = ok.clone();
     s.labels.insert("k".repeat(64), "v".into());
     cases.push(("label key", Some(s), "spec.labels", Code::InvalidArgument));
+    let mut s = ok.clone();
+    s.catchup_window = Some(prost_types::Duration {
+        seconds: -60,
+        nanos: 0,
+    });
+    cases.push((
+        "negative catch-up window",
+        Some(s),
+        "spec.catchup_window",
+        Code::InvalidArgument,
+    ));
 
     for (what, spec, field, code) in cases {
         let status = invalid(&mut client, spec, "bad").await;
@@ -780,6 +791,57 @@ async fn read_edit_schedule_write_back_with_a_mask_keeps_the_secret() {
         authorization_sent(&mut client, &target, "rmw").await,
         "Bearer s3cr3t"
     );
+}
+
+#[tokio::test]
+async fn the_catchup_window_reads_back_as_sent_and_a_mask_changes_only_it() {
+    let server = TestServer::start().await;
+    let mut client = server.client.clone();
+    let spec = spec_every(Duration::from_secs(3600), http_get("http://127.0.0.1:9/x"));
+    let unset = register(&mut client, "default-catchup", spec.clone()).await;
+    assert_eq!(
+        unset.spec.unwrap().catchup_window,
+        None,
+        "unset reads back unset, not as a window"
+    );
+
+    let mut never = spec.clone();
+    never.catchup_window = Some(duration(Duration::ZERO));
+    let task = register(&mut client, "catchup", never).await;
+    assert_eq!(
+        task.spec.unwrap().catchup_window,
+        Some(duration(Duration::ZERO))
+    );
+    let mut patch = spec_every(Duration::from_secs(60), http_get("http://127.0.0.1:9/y"));
+    patch.catchup_window = Some(duration(Duration::from_secs(300)));
+    let updated = client
+        .update_task(pb::UpdateTaskRequest {
+            task_id: "catchup".into(),
+            spec: Some(patch),
+            update_mask: mask(&["catchup_window"]),
+        })
+        .await
+        .expect("masked update")
+        .into_inner();
+    assert_eq!(
+        every_of(&updated),
+        3600,
+        "the schedule outside the mask kept"
+    );
+    assert_eq!(
+        updated.spec.unwrap().catchup_window,
+        Some(duration(Duration::from_secs(300)))
+    );
+    let cleared = client
+        .update_task(pb::UpdateTaskRequest {
+            task_id: "catchup".into(),
+            spec: Some(pb::TaskSpec::default()),
+            update_mask: mask(&["catchup_window"]),
+        })
+        .await
+        .expect("clearing update")
+        .into_inner();
+    assert_eq!(cleared.spec.unwrap().catchup_window, None);
 }
 
 #[tokio::test]

@@ -714,9 +714,20 @@ async fn a_stall_runs_the_latest_slot_once_and_counts_the_rest() {
 
     // One jump over ten slots: the timer first sees the clock at 10.5 s.
     tokio::time::advance(millis(10_500)).await;
+    let passed = h.next_result().await;
+    assert_eq!(
+        (passed.run, passed.outcome, passed.skipped_slots),
+        (0, Outcome::Skipped, 9),
+        "one result for the nine slots passed over, before the run"
+    );
+    assert_eq!(passed.scheduled_at, slot(1), "the first slot passed over");
+    assert_eq!(passed.occurrence_id, occurrence_id(&task.id, slot(1)));
+    assert_eq!(passed.finished_at, task.created_at + ms(10_500));
+    assert_eq!((passed.started_at, passed.attempts), (None, 0));
     let result = h.next_result().await;
     assert_eq!(result.run, 1);
     assert_eq!(result.outcome, Outcome::Succeeded);
+    assert_eq!(result.skipped_slots, 0);
     assert_eq!(result.scheduled_at, slot(10), "the latest passed slot");
     assert_eq!(result.started_at, Some(task.created_at + ms(10_500)));
     let after = h.get("stalled").await;
@@ -734,6 +745,125 @@ async fn a_stall_runs_the_latest_slot_once_and_counts_the_rest() {
     );
     assert_eq!(probe.calls().len(), 3);
     assert_eq!(h.get("stalled").await.skipped_count, 9);
+}
+
+/// A task every 10 s with catch-up `window`, stalled once: the timer first
+/// sees the clock at `seen`, after the slots at 10, 20 and 30 s.
+async fn stalled(
+    name: &str,
+    window: Option<Duration>,
+    seen: Duration,
+) -> (Harness, Arc<Probe>, TaskRecord) {
+    let probe = Probe::new(Behaviour::Sleep(millis(100)));
+    let h = Harness::start(&[("probe", &probe)]).await;
+    let mut spec = spec("probe", secs(10));
+    spec.catchup_window = window;
+    let task = h.register(name, spec).await;
+    tokio::time::advance(seen).await;
+    (h, probe, task)
+}
+
+/// Checks the one result of a catch-up decision that passed over `slots`
+/// slots, the first at 10 s, decided at `at` after the start.
+fn assert_caught_up(result: &TaskResult, slots: u64, at: Duration) {
+    assert_eq!(
+        (result.run, result.outcome, result.skipped_slots),
+        (0, Outcome::Skipped, slots),
+        "{result:?}"
+    );
+    assert_eq!(result.scheduled_at, t0() + ms(10_000), "the first missed");
+    assert_eq!(
+        result.occurrence_id,
+        occurrence_id(&result.task_id, t0() + ms(10_000))
+    );
+    assert_eq!(
+        result.finished_at,
+        t0() + chrono::Duration::from_std(at).unwrap()
+    );
+    assert_eq!((result.started_at, result.attempts), (None, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_catchup_window_the_latest_missed_slot_runs_however_late() {
+    let (mut h, probe, task) = stalled("late", None, secs(39)).await;
+    assert_caught_up(&*h.next_result().await, 2, secs(39));
+    let ran = h.next_result().await;
+    assert_eq!((ran.run, ran.outcome), (1, Outcome::Succeeded));
+    assert_eq!(ran.scheduled_at, task.created_at + ms(30_000), "9 s late");
+    assert_eq!(ran.started_at, Some(task.created_at + ms(39_000)));
+    assert_eq!(probe.calls().len(), 1);
+    let after = h.get("late").await;
+    assert_eq!((after.run_count, after.skipped_count), (1, 2));
+    assert_eq!(after.next_run_at, Some(task.created_at + ms(40_000)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_catchup_window_runs_no_missed_slot_and_waits_for_the_next() {
+    let (mut h, probe, task) = stalled("never", Some(Duration::ZERO), secs(35)).await;
+    assert_caught_up(&*h.next_result().await, 3, secs(35));
+    h.assert_quiet_for(millis(4_900)).await;
+    assert!(probe.calls().is_empty(), "no missed slot ran");
+    let after = h.get("never").await;
+    assert_eq!(after.state, TaskState::Active);
+    assert_eq!((after.run_count, after.scheduled_run_count), (0, 0));
+    assert_eq!(after.skipped_count, 3, "slots 10, 20 and 30 s");
+    assert_eq!(after.next_run_at, Some(task.created_at + ms(40_000)));
+
+    // The next slot is on time and runs.
+    let next = h.next_result().await;
+    assert_eq!((next.run, next.outcome), (1, Outcome::Succeeded));
+    assert_eq!(next.scheduled_at, task.created_at + ms(40_000));
+    assert_eq!(next.started_at, Some(next.scheduled_at));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_catchup_window_that_covers_the_latest_missed_slot_runs_it() {
+    // The slot at 30 s is 5 s late: at the edge of the window, inside.
+    let (mut h, probe, task) = stalled("covered", Some(secs(5)), secs(35)).await;
+    assert_caught_up(&*h.next_result().await, 2, secs(35));
+    let ran = h.next_result().await;
+    assert_eq!((ran.run, ran.outcome), (1, Outcome::Succeeded));
+    assert_eq!(ran.scheduled_at, task.created_at + ms(30_000));
+    assert_eq!(probe.calls().len(), 1);
+    assert_eq!(h.get("covered").await.skipped_count, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_catchup_window_the_latest_missed_slot_is_older_than_passes_over_all() {
+    // The slot at 30 s is 5.5 s late, past the 5 s window.
+    let (mut h, probe, task) = stalled("too-late", Some(secs(5)), millis(35_500)).await;
+    assert_caught_up(&*h.next_result().await, 3, millis(35_500));
+    h.assert_quiet_for(secs(4)).await;
+    assert!(probe.calls().is_empty());
+    let after = h.get("too-late").await;
+    assert_eq!((after.state, after.run_count), (TaskState::Active, 0));
+    assert_eq!(after.skipped_count, 3);
+    assert_eq!(after.next_run_at, Some(task.created_at + ms(40_000)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_whose_last_slots_are_passed_over_ends_after_their_result() {
+    let probe = Probe::new(Behaviour::Sleep(millis(100)));
+    let mut h = Harness::start(&[("probe", &probe)]).await;
+    let mut spec = spec_with(
+        "probe",
+        ScheduleInput {
+            every: Some(secs(10)),
+            end_at: Some(t0() + ms(30_000)),
+            ..ScheduleInput::default()
+        },
+    );
+    spec.catchup_window = Some(Duration::ZERO);
+    let task = h.register("ending", spec).await;
+    tokio::time::advance(secs(45)).await;
+    assert_caught_up(&*h.next_result().await, 3, secs(45));
+    match h.next_event().await {
+        Event::TaskEnded(ended) => assert_eq!(ended, task.id),
+        other => panic!("expected the task to end, got {other:?}"),
+    }
+    let done = h.get("ending").await;
+    assert_eq!((done.state, done.run_count), (TaskState::Completed, 0));
+    assert!(probe.calls().is_empty());
 }
 
 #[tokio::test(start_paused = true)]

@@ -132,6 +132,10 @@ pub fn spec(
     };
     let retry = retry(&format!("{field}.retry"), raw.retry)?;
     let labels = labels(&format!("{field}.labels"), raw.labels)?;
+    let catchup_window = raw
+        .catchup_window
+        .map(|w| duration(&format!("{field}.catchup_window"), &w))
+        .transpose()?;
     Ok(TaskSpec {
         schedule,
         action,
@@ -139,6 +143,7 @@ pub fn spec(
         overlap,
         retry,
         labels,
+        catchup_window,
     })
 }
 
@@ -518,6 +523,8 @@ fn spec_to_proto_with(spec: &TaskSpec, header_values: HeaderValues) -> pb::TaskS
             max_backoff: Some(proto_duration(spec.retry.max_backoff)),
         }),
         labels: spec.labels.clone().into_iter().collect(),
+        // Unset stays unset: it means "however late", not a window.
+        catchup_window: spec.catchup_window.map(proto_duration),
     }
 }
 
@@ -582,6 +589,7 @@ pub fn result_to_proto(r: &TaskResult) -> pb::TaskResult {
         http_status: r.http_status as u32,
         occurrence_id: r.occurrence_id.clone(),
         latency: Some(proto_duration(r.latency)),
+        skipped_slots: r.skipped_slots,
     }
 }
 

@@ -66,10 +66,12 @@ pub enum SpecPath {
     RetryMaxBackoff,
     /// `labels`, the whole map.
     Labels,
+    /// `catchup_window`.
+    CatchupWindow,
 }
 
 /// Every path a mask may name, spelled as in the proto.
-const PATHS: [(&str, SpecPath); 27] = [
+const PATHS: [(&str, SpecPath); 28] = [
     ("*", SpecPath::All),
     ("schedule", SpecPath::Schedule),
     ("schedule.every", SpecPath::ScheduleEvery),
@@ -97,6 +99,7 @@ const PATHS: [(&str, SpecPath); 27] = [
     ("retry.initial_backoff", SpecPath::RetryInitialBackoff),
     ("retry.max_backoff", SpecPath::RetryMaxBackoff),
     ("labels", SpecPath::Labels),
+    ("catchup_window", SpecPath::CatchupWindow),
 ];
 
 /// Map fields: a mask replaces them whole and cannot name one entry.
@@ -214,6 +217,7 @@ fn copy(to: &mut pb::TaskSpec, from: &pb::TaskSpec, path: SpecPath) {
         SpecPath::RetryInitialBackoff => retry_mut(to).initial_backoff = from_retry.initial_backoff,
         SpecPath::RetryMaxBackoff => retry_mut(to).max_backoff = from_retry.max_backoff,
         SpecPath::Labels => to.labels = from.labels.clone(),
+        SpecPath::CatchupWindow => to.catchup_window = from.catchup_window,
     }
 }
 
@@ -464,6 +468,31 @@ mod tests {
             http.headers.get("authorization").map(String::as_str),
             Some("Bearer s3cr3t")
         );
+    }
+
+    #[test]
+    fn the_catchup_window_is_set_and_cleared_on_its_own() {
+        let window = Some(prost_types::Duration {
+            seconds: 300,
+            nanos: 0,
+        });
+        let patch = pb::TaskSpec {
+            catchup_window: window,
+            labels: [("team".to_string(), "web".to_string())].into(),
+            ..Default::default()
+        };
+        let merged = apply(stored(), &patch, &paths(&["catchup_window"]));
+        assert_eq!(merged.catchup_window, window);
+        assert_eq!(
+            pb::TaskSpec {
+                catchup_window: None,
+                ..merged.clone()
+            },
+            stored(),
+            "nothing else changed"
+        );
+        let cleared = apply(merged, &pb::TaskSpec::default(), &paths(&["catchup_window"]));
+        assert_eq!(cleared, stored(), "unset in the patch: back to unset");
     }
 
     #[test]

@@ -317,6 +317,7 @@ mod tests {
             http_status: 0,
             occurrence_id: String::new(),
             latency: Duration::ZERO,
+            skipped_slots: 0,
             wire: Default::default(),
         })
     }

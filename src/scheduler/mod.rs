@@ -774,11 +774,7 @@ impl Inner {
     fn arm(&self, task: &TaskRecord) {
         match (task.state, task.next_run_at) {
             (TaskState::Active, Some(slot)) => {
-                let jitter = task.spec.schedule.jitter_for(task.id.as_str(), slot);
-                let due = chrono::Duration::from_std(jitter)
-                    .ok()
-                    .and_then(|j| slot.checked_add_signed(j))
-                    .unwrap_or(slot);
+                let due = task.spec.schedule.due_at(task.id.as_str(), slot);
                 self.timer.set(
                     Armed {
                         id: task.id.clone(),

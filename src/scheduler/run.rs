@@ -109,6 +109,7 @@ pub(crate) async fn execute(
         http_status: last_output.http_status,
         occurrence_id: occurrence.clone(),
         latency,
+        skipped_slots: 0,
         wire: Default::default(),
     }
 }
@@ -137,6 +138,7 @@ pub(crate) fn dropped(
         http_status: 0,
         occurrence_id: run.occurrence_id.clone(),
         latency: Duration::ZERO,
+        skipped_slots: 0,
         wire: Default::default(),
     }
 }
@@ -164,6 +166,24 @@ pub(crate) fn skipped(
         output_truncated: false,
         http_status: 0,
         latency: Duration::ZERO,
+        skipped_slots: 0,
         wire: Default::default(),
+    }
+}
+
+/// The one result recorded for the `slots` missed slots a catch-up decision
+/// passed over, `first` the earliest of them: one result per decision, not
+/// one per slot, so a long outage of a frequent task does not flood the
+/// result log (and every stream) when the server comes back.
+pub(crate) fn caught_up(
+    task_id: TaskId,
+    first: DateTime<Utc>,
+    slots: u64,
+    now: DateTime<Utc>,
+    why: &str,
+) -> TaskResult {
+    TaskResult {
+        skipped_slots: slots,
+        ..skipped(task_id, first, now, why)
     }
 }

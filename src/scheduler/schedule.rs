@@ -720,6 +720,16 @@ impl Schedule {
         Duration::from_nanos(u64::try_from(scaled).unwrap_or(0))
     }
 
+    /// When `slot` of task `task_id` is due: the slot plus its jitter. The
+    /// timer wakes for it then, and catch-up measures lateness from it, so
+    /// the delay the schedule chose is never taken for lateness.
+    pub fn due_at(&self, task_id: &str, slot: DateTime<Utc>) -> DateTime<Utc> {
+        TimeDelta::from_std(self.jitter_for(task_id, slot))
+            .ok()
+            .and_then(|jitter| slot.checked_add_signed(jitter))
+            .unwrap_or(slot)
+    }
+
     /// Cron slots must not precede `start_at`; slots are whole seconds, so
     /// "strictly after start_at minus 1ns" means "at or after start_at".
     fn cron_lower_bound(&self, after: DateTime<Utc>) -> DateTime<Utc> {

@@ -232,6 +232,7 @@ mod tests {
                 overlap: OverlapPolicy::Skip,
                 retry: RetryPolicy::default(),
                 labels: Default::default(),
+                catchup_window: None,
             }),
             retry: false,
         }

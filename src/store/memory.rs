@@ -463,7 +463,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::store::Dispatch;
+    use crate::{store::Dispatch, task::TaskState};
     use crate::{
         scheduler::schedule::{Limits, Schedule, ScheduleInput},
         task::{Action, CustomAction, Outcome, OverlapPolicy, RetryPolicy, TaskSpec, Trigger},
@@ -494,6 +494,7 @@ mod tests {
             overlap,
             retry: RetryPolicy::default(),
             labels: Default::default(),
+            catchup_window: None,
         };
         let record = TaskRecord::new(TaskId::parse(id).unwrap(), Arc::new(spec), t(0), t(1));
         match store.insert_task(record, None).await.unwrap() {
@@ -510,6 +511,7 @@ mod tests {
             version: task.version,
             armed_slot: slot,
             slot,
+            run: true,
             passed: 0,
             next: Some(slot + chrono::Duration::seconds(1)),
             occurrence_id: format!("{}@{}", task.id, slot),
@@ -545,6 +547,105 @@ mod tests {
         };
         assert!(matches!(again.dispatch, Dispatch::Start(ref s) if s.record.run == 1));
         assert_eq!(again.task.run_count, 1, "counted once");
+    }
+
+    #[tokio::test]
+    async fn passed_over_slots_are_counted_once_and_a_retry_repeats_the_count() {
+        let store = MemoryStore::new(Retention {
+            per_task: 10,
+            total: 10,
+            max_bytes: 1000,
+        });
+        let armed = task(&store, "late", OverlapPolicy::Skip).await;
+        // Armed for t(1), fired at t(4.5): slots 1 to 3 passed over, 4 runs.
+        let late = Firing {
+            slot: t(4),
+            passed: 3,
+            next: Some(t(5)),
+            now: t(4) + chrono::Duration::milliseconds(500),
+            ..firing(&armed, false)
+        };
+        let Fired::Done(fire) = fire_one(&store, late.clone()).await else {
+            panic!("fires");
+        };
+        assert_eq!(fire.passed, 3);
+        assert!(matches!(fire.dispatch, Dispatch::Start(ref s) if s.record.scheduled_at == t(4)));
+        assert_eq!((fire.task.skipped_count, fire.task.run_count), (3, 1));
+        assert_eq!(fire.task.active_runs, 2, "the run and the catch-up result");
+        // A retry planned later (one more slot passed) gets what was applied.
+        let replanned = Firing {
+            passed: 4,
+            retry: true,
+            ..late
+        };
+        let Fired::Done(again) = fire_one(&store, replanned).await else {
+            panic!("a retry is answered");
+        };
+        assert_eq!(again.passed, 3);
+        assert_eq!(again.task.skipped_count, 3, "counted once");
+    }
+
+    #[tokio::test]
+    async fn a_slot_passed_over_is_claimed_and_advanced_past_without_a_run() {
+        let store = MemoryStore::new(Retention {
+            per_task: 10,
+            total: 10,
+            max_bytes: 1000,
+        });
+        let armed = task(&store, "passed", OverlapPolicy::Skip).await;
+        // Slots 1 to 4 missed, none run; the schedule has no slot after 4.
+        let passed_over = Firing {
+            slot: t(4),
+            run: false,
+            passed: 4,
+            next: None,
+            now: t(9),
+            ..firing(&armed, false)
+        };
+        let Fired::Done(fire) = fire_one(&store, passed_over.clone()).await else {
+            panic!("applies");
+        };
+        assert!(matches!(fire.dispatch, Dispatch::PassedOver));
+        assert!(fire.cancel.is_empty() && fire.dropped.is_empty());
+        let task = &fire.task;
+        assert_eq!((task.run_count, task.scheduled_run_count), (0, 0));
+        assert_eq!((task.skipped_count, fire.passed), (4, 4));
+        assert_eq!((task.state, task.next_run_at), (TaskState::Completed, None));
+        assert!(!fire.ended, "the catch-up result is owed");
+        let claimed = store
+            .lock()
+            .tasks
+            .get(&armed.id)
+            .and_then(|s| s.last_claimed);
+        assert_eq!(claimed, Some(t(4)), "so it can never start later");
+        // A retry is answered alike; the slot is not handed out again.
+        let Fired::Done(again) = fire_one(
+            &store,
+            Firing {
+                retry: true,
+                ..passed_over
+            },
+        )
+        .await
+        else {
+            panic!("a retry is answered");
+        };
+        assert!(matches!(again.dispatch, Dispatch::PassedOver));
+        assert_eq!(again.task.skipped_count, 4);
+        let recorded = store
+            .record(&[Recording {
+                result: TaskResult {
+                    task_id: armed.id.clone(),
+                    run: 0,
+                    outcome: Outcome::Skipped,
+                    skipped_slots: 4,
+                    ..result("passed", 0)
+                },
+                finishes_run: false,
+            }])
+            .await
+            .unwrap();
+        assert_eq!(recorded.ended, vec![armed.id.clone()], "then it ends");
     }
 
     #[tokio::test]
@@ -616,6 +717,7 @@ mod tests {
             http_status: 0,
             occurrence_id: String::new(),
             latency: Duration::ZERO,
+            skipped_slots: 0,
             wire: Default::default(),
         }
     }

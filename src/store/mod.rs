@@ -6,7 +6,11 @@
 //! - firing a due slot ([`Store::fire`]) checks the version and state,
 //!   claims the slot, applies the overlap policy to the task's run records,
 //!   counts, and advances the task to its next slot (or completes it), all
-//!   or nothing, for a whole batch of due slots in one call;
+//!   or nothing, for a whole batch of due slots in one call. What to do
+//!   about missed slots (catch-up: which slot, whether it runs, how many
+//!   were passed over) is the caller's decision, planned from the schedule
+//!   and the task's catch-up window and carried in the [`Firing`]; the store
+//!   only applies it, so every store implements the same policy;
 //! - runs are records keyed by (task, run number) that the store holds, so
 //!   overlap policies and CancelTask hold across processes; cancellation
 //!   tokens stay in the process that runs the run;
@@ -181,9 +185,20 @@ pub struct Firing {
     pub version: u64,
     /// The slot the timer was armed for; must still be the task's next slot.
     pub armed_slot: DateTime<Utc>,
-    /// The slot to run: the armed one, or after a stall the latest passed.
+    /// The slot this firing claims: the armed one, or after a stall the
+    /// latest passed. Claimed whether or not it runs, so a slot at or before
+    /// it never starts again.
     pub slot: DateTime<Utc>,
-    /// Slots passed over between the armed one and `slot`.
+    /// Whether `slot` runs (under the overlap policy). False when catch-up
+    /// passes over it too (it was missed and is older than the task's
+    /// catch-up window): the store then claims it, counts it in `passed`,
+    /// advances the task to `next` and dispatches nothing
+    /// ([`Dispatch::PassedOver`]). The store never decides this itself.
+    pub run: bool,
+    /// Missed slots passed over without a run: those between the armed one
+    /// and `slot`, plus `slot` itself when `run` is false. The store adds
+    /// them to the skipped count and owes one SKIPPED result for all of
+    /// them (see [`Fire::passed`]).
     pub passed: u64,
     /// The slot after `slot`; None when the schedule has no more.
     pub next: Option<DateTime<Utc>>,
@@ -218,13 +233,19 @@ pub struct Fire {
     pub task: TaskRecord,
     /// What the overlap policy decided.
     pub dispatch: Dispatch,
+    /// Missed slots this firing passed over without a run, as applied (a
+    /// retry's replay repeats the first answer's). When not 0 the caller
+    /// records one SKIPPED result for them, with `skipped_slots` set and the
+    /// armed slot (the first passed over) as its slot; the store counts it
+    /// as owed until recorded.
+    pub passed: u64,
     /// Running runs the caller cancels (CANCEL_RUNNING); their records stay
     /// until their results are recorded.
     pub cancel: Vec<u64>,
     /// Runs dropped before they started (CANCEL_RUNNING); the caller
     /// records them as CANCELLED. The store counts their results, and a
-    /// SKIPPED slot's, as owed until recorded, so a task's end is never
-    /// announced before them.
+    /// SKIPPED slot's and the catch-up result's, as owed until recorded, so
+    /// a task's end is never announced before them.
     pub dropped: Vec<RunRecord>,
     /// The task became terminal with no run and no result owed: announce
     /// its end.
@@ -240,6 +261,9 @@ pub enum Dispatch {
     Buffered,
     /// No run: a run is in flight (SKIP, or BUFFER_ONE with one parked).
     Skipped,
+    /// No run: catch-up passed over the slot ([`Firing::run`] was false);
+    /// it is counted in [`Fire::passed`] and reported with the others.
+    PassedOver,
     /// Nothing to decide (an already-claimed slot).
     None,
 }

@@ -12,7 +12,7 @@ use super::{
     Decision, Dispatch, Fire, Fired, Firing, Halt, Halted, RunPhase, RunRecord, RunStart,
     Triggered, decide,
 };
-use crate::task::{TaskRecord, TaskResult, TaskState, Trigger};
+use crate::task::{TaskId, TaskRecord, TaskResult, TaskState, Trigger};
 
 /// A task and what the store keeps beside it.
 pub(crate) struct Stored {
@@ -26,8 +26,9 @@ pub(crate) struct Stored {
     pub(crate) last_claimed: Option<DateTime<Utc>>,
     /// Runs dispatched and not yet recorded, oldest first.
     pub(crate) runs: Vec<RunRecord>,
-    /// Results decided but not yet recorded (a skipped slot, a run dropped
-    /// before it started): the task has not ended while any is owed.
+    /// Results decided but not yet recorded (a skipped slot, a catch-up
+    /// decision's, a run dropped before it started): the task has not ended
+    /// while any is owed.
     pub(crate) owed: usize,
     /// Result of the most recent run (by run number).
     pub(crate) last_result: Option<Arc<TaskResult>>,
@@ -42,9 +43,13 @@ pub(crate) struct LastFire {
     /// The version it fired, and the slot it was armed for: its identity.
     pub(crate) version: u64,
     pub(crate) armed_slot: DateTime<Utc>,
-    /// The run it dispatched (0: none), and whether it skipped the slot.
+    /// The run it dispatched (0: none), and whether it skipped the slot
+    /// (overlap) or passed over it (catch-up).
     pub(crate) run: u64,
     pub(crate) skipped: bool,
+    pub(crate) passed_over: bool,
+    /// Missed slots it passed over.
+    pub(crate) passed: u64,
     pub(crate) cancel: Vec<u64>,
     pub(crate) dropped: Vec<RunRecord>,
     pub(crate) ended: bool,
@@ -125,6 +130,7 @@ impl Stored {
         Triggered::Done(Fire {
             task: self.view(),
             dispatch,
+            passed: 0,
             cancel,
             dropped,
             ended: false,
@@ -215,6 +221,34 @@ impl Stored {
         // Only a result that settled something can end the task, so its end
         // is reported once.
         (promoted, settled && self.ended())
+    }
+
+    /// Applies the overlap policy to a new scheduled run of `slot`: counts
+    /// it as run or skipped and returns what [`Stored::apply`] decided.
+    fn dispatch_slot(
+        &mut self,
+        task_id: TaskId,
+        slot: DateTime<Utc>,
+        occurrence_id: String,
+    ) -> (Dispatch, Vec<u64>, Vec<RunRecord>) {
+        let decision = decide(self.record.spec.overlap, &self.runs);
+        let task = &mut self.record;
+        if decision == Decision::Skip {
+            task.skipped_count += 1;
+        } else {
+            task.run_count += 1;
+            task.scheduled_run_count += 1;
+        }
+        let run = RunRecord {
+            task_id,
+            run: self.record.run_count,
+            trigger: Trigger::Scheduled,
+            scheduled_at: slot,
+            occurrence_id,
+            retry_deadline: None,
+            phase: RunPhase::Queued,
+        };
+        self.apply(decision, run)
     }
 
     /// Takes every run record of a process that stopped (the one process
@@ -317,6 +351,8 @@ impl Stored {
     fn replay(&self, last: &LastFire) -> Fired {
         let dispatch = if last.skipped {
             Dispatch::Skipped
+        } else if last.passed_over {
+            Dispatch::PassedOver
         } else {
             match self.runs.iter().find(|r| r.run == last.run) {
                 Some(run) if run.phase == RunPhase::Queued => Dispatch::Start(RunStart {
@@ -330,6 +366,7 @@ impl Stored {
         Fired::Done(Fire {
             task: self.view(),
             dispatch,
+            passed: last.passed,
             cancel: last.cancel.clone(),
             dropped: last.dropped.clone(),
             ended: last.ended,
@@ -358,52 +395,49 @@ impl Stored {
             return Fired::AlreadyClaimed(Fire {
                 task: self.view(),
                 dispatch: Dispatch::None,
+                passed: 0,
                 cancel: Vec::new(),
                 dropped: Vec::new(),
                 ended: self.ended(),
             });
         }
         self.last_claimed = Some(f.slot);
-        let decision = decide(self.record.spec.overlap, &self.runs);
+        if f.passed > 0 {
+            // The one catch-up result the caller records for them.
+            self.owed += 1;
+        }
         let task = &mut self.record;
         task.skipped_count = task.skipped_count.saturating_add(f.passed);
-        if decision == Decision::Skip {
-            task.skipped_count += 1;
-        } else {
-            task.run_count += 1;
-            task.scheduled_run_count += 1;
-        }
-        let run = RunRecord {
-            task_id: f.task_id,
-            run: self.record.run_count,
-            trigger: Trigger::Scheduled,
-            scheduled_at: f.slot,
-            occurrence_id: f.occurrence_id,
-            retry_deadline: None,
-            phase: RunPhase::Queued,
-        };
         // Before advancing: runs CANCEL_RUNNING drops stop counting toward
         // max_runs, which decides whether this slot completes the task.
-        let (mut dispatch, cancel, dropped) = self.apply(decision, run);
+        let (mut dispatch, cancel, dropped) = if f.run {
+            self.dispatch_slot(f.task_id, f.slot, f.occurrence_id)
+        } else {
+            // Passed over by catch-up (counted in `passed`): claimed above,
+            // so it never starts, and no run record changes.
+            (Dispatch::PassedOver, Vec::new(), Vec::new())
+        };
         self.advance(f.next, f.now);
         // Retries stop at the slot after this one, known only now.
         let deadline = self.retry_deadline();
-        if let Dispatch::Start(start) = &mut dispatch {
-            start.record.retry_deadline = deadline;
-        }
-        if decision != Decision::Skip
-            && let Some(new_run) = self.runs.last_mut()
-        {
-            new_run.retry_deadline = deadline;
+        let new_run = match &mut dispatch {
+            Dispatch::Start(start) => {
+                start.record.retry_deadline = deadline;
+                true
+            }
+            Dispatch::Buffered => true,
+            Dispatch::Skipped | Dispatch::PassedOver | Dispatch::None => false,
+        };
+        if new_run && let Some(record) = self.runs.last_mut() {
+            record.retry_deadline = deadline;
         }
         self.last_fire = Some(LastFire {
             version: self.record.version,
             armed_slot: f.armed_slot,
-            run: match &dispatch {
-                Dispatch::Start(_) | Dispatch::Buffered => self.record.run_count,
-                _ => 0,
-            },
+            run: if new_run { self.record.run_count } else { 0 },
             skipped: matches!(dispatch, Dispatch::Skipped),
+            passed_over: matches!(dispatch, Dispatch::PassedOver),
+            passed: f.passed,
             cancel: cancel.clone(),
             dropped: dropped.clone(),
             ended: self.ended(),
@@ -412,6 +446,7 @@ impl Stored {
         Fired::Done(Fire {
             task: self.view(),
             dispatch,
+            passed: f.passed,
             cancel,
             dropped,
             ended: self.ended(),

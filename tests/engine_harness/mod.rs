@@ -355,5 +355,6 @@ pub fn spec_with(kind: &str, schedule: ScheduleInput) -> TaskSpec {
         overlap: OverlapPolicy::Skip,
         retry: RetryPolicy::default(),
         labels: BTreeMap::new(),
+        catchup_window: None,
     }
 }

@@ -125,6 +125,43 @@ fn the_placeholder_is_refused_naming_the_header() {
     );
 }
 
+#[test]
+fn a_negative_catchup_window_is_refused_naming_the_field() {
+    for (seconds, nanos) in [(-1, 0), (0, -1), (5, 1_000_000_000)] {
+        let raw = pb::TaskSpec {
+            catchup_window: Some(prost_types::Duration { seconds, nanos }),
+            ..secret_spec()
+        };
+        let err = spec("spec", Some(raw), &ctx()).expect_err("refused");
+        assert!(
+            matches!(&err, Error::InvalidArgument { field, .. } if field == "spec.catchup_window"),
+            "{seconds}s {nanos}ns: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_catchup_window_round_trips_and_unset_stays_unset() {
+    let window = |seconds, nanos| Some(prost_types::Duration { seconds, nanos });
+    for (raw, domain) in [
+        (None, None),
+        (window(0, 0), Some(Duration::ZERO)),
+        (window(90, 500), Some(Duration::new(90, 500))),
+    ] {
+        let converted = spec(
+            "spec",
+            Some(pb::TaskSpec {
+                catchup_window: raw,
+                ..secret_spec()
+            }),
+            &ctx(),
+        )
+        .expect("valid");
+        assert_eq!(converted.catchup_window, domain);
+        assert_eq!(spec_to_proto(&converted).catchup_window, raw, "read back");
+    }
+}
+
 /// Mostly `tame`, sometimes `wild` when `wild_too` is set. Tame values are
 /// what a careful client sends, so most tame specs are accepted (the round
 /// trip needs accepted specs); wild ones probe the refusals.
@@ -372,15 +409,17 @@ fn task_spec(wild_too: bool) -> BoxedStrategy<pb::TaskSpec> {
         overlap,
         retry(wild_too),
         labels,
+        prop::option::of(duration(0, 86_400, wild_too)),
     )
         .prop_map(
-            |(schedule, action, timeout, overlap, retry, labels)| pb::TaskSpec {
+            |(schedule, action, timeout, overlap, retry, labels, catchup_window)| pb::TaskSpec {
                 schedule,
                 action,
                 timeout,
                 overlap,
                 retry,
                 labels,
+                catchup_window,
             },
         )
         .boxed()

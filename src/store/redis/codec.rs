@@ -139,6 +139,8 @@ pub(super) fn encode_task(stored: &Stored) -> Vec<u8> {
             cancel: f.cancel.clone(),
             dropped: f.dropped.iter().map(run).collect(),
             ended: f.ended,
+            passed_over: f.passed_over,
+            passed: f.passed,
         }),
     }
     .encode_to_vec()
@@ -179,6 +181,8 @@ pub(super) fn decode_task(
                 .map(|r| from_run(&id, r))
                 .collect::<Result<_, _>>()?,
             ended: f.ended,
+            passed_over: f.passed_over,
+            passed: f.passed,
         }),
         None => None,
     };
@@ -245,6 +249,7 @@ fn decode_result(r: pb::TaskResult) -> Result<TaskResult, String> {
         output_truncated: r.output_truncated,
         http_status: u16::try_from(r.http_status).unwrap_or(0),
         occurrence_id: r.occurrence_id,
+        skipped_slots: r.skipped_slots,
         latency: r
             .latency
             .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.clamp(0, 999_999_999) as u32))
