@@ -43,6 +43,8 @@ pub struct OwnRedis {
     pub port: u16,
     child: Child,
     log: tempfile::NamedTempFile,
+    /// Where it keeps its append-only file, when it persists.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl OwnRedis {
@@ -50,7 +52,34 @@ impl OwnRedis {
         Self::start_on(free_port())
     }
 
+    /// One that keeps its data across restarts (appendonly, fsync always)
+    /// in `dir`.
+    pub fn start_persistent(dir: &std::path::Path) -> OwnRedis {
+        Self::spawn(free_port(), Some(dir.to_path_buf()))
+    }
+
+    /// Starts it again on its port, with its data if it persists.
+    pub fn restart(&mut self) {
+        self.stop();
+        *self = Self::spawn(self.port, self.dir.clone());
+    }
+
     pub fn start_on(port: u16) -> OwnRedis {
+        Self::spawn(port, None)
+    }
+
+    fn spawn(port: u16, dir: Option<std::path::PathBuf>) -> OwnRedis {
+        let persistence: Vec<String> = match &dir {
+            Some(dir) => vec![
+                "--dir".into(),
+                dir.to_string_lossy().into_owned(),
+                "--appendonly".into(),
+                "yes".into(),
+                "--appendfsync".into(),
+                "always".into(),
+            ],
+            None => vec!["--appendonly".into(), "no".into()],
+        };
         let log = tempfile::NamedTempFile::new().expect("log file");
         let log_path = log.path().to_string_lossy().into_owned();
         let child = Command::new("redis-server")
@@ -61,11 +90,10 @@ impl OwnRedis {
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
                 "--logfile",
                 &log_path,
             ])
+            .args(&persistence)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -80,7 +108,12 @@ impl OwnRedis {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        OwnRedis { port, child, log }
+        OwnRedis {
+            port,
+            child,
+            log,
+            dir,
+        }
     }
 
     /// What redis-server logged so far.

@@ -35,6 +35,7 @@ use std::{
 };
 
 use async_trait::async_trait;
+use tracing::warn;
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis::{self, AsyncCommands, Script, streams::StreamRangeReply};
 
@@ -187,6 +188,7 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         let epoch: String = conn.get(keys.epoch()).await.map_err(unavailable)?;
+        warn_if_evicting(&mut conn).await;
         Ok(RedisStore {
             pool,
             keys,
@@ -507,6 +509,30 @@ impl RedisStore {
         ids.sort_unstable();
         ids.truncate(limit);
         Ok(ids)
+    }
+}
+
+/// Warns when Redis may evict the store's keys: with a memory limit, every
+/// `allkeys-*` policy can drop a task or a result silently. `volatile-*`
+/// policies only evict keys with a TTL, and the store sets none.
+async fn warn_if_evicting(conn: &mut deadpool_redis::Connection) {
+    let config: Result<HashMap<String, String>, _> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory*")
+        .query_async(&mut **conn)
+        .await;
+    let Ok(config) = config else {
+        // CONFIG may be renamed or refused (managed Redis): say so once.
+        warn!("could not read the Redis eviction policy (CONFIG GET refused); make sure it is noeviction");
+        return;
+    };
+    let policy = config.get("maxmemory-policy").map_or("", String::as_str);
+    let limited = config.get("maxmemory").is_some_and(|m| m != "0");
+    if limited && policy.starts_with("allkeys") {
+        warn!(
+            policy,
+            "redis may evict recur's keys under memory pressure (tasks, runs, results lost); set maxmemory-policy noeviction"
+        );
     }
 }
 
