@@ -511,3 +511,53 @@ async fn scripts_flushed_from_redis_are_loaded_again() {
     drop(results);
     recur.terminate().await;
 }
+
+#[tokio::test]
+async fn a_task_stream_ends_when_its_end_entry_is_read_from_the_log() {
+    let prefix = random_prefix();
+    let target = HttpTarget::start().await;
+    let recur = Recur::start(SHARED_URL, &prefix).await;
+    let mut client = recur.client().await;
+    // Completes by itself after two runs: the end follows its last result.
+    let mut twice = spec_every(Duration::from_millis(100), http_get(&target.url("/t")));
+    if let Some(schedule) = twice.schedule.as_mut() {
+        schedule.max_runs = 2;
+    }
+    register(&mut client, "twice", twice).await;
+    let mut results = stream(&mut client, &["twice"], "", false).await;
+    let mut runs = Vec::new();
+    while let Some(r) = next_result(&mut results).await.expect("a clean end") {
+        runs.push(r.run);
+    }
+    assert_eq!(runs.last(), Some(&2), "{runs:?}");
+    // Cancelled with nothing running: the end alone.
+    register(
+        &mut client,
+        "idle",
+        spec_every(Duration::from_secs(3600), http_get(&target.url("/i"))),
+    )
+    .await;
+    let mut idle = stream(&mut client, &["idle"], "", false).await;
+    client
+        .cancel_task(pb::CancelTaskRequest {
+            task_id: "idle".into(),
+            reason: String::new(),
+        })
+        .await
+        .expect("cancel");
+    assert_eq!(next_result(&mut idle).await.expect("a clean end"), None);
+    // Both ends are entries of the log, which every process reads.
+    let mut conn = connect_redis(SHARED_URL).await;
+    let log: redis::streams::StreamRangeReply = conn
+        .xrange_all(format!("{prefix}{{log}}:results"))
+        .await
+        .expect("XRANGE");
+    let ends: Vec<String> = log
+        .ids
+        .iter()
+        .filter_map(|entry| entry.get::<String>("e"))
+        .collect();
+    assert_eq!(ends, ["twice", "idle"]);
+    recur.terminate().await;
+    delete_keys(&prefix).await;
+}

@@ -84,6 +84,8 @@ fn settings(prefix: &str, retention: Retention) -> RedisSettings {
         shards: 4,
         retention,
         max_age: Duration::from_secs(3600),
+        url: SHARED_URL.into(),
+        client_name: "recur:store-test".into(),
     }
 }
 

@@ -97,6 +97,9 @@ pub(crate) struct Writer {
     /// Cancelled when the scheduler stops: results stop waiting for an
     /// unreachable store, so shutdown is not held up by it.
     stopping: tokio_util::sync::CancellationToken,
+    /// The store's log reader publishes (a store other processes append
+    /// to): the writer only records, ends included.
+    tailing: bool,
 }
 
 impl Writer {
@@ -109,12 +112,13 @@ impl Writer {
     ) -> (Writer, WriterHandle, mpsc::UnboundedReceiver<Message>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let writer = Writer {
-            store,
             hub,
             stats,
             on_promoted,
             failure_logged: HashMap::new(),
             stopping,
+            tailing: store.tails_log(),
+            store,
         };
         (writer, WriterHandle { tx }, rx)
     }
@@ -165,9 +169,17 @@ impl Writer {
             self.record(batch).await
         };
         batch.clear();
-        let mut ends = recorded.ended;
-        ends.append(ended);
-        self.hub.publish(&recorded.results, &ends);
+        if self.tailing {
+            // The log reader publishes both, in log order.
+            if !ended.is_empty() {
+                self.append_ends(ended).await;
+                ended.clear();
+            }
+        } else {
+            let mut ends = recorded.ended;
+            ends.append(ended);
+            self.hub.publish(&recorded.results, &ends);
+        }
         if !recorded.promoted.is_empty() {
             (self.on_promoted)(recorded.promoted);
         }
@@ -205,6 +217,26 @@ impl Writer {
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(RECORD_RETRY_MAX);
+        }
+    }
+
+    /// Appends end entries to the log, retried like results. An end that
+    /// cannot be written is logged; readers of that task learn of its end
+    /// when they next open a stream (it reads as ended).
+    async fn append_ends(&self, ended: &[TaskId]) {
+        let mut pause = RECORD_RETRY;
+        for attempt in 1..=RECORD_TRIES {
+            match self.store.append_ends(ended).await {
+                Ok(()) => return,
+                Err(error) if attempt < RECORD_TRIES => {
+                    warn!(%error, tasks = ended.len(), attempt, "appending task ends failed, retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RECORD_RETRY_MAX);
+                }
+                Err(error) => {
+                    error!(%error, tasks = ended.len(), "task ends not appended to the log: open streams of them are not told");
+                }
+            }
         }
     }
 

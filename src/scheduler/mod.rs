@@ -130,6 +130,9 @@ pub enum Error {
     Store(#[from] StoreError),
 }
 
+/// How long stop waits for the log reader to hand over the last results.
+const TAIL_DRAIN: Duration = Duration::from_secs(5);
+
 /// Bounds the scheduler enforces.
 #[derive(Debug, Clone)]
 pub struct SchedulerSettings {
@@ -182,6 +185,11 @@ struct Inner {
     register_lock: tokio::sync::Mutex<()>,
     /// Whether the store answered its last check.
     store_status: watch::Sender<bool>,
+    /// The store's log reader, when it has one; drained at stop, after the
+    /// writer, before streams are closed.
+    tail_task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Tells the log reader to hand over what is left and stop.
+    tail_drain: CancellationToken,
 }
 
 /// The receiving ends `start` hands to the tasks it spawns.
@@ -244,6 +252,8 @@ impl Scheduler {
                 writer_task: std::sync::Mutex::new(None),
                 register_lock: tokio::sync::Mutex::new(()),
                 store_status: watch::Sender::new(true),
+                tail_task: std::sync::Mutex::new(None),
+                tail_drain: CancellationToken::new(),
             }),
         }
     }
@@ -254,6 +264,13 @@ impl Scheduler {
     /// was spawned.
     pub async fn start(&self) -> Result<(), Error> {
         let inner = &self.inner;
+        // Where the log reader starts: results recorded from now on (the
+        // abandoned runs below included) reach readers through it.
+        let tail_from = if inner.store.tails_log() {
+            Some(inner.store.head_cursor().await?)
+        } else {
+            None
+        };
         let mut after: Option<TaskId> = None;
         let mut with_runs = Vec::new();
         loop {
@@ -276,6 +293,14 @@ impl Scheduler {
         let (writer, writer_rx) = parts.writer;
         *inner.writer_task.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(tokio::spawn(writer.run(writer_rx)));
+        if let Some(from) = tail_from {
+            let hub = inner.hub.clone();
+            let sink: crate::store::LogSink =
+                Arc::new(move |results, ended| hub.publish(results, ended));
+            let (store, drain) = (inner.store.clone(), inner.tail_drain.clone());
+            *inner.tail_task.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(tokio::spawn(async move { store.tail(from, sink, drain).await }));
+        }
         let (due_tx, mut due_rx) = mpsc::unbounded_channel::<Vec<Armed>>();
         inner.tracker.spawn(timer::run(
             parts.timer,
@@ -602,6 +627,20 @@ impl Scheduler {
             && let Err(error) = writer.await
         {
             warn!(%error, "result writer ended abnormally");
+        }
+        // What the writer recorded last reaches readers before their
+        // streams close.
+        inner.tail_drain.cancel();
+        let tail = inner
+            .tail_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut tail) = tail
+            && tokio::time::timeout(TAIL_DRAIN, &mut tail).await.is_err()
+        {
+            tail.abort();
+            warn!("the log reader did not drain in time; streams resume by cursor");
         }
         inner.hub.close();
         info!("scheduler stopped");

@@ -337,6 +337,8 @@ async fn start(
                     shards: config.store_shards,
                     retention,
                     max_age: config.results_max_age,
+                    url: config.redis_url.clone().unwrap_or_default(),
+                    client_name: format!("recur:{}", config.node_id),
                 },
                 crate::api::convert::stored_spec_decoder(
                     config.default_timeout,

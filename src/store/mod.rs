@@ -30,6 +30,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
 
 use crate::task::{TaskId, TaskRecord, TaskResult, TaskSpec, TaskState, Trigger};
 #[cfg(feature = "internals")]
@@ -427,7 +428,27 @@ pub trait Store: Send + Sync + 'static {
     async fn check(&self) -> Result<Checked, StoreError> {
         Ok(Checked::Same)
     }
+    /// Whether readers learn of new results and task ends from the log
+    /// itself ([`Store::tail`]) rather than from this process's writer:
+    /// true for a store other processes may append to.
+    fn tails_log(&self) -> bool {
+        false
+    }
+    /// Appends an end entry per task to the log, after everything recorded
+    /// before (for a store that [tails its log](Store::tails_log)).
+    async fn append_ends(&self, _ends: &[TaskId]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Follows the log from `after` on, handing every result and task end
+    /// to `sink` in log order, until `drain` is cancelled and everything
+    /// appended before that was handed over. Returns at once for a store
+    /// that does not [tail its log](Store::tails_log).
+    async fn tail(&self, _after: String, _sink: LogSink, _drain: CancellationToken) {}
 }
+
+/// Receives what [`Store::tail`] reads: results, then the tasks that ended
+/// after them, in log order.
+pub type LogSink = Arc<dyn Fn(&[Arc<TaskResult>], &[TaskId]) + Send + Sync>;
 
 /// What [`Store::check`] found.
 #[derive(Debug, PartialEq, Eq)]

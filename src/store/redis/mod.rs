@@ -23,6 +23,7 @@
 
 mod codec;
 mod keys;
+mod tail;
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 mod proto {
     tonic::include_proto!("recur.store.v1");
@@ -42,8 +43,10 @@ use deadpool_redis::redis::{self, AsyncCommands, Script, streams::StreamRangeRep
 pub use codec::SpecDecoder;
 pub(crate) use keys::{Keys, STORE_FORMAT};
 
+use tokio_util::sync::CancellationToken;
+
 use super::{
-    Abandoned, Checked, Fired, Firing, Halt, Halted, Inserted, Recorded, Recording, RunStart, Store, StoreError,
+    Abandoned, Checked, Fired, LogSink, Firing, Halt, Halted, Inserted, Recorded, Recording, RunStart, Store, StoreError,
     TaskFilter, Triggered, memory::Retention, stored::Stored,
 };
 use crate::{
@@ -67,6 +70,11 @@ pub struct RedisSettings {
     pub retention: Retention,
     /// Results older than this are dropped from the log.
     pub max_age: Duration,
+    /// Redis URL, for the log's tailing reader, which has a connection of
+    /// its own (a blocking read would stall a pooled one).
+    pub url: String,
+    /// Name of that connection (`CLIENT SETNAME`), set again on reconnect.
+    pub client_name: String,
 }
 
 /// The Redis store.
@@ -94,6 +102,9 @@ pub struct RedisStore {
     write_tasks: Script,
     /// `record.lua`.
     record: Script,
+    /// Where the tailing reader connects, and the name it gives itself.
+    url: String,
+    client_name: String,
 }
 
 fn unavailable(error: redis::RedisError) -> StoreError {
@@ -204,6 +215,8 @@ impl RedisStore {
             decode_spec,
             write_tasks: Script::new(include_str!("write_tasks.lua")),
             record: Script::new(include_str!("record.lua")),
+            url: settings.url,
+            client_name: settings.client_name,
         })
     }
 
@@ -396,11 +409,13 @@ impl RedisStore {
         Ok((ms, seq))
     }
 
-    /// Decodes log entries into results with their cursors.
+    /// Decodes log entries into results with their cursors (end entries,
+    /// which only the tailing reader uses, are left out).
     fn results(&self, reply: StreamRangeReply) -> Result<Vec<Arc<TaskResult>>, StoreError> {
         reply
             .ids
             .into_iter()
+            .filter(|entry| !entry.contains_key("e"))
             .map(|entry| {
                 let raw: Vec<u8> = entry.get("r").unwrap_or_default();
                 let mut result =
@@ -437,11 +452,27 @@ impl RedisStore {
         };
         let mut conn = self.conn().await?;
         if tasks.is_empty() {
-            let reply: StreamRangeReply = conn
-                .xrange_count(self.keys.log(), start, "+", limit)
-                .await
-                .map_err(unavailable)?;
-            return self.results(reply);
+            // End entries are skipped, so a page may need another read to
+            // hold `limit` results: a short page means the log's end.
+            let mut out = Vec::new();
+            let mut start = start;
+            while out.len() < limit {
+                let want = limit - out.len();
+                let reply: StreamRangeReply = conn
+                    .xrange_count(self.keys.log(), &start, "+", want)
+                    .await
+                    .map_err(unavailable)?;
+                let Some(last) = reply.ids.last().map(|e| e.id.clone()) else {
+                    break;
+                };
+                let read = reply.ids.len();
+                out.extend(self.results(reply)?);
+                if read < want {
+                    break;
+                }
+                start = format!("({last}");
+            }
+            return Ok(out);
         }
         // Per task through its list of held ids, so a stream of one task
         // never scans the whole log.
@@ -922,6 +953,10 @@ impl Store for RedisStore {
                     .arg(codec::encode_task(stored))
                     .arg(*last);
             }
+            invocation.arg(ended.len());
+            for id in &ended {
+                invocation.arg(id.as_str());
+            }
             let mut conn = self.conn().await?;
             let reply: Vec<redis::Value> = invocation
                 .invoke_async(&mut *conn)
@@ -1099,6 +1134,43 @@ impl Store for RedisStore {
             lost_epoch,
             epoch,
         })
+    }
+
+    fn tails_log(&self) -> bool {
+        true
+    }
+
+    async fn append_ends(&self, ends: &[TaskId]) -> Result<(), StoreError> {
+        if ends.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.record.prepare_invoke();
+        invocation
+            .key(self.keys.log())
+            .key(self.keys.log_meta())
+            .key(self.keys.evicted());
+        invocation
+            .arg(self.keys.history_prefix())
+            .arg(self.retention.per_task)
+            .arg(self.retention.total)
+            .arg(self.retention.max_bytes)
+            .arg(self.max_age.as_millis() as u64)
+            .arg(0)
+            .arg(0)
+            .arg(ends.len());
+        for id in ends {
+            invocation.arg(id.as_str());
+        }
+        let mut conn = self.conn().await?;
+        let _: redis::Value = invocation
+            .invoke_async(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn tail(&self, after: String, sink: LogSink, drain: CancellationToken) {
+        self.tail_log(after, sink, drain).await;
     }
 
     fn cursor_seq(&self, cursor: &str) -> Option<u64> {

@@ -15,6 +15,8 @@
 -- ARGV[6] r = number of results, then per result 3 values: task id, payload, bytes
 -- then the number of tasks t, then per task 3 values:
 --   expected rev, rec, index (1-based) of the result that is its last, or 0
+-- then the number of ended tasks, then their ids: each gets an end entry
+-- (field `e`) after the results, so a reader learns of the end in log order
 local log, meta, evicted = KEYS[1], KEYS[2], KEYS[3]
 local hist = ARGV[1]
 local per_task, total, max_bytes, max_age =
@@ -89,10 +91,12 @@ while redis.call('XLEN', log) > 1 do
     break
   end
   local f = fields(entry)
-  drop(entry[1], f.t, tonumber(f.n), false)
+  -- An end entry (`e`) holds no output and no task list entry.
+  drop(entry[1], f.t or f.e, tonumber(f.n or '0'), f.e ~= nil)
 end
 
-redis.call('HSET', meta, 'bytes', bytes, 'last', ids[#ids])
+redis.call('HSET', meta, 'bytes', bytes)
+if r > 0 then redis.call('HSET', meta, 'last', ids[#ids]) end
 if evicted_max then redis.call('HSET', meta, 'evicted', evicted_max) end
 
 for i = 1, t do
@@ -102,5 +106,11 @@ for i = 1, t do
   redis.call('HSET', key, 'rec', ARGV[b + 1])
   local last = tonumber(ARGV[b + 2])
   if last > 0 then redis.call('HSET', key, 'lc', ids[1 + last]) end
+end
+
+local ebase = tbase + 1 + t * 3
+for i = 1, tonumber(ARGV[ebase]) do
+  local id = redis.call('XADD', log, '*', 'e', ARGV[ebase + i])
+  redis.call('HSET', meta, 'last', id)
 end
 return ids

@@ -1,0 +1,181 @@
+//! The log's tailing reader: one per process, on a connection of its own
+//! (a blocking XREAD would stall every command behind it on a pooled
+//! connection), feeding the process's result fan-out from the log itself,
+//! its own results included. A reader thus sees every result appended to
+//! the log in log order, whichever process appended it, and a task's end
+//! where its end entry is.
+
+use std::{sync::Arc, time::Duration};
+
+use deadpool_redis::redis::{
+    self, AsyncConnectionConfig,
+    aio::MultiplexedConnection,
+    streams::{StreamReadOptions, StreamReadReply},
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{RedisStore, codec};
+use crate::{
+    store::LogSink,
+    task::{TaskId, TaskResult},
+};
+
+/// How long one XREAD blocks waiting for new entries: also how soon the
+/// reader notices it is asked to drain.
+const BLOCK: Duration = Duration::from_millis(250);
+
+/// Most entries one read takes.
+const READ_COUNT: usize = 4096;
+
+/// Pause before reconnecting after a failure; doubles up to the maximum.
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(1);
+
+impl RedisStore {
+    /// See [`crate::store::Store::tail`]. Its connection is closed (QUIT)
+    /// before this returns, so Redis has forgotten it when the server has.
+    pub(super) async fn tail_log(&self, after: String, sink: LogSink, drain: CancellationToken) {
+        let mut conn: Option<MultiplexedConnection> = None;
+        self.follow(after, sink, drain, &mut conn).await;
+        if let Some(mut conn) = conn {
+            let quit = redis::cmd("QUIT");
+            let _ = tokio::time::timeout(Duration::from_secs(1), quit.query_async::<()>(&mut conn))
+                .await;
+        }
+    }
+
+    async fn follow(
+        &self,
+        after: String,
+        sink: LogSink,
+        drain: CancellationToken,
+        conn: &mut Option<MultiplexedConnection>,
+    ) {
+        let mut epoch = self.epoch();
+        let mut last = after
+            .strip_prefix(&format!("{epoch}-"))
+            .unwrap_or("0-0")
+            .to_string();
+        let mut pause = RECONNECT_FIRST;
+        let mut failing = false;
+        loop {
+            let draining = drain.is_cancelled();
+            // A Redis that came back empty starts a new log: read it from
+            // its start (its ids may be below the old log's).
+            let now_epoch = self.epoch();
+            if now_epoch != epoch {
+                epoch = now_epoch;
+                last = "0-0".to_string();
+            }
+            let connection = match conn.as_mut() {
+                Some(c) => c,
+                None => match self.tail_connection().await {
+                    Ok(c) => conn.insert(c),
+                    Err(error) => {
+                        if draining {
+                            warn!(%error, "log reader stops without draining: redis unreachable");
+                            return;
+                        }
+                        if !failing {
+                            warn!(%error, "log reader cannot reach redis, retrying");
+                            failing = true;
+                        }
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(RECONNECT_MAX);
+                        continue;
+                    }
+                },
+            };
+            let mut options = StreamReadOptions::default().count(READ_COUNT);
+            if !draining {
+                options = options.block(BLOCK.as_millis() as usize);
+            }
+            let read: Result<Option<StreamReadReply>, _> = redis::cmd("XREAD")
+                .arg(&options)
+                .arg("STREAMS")
+                .arg(self.keys.log())
+                .arg(&last)
+                .query_async(connection)
+                .await;
+            let reply = match read {
+                Ok(reply) => reply,
+                Err(error) => {
+                    *conn = None;
+                    if draining {
+                        warn!(%error, "log reader stops without draining: redis failed");
+                        return;
+                    }
+                    if !failing {
+                        warn!(%error, "log reader failed, reconnecting");
+                        failing = true;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RECONNECT_MAX);
+                    continue;
+                }
+            };
+            if failing {
+                info!("log reader reading again");
+                failing = false;
+                pause = RECONNECT_FIRST;
+            }
+            let entries = reply
+                .and_then(|r| r.keys.into_iter().next())
+                .map(|k| k.ids)
+                .unwrap_or_default();
+            if entries.is_empty() {
+                if draining {
+                    return;
+                }
+                continue;
+            }
+            let read = entries.len();
+            let mut results: Vec<Arc<TaskResult>> = Vec::with_capacity(read);
+            for entry in entries {
+                last = entry.id.clone();
+                if let Some(ended) = entry.get::<String>("e") {
+                    // Results before the end go first, then the end.
+                    if let Ok(task) = TaskId::parse(&ended) {
+                        sink(&std::mem::take(&mut results), &[task]);
+                    }
+                    continue;
+                }
+                let raw: Vec<u8> = entry.get("r").unwrap_or_default();
+                match codec::decode_result_bytes(&raw) {
+                    Ok(mut result) => {
+                        result.cursor = format!("{epoch}-{}", entry.id);
+                        results.push(Arc::new(result));
+                    }
+                    Err(reason) => {
+                        warn!(id = %entry.id, %reason, "log entry unreadable, not delivered");
+                    }
+                }
+            }
+            if !results.is_empty() {
+                sink(&results, &[]);
+            }
+            if draining && read < READ_COUNT {
+                return;
+            }
+        }
+    }
+
+    /// A named connection of the reader's own, with a reply bound above
+    /// the blocking time.
+    async fn tail_connection(&self) -> Result<MultiplexedConnection, redis::RedisError> {
+        let client = redis::Client::open(self.url.as_str())?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(BLOCK + Duration::from_secs(5)));
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(format!("{}:log", self.client_name))
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(conn)
+    }
+}
