@@ -516,3 +516,27 @@ async fn a_newer_store_format_is_refused() {
     assert_eq!(format, "2", "left as found");
     let _: () = conn.del(&key).await.unwrap();
 }
+
+#[tokio::test]
+async fn paging_through_many_tasks_yields_each_once_in_id_order() {
+    let test = TestStore::open(roomy()).await;
+    let store = &test.store;
+    // More per shard than a shard page holds, so pages merge partial shards.
+    let mut ids: Vec<String> = (0..150).map(|i| format!("task-{i:03}")).collect();
+    for id in &ids {
+        insert(store, id, OverlapPolicy::Skip).await;
+    }
+    ids.sort();
+    let all = TaskFilter::default();
+    let mut listed = Vec::new();
+    let mut after: Option<TaskId> = None;
+    loop {
+        let page = store.list_tasks(after.as_ref(), 7, &all).await.unwrap();
+        let Some(last) = page.last() else { break };
+        assert!(page.len() <= 7);
+        after = Some(last.id.clone());
+        listed.extend(page.into_iter().map(|t| t.id.to_string()));
+    }
+    assert_eq!(listed, ids);
+    test.delete_keys().await;
+}

@@ -509,7 +509,12 @@ impl RedisStore {
         Ok(out)
     }
 
-    /// Every task id, in order, a shard page at a time merged.
+    /// Task ids after `after` in order, at most `limit`, merged from a page
+    /// of each shard. A shard asked for `per_shard` ids that returned that
+    /// many may hold more, all after its last: the merge is complete only up
+    /// to the smallest such last id, so ids beyond it wait for the next
+    /// call. Each shard is asked for about its share, not for `limit`, so a
+    /// full scan (start-up reads every task) moves each id about once.
     async fn ids_after(
         &self,
         after: Option<&TaskId>,
@@ -519,6 +524,8 @@ impl RedisStore {
             Some(after) => format!("({after}"),
             None => "-".to_string(),
         };
+        let shards = self.keys.shards() as usize;
+        let per_shard = (limit.div_ceil(shards) * 2).max(16);
         let mut pipe = redis::pipe();
         for shard in 0..self.keys.shards() {
             pipe.cmd("ZRANGE")
@@ -528,13 +535,19 @@ impl RedisStore {
                 .arg("BYLEX")
                 .arg("LIMIT")
                 .arg(0)
-                .arg(limit);
+                .arg(per_shard);
         }
         let mut conn = self.conn().await?;
         let pages: Vec<Vec<String>> = pipe.query_async(&mut *conn).await.map_err(unavailable)?;
+        let complete_to: Option<String> = pages
+            .iter()
+            .filter(|page| page.len() == per_shard)
+            .filter_map(|page| page.last().cloned())
+            .min();
         let mut ids: Vec<TaskId> = pages
             .into_iter()
             .flatten()
+            .filter(|id| complete_to.as_ref().is_none_or(|bound| id <= bound))
             .filter_map(|id| TaskId::parse(&id).ok())
             .collect();
         ids.sort_unstable();
