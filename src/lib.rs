@@ -24,8 +24,10 @@
 //! - `config`: every bound, with defaults, and the check that a config can run.
 //! - `server`: start-up, serving, ordered shutdown; the only module that knows sockets.
 //! - `api`: the gRPC handlers, proto <-> domain conversion, the one error -> status mapping.
-//! - `scheduler`: control calls, timer, firing, the run queue, schedule maths.
-//! - `store`: the storage contract (atomic firing, run records, result log) and the in-memory store.
+//! - `scheduler`: control calls, timer, firing, the run queue, schedule maths, watching the store.
+//! - `store`: the storage contract (atomic firing, run records, result log), the
+//!   per-task state machine every store applies, the in-memory store and the
+//!   Redis store (the system of record with `Config::redis_url`).
 //! - `results`: the one result writer, fan-out to subscribers, result streams.
 //! - `action`: HTTP, Redis and custom actions ([`TaskHandler`]).
 //! - `redis_pool`: the managed Redis pool.

@@ -110,7 +110,9 @@ impl Server {
     /// 3. the gRPC server stops accepting connections and calls (GOAWAY);
     /// 4. the scheduler starts no new run; runs in flight get
     ///    `shutdown_grace` to finish, then their tokens are cancelled and
-    ///    they report CANCELLED;
+    ///    they report CANCELLED; their results are recorded and (with the
+    ///    Redis store) the log reader hands them to streams, then closes its
+    ///    connection;
     /// 5. result streams and health watches end with UNAVAILABLE (results
     ///    with a resume cursor); connections get `connection_drain` to close,
     ///    then the server stops waiting for them;
@@ -182,6 +184,7 @@ impl Server {
             scheduler,
             router,
             health,
+            store_health,
             root,
             streams_shutdown,
         } = match started {
@@ -217,7 +220,8 @@ impl Server {
             log_serve_end(result);
         }
         info!("shutting down");
-        // 1.
+        // 1. The store's status no longer moves the task service's.
+        store_health.abort();
         for service in ["", TASK_SERVICE] {
             health
                 .set_service_status(service, ServingStatus::NotServing)
@@ -296,6 +300,9 @@ struct Started {
     router: tonic::transport::server::Router,
     /// Turned to NOT_SERVING in step 1 of shutdown.
     health: HealthReporter,
+    /// Mirrors the store's status into the task service's health until
+    /// step 1 of shutdown.
+    store_health: tokio::task::JoinHandle<()>,
     /// Parent of every task's token: cancelled last, so nothing outlives `run`.
     root: CancellationToken,
     /// Ends result streams and health watches in step 5 of shutdown.
@@ -397,7 +404,7 @@ async fn start(
     // callers to a replica whose store answers; the process stays SERVING.
     let mut store_status = scheduler.store_status();
     let reporter = health.clone();
-    tokio::spawn(async move {
+    let store_health = tokio::spawn(async move {
         while store_status.changed().await.is_ok() {
             let serving = *store_status.borrow_and_update();
             let status = if serving {
@@ -412,6 +419,7 @@ async fn start(
         scheduler,
         router,
         health,
+        store_health,
         root,
         streams_shutdown,
     })
