@@ -195,6 +195,7 @@ async fn append(store: &RedisStore, result: TaskResult) -> Arc<TaskResult> {
     let recording = Recording {
         result,
         finishes_run: false,
+        fence: 0,
     };
     store.record(&[recording]).await.unwrap().results.remove(0)
 }
@@ -382,6 +383,7 @@ async fn runs_are_started_halted_and_settled_in_the_store() {
             ..result("b", run, 3)
         },
         finishes_run: run == 1,
+        fence: 0,
     };
     let recorded = store.record(&[finished(1)]).await.unwrap();
     assert!(recorded.ended.is_empty(), "run 2's result is still owed");
@@ -538,5 +540,49 @@ async fn paging_through_many_tasks_yields_each_once_in_id_order() {
         listed.extend(page.into_iter().map(|t| t.id.to_string()));
     }
     assert_eq!(listed, ids);
+    test.delete_keys().await;
+}
+
+#[tokio::test]
+async fn results_carry_the_fence_of_their_claim_and_a_lapsed_claim_is_marked() {
+    let test = TestStore::open(roomy()).await;
+    let store = &test.store;
+    let armed = insert(store, "fenced", OverlapPolicy::Allow).await;
+    let mut runs = Vec::new();
+    let mut task = armed;
+    for _ in 0..2 {
+        let Fired::Done(fire) = fire_one(store, firing(&task, false)).await else {
+            panic!("fires");
+        };
+        let Dispatch::Start(start) = fire.dispatch else {
+            panic!("a run");
+        };
+        runs.push(start.record);
+        task = fire.task;
+    }
+    assert!(runs[0].fence < runs[1].fence, "fences only grow");
+    // Run 1 finishes normally; run 2 is given up (as at a restart), and
+    // its result still comes: recorded, marked as a lapsed claim.
+    let finished = |run: u64| Recording {
+        result: result("fenced", run, 1),
+        finishes_run: true,
+        fence: runs[run as usize - 1].fence,
+    };
+    store.record(&[finished(1)]).await.unwrap();
+    let abandoned = store.abandon_runs(&[task.id.clone()]).await.unwrap();
+    assert_eq!(abandoned[0].runs.len(), 1);
+    let late = store.record(&[finished(2)]).await.unwrap();
+    assert_eq!(late.results.len(), 1, "history is always written");
+    let mut conn = connect(SHARED_URL).await;
+    let log: redis::streams::StreamRangeReply = conn
+        .xrange_all(format!("{}{{log}}:results", test.prefix))
+        .await
+        .unwrap();
+    let marks: Vec<(Option<u64>, Option<u8>)> =
+        log.ids.iter().map(|e| (e.get("f"), e.get("l"))).collect();
+    assert_eq!(
+        marks,
+        [(Some(runs[0].fence), None), (Some(runs[1].fence), Some(1))]
+    );
     test.delete_keys().await;
 }

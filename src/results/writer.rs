@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 use super::fanout::Hub;
 use crate::{
     stats::Stats,
-    store::{Recording, RunStart, Store, StoreError},
+    store::{Recording, RunRecord, RunStart, Store, StoreError},
     task::{Outcome, TaskId, TaskResult},
 };
 
@@ -66,12 +66,27 @@ pub(crate) struct WriterHandle {
 impl WriterHandle {
     /// Records `result`; `finishes_run` when it ends a run that ran.
     pub(crate) fn record(&self, result: TaskResult, finishes_run: bool) {
-        // The writer outlives every sender but the scheduler's, which closes
-        // it only after the last run ended.
-        let _ = self.tx.send(Message::Record(Recording {
+        self.send(Recording {
             result,
             finishes_run,
-        }));
+            fence: 0,
+        });
+    }
+
+    /// Records the result that finishes run `run` (which carries the
+    /// fencing value of its claim).
+    pub(crate) fn record_run(&self, result: TaskResult, run: &RunRecord) {
+        self.send(Recording {
+            result,
+            finishes_run: true,
+            fence: run.fence,
+        });
+    }
+
+    fn send(&self, recording: Recording) {
+        // The writer outlives every sender but the scheduler's, which closes
+        // it only after the last run ended.
+        let _ = self.tx.send(Message::Record(recording));
     }
 
     /// Announces that `task` ended, after every result sent before.

@@ -135,7 +135,7 @@ impl Inner {
                         "not started: the store could not mark it running",
                     );
                     result.error = format!("{} ({error})", result.error);
-                    self.writer.record(result, true);
+                    self.writer.record_run(result, record);
                 }
             }
         }
@@ -163,6 +163,6 @@ impl Inner {
         self.stats.runs_in_flight.fetch_sub(1, Ordering::Relaxed);
         debug!(outcome = ?result.outcome, "run finished");
         self.end_token(&start.record);
-        self.writer.record(result, true);
+        self.writer.record_run(result, &start.record);
     }
 }

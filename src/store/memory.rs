@@ -371,6 +371,7 @@ impl Store for MemoryStore {
         for Recording {
             result,
             finishes_run,
+            ..
         } in batch
         {
             let result = self.append(&mut inner, result.clone());
@@ -642,7 +643,8 @@ mod tests {
                     ..result("passed", 0)
                 },
                 finishes_run: false,
-            }])
+            fence: 0,
+        }])
             .await
             .unwrap();
         assert_eq!(recorded.ended, vec![armed.id.clone()], "then it ends");
@@ -684,7 +686,8 @@ mod tests {
                 ..result("b", 0)
             },
             finishes_run: run == 1,
-        };
+        fence: 0,
+    };
         // Run 1 is recorded before the dropped run 2's result: no end yet.
         let recorded = store
             .record(&[finished(1, Outcome::Cancelled)])
@@ -726,7 +729,8 @@ mod tests {
         let recording = Recording {
             result,
             finishes_run: false,
-        };
+        fence: 0,
+    };
         let mut recorded = store.record(&[recording]).await.unwrap();
         recorded.results.remove(0)
     }

@@ -165,6 +165,12 @@ pub struct RunRecord {
     pub retry_deadline: Option<DateTime<Utc>>,
     /// Where it stands.
     pub phase: RunPhase,
+    /// The fencing value of the claim that dispatched it: the task's
+    /// version after that step, which only grows. Its result carries it in
+    /// the log; a result whose run record is gone when it is recorded (its
+    /// claim lapsed: the run was given up as abandoned) is still recorded,
+    /// marked as such.
+    pub fence: u64,
 }
 
 /// A run to start, with the spec it runs (shared with the task record).
@@ -339,6 +345,9 @@ pub struct Recording {
     /// opposed to settling a result the store counted as owed: a skipped
     /// slot, or a run dropped before it started.
     pub finishes_run: bool,
+    /// For a result that finishes a run: the fencing value of the claim
+    /// that dispatched it ([`RunRecord::fence`]); 0 otherwise.
+    pub fence: u64,
 }
 
 /// What [`Store::record`] did with a batch.

@@ -125,6 +125,7 @@ impl Stored {
             occurrence_id,
             retry_deadline: self.retry_deadline(),
             phase: RunPhase::Queued,
+            fence: self.record.version,
         };
         let (dispatch, cancel, dropped) = self.apply(decision, run);
         Triggered::Done(Fire {
@@ -247,6 +248,8 @@ impl Stored {
             occurrence_id,
             retry_deadline: None,
             phase: RunPhase::Queued,
+            // The version this firing step ends with.
+            fence: self.record.version + 1,
         };
         self.apply(decision, run)
     }

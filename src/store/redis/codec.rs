@@ -84,6 +84,7 @@ fn run(r: &RunRecord) -> proto::StoredRun {
             RunPhase::Running => proto::RunPhase::Running,
             RunPhase::Buffered => proto::RunPhase::Buffered,
         } as i32,
+        fence: r.fence,
     }
 }
 
@@ -101,6 +102,7 @@ fn from_run(task_id: &TaskId, r: proto::StoredRun) -> Result<RunRecord, String> 
             Ok(proto::RunPhase::Queued) => RunPhase::Queued,
             _ => return Err(format!("unknown run phase {}", r.phase)),
         },
+        fence: r.fence,
     })
 }
 

@@ -919,11 +919,22 @@ impl Store for RedisStore {
                 .iter()
                 .map(|r| Arc::new(r.result.clone()))
                 .collect();
+            // Per result: the fence of its claim, and whether it lapsed.
+            let mut claims: Vec<(u64, bool)> = Vec::with_capacity(batch.len());
             for (i, (recording, result)) in batch.iter().zip(&pending).enumerate() {
                 let t = task_ids
                     .iter()
                     .position(|id| *id == result.task_id)
                     .unwrap_or(usize::MAX);
+                let held = tasks.get(t).is_some_and(|task| {
+                    task.as_ref()
+                        .is_some_and(|(_, stored, _)| stored.runs.iter().any(|r| r.run == result.run))
+                });
+                let lapsed = recording.finishes_run && !held;
+                if lapsed {
+                    warn!(task_id = %result.task_id, run = result.run, "result of a run whose claim lapsed (it was given up as abandoned): recorded, marked as such");
+                }
+                claims.push((recording.fence, lapsed));
                 if let Some(Some((_, stored, last))) = tasks.get_mut(t) {
                     let (promoted, task_ended) = stored.settle(result, recording.finishes_run);
                     recorded.promoted.extend(promoted);
@@ -951,11 +962,13 @@ impl Store for RedisStore {
                 .arg(self.retention.max_bytes)
                 .arg(self.max_age.as_millis() as u64)
                 .arg(batch.len());
-            for result in &pending {
+            for (result, (fence, lapsed)) in pending.iter().zip(&claims) {
                 invocation
                     .arg(result.task_id.as_str())
                     .arg(codec::encode_result(result))
-                    .arg(result.output.len());
+                    .arg(result.output.len())
+                    .arg(*fence)
+                    .arg(u8::from(*lapsed));
             }
             let written: Vec<&(String, Stored, usize)> = tasks.iter().flatten().collect();
             invocation.arg(written.len());

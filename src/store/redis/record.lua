@@ -12,7 +12,9 @@
 -- KEYS[3+t] task t's hash
 -- ARGV[1] hist key prefix (+ task id = list of the task's held ids)
 -- ARGV[2] per-task cap, ARGV[3] total cap, ARGV[4] byte cap, ARGV[5] max age ms
--- ARGV[6] r = number of results, then per result 3 values: task id, payload, bytes
+-- ARGV[6] r = number of results, then per result 5 values: task id,
+--   payload, bytes, the fencing value of the claim that produced it (0: none),
+--   and 1 if that claim had lapsed (its run record was gone), else 0
 -- then the number of tasks t, then per task 3 values:
 --   expected rev, rec, index (1-based) of the result that is its last, or 0
 -- then the number of ended tasks, then their ids: each gets an end entry
@@ -22,7 +24,7 @@ local hist = ARGV[1]
 local per_task, total, max_bytes, max_age =
   tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local r = tonumber(ARGV[6])
-local tbase = 7 + r * 3
+local tbase = 7 + r * 5
 local t = tonumber(ARGV[tbase])
 
 local conflicts = {0}
@@ -67,9 +69,14 @@ end
 
 local ids = {1}
 for i = 1, r do
-  local b = 7 + (i - 1) * 3
+  local b = 7 + (i - 1) * 5
   local task, payload, n = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2])
-  local id = redis.call('XADD', log, '*', 't', task, 'n', n, 'r', payload)
+  local id
+  if ARGV[b + 4] == '1' then
+    id = redis.call('XADD', log, '*', 't', task, 'n', n, 'f', ARGV[b + 3], 'l', 1, 'r', payload)
+  else
+    id = redis.call('XADD', log, '*', 't', task, 'n', n, 'f', ARGV[b + 3], 'r', payload)
+  end
   ids[#ids + 1] = id
   bytes = bytes + n
   local list = hist .. task
