@@ -936,3 +936,39 @@ async fn stop_gives_runs_their_grace_then_cancels_the_rest() {
     h.assert_quiet_for(secs(10)).await;
     assert_eq!(frequent.calls().len(), 5);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_clock_stepped_back_never_runs_a_slot_again() {
+    let probe = Probe::new(Behaviour::Sleep(millis(10)));
+    let mut h = Harness::start(&[("probe", &probe)]).await;
+    let task = h.register("steady", spec("probe", secs(1))).await;
+    let slot = |n: i64| task.created_at + ms(1000 * n);
+    let first = h.results(2).await;
+    assert_eq!(
+        first
+            .iter()
+            .map(|r| (r.run, r.scheduled_at))
+            .collect::<Vec<_>>(),
+        vec![(1, slot(1)), (2, slot(2))]
+    );
+
+    // The wall clock is set back 1.8 s (NTP, an operator), to just after
+    // slot 0's time, and the task is re-armed from it: a resume computes
+    // its next slot from "now", so slots 1 and 2 come due again.
+    h.scheduler.clock().step(ms(-1800));
+    h.scheduler
+        .pause(&task.id, "stepping".into())
+        .await
+        .expect("pause");
+    let resumed = h.scheduler.resume(&task.id).await.expect("resume");
+    assert_eq!(resumed.next_run_at, Some(slot(1)), "re-armed at a run slot");
+
+    // Slots 1 and 2 were claimed: they pass without a run, and the next run
+    // is slot 3, on time by the stepped clock.
+    let next = h.next_result().await;
+    assert_eq!((next.run, next.scheduled_at), (3, slot(3)), "{next:?}");
+    assert_eq!(next.started_at, Some(slot(3)));
+    let scheduled: Vec<_> = probe.calls().iter().map(|c| c.scheduled_at).collect();
+    assert_eq!(scheduled, vec![slot(1), slot(2), slot(3)], "no slot twice");
+    assert_eq!(h.get("steady").await.run_count, 3);
+}

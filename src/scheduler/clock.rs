@@ -17,12 +17,15 @@ pub enum Clock {
     /// The system clock.
     System,
     /// Wall time that follows tokio's clock from a fixed start, so that
-    /// `tokio::time::pause()` and `advance()` move it.
+    /// `tokio::time::pause()` and `advance()` move it; [`Clock::step`] moves
+    /// it as NTP or an operator moves a wall clock, without tokio's.
     Tokio {
         /// Wall time at `base`.
         wall: DateTime<Utc>,
         /// Tokio instant at creation.
         base: Instant,
+        /// Steps taken so far, in nanoseconds (shared by clones).
+        steps: std::sync::Arc<std::sync::atomic::AtomicI64>,
     },
 }
 
@@ -32,6 +35,17 @@ impl Clock {
         Clock::Tokio {
             wall,
             base: Instant::now(),
+            steps: Default::default(),
+        }
+    }
+
+    /// Steps the wall time by `by` (negative: back), as a clock set by NTP
+    /// or by hand; timers in flight are not told. Only a test clock steps:
+    /// the system clock is stepped by the system.
+    pub fn step(&self, by: chrono::Duration) {
+        if let Clock::Tokio { steps, .. } = self {
+            let nanos = by.num_nanoseconds().unwrap_or(0);
+            steps.fetch_add(nanos, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
@@ -39,10 +53,14 @@ impl Clock {
     pub fn now(&self) -> DateTime<Utc> {
         match self {
             Clock::System => Utc::now(),
-            Clock::Tokio { wall, base } => {
+            Clock::Tokio { wall, base, steps } => {
                 let elapsed =
                     chrono::Duration::from_std(base.elapsed()).unwrap_or(chrono::Duration::MAX);
+                let stepped = chrono::Duration::nanoseconds(
+                    steps.load(std::sync::atomic::Ordering::SeqCst),
+                );
                 wall.checked_add_signed(elapsed)
+                    .and_then(|t| t.checked_add_signed(stepped))
                     .unwrap_or(DateTime::<Utc>::MAX_UTC)
             }
         }
