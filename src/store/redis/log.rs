@@ -1,0 +1,377 @@
+//! The result log: appending results (with retention, settling their runs
+//! and their tasks' ends in the same script), reading it back by cursor,
+//! and what a cursor is (`<epoch>-<stream id>`).
+
+use std::sync::Arc;
+
+use deadpool_redis::redis::{self, AsyncCommands, ScriptInvocation, streams::StreamRangeReply};
+use tracing::warn;
+
+use super::{MAX_CAS_ROUNDS, Mirrored, RedisStore, codec, unavailable};
+use crate::{
+    store::{Recorded, Recording, StoreError, stored::Stored},
+    task::{TaskId, TaskResult},
+};
+
+impl RedisStore {
+    /// A call of `record.lua` with its log keys and retention bounds set;
+    /// the caller adds the results, tasks and ends.
+    fn record_invocation(&self) -> ScriptInvocation<'_> {
+        let mut invocation = self.record.prepare_invoke();
+        invocation
+            .key(self.keys.log())
+            .key(self.keys.log_meta())
+            .key(self.keys.evicted());
+        invocation
+            .arg(self.keys.history_prefix())
+            .arg(self.retention.per_task)
+            .arg(self.retention.total)
+            .arg(self.retention.max_bytes)
+            .arg(self.max_age.as_millis() as u64);
+        invocation
+    }
+
+    /// The cursor of log entry `stream_id`.
+    pub(super) fn cursor(&self, stream_id: &str) -> String {
+        format!("{}-{}", self.epoch(), stream_id)
+    }
+
+    /// Splits a cursor into its stream id (ms, seq), checking the epoch.
+    pub(super) fn parse_cursor(&self, cursor: &str) -> Result<(u64, u64), StoreError> {
+        let invalid = |reason| StoreError::InvalidCursor {
+            cursor: cursor.to_string(),
+            reason,
+        };
+        let mut parts = cursor.splitn(3, '-');
+        let (Some(epoch), Some(ms), Some(seq)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(invalid("not a recur cursor"));
+        };
+        let (Ok(ms), Ok(seq)) = (ms.parse::<u64>(), seq.parse::<u64>()) else {
+            return Err(invalid("not a recur cursor"));
+        };
+        let current = self.epoch();
+        if epoch.len() != current.len() || !epoch.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid("not a recur cursor"));
+        }
+        if epoch != current {
+            // A well-formed cursor of an earlier store on this Redis: it was
+            // emptied, and its results are gone.
+            return Err(StoreError::CursorExpired {
+                cursor: cursor.to_string(),
+                oldest: String::new(),
+                resume: String::new(),
+            });
+        }
+        Ok((ms, seq))
+    }
+
+    /// Decodes log entries into results with their cursors (end entries,
+    /// which only the tailing reader uses, are left out).
+    fn results(&self, reply: StreamRangeReply) -> Result<Vec<Arc<TaskResult>>, StoreError> {
+        reply
+            .ids
+            .into_iter()
+            .filter(|entry| !entry.contains_key("e"))
+            .map(|entry| {
+                let raw: Vec<u8> = entry.get("r").unwrap_or_default();
+                let mut result =
+                    codec::decode_result_bytes(&raw).map_err(|reason| StoreError::Corrupt {
+                        key: format!("{} {}", self.keys.log(), entry.id),
+                        reason,
+                    })?;
+                result.cursor = self.cursor(&entry.id);
+                Ok(Arc::new(result))
+            })
+            .collect()
+    }
+
+    /// The oldest held result's cursor (of `tasks` when not empty).
+    async fn oldest(&self, tasks: &[TaskId]) -> Result<String, StoreError> {
+        Ok(self
+            .read_after(None, tasks, 1)
+            .await?
+            .first()
+            .map(|r| r.cursor.clone())
+            .unwrap_or_default())
+    }
+
+    /// Held results after the stream id `after` (all when None).
+    async fn read_after(
+        &self,
+        after: Option<(u64, u64)>,
+        tasks: &[TaskId],
+        limit: usize,
+    ) -> Result<Vec<Arc<TaskResult>>, StoreError> {
+        let start = match after {
+            Some((ms, seq)) => format!("({ms}-{seq}"),
+            None => "-".to_string(),
+        };
+        let mut conn = self.conn().await?;
+        if tasks.is_empty() {
+            // End entries are skipped, so a page may need another read to
+            // hold `limit` results: a short page means the log's end.
+            let mut out = Vec::new();
+            let mut start = start;
+            while out.len() < limit {
+                let want = limit - out.len();
+                let reply: StreamRangeReply = conn
+                    .xrange_count(self.keys.log(), &start, "+", want)
+                    .await
+                    .map_err(unavailable)?;
+                let Some(last) = reply.ids.last().map(|e| e.id.clone()) else {
+                    break;
+                };
+                let read = reply.ids.len();
+                out.extend(self.results(reply)?);
+                if read < want {
+                    break;
+                }
+                start = format!("({last}");
+            }
+            return Ok(out);
+        }
+        // Per task through its list of held ids, so a stream of one task
+        // never scans the whole log.
+        let mut pipe = redis::pipe();
+        for task in tasks {
+            pipe.lrange(self.keys.history(task), 0, -1);
+        }
+        let lists: Vec<Vec<String>> = pipe.query_async(&mut *conn).await.map_err(unavailable)?;
+        let mut ids: Vec<(u64, u64, String)> = lists
+            .into_iter()
+            .flatten()
+            .filter_map(|id| {
+                let (ms, seq) = id.split_once('-')?;
+                Some((ms.parse().ok()?, seq.parse().ok()?, id))
+            })
+            .filter(|(ms, seq, _)| after.is_none_or(|a| (*ms, *seq) > a))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.truncate(limit);
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (_, _, id) in &ids {
+            pipe.xrange(self.keys.log(), id, id);
+        }
+        let replies: Vec<StreamRangeReply> =
+            pipe.query_async(&mut *conn).await.map_err(unavailable)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for reply in replies {
+            out.extend(self.results(reply)?);
+        }
+        Ok(out)
+    }
+
+
+    pub(super) async fn record_batch(&self, batch: &[Recording]) -> Result<Recorded, StoreError> {
+        if batch.is_empty() {
+            return Ok(Recorded::default());
+        }
+        let mut task_ids: Vec<TaskId> = Vec::new();
+        for recording in batch {
+            if !task_ids.contains(&recording.result.task_id) {
+                task_ids.push(recording.result.task_id.clone());
+            }
+        }
+        for _ in 0..MAX_CAS_ROUNDS {
+            let loaded = self.load(&task_ids).await?;
+            // Index in `task_ids` -> (rev, state, index of its last result).
+            let mut tasks: Vec<Option<(String, Stored, usize)>> = loaded
+                .into_iter()
+                .map(|l| l.and_then(|(rev, stored)| Some((rev?, stored, 0))))
+                .collect();
+            let mut recorded = Recorded::default();
+            let mut ended = Vec::new();
+            let pending: Vec<Arc<TaskResult>> = batch
+                .iter()
+                .map(|r| Arc::new(r.result.clone()))
+                .collect();
+            // Per result: the fence of its claim, and whether it lapsed.
+            let mut claims: Vec<(u64, bool)> = Vec::with_capacity(batch.len());
+            for (i, (recording, result)) in batch.iter().zip(&pending).enumerate() {
+                let t = task_ids
+                    .iter()
+                    .position(|id| *id == result.task_id)
+                    .unwrap_or(usize::MAX);
+                let held = tasks.get(t).is_some_and(|task| {
+                    task.as_ref()
+                        .is_some_and(|(_, stored, _)| stored.runs.iter().any(|r| r.run == result.run))
+                });
+                let lapsed = recording.finishes_run && !held;
+                if lapsed {
+                    warn!(task_id = %result.task_id, run = result.run, "result of a run whose claim lapsed (it was given up as abandoned): recorded, marked as such");
+                }
+                claims.push((recording.fence, lapsed));
+                if let Some(Some((_, stored, last))) = tasks.get_mut(t) {
+                    let (promoted, task_ended) = stored.settle(result, recording.finishes_run);
+                    recorded.promoted.extend(promoted);
+                    if task_ended {
+                        ended.push(result.task_id.clone());
+                    }
+                    if stored
+                        .last_result
+                        .as_ref()
+                        .is_some_and(|l| Arc::ptr_eq(l, result))
+                    {
+                        *last = i + 1;
+                    }
+                }
+            }
+            let mut invocation = self.record_invocation();
+            invocation
+                .arg(batch.len());
+            for (result, (fence, lapsed)) in pending.iter().zip(&claims) {
+                invocation
+                    .arg(result.task_id.as_str())
+                    .arg(codec::encode_result(result))
+                    .arg(result.output.len())
+                    .arg(*fence)
+                    .arg(u8::from(*lapsed));
+            }
+            let written: Vec<&(String, Stored, usize)> = tasks.iter().flatten().collect();
+            invocation.arg(written.len());
+            for (rev, stored, last) in &written {
+                invocation.key(self.keys.task(&stored.record.id));
+                invocation
+                    .arg(rev.as_str())
+                    .arg(codec::encode_task(stored))
+                    .arg(*last);
+            }
+            invocation.arg(ended.len());
+            for id in &ended {
+                invocation.arg(id.as_str());
+            }
+            let mut conn = self.conn().await?;
+            let reply: Vec<redis::Value> = invocation
+                .invoke_async(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+            let applied = matches!(reply.first(), Some(redis::Value::Int(1)));
+            if !applied {
+                continue;
+            }
+            let ids: Vec<String> = reply
+                .iter()
+                .skip(1)
+                .filter_map(|v| redis::from_redis_value::<String>(v.clone()).ok())
+                .collect();
+            recorded.results = pending
+                .iter()
+                .zip(ids)
+                .map(|(result, id): (&Arc<TaskResult>, String)| {
+                    Arc::new(TaskResult {
+                        cursor: self.cursor(&id),
+                        ..(**result).clone()
+                    })
+                })
+                .collect();
+            recorded.ended = ended;
+            let mut mirror = self.mirror();
+            for (_, stored, _) in written {
+                mirror.insert(stored.record.id.clone(), Mirrored::of(stored));
+            }
+            drop(mirror);
+            return Ok(recorded);
+        }
+        Err(StoreError::Unavailable {
+            reason: format!(
+                "recording {} results lost to concurrent writes {MAX_CAS_ROUNDS} times",
+                batch.len()
+            ),
+        })
+    }
+
+    pub(super) async fn append_end_entries(&self, ends: &[TaskId]) -> Result<(), StoreError> {
+        if ends.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.record_invocation();
+        invocation
+            .arg(0)
+            .arg(0)
+            .arg(ends.len());
+        for id in ends {
+            invocation.arg(id.as_str());
+        }
+        let mut conn = self.conn().await?;
+        let _: redis::Value = invocation
+            .invoke_async(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub(super) async fn results_after_cursor(
+        &self,
+        after: Option<&str>,
+        tasks: &[TaskId],
+        limit: usize,
+    ) -> Result<Vec<Arc<TaskResult>>, StoreError> {
+        let Some(cursor) = after else {
+            return self.read_after(None, tasks, limit).await;
+        };
+        let position = match self.parse_cursor(cursor) {
+            Ok(position) => position,
+            Err(StoreError::CursorExpired { cursor, .. }) => {
+                return Err(StoreError::CursorExpired {
+                    cursor,
+                    oldest: self.oldest(tasks).await?,
+                    resume: self.cursor("0-0"),
+                });
+            }
+            Err(other) => return Err(other),
+        };
+        let mut conn = self.conn().await?;
+        let (last, evicted): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(self.keys.log_meta())
+            .arg(&["last", "evicted"])
+            .query_async(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+        let parse = |id: Option<String>| {
+            id.and_then(|id| {
+                let (ms, seq) = id.split_once('-')?;
+                Some((ms.parse::<u64>().ok()?, seq.parse::<u64>().ok()?))
+            })
+            .unwrap_or((0, 0))
+        };
+        if position > parse(last) {
+            return Err(StoreError::InvalidCursor {
+                cursor: cursor.to_string(),
+                reason: "ahead of the log",
+            });
+        }
+        let lost_up_to = if tasks.is_empty() {
+            parse(evicted)
+        } else {
+            let mut pipe = redis::pipe();
+            for task in tasks {
+                pipe.hget(self.keys.evicted(), task.as_str());
+            }
+            let marks: Vec<Option<String>> =
+                pipe.query_async(&mut *conn).await.map_err(unavailable)?;
+            marks.into_iter().map(parse).max().unwrap_or((0, 0))
+        };
+        if position < lost_up_to {
+            return Err(StoreError::CursorExpired {
+                cursor: cursor.to_string(),
+                oldest: self.oldest(tasks).await?,
+                resume: self.cursor(&format!("{}-{}", lost_up_to.0, lost_up_to.1)),
+            });
+        }
+        drop(conn);
+        self.read_after(Some(position), tasks, limit).await
+    }
+
+    pub(super) async fn head(&self) -> Result<String, StoreError> {
+        let mut conn = self.conn().await?;
+        let last: Option<String> = conn
+            .hget(self.keys.log_meta(), "last")
+            .await
+            .map_err(unavailable)?;
+        Ok(self.cursor(last.as_deref().unwrap_or("0-0")))
+    }
+}

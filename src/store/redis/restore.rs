@@ -1,0 +1,83 @@
+//! Noticing a Redis that came back empty, and writing back what this
+//! process holds: every task definition it last wrote or read (the
+//! mirror), under a new epoch so every earlier cursor is DATA_LOSS.
+
+use std::collections::BTreeMap;
+
+use deadpool_redis::redis::AsyncCommands;
+
+use super::{Mirrored, RedisStore, STORE_FORMAT, unavailable};
+use crate::{
+    store::{Checked, StoreError},
+    task::TaskId,
+};
+
+impl RedisStore {
+    /// See [`crate::store::Store::check`].
+    pub(super) async fn check_epoch(&self) -> Result<Checked, StoreError> {
+        let mut conn = self.conn().await?;
+        let found: Option<String> = conn.get(self.keys.epoch()).await.map_err(unavailable)?;
+        if found.as_deref() == Some(self.epoch().as_str()) {
+            return Ok(Checked::Same);
+        }
+        let _restoring = self.restoring.lock().await;
+        let lost_epoch = self.epoch();
+        // Whoever initialises first sets the new epoch; this process adopts it.
+        let fresh = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let _: bool = conn
+            .set_nx(self.keys.format(), STORE_FORMAT)
+            .await
+            .map_err(unavailable)?;
+        let _: bool = conn
+            .set_nx(self.keys.epoch(), &fresh)
+            .await
+            .map_err(unavailable)?;
+        let epoch: String = conn.get(self.keys.epoch()).await.map_err(unavailable)?;
+        if epoch == lost_epoch {
+            return Ok(Checked::Same);
+        }
+        // Write back every definition held, by shard; a task already there
+        // (written since Redis came back) is newer and stays.
+        let held: Vec<(TaskId, Mirrored)> = self
+            .mirror()
+            .iter()
+            .map(|(id, m)| (id.clone(), m.clone()))
+            .collect();
+        let mut by_shard: BTreeMap<u32, Vec<&(TaskId, Mirrored)>> = BTreeMap::new();
+        for task in &held {
+            by_shard
+                .entry(self.keys.shard_of(task.0.as_str()))
+                .or_default()
+                .push(task);
+        }
+        let mut restored = 0;
+        for (shard, tasks) in by_shard {
+            for chunk in tasks.chunks(512) {
+                let mut invocation = self.write_tasks.prepare_invoke();
+                invocation.key(self.keys.due(shard)).key(self.keys.ids(shard));
+                invocation.arg(chunk.len());
+                for (id, task) in chunk {
+                    invocation.key(self.keys.task(id));
+                    invocation
+                        .arg(id.as_str())
+                        .arg("")
+                        .arg(&task.rec)
+                        .arg(&task.due)
+                        .arg(task.state)
+                        .arg(&task.next);
+                }
+                let lost: Vec<usize> = invocation
+                    .invoke_async(&mut *conn)
+                    .await
+                    .map_err(unavailable)?;
+                restored += chunk.len() - lost.len();
+            }
+        }
+        *self.epoch.write().unwrap_or_else(|e| e.into_inner()) = epoch.clone();
+        Ok(Checked::Restored {
+            tasks: restored,
+            lost_epoch,
+            epoch,
+        })
+    }
+}
