@@ -121,6 +121,12 @@ async fn pool_connections_are_named_and_gone_when_run_returns() {
         .unwrap();
     let names = client_names(SHARED_URL).await;
     assert!(names.contains(&name), "{name} not in CLIENT LIST {names:?}");
+    // The store's log reader has its own named connection.
+    let reader = format!("{name}:log");
+    assert!(
+        names.contains(&reader),
+        "{reader} not in CLIENT LIST {names:?}"
+    );
     // Use the pool from several runs at once.
     let mut results = stream(&mut client, &[], "", false).await;
     let prefix = random_prefix();
@@ -146,10 +152,11 @@ async fn pool_connections_are_named_and_gone_when_run_returns() {
     }
     drop(results);
     server.stop().await.expect("clean shutdown");
-    // Checked right after run returned, in this process.
+    // Checked right after run returned, in this process: neither the pool's
+    // connections nor the log reader's are left.
     let names = client_names(SHARED_URL).await;
     assert!(
-        !names.contains(&name),
+        !names.iter().any(|n| n.starts_with(&name)),
         "connections of {name} left after shutdown: {names:?}"
     );
 }
@@ -223,6 +230,10 @@ async fn reconnects_after_redis_restarts_and_names_the_new_connection() {
     assert!(
         names.contains(&name),
         "the new connection is named too: {names:?}"
+    );
+    assert!(
+        names.contains(&format!("{name}:log")),
+        "and so is the log reader's: {names:?}"
     );
     drop(results);
     server.stop().await.unwrap();
