@@ -586,3 +586,97 @@ async fn results_carry_the_fence_of_their_claim_and_a_lapsed_claim_is_marked() {
     );
     test.delete_keys().await;
 }
+
+#[tokio::test]
+async fn a_batch_tried_again_after_a_lost_reply_is_recorded_once() {
+    let test = TestStore::open(roomy()).await;
+    let store = &test.store;
+    let armed = insert(store, "once", OverlapPolicy::Skip).await;
+    let Fired::Done(fire) = fire_one(store, firing(&armed, false)).await else {
+        panic!("fires");
+    };
+    let Dispatch::Start(start) = fire.dispatch else {
+        panic!("a run");
+    };
+    assert_eq!(
+        store
+            .start_runs(std::slice::from_ref(&start))
+            .await
+            .unwrap(),
+        [true]
+    );
+    let batch = [Recording {
+        result: result("once", 1, 1),
+        finishes_run: true,
+        fence: start.record.fence,
+    }];
+    let first = store.record(&batch).await.unwrap();
+    assert_eq!(first.results.len(), 1);
+    // The writer saw an error (the reply was lost) and tries the same batch.
+    let again = store.record(&batch).await.unwrap();
+    assert!(again.results.is_empty(), "nothing appended twice");
+    let held = store.results_after(None, &[], 10).await.unwrap();
+    assert_eq!(held.len(), 1);
+    let task = store.get_task(&armed.id).await.unwrap().unwrap();
+    assert_eq!(task.active_runs, 0);
+    test.delete_keys().await;
+}
+
+#[tokio::test]
+async fn an_emptied_store_answers_unavailable_until_restored_never_not_found() {
+    let test = TestStore::open(roomy()).await;
+    let store = &test.store;
+    let task = insert(store, "kept", OverlapPolicy::Skip).await;
+    test.delete_keys().await;
+    // A firing now must not find "no such task" (it would drop the timer).
+    assert!(matches!(
+        store.get_task(&task.id).await,
+        Err(StoreError::Unavailable { .. })
+    ));
+    assert!(matches!(
+        store.fire(vec![firing(&task, false)]).await,
+        Err(StoreError::Unavailable { .. })
+    ));
+    assert!(matches!(
+        store.check().await.unwrap(),
+        Checked::Restored { tasks: 1, .. }
+    ));
+    // The retry of that firing applies now.
+    assert!(matches!(
+        fire_one(store, firing(&task, true)).await,
+        Fired::Done(_)
+    ));
+    test.delete_keys().await;
+}
+
+#[tokio::test]
+async fn a_buffered_run_promoted_by_a_batch_whose_reply_was_lost_is_handed_out_again() {
+    let test = TestStore::open(roomy()).await;
+    let store = &test.store;
+    let armed = insert(store, "buffered", OverlapPolicy::BufferOne).await;
+    let Fired::Done(first) = fire_one(store, firing(&armed, false)).await else {
+        panic!("fires");
+    };
+    let Dispatch::Start(run1) = first.dispatch else {
+        panic!("run 1");
+    };
+    store.start_runs(std::slice::from_ref(&run1)).await.unwrap();
+    let Fired::Done(second) = fire_one(store, firing(&first.task, false)).await else {
+        panic!("fires");
+    };
+    assert!(matches!(second.dispatch, Dispatch::Buffered));
+    let batch = [Recording {
+        result: result("buffered", 1, 1),
+        finishes_run: true,
+        fence: run1.record.fence,
+    }];
+    let promoted =
+        |r: &recur::store::Recorded| r.promoted.iter().map(|p| p.record.run).collect::<Vec<_>>();
+    let applied = store.record(&batch).await.unwrap();
+    assert_eq!(promoted(&applied), [2]);
+    // That reply was lost: the retry still hands run 2 out, once.
+    let again = store.record(&batch).await.unwrap();
+    assert!(again.results.is_empty());
+    assert_eq!(promoted(&again), [2]);
+    test.delete_keys().await;
+}

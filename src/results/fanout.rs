@@ -290,6 +290,16 @@ impl Drop for Subscription {
     }
 }
 
+impl crate::store::LogReader for Hub {
+    fn publish(&self, results: &[Arc<TaskResult>], ended: &[TaskId]) {
+        Hub::publish(self, results, ended);
+    }
+
+    fn lost(&self, resume: &str) {
+        Hub::lost(self, resume);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

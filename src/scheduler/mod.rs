@@ -294,9 +294,7 @@ impl Scheduler {
         *inner.writer_task.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(tokio::spawn(writer.run(writer_rx)));
         if let Some(from) = tail_from {
-            let hub = inner.hub.clone();
-            let sink: crate::store::LogSink =
-                Arc::new(move |results, ended| hub.publish(results, ended));
+            let sink: crate::store::LogSink = inner.hub.clone();
             let (store, drain) = (inner.store.clone(), inner.tail_drain.clone());
             *inner.tail_task.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(tokio::spawn(async move { store.tail(from, sink, drain).await }));

@@ -2,7 +2,8 @@
 //! `recur.v1.TaskService` NOT_SERVING while it does not, and calls fail
 //! fast with UNAVAILABLE meanwhile), and whether it came back empty, in
 //! which case the store writes back the definitions this process holds and
-//! every open result stream ends with DATA_LOSS.
+//! every open result stream ends with DATA_LOSS (told by the store's log
+//! reader, in log order).
 
 use std::sync::Arc;
 
@@ -46,10 +47,8 @@ impl Inner {
                         %epoch,
                         "the store came back empty: every result and run history it held is lost; the task definitions this process holds were written back"
                     );
-                    match self.store.head_cursor().await {
-                        Ok(resume) => self.hub.lost(&resume),
-                        Err(error) => warn!(%error, "reading the new log's start failed"),
-                    }
+                    // The store's log reader tells open streams, before
+                    // anything of the new log reaches them.
                     status.send_replace(true);
                 }
                 Err(error) => {

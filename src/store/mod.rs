@@ -455,9 +455,18 @@ pub trait Store: Send + Sync + 'static {
     async fn tail(&self, _after: String, _sink: LogSink, _drain: CancellationToken) {}
 }
 
-/// Receives what [`Store::tail`] reads: results, then the tasks that ended
-/// after them, in log order.
-pub type LogSink = Arc<dyn Fn(&[Arc<TaskResult>], &[TaskId]) + Send + Sync>;
+/// Receives what [`Store::tail`] reads, in log order.
+pub trait LogReader: Send + Sync {
+    /// Results, then the tasks that ended after them.
+    fn publish(&self, results: &[Arc<TaskResult>], ended: &[TaskId]);
+    /// The log was lost (a Redis that came back empty): what was read
+    /// before is gone, and reading goes on from `resume`, the new log's
+    /// start. Told before anything of the new log.
+    fn lost(&self, resume: &str);
+}
+
+/// What [`Store::tail`] hands its reads to.
+pub type LogSink = Arc<dyn LogReader>;
 
 /// What [`Store::check`] found.
 #[derive(Debug, PartialEq, Eq)]

@@ -109,6 +109,13 @@ impl Keys {
         format!("{}{{log}}:evicted", self.prefix)
     }
 
+    /// `<prefix>{log}:applied:<token>`: set (with a TTL) by the script that
+    /// recorded the batch `token`, so a retry after a lost reply is told
+    /// instead of appending the batch twice.
+    pub(crate) fn applied(&self, token: u64) -> String {
+        format!("{}{{log}}:applied:{token:016x}", self.prefix)
+    }
+
     /// `<prefix>{log}:hist:<id>`: list of the log ids of the task's held
     /// results, oldest first (per-task retention and per-task reads).
     pub(crate) fn history(&self, id: &TaskId) -> String {

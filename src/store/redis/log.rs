@@ -2,32 +2,72 @@
 //! and their tasks' ends in the same script), reading it back by cursor,
 //! and what a cursor is (`<epoch>-<stream id>`).
 
-use std::sync::Arc;
+use std::{
+    hash::{Hash, Hasher},
+    sync::Arc,
+    time::Duration,
+};
 
 use deadpool_redis::redis::{self, AsyncCommands, ScriptInvocation, streams::StreamRangeReply};
 use tracing::warn;
 
 use super::{MAX_CAS_ROUNDS, Mirrored, RedisStore, codec, unavailable};
 use crate::{
-    store::{Recorded, Recording, StoreError, stored::Stored},
+    store::{Recorded, Recording, RunPhase, RunStart, StoreError, stored::Stored},
     task::{TaskId, TaskResult},
 };
 
+/// How long a recorded batch's applied-marker is kept: far longer than the
+/// writer retries a batch (at most its outage window).
+const APPLIED_MARKER_TTL: Duration = Duration::from_secs(3600);
+
+/// The identity of a batch of results, the same for every try of it: a
+/// hash of what makes each result unique (task, run, occurrence, finish
+/// time to the nanosecond, outcome).
+fn batch_token(batch: &[Recording]) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    for recording in batch {
+        let r = &recording.result;
+        (r.task_id.as_str(), r.run, r.occurrence_id.as_str()).hash(&mut hasher);
+        r.finished_at.timestamp_nanos_opt().hash(&mut hasher);
+        (r.outcome as u8, recording.finishes_run).hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// A token no other batch has.
+fn rand_token() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0
+}
+
+/// A Redis that came back empty and is not restored yet: a step waits for
+/// the restore rather than write into it.
+pub(super) fn emptied() -> StoreError {
+    StoreError::Unavailable {
+        reason: "the store lost its data (its epoch changed); waiting for this process to restore it".into(),
+    }
+}
+
 impl RedisStore {
-    /// A call of `record.lua` with its log keys and retention bounds set;
-    /// the caller adds the results, tasks and ends.
-    fn record_invocation(&self) -> ScriptInvocation<'_> {
+    /// A call of `record.lua` for the batch identified by `token` (the same
+    /// for every try of one batch), with its log keys and retention bounds
+    /// set; the caller adds the results, tasks and ends.
+    fn record_invocation(&self, token: u64) -> ScriptInvocation<'_> {
         let mut invocation = self.record.prepare_invoke();
         invocation
             .key(self.keys.log())
             .key(self.keys.log_meta())
-            .key(self.keys.evicted());
+            .key(self.keys.evicted())
+            .key(self.keys.epoch())
+            .key(self.keys.applied(token));
         invocation
             .arg(self.keys.history_prefix())
             .arg(self.retention.per_task)
             .arg(self.retention.total)
             .arg(self.retention.max_bytes)
-            .arg(self.max_age.as_millis() as u64);
+            .arg(self.max_age.as_millis() as u64)
+            .arg(self.epoch())
+            .arg(APPLIED_MARKER_TTL.as_secs());
         invocation
     }
 
@@ -176,6 +216,7 @@ impl RedisStore {
                 task_ids.push(recording.result.task_id.clone());
             }
         }
+        let token = batch_token(batch);
         for _ in 0..MAX_CAS_ROUNDS {
             let loaded = self.load(&task_ids).await?;
             // Index in `task_ids` -> (rev, state, index of its last result).
@@ -220,9 +261,8 @@ impl RedisStore {
                     }
                 }
             }
-            let mut invocation = self.record_invocation();
-            invocation
-                .arg(batch.len());
+            let mut invocation = self.record_invocation(token);
+            invocation.arg(batch.len());
             for (result, (fence, lapsed)) in pending.iter().zip(&claims) {
                 invocation
                     .arg(result.task_id.as_str())
@@ -244,14 +284,33 @@ impl RedisStore {
             for id in &ended {
                 invocation.arg(id.as_str());
             }
+            let promoted: Vec<String> = recorded
+                .promoted
+                .iter()
+                .map(|p| format!("{} {}", p.record.task_id, p.record.run))
+                .collect();
+            invocation.arg(promoted.join(" "));
             let mut conn = self.conn().await?;
             let reply: Vec<redis::Value> = invocation
                 .invoke_async(&mut *conn)
                 .await
                 .map_err(unavailable)?;
-            let applied = matches!(reply.first(), Some(redis::Value::Int(1)));
-            if !applied {
-                continue;
+            match reply.first() {
+                Some(redis::Value::Int(1)) => {}
+                Some(redis::Value::Int(2)) => return Err(emptied()),
+                Some(redis::Value::Int(3)) => {
+                    // An earlier try applied it and its reply was lost:
+                    // nothing is appended or settled twice (readers got it
+                    // from the log), but the buffered runs it promoted are
+                    // handed out now, as that reply would have.
+                    warn!(results = batch.len(), "results already recorded by an earlier try whose reply was lost");
+                    let marker = reply
+                        .get(1)
+                        .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+                        .unwrap_or_default();
+                    return self.promoted_again(&marker).await;
+                }
+                _ => continue,
             }
             let ids: Vec<String> = reply
                 .iter()
@@ -284,11 +343,48 @@ impl RedisStore {
         })
     }
 
+/// The buffered runs an applied batch promoted (`task run` pairs in its
+    /// applied-marker) that are still queued, to be handed out again.
+    async fn promoted_again(&self, marker: &str) -> Result<Recorded, StoreError> {
+        let words: Vec<&str> = marker.split_whitespace().collect();
+        let pairs: Vec<(TaskId, u64)> = words
+            .chunks(2)
+            .filter_map(|pair| match pair {
+                [task, run] => Some((TaskId::parse(task).ok()?, run.parse().ok()?)),
+                _ => None,
+            })
+            .collect();
+        let ids: Vec<TaskId> = pairs.iter().map(|(id, _)| id.clone()).collect();
+        let loaded = self.load(&ids).await?;
+        let promoted = pairs
+            .iter()
+            .zip(loaded)
+            .filter_map(|((_, run), loaded)| {
+                let (_, stored) = loaded?;
+                let record = stored
+                    .runs
+                    .iter()
+                    .find(|r| r.run == *run && r.phase == RunPhase::Queued)?
+                    .clone();
+                Some(RunStart {
+                    record,
+                    spec: stored.record.spec.clone(),
+                })
+            })
+            .collect();
+        Ok(Recorded {
+            promoted,
+            ..Recorded::default()
+        })
+    }
+
     pub(super) async fn append_end_entries(&self, ends: &[TaskId]) -> Result<(), StoreError> {
         if ends.is_empty() {
             return Ok(());
         }
-        let mut invocation = self.record_invocation();
+        // A duplicate end entry is harmless (a stream ends once), so each
+        // call is its own batch.
+        let mut invocation = self.record_invocation(rand_token());
         invocation
             .arg(0)
             .arg(0)
@@ -296,12 +392,17 @@ impl RedisStore {
         for id in ends {
             invocation.arg(id.as_str());
         }
+        // No run promoted.
+        invocation.arg("");
         let mut conn = self.conn().await?;
-        let _: redis::Value = invocation
+        let reply: Vec<redis::Value> = invocation
             .invoke_async(&mut *conn)
             .await
             .map_err(unavailable)?;
-        Ok(())
+        match reply.first() {
+            Some(redis::Value::Int(2)) => Err(emptied()),
+            _ => Ok(()),
+        }
     }
 
     pub(super) async fn results_after_cursor(

@@ -243,13 +243,36 @@ impl RedisStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        // The epoch first, in the same round trip: a Redis that came back
+        // empty must not read as "no such task" (a firing would drop its
+        // timer, a call would answer NOT_FOUND) until it is restored.
         let mut pipe = redis::pipe();
+        pipe.get(self.keys.epoch());
         for id in ids {
             pipe.cmd("HMGET").arg(self.keys.task(id)).arg(&["rev", "rec", "lc"]);
         }
         let mut conn = self.conn().await?;
         type Row = (Option<String>, Option<Vec<u8>>, Option<String>);
-        let rows: Vec<Row> = pipe.query_async(&mut *conn).await.map_err(unavailable)?;
+        let (epoch, rows): (Option<String>, Vec<Row>) = {
+            let mut values: Vec<redis::Value> =
+                pipe.query_async(&mut *conn).await.map_err(unavailable)?;
+            let rows = values.split_off(1.min(values.len()));
+            let epoch = values
+                .pop()
+                .and_then(|v| redis::from_redis_value::<Option<String>>(v).ok())
+                .flatten();
+            let rows = rows
+                .into_iter()
+                .map(redis::from_redis_value::<Row>)
+                .collect::<Result<Vec<Row>, _>>()
+                .map_err(|e| StoreError::Unavailable {
+                    reason: e.to_string(),
+                })?;
+            (epoch, rows)
+        };
+        if epoch.as_deref() != Some(self.epoch().as_str()) {
+            return Err(log::emptied());
+        }
         ids.iter()
             .zip(rows)
             .map(|(id, (rev, rec, lc))| match (rev, rec) {

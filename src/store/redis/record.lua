@@ -9,28 +9,40 @@
 --
 -- KEYS[1] the log (stream), KEYS[2] log meta (hash: bytes, evicted, last),
 -- KEYS[3] evicted marks per task (hash task -> highest id dropped),
--- KEYS[3+t] task t's hash
+-- KEYS[4] the store's epoch, KEYS[5] the batch's applied-marker,
+-- KEYS[5+t] task t's hash
 -- ARGV[1] hist key prefix (+ task id = list of the task's held ids)
 -- ARGV[2] per-task cap, ARGV[3] total cap, ARGV[4] byte cap, ARGV[5] max age ms
--- ARGV[6] r = number of results, then per result 5 values: task id,
+-- ARGV[6] the epoch the caller read its tasks under: if the store's epoch
+--   is another (Redis came back empty and is not restored yet, or was
+--   restored since), nothing is written and {2} is returned
+-- ARGV[7] how long the applied-marker is kept (s): a retry of a batch whose
+--   reply was lost finds it and gets {3, promoted runs}, nothing appended
+--   twice
+-- ARGV[8] r = number of results, then per result 5 values: task id,
 --   payload, bytes, the fencing value of the claim that produced it (0: none),
 --   and 1 if that claim had lapsed (its run record was gone), else 0
 -- then the number of tasks t, then per task 3 values:
 --   expected rev, rec, index (1-based) of the result that is its last, or 0
 -- then the number of ended tasks, then their ids: each gets an end entry
 -- (field `e`) after the results, so a reader learns of the end in log order
+-- then the buffered runs the batch promotes (`task run` pairs, space
+-- separated), kept in the applied-marker
 local log, meta, evicted = KEYS[1], KEYS[2], KEYS[3]
 local hist = ARGV[1]
 local per_task, total, max_bytes, max_age =
   tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local r = tonumber(ARGV[6])
-local tbase = 7 + r * 5
+if redis.call('GET', KEYS[4]) ~= ARGV[6] then return {2} end
+local applied = redis.call('GET', KEYS[5])
+if applied then return {3, applied} end
+local r = tonumber(ARGV[8])
+local tbase = 9 + r * 5
 local t = tonumber(ARGV[tbase])
 
 local conflicts = {0}
 for i = 1, t do
   local want = ARGV[tbase + 1 + (i - 1) * 3]
-  if redis.call('HGET', KEYS[3 + i], 'rev') ~= want then
+  if redis.call('HGET', KEYS[5 + i], 'rev') ~= want then
     conflicts[#conflicts + 1] = i
   end
 end
@@ -69,7 +81,7 @@ end
 
 local ids = {1}
 for i = 1, r do
-  local b = 7 + (i - 1) * 5
+  local b = 9 + (i - 1) * 5
   local task, payload, n = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2])
   local id
   if ARGV[b + 4] == '1' then
@@ -108,7 +120,7 @@ if evicted_max then redis.call('HSET', meta, 'evicted', evicted_max) end
 
 for i = 1, t do
   local b = tbase + 1 + (i - 1) * 3
-  local key = KEYS[3 + i]
+  local key = KEYS[5 + i]
   redis.call('HINCRBY', key, 'rev', 1)
   redis.call('HSET', key, 'rec', ARGV[b + 1])
   local last = tonumber(ARGV[b + 2])
@@ -116,8 +128,12 @@ for i = 1, t do
 end
 
 local ebase = tbase + 1 + t * 3
-for i = 1, tonumber(ARGV[ebase]) do
+local ne = tonumber(ARGV[ebase])
+for i = 1, ne do
   local id = redis.call('XADD', log, '*', 'e', ARGV[ebase + i])
   redis.call('HSET', meta, 'last', id)
 end
+-- The marker holds the buffered runs this batch promoted, so a retry can
+-- still hand them out.
+redis.call('SET', KEYS[5], ARGV[ebase + ne + 1], 'EX', tonumber(ARGV[7]))
 return ids

@@ -67,6 +67,7 @@ impl RedisStore {
             if now_epoch != epoch {
                 epoch = now_epoch;
                 last = "0-0".to_string();
+                sink.lost(&format!("{epoch}-0-0"));
             }
             let connection = match conn.as_mut() {
                 Some(c) => c,
@@ -115,6 +116,12 @@ impl RedisStore {
                     continue;
                 }
             };
+            if self.epoch() != epoch {
+                // Restored while this read was waiting: what it read may be
+                // of the new log, which is read from its start after the
+                // loss is told.
+                continue;
+            }
             if failing {
                 info!("log reader reading again");
                 failing = false;
@@ -137,7 +144,7 @@ impl RedisStore {
                 if let Some(ended) = entry.get::<String>("e") {
                     // Results before the end go first, then the end.
                     if let Ok(task) = TaskId::parse(&ended) {
-                        sink(&std::mem::take(&mut results), &[task]);
+                        sink.publish(&std::mem::take(&mut results), &[task]);
                     }
                     continue;
                 }
@@ -153,7 +160,7 @@ impl RedisStore {
                 }
             }
             if !results.is_empty() {
-                sink(&results, &[]);
+                sink.publish(&results, &[]);
             }
             if draining && read < READ_COUNT {
                 return;
