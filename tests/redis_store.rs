@@ -463,7 +463,13 @@ async fn retention_by_count_per_task_and_bytes_is_detected_as_loss() {
 async fn an_emptied_store_gets_the_definitions_back_and_old_cursors_are_data_loss() {
     let test = TestStore::open(roomy()).await;
     let store = &test.store;
-    let task = insert(store, "kept", OverlapPolicy::Skip).await;
+    let Inserted::Created(task) = store
+        .insert_task(record("kept", OverlapPolicy::Skip), Some("req-kept"))
+        .await
+        .unwrap()
+    else {
+        panic!("created");
+    };
     let before = append(store, result("kept", 1, 1)).await;
     assert_eq!(store.check().await.unwrap(), Checked::Same);
     // Everything under the prefix goes, as with a Redis restarted empty.
@@ -481,6 +487,15 @@ async fn an_emptied_store_gets_the_definitions_back_and_old_cursors_are_data_los
     let back = store.get_task(&task.id).await.unwrap().expect("restored");
     assert_eq!(back.version, task.version);
     assert_eq!(back.spec, task.spec);
+    assert_eq!(
+        store
+            .task_for_request("req-kept")
+            .await
+            .unwrap()
+            .map(|t| t.id),
+        Some(task.id.clone()),
+        "its request id too"
+    );
     let none: &[TaskId] = &[];
     assert!(matches!(
         store.results_after(Some(&before.cursor), none, 10).await,
@@ -678,5 +693,45 @@ async fn a_buffered_run_promoted_by_a_batch_whose_reply_was_lost_is_handed_out_a
     let again = store.record(&batch).await.unwrap();
     assert!(again.results.is_empty());
     assert_eq!(promoted(&again), [2]);
+    test.delete_keys().await;
+}
+
+#[tokio::test]
+async fn deleting_a_task_frees_its_results_bytes() {
+    let test = TestStore::open(roomy()).await;
+    let store = &test.store;
+    let gone = insert(store, "gone", OverlapPolicy::Skip).await;
+    for run in 1..=3 {
+        append(store, result("gone", run, 100)).await;
+    }
+    append(store, result("kept", 1, 7)).await;
+    let mut conn = connect(SHARED_URL).await;
+    let meta = format!("{}{{log}}:meta", test.prefix);
+    let bytes = |conn: &mut redis::aio::MultiplexedConnection| {
+        let meta = meta.clone();
+        let mut conn = conn.clone();
+        async move {
+            let held: u64 = conn.hget(&meta, "bytes").await.unwrap();
+            held
+        }
+    };
+    assert_eq!(bytes(&mut conn).await, 307);
+    let halted = store
+        .halt(
+            &gone.id,
+            Halt::Cancel {
+                reason: String::new(),
+            },
+            t(2),
+        )
+        .await
+        .unwrap();
+    let Halted::Done { task, .. } = halted else {
+        panic!("cancelled")
+    };
+    store.delete_task(&gone.id, task.version).await.unwrap();
+    assert_eq!(bytes(&mut conn).await, 7, "only what is still held counts");
+    let held = store.results_after(None, &[], 10).await.unwrap();
+    assert_eq!(held.len(), 1);
     test.delete_keys().await;
 }

@@ -200,22 +200,53 @@ impl Writer {
         }
     }
 
-    /// Records `batch`, retrying a refusal: the store applies a batch all or
-    /// nothing, so a retry cannot record a result twice. An unreachable
-    /// store is waited for (see [`RECORD_OUTAGE_WINDOW`]); what is given up
+    /// Records `batch`, retrying a refusal: a batch is applied all or
+    /// nothing, and a retry of one that applied unseen (a lost reply) is
+    /// told so by the store, so nothing is recorded twice. What is given up
     /// is counted and logged, never dropped silently.
     async fn record(&self, batch: &[Recording]) -> crate::store::Recorded {
+        let recorded = self
+            .retrying("results", batch.len(), || self.store.record(batch))
+            .await;
+        recorded.unwrap_or_else(|error| {
+            Stats::add(&self.stats.results_lost, batch.len() as u64);
+            error!(%error, results = batch.len(), "results lost: the store refused them");
+            Default::default()
+        })
+    }
+
+    /// Appends end entries to the log, retried like results. An end that
+    /// cannot be written is logged; readers of that task learn of its end
+    /// when they next open a stream (it reads as ended).
+    async fn append_ends(&self, ended: &[TaskId]) {
+        let appended = self
+            .retrying("task ends", ended.len(), || self.store.append_ends(ended))
+            .await;
+        if let Err(error) = appended {
+            error!(%error, tasks = ended.len(), "task ends not appended to the log: open streams of them are not told");
+        }
+    }
+
+    /// Runs `step` until it succeeds: an unreachable store is waited for
+    /// (see [`RECORD_OUTAGE_WINDOW`]); any other refusal, or any once
+    /// stopping, is tried [`RECORD_TRIES`] times. Returns the last error
+    /// when it gives up.
+    async fn retrying<T, F, Fut>(&self, what: &str, items: usize, step: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
         let started = Instant::now();
         let mut pause = RECORD_RETRY;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let error = match self.store.record(batch).await {
-                Ok(recorded) => {
+            let error = match step().await {
+                Ok(done) => {
                     if attempt > 1 {
-                        info!(results = batch.len(), attempt, "results recorded after retrying");
+                        info!(what, items, attempt, "written after retrying");
                     }
-                    return recorded;
+                    return Ok(done);
                 }
                 Err(error) => error,
             };
@@ -223,35 +254,13 @@ impl Writer {
                 && !self.stopping.is_cancelled()
                 && started.elapsed() < RECORD_OUTAGE_WINDOW;
             if attempt >= RECORD_TRIES && !waiting_out_an_outage {
-                Stats::add(&self.stats.results_lost, batch.len() as u64);
-                error!(%error, results = batch.len(), "results lost: the store refused them");
-                return Default::default();
+                return Err(error);
             }
             if attempt == 1 || attempt.is_power_of_two() {
-                warn!(%error, results = batch.len(), attempt, "recording results failed, holding them and retrying");
+                warn!(%error, what, items, attempt, "writing to the store failed, holding it and retrying");
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(RECORD_RETRY_MAX);
-        }
-    }
-
-    /// Appends end entries to the log, retried like results. An end that
-    /// cannot be written is logged; readers of that task learn of its end
-    /// when they next open a stream (it reads as ended).
-    async fn append_ends(&self, ended: &[TaskId]) {
-        let mut pause = RECORD_RETRY;
-        for attempt in 1..=RECORD_TRIES {
-            match self.store.append_ends(ended).await {
-                Ok(()) => return,
-                Err(error) if attempt < RECORD_TRIES => {
-                    warn!(%error, tasks = ended.len(), attempt, "appending task ends failed, retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(RECORD_RETRY_MAX);
-                }
-                Err(error) => {
-                    error!(%error, tasks = ended.len(), "task ends not appended to the log: open streams of them are not told");
-                }
-            }
         }
     }
 

@@ -190,6 +190,10 @@ struct Inner {
     tail_task: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// Tells the log reader to hand over what is left and stop.
     tail_drain: CancellationToken,
+    /// Tasks a control step left uncertain: the store failed to answer, so
+    /// the step may or may not have applied. Each is read back and armed as
+    /// the store has it once the store answers again.
+    uncertain: std::sync::Mutex<std::collections::HashSet<TaskId>>,
 }
 
 /// The receiving ends `start` hands to the tasks it spawns.
@@ -254,6 +258,7 @@ impl Scheduler {
                 store_status: watch::Sender::new(true),
                 tail_task: std::sync::Mutex::new(None),
                 tail_drain: CancellationToken::new(),
+                uncertain: Default::default(),
             }),
         }
     }
@@ -571,7 +576,11 @@ impl Scheduler {
         }
         let now = inner.clock.now();
         let occurrence = manual_occurrence_id(id, now);
-        match inner.store.trigger(id, occurrence, now).await? {
+        let triggered = inner.store.trigger(id, occurrence, now).await;
+        if let Err(e) = &triggered {
+            inner.uncertain(id, e);
+        }
+        match triggered? {
             Triggered::NotFound => Err(Error::NotFound {
                 task_id: id.to_string(),
             }),
@@ -750,6 +759,9 @@ impl Inner {
                 return Err(wrong_state(&task, operation));
             }
             if !change(&mut task, self.clock.now())? {
+                // Nothing to change, but an earlier try whose reply was lost
+                // may have changed it without arming it.
+                self.arm(&task);
                 return Ok(task);
             }
             match self.store.update_task(task).await {
@@ -761,7 +773,10 @@ impl Inner {
                     return Ok(task);
                 }
                 Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    self.uncertain(id, &e);
+                    return Err(e.into());
+                }
             }
         }
         Err(Error::Contended {
@@ -778,7 +793,11 @@ impl Inner {
         operation: &'static str,
         dropped_as: Outcome,
     ) -> Result<TaskRecord, Error> {
-        match self.store.halt(id, halt, self.clock.now()).await? {
+        let halted = self.store.halt(id, halt, self.clock.now()).await;
+        if let Err(e) = &halted {
+            self.uncertain(id, e);
+        }
+        match halted? {
             Halted::NotFound => Err(Error::NotFound {
                 task_id: id.to_string(),
             }),
@@ -803,6 +822,35 @@ impl Inner {
                     self.writer.ended(task.id.clone());
                 }
                 Ok(task)
+            }
+        }
+    }
+
+    /// Notes that a step on `id` failed with `error` in a way that leaves
+    /// unknown whether it applied (the store did not answer).
+    fn uncertain(&self, id: &TaskId, error: &StoreError) {
+        if matches!(error, StoreError::Unavailable { .. }) {
+            self.uncertain
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.clone());
+        }
+    }
+
+    /// Reads back the tasks control steps left uncertain and arms each as
+    /// the store has it, so a change applied unseen does not leave a task
+    /// armed for its old version (whose firings are then stale) or unarmed.
+    pub(super) async fn settle_uncertain(&self) {
+        let ids: Vec<TaskId> = std::mem::take(
+            &mut *self.uncertain.lock().unwrap_or_else(|e| e.into_inner()),
+        )
+        .into_iter()
+        .collect();
+        for id in ids {
+            match self.store.get_task(&id).await {
+                Ok(Some(task)) => self.arm(&task),
+                Ok(None) => {}
+                Err(e) => self.uncertain(&id, &e),
             }
         }
     }

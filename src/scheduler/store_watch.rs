@@ -35,6 +35,7 @@ impl Inner {
                         info!("store reachable again");
                     }
                     status.send_replace(true);
+                    self.settle_uncertain().await;
                 }
                 Ok(Checked::Restored {
                     tasks,
@@ -50,6 +51,7 @@ impl Inner {
                     // The store's log reader tells open streams, before
                     // anything of the new log reaches them.
                     status.send_replace(true);
+                    self.settle_uncertain().await;
                 }
                 Err(error) => {
                     if *status.borrow() {

@@ -50,6 +50,8 @@ pub(crate) struct LastFire {
     pub(crate) passed_over: bool,
     /// Missed slots it passed over.
     pub(crate) passed: u64,
+    /// The slot had been claimed before: the firing only advanced the task.
+    pub(crate) claimed_before: bool,
     pub(crate) cancel: Vec<u64>,
     pub(crate) dropped: Vec<RunRecord>,
     pub(crate) ended: bool,
@@ -366,14 +368,19 @@ impl Stored {
                 _ => Dispatch::None,
             }
         };
-        Fired::Done(Fire {
+        let fire = Fire {
             task: self.view(),
             dispatch,
             passed: last.passed,
             cancel: last.cancel.clone(),
             dropped: last.dropped.clone(),
             ended: last.ended,
-        })
+        };
+        if last.claimed_before {
+            Fired::AlreadyClaimed(fire)
+        } else {
+            Fired::Done(fire)
+        }
     }
 
     /// Fires one due slot; see [`Store::fire`].
@@ -394,6 +401,20 @@ impl Stored {
         }
         if self.last_claimed.is_some_and(|claimed| f.slot <= claimed) {
             self.advance(f.next, f.now);
+            // Its retry is answered the same way: a lost reply must not
+            // leave the task unarmed (a Stale answer arms nothing).
+            self.last_fire = Some(LastFire {
+                version: self.record.version,
+                armed_slot: f.armed_slot,
+                run: 0,
+                skipped: false,
+                passed_over: false,
+                passed: 0,
+                claimed_before: true,
+                cancel: Vec::new(),
+                dropped: Vec::new(),
+                ended: self.ended(),
+            });
             self.record.version += 1;
             return Fired::AlreadyClaimed(Fire {
                 task: self.view(),
@@ -441,6 +462,7 @@ impl Stored {
             skipped: matches!(dispatch, Dispatch::Skipped),
             passed_over: matches!(dispatch, Dispatch::PassedOver),
             passed: f.passed,
+            claimed_before: false,
             cancel: cancel.clone(),
             dropped: dropped.clone(),
             ended: self.ended(),

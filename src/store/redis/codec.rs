@@ -143,6 +143,7 @@ pub(super) fn encode_task(stored: &Stored) -> Vec<u8> {
             ended: f.ended,
             passed_over: f.passed_over,
             passed: f.passed,
+            claimed_before: f.claimed_before,
         }),
     }
     .encode_to_vec()
@@ -185,6 +186,7 @@ pub(super) fn decode_task(
             ended: f.ended,
             passed_over: f.passed_over,
             passed: f.passed,
+            claimed_before: f.claimed_before,
         }),
         None => None,
     };

@@ -17,9 +17,11 @@ use crate::{
     task::{TaskId, TaskResult},
 };
 
-/// How long a recorded batch's applied-marker is kept: far longer than the
-/// writer retries a batch (at most its outage window).
-const APPLIED_MARKER_TTL: Duration = Duration::from_secs(3600);
+/// How long a recorded batch's applied-marker is kept: twice as long as the
+/// writer retries a batch (its outage window), and no longer, since a busy
+/// writer leaves one per batch.
+const APPLIED_MARKER_TTL: Duration =
+    Duration::from_secs(2 * crate::results::writer::RECORD_OUTAGE_WINDOW.as_secs());
 
 /// The identity of a batch of results, the same for every try of it: a
 /// hash of what makes each result unique (task, run, occurrence, finish
@@ -35,11 +37,6 @@ fn batch_token(batch: &[Recording]) -> u64 {
     hasher.finish()
 }
 
-/// A token no other batch has.
-fn rand_token() -> u64 {
-    uuid::Uuid::new_v4().as_u64_pair().0
-}
-
 /// A Redis that came back empty and is not restored yet: a step waits for
 /// the restore rather than write into it.
 pub(super) fn emptied() -> StoreError {
@@ -50,16 +47,17 @@ pub(super) fn emptied() -> StoreError {
 
 impl RedisStore {
     /// A call of `record.lua` for the batch identified by `token` (the same
-    /// for every try of one batch), with its log keys and retention bounds
-    /// set; the caller adds the results, tasks and ends.
-    fn record_invocation(&self, token: u64) -> ScriptInvocation<'_> {
+    /// for every try of one batch; None: no marker, the batch is harmless
+    /// to apply twice), with its log keys and retention bounds set; the
+    /// caller adds the results, tasks and ends.
+    fn record_invocation(&self, token: Option<u64>) -> ScriptInvocation<'_> {
         let mut invocation = self.record.prepare_invoke();
         invocation
             .key(self.keys.log())
             .key(self.keys.log_meta())
             .key(self.keys.evicted())
             .key(self.keys.epoch())
-            .key(self.keys.applied(token));
+            .key(self.keys.applied(token.unwrap_or(0)));
         invocation
             .arg(self.keys.history_prefix())
             .arg(self.retention.per_task)
@@ -67,7 +65,7 @@ impl RedisStore {
             .arg(self.retention.max_bytes)
             .arg(self.max_age.as_millis() as u64)
             .arg(self.epoch())
-            .arg(APPLIED_MARKER_TTL.as_secs());
+            .arg(token.map_or(0, |_| APPLIED_MARKER_TTL.as_secs()));
         invocation
     }
 
@@ -261,7 +259,7 @@ impl RedisStore {
                     }
                 }
             }
-            let mut invocation = self.record_invocation(token);
+            let mut invocation = self.record_invocation(Some(token));
             invocation.arg(batch.len());
             for (result, (fence, lapsed)) in pending.iter().zip(&claims) {
                 invocation
@@ -328,11 +326,10 @@ impl RedisStore {
                 })
                 .collect();
             recorded.ended = ended;
-            let mut mirror = self.mirror();
-            for (_, stored, _) in written {
-                mirror.insert(stored.record.id.clone(), Mirrored::of(stored));
+            for (rev, stored, _) in written {
+                let rev = rev.parse::<u64>().unwrap_or(0) + 1;
+                self.remember(&stored.record.id, Mirrored::of(stored, rev));
             }
-            drop(mirror);
             return Ok(recorded);
         }
         Err(StoreError::Unavailable {
@@ -382,9 +379,8 @@ impl RedisStore {
         if ends.is_empty() {
             return Ok(());
         }
-        // A duplicate end entry is harmless (a stream ends once), so each
-        // call is its own batch.
-        let mut invocation = self.record_invocation(rand_token());
+        // A duplicate end entry is harmless (a stream ends once): no marker.
+        let mut invocation = self.record_invocation(None);
         invocation
             .arg(0)
             .arg(0)
@@ -426,12 +422,18 @@ impl RedisStore {
             Err(other) => return Err(other),
         };
         let mut conn = self.conn().await?;
-        let (last, evicted): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(self.keys.log_meta())
-            .arg(&["last", "evicted"])
-            .query_async(&mut *conn)
-            .await
-            .map_err(unavailable)?;
+        let (epoch, (last, evicted)): (Option<String>, (Option<String>, Option<String>)) =
+            redis::pipe()
+                .get(self.keys.epoch())
+                .cmd("HMGET")
+                .arg(self.keys.log_meta())
+                .arg(&["last", "evicted"])
+                .query_async(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+        if epoch.as_deref() != Some(self.epoch().as_str()) {
+            return Err(emptied());
+        }
         let parse = |id: Option<String>| {
             id.and_then(|id| {
                 let (ms, seq) = id.split_once('-')?;
@@ -469,10 +471,15 @@ impl RedisStore {
 
     pub(super) async fn head(&self) -> Result<String, StoreError> {
         let mut conn = self.conn().await?;
-        let last: Option<String> = conn
+        let (epoch, last): (Option<String>, Option<String>) = redis::pipe()
+            .get(self.keys.epoch())
             .hget(self.keys.log_meta(), "last")
+            .query_async(&mut *conn)
             .await
             .map_err(unavailable)?;
+        if epoch.as_deref() != Some(self.epoch().as_str()) {
+            return Err(emptied());
+        }
         Ok(self.cursor(last.as_deref().unwrap_or("0-0")))
     }
 }

@@ -104,6 +104,8 @@ pub struct RedisStore {
     write_tasks: Script,
     /// `record.lua`.
     record: Script,
+    /// `forget_results.lua`.
+    forget_results: Script,
     /// Where the tailing reader connects, and the name it gives itself.
     url: String,
     client_name: String,
@@ -118,24 +120,30 @@ fn unavailable(error: redis::RedisError) -> StoreError {
 /// A task as last written, for [`RedisStore::check`]'s restore.
 #[derive(Clone)]
 struct Mirrored {
+    /// The `rev` it had in Redis: a read or write that completes late never
+    /// replaces a newer state.
+    rev: u64,
     rec: Vec<u8>,
     due: String,
     state: &'static str,
     next: String,
+    /// The RegisterTask request id that created it, restored with it.
+    request_id: Option<String>,
 }
 
 impl Mirrored {
-    fn of(stored: &Stored) -> Mirrored {
+    fn of(stored: &Stored, rev: u64) -> Mirrored {
         Mirrored {
             rec: codec::encode_task(stored),
-            ..Mirrored::derived(stored)
+            ..Mirrored::derived(stored, rev)
         }
     }
 
     /// The fields beside `rec` (left empty).
-    fn derived(stored: &Stored) -> Mirrored {
+    fn derived(stored: &Stored, rev: u64) -> Mirrored {
         let task = &stored.record;
         Mirrored {
+            rev,
             rec: Vec::new(),
             due: match (task.state, task.next_run_at) {
                 (crate::task::TaskState::Active, Some(next)) => next.timestamp_millis().to_string(),
@@ -146,6 +154,7 @@ impl Mirrored {
                 .next_run_at
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_default(),
+            request_id: stored.request_id.clone(),
         }
     }
 }
@@ -218,6 +227,7 @@ impl RedisStore {
             decode_spec,
             write_tasks: Script::new(include_str!("write_tasks.lua")),
             record: Script::new(include_str!("record.lua")),
+            forget_results: Script::new(include_str!("forget_results.lua")),
             url: settings.url,
             client_name: settings.client_name,
         })
@@ -230,6 +240,18 @@ impl RedisStore {
 
     fn mirror(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, Mirrored>> {
         self.mirror.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps `state` as the task's newest known state unless a newer one
+    /// (by `rev`) is already held.
+    fn remember(&self, id: &TaskId, state: Mirrored) {
+        let mut mirror = self.mirror();
+        match mirror.get(id) {
+            Some(held) if held.rev > state.rev => {}
+            _ => {
+                mirror.insert(id.clone(), state);
+            }
+        }
     }
 
     async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
@@ -282,9 +304,9 @@ impl RedisStore {
                         .map(|stored| {
                             let mirrored = Mirrored {
                                 rec,
-                                ..Mirrored::derived(&stored)
+                                ..Mirrored::derived(&stored, rev.parse().unwrap_or(0))
                             };
-                            self.mirror().insert(id.clone(), mirrored);
+                            self.remember(id, mirrored);
                             Some((Some(rev), stored))
                         })
                         .map_err(|reason| StoreError::Corrupt {
@@ -324,18 +346,24 @@ impl RedisStore {
                 invocation
                     .arg(write.id.as_str())
                     .arg(write.rev.as_deref().unwrap_or(""));
+                // The rev the script gives it: one more than read, 1 if new.
+                let rev = write
+                    .rev
+                    .as_deref()
+                    .map_or(1, |r| r.parse::<u64>().unwrap_or(0) + 1);
                 match write.stored {
                     Some(stored) => {
-                        let m = Mirrored::of(stored);
+                        let m = Mirrored::of(stored, rev);
                         invocation
                             .arg(&m.rec)
                             .arg(&m.due)
                             .arg(m.state)
-                            .arg(&m.next);
+                            .arg(&m.next)
+                            .arg("");
                         written.push((write.id.clone(), Some(m)));
                     }
                     None => {
-                        invocation.arg("").arg("").arg("").arg("");
+                        invocation.arg("").arg("").arg("").arg("").arg("");
                         written.push((write.id.clone(), None));
                     }
                 }
@@ -346,17 +374,17 @@ impl RedisStore {
                     .await
                     .map_err(unavailable)?;
                 let lost: Vec<usize> = lost.into_iter().map(|i| i.wrapping_sub(1)).collect();
-                let mut mirror = self.mirror();
                 for (i, (id, state)) in written.into_iter().enumerate() {
                     if lost.contains(&i) {
                         continue;
                     }
                     match state {
-                        Some(state) => mirror.insert(id, state),
-                        None => mirror.remove(&id),
-                    };
+                        Some(state) => self.remember(&id, state),
+                        None => {
+                            self.mirror().remove(&id);
+                        }
+                    }
                 }
-                drop(mirror);
                 Ok::<_, StoreError>(
                     lost.into_iter()
                         .filter_map(|i| writes.get(i).map(|w| w.index))
@@ -580,24 +608,26 @@ impl Store for RedisStore {
         if !lost.is_empty() {
             return Err(conflict());
         }
-        // The task is gone; its results and request id follow. Deleting is
-        // the client's intent, not a retention loss: no loss mark is raised.
-        // A crash here leaves them to retention, which drops them in time.
+        // The task is gone; its results (with their bytes) and request id
+        // follow. A crash here leaves them to retention, which drops them
+        // in time.
         let mut conn = self.conn().await?;
-        let held: Vec<String> = conn
-            .lrange(self.keys.history(id), 0, -1)
+        let _: u64 = self
+            .forget_results
+            .key(self.keys.log())
+            .key(self.keys.log_meta())
+            .key(self.keys.evicted())
+            .key(self.keys.history(id))
+            .arg(id.as_str())
+            .invoke_async(&mut *conn)
             .await
             .map_err(unavailable)?;
-        let mut pipe = redis::pipe();
-        if !held.is_empty() {
-            pipe.xdel(self.keys.log(), &held).ignore();
-        }
-        pipe.del(self.keys.history(id)).ignore();
-        pipe.hdel(self.keys.evicted(), id.as_str()).ignore();
         if let Some(request_id) = &stored.request_id {
-            pipe.del(self.keys.request(request_id)).ignore();
+            let _: () = conn
+                .del(self.keys.request(request_id))
+                .await
+                .map_err(unavailable)?;
         }
-        let _: () = pipe.query_async(&mut *conn).await.map_err(unavailable)?;
         Ok(())
     }
 

@@ -16,9 +16,9 @@
 -- ARGV[6] the epoch the caller read its tasks under: if the store's epoch
 --   is another (Redis came back empty and is not restored yet, or was
 --   restored since), nothing is written and {2} is returned
--- ARGV[7] how long the applied-marker is kept (s): a retry of a batch whose
---   reply was lost finds it and gets {3, promoted runs}, nothing appended
---   twice
+-- ARGV[7] how long the applied-marker is kept (s; 0: none is left): a
+--   retry of a batch whose reply was lost finds it and gets
+--   {3, promoted runs}, nothing appended twice
 -- ARGV[8] r = number of results, then per result 5 values: task id,
 --   payload, bytes, the fencing value of the claim that produced it (0: none),
 --   and 1 if that claim had lapsed (its run record was gone), else 0
@@ -63,10 +63,12 @@ local evicted_max = redis.call('HGET', meta, 'evicted')
 if evicted_max == false then evicted_max = nil end
 
 -- Drops one held result: from the log, its byte count, and (unless its task
--- list was already popped) its task's list; raises the loss marks.
-local function drop(id, task, n, popped)
+-- list was already popped) its task's list; raises the loss marks. An end
+-- entry (`is_end`) is no result: dropping it loses nothing a reader replays.
+local function drop(id, task, n, popped, is_end)
   redis.call('XDEL', log, id)
   bytes = bytes - n
+  if is_end then return end
   if later(id, evicted_max) then evicted_max = id end
   local mark = redis.call('HGET', evicted, task)
   if later(id, mark or nil) then redis.call('HSET', evicted, task, id) end
@@ -96,7 +98,7 @@ for i = 1, r do
   while redis.call('LLEN', list) > per_task do
     local old = redis.call('LPOP', list)
     local entry = redis.call('XRANGE', log, old, old)
-    if entry[1] then drop(old, task, tonumber(fields(entry[1]).n), true) end
+    if entry[1] then drop(old, task, tonumber(fields(entry[1]).n), true, false) end
   end
 end
 
@@ -111,7 +113,7 @@ while redis.call('XLEN', log) > 1 do
   end
   local f = fields(entry)
   -- An end entry (`e`) holds no output and no task list entry.
-  drop(entry[1], f.t or f.e, tonumber(f.n or '0'), f.e ~= nil)
+  drop(entry[1], f.t or f.e, tonumber(f.n or '0'), false, f.e ~= nil)
 end
 
 redis.call('HSET', meta, 'bytes', bytes)
@@ -135,5 +137,7 @@ for i = 1, ne do
 end
 -- The marker holds the buffered runs this batch promoted, so a retry can
 -- still hand them out.
-redis.call('SET', KEYS[5], ARGV[ebase + ne + 1], 'EX', tonumber(ARGV[7]))
+if tonumber(ARGV[7]) > 0 then
+  redis.call('SET', KEYS[5], ARGV[ebase + ne + 1], 'EX', tonumber(ARGV[7]))
+end
 return ids

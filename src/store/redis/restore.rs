@@ -22,20 +22,10 @@ impl RedisStore {
         }
         let _restoring = self.restoring.lock().await;
         let lost_epoch = self.epoch();
-        // Whoever initialises first sets the new epoch; this process adopts it.
-        let fresh = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let _: bool = conn
             .set_nx(self.keys.format(), STORE_FORMAT)
             .await
             .map_err(unavailable)?;
-        let _: bool = conn
-            .set_nx(self.keys.epoch(), &fresh)
-            .await
-            .map_err(unavailable)?;
-        let epoch: String = conn.get(self.keys.epoch()).await.map_err(unavailable)?;
-        if epoch == lost_epoch {
-            return Ok(Checked::Same);
-        }
         // Write back every definition held, by shard; a task already there
         // (written since Redis came back) is newer and stays.
         let held: Vec<(TaskId, Mirrored)> = self
@@ -64,15 +54,45 @@ impl RedisStore {
                         .arg(&task.rec)
                         .arg(&task.due)
                         .arg(task.state)
-                        .arg(&task.next);
+                        .arg(&task.next)
+                        // Above every rev it had: a step that read it
+                        // before the loss cannot match.
+                        .arg(task.rev + 1);
                 }
                 let lost: Vec<usize> = invocation
                     .invoke_async(&mut *conn)
                     .await
                     .map_err(unavailable)?;
                 restored += chunk.len() - lost.len();
+                for (i, (id, task)) in chunk.iter().enumerate() {
+                    if lost.contains(&(i + 1)) {
+                        continue;
+                    }
+                    if let Some(request_id) = &task.request_id {
+                        let _: bool = conn
+                            .set_nx(self.keys.request(request_id), id.as_str())
+                            .await
+                            .map_err(unavailable)?;
+                    }
+                    self.remember(
+                        id,
+                        Mirrored {
+                            rev: task.rev + 1,
+                            ..task.clone()
+                        },
+                    );
+                }
             }
         }
+        // The epoch last: until it is there every step answers UNAVAILABLE,
+        // and a crash midway leaves no epoch, so the next start does not
+        // take a half-restored store for a whole one without saying so.
+        let fresh = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let _: bool = conn
+            .set_nx(self.keys.epoch(), &fresh)
+            .await
+            .map_err(unavailable)?;
+        let epoch: String = conn.get(self.keys.epoch()).await.map_err(unavailable)?;
         *self.epoch.write().unwrap_or_else(|e| e.into_inner()) = epoch.clone();
         Ok(Checked::Restored {
             tasks: restored,

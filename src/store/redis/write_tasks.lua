@@ -4,18 +4,20 @@
 -- KEYS[1] the shard's due index (zset id -> next fire time, ms)
 -- KEYS[2] the shard's id index (zset id, for listing in id order)
 -- KEYS[2+i] task i's hash
--- ARGV[1] n; then per task 6 values:
+-- ARGV[1] n; then per task 7 values:
 --   id, expected rev ('' = must not exist), rec ('' = delete),
---   due ms ('' = not due), state, next_run_at (text, for operators)
+--   due ms ('' = not due), state, next_run_at (text, for operators),
+--   the rev a created hash starts at ('' = 1; a restore starts it above
+--   every rev the task had, so a step that read it before cannot match)
 -- Each task is written only if its `rev` is the expected one (all or nothing
 -- per task); `rev` then grows by one. Returns the 1-based indexes of the
 -- tasks that were not written because their rev had moved.
 local n = tonumber(ARGV[1])
 local conflicts = {}
 for i = 1, n do
-  local b = 1 + (i - 1) * 6
-  local id, want, rec, due, state, nxt =
-    ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6]
+  local b = 1 + (i - 1) * 7
+  local id, want, rec, due, state, nxt, base =
+    ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]
   local key = KEYS[2 + i]
   local have = redis.call('HGET', key, 'rev')
   local ok
@@ -28,7 +30,11 @@ for i = 1, n do
     redis.call('ZREM', KEYS[2], id)
   else
     local rev = 1
-    if have then rev = tonumber(have) + 1 end
+    if have then
+      rev = tonumber(have) + 1
+    elseif base ~= '' then
+      rev = tonumber(base)
+    end
     redis.call('HSET', key, 'rev', rev, 'rec', rec, 'state', state, 'next', nxt)
     if due == '' then
       redis.call('ZREM', KEYS[1], id)
