@@ -120,6 +120,13 @@ impl Store for FlakyStore {
         }
         self.inner.halt(id, halt, now).await
     }
+    async fn queued_run(
+        &self,
+        id: &TaskId,
+        occurrence_id: &str,
+    ) -> Result<Option<RunStart>, StoreError> {
+        self.inner.queued_run(id, occurrence_id).await
+    }
     async fn abandon_runs(&self, ids: &[TaskId]) -> Result<Vec<Abandoned>, StoreError> {
         self.inner.abandon_runs(ids).await
     }

@@ -735,3 +735,39 @@ async fn deleting_a_task_frees_its_results_bytes() {
     assert_eq!(held.len(), 1);
     test.delete_keys().await;
 }
+
+#[tokio::test]
+async fn a_trigger_tried_again_is_one_run_and_its_queued_run_can_be_found() {
+    let test = TestStore::open(roomy()).await;
+    let store = &test.store;
+    let task = insert(store, "manual", OverlapPolicy::Allow).await;
+    let occurrence = "manual@2030-01-01T00:00:00.000Z~abcdef012345".to_string();
+    let run = |t: recur::store::Triggered| match t {
+        recur::store::Triggered::Done(fire) => match fire.dispatch {
+            Dispatch::Start(start) => (fire.task.run_count, start.record.run),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    let first = run(store
+        .trigger(&task.id, occurrence.clone(), t(1))
+        .await
+        .unwrap());
+    // Its reply was lost; the same call again is the same run.
+    let again = run(store
+        .trigger(&task.id, occurrence.clone(), t(1))
+        .await
+        .unwrap());
+    assert_eq!(first, (1, 1));
+    assert_eq!(again, (1, 1), "no second run");
+    let queued = store.queued_run(&task.id, &occurrence).await.unwrap();
+    assert_eq!(queued.map(|s| s.record.run), Some(1));
+    assert!(
+        store
+            .queued_run(&task.id, "manual@other")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    test.delete_keys().await;
+}

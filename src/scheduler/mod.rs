@@ -194,6 +194,10 @@ struct Inner {
     /// the step may or may not have applied. Each is read back and armed as
     /// the store has it once the store answers again.
     uncertain: std::sync::Mutex<std::collections::HashSet<TaskId>>,
+    /// Triggers whose store step failed unanswered (task, occurrence id):
+    /// if one applied, its run is queued in the store and handed out once
+    /// the store answers; if not, nothing is dispatched late.
+    uncertain_triggers: std::sync::Mutex<Vec<(TaskId, String)>>,
 }
 
 /// The receiving ends `start` hands to the tasks it spawns.
@@ -259,6 +263,7 @@ impl Scheduler {
                 tail_task: std::sync::Mutex::new(None),
                 tail_drain: CancellationToken::new(),
                 uncertain: Default::default(),
+                uncertain_triggers: Default::default(),
             }),
         }
     }
@@ -576,9 +581,14 @@ impl Scheduler {
         }
         let now = inner.clock.now();
         let occurrence = manual_occurrence_id(id, now);
-        let triggered = inner.store.trigger(id, occurrence, now).await;
-        if let Err(e) = &triggered {
+        let triggered = inner.store.trigger(id, occurrence.clone(), now).await;
+        if let Err(e @ StoreError::Unavailable { .. }) = &triggered {
             inner.uncertain(id, e);
+            inner
+                .uncertain_triggers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((id.clone(), occurrence));
         }
         match triggered? {
             Triggered::NotFound => Err(Error::NotFound {
@@ -851,6 +861,26 @@ impl Inner {
                 Ok(Some(task)) => self.arm(&task),
                 Ok(None) => {}
                 Err(e) => self.uncertain(&id, &e),
+            }
+        }
+        let triggers = std::mem::take(
+            &mut *self
+                .uncertain_triggers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for (id, occurrence) in triggers {
+            match self.store.queued_run(&id, &occurrence).await {
+                Ok(Some(start)) => {
+                    info!(task_id = %id, run = start.record.run, "a trigger whose reply was lost did apply: its run starts now");
+                    self.run_queue.push(start);
+                }
+                Ok(None) => {}
+                Err(_) => self
+                    .uncertain_triggers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((id, occurrence)),
             }
         }
     }

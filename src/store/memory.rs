@@ -334,6 +334,18 @@ impl Store for MemoryStore {
         })
     }
 
+    async fn queued_run(
+        &self,
+        id: &TaskId,
+        occurrence_id: &str,
+    ) -> Result<Option<RunStart>, StoreError> {
+        Ok(self
+            .lock()
+            .tasks
+            .get(id)
+            .and_then(|stored| stored.queued_run(occurrence_id)))
+    }
+
     async fn abandon_runs(&self, ids: &[TaskId]) -> Result<Vec<Abandoned>, StoreError> {
         let mut inner = self.lock();
         Ok(ids

@@ -401,6 +401,14 @@ pub trait Store: Send + Sync + 'static {
         occurrence_id: String,
         now: DateTime<Utc>,
     ) -> Result<Triggered, StoreError>;
+    /// The run a trigger dispatched with `occurrence_id`, if it is still
+    /// queued: how a trigger whose reply was lost is followed up without
+    /// dispatching anything new.
+    async fn queued_run(
+        &self,
+        id: &TaskId,
+        occurrence_id: &str,
+    ) -> Result<Option<RunStart>, StoreError>;
     /// Pauses or cancels a task, dropping its runs not yet in flight.
     async fn halt(&self, id: &TaskId, halt: Halt, now: DateTime<Utc>)
     -> Result<Halted, StoreError>;

@@ -110,6 +110,17 @@ impl Stored {
 
     /// Dispatches a manual run; see [`super::Store::trigger`].
     pub(crate) fn trigger(&mut self, occurrence_id: String, now: DateTime<Utc>) -> Triggered {
+        // Not twice for one call (occurrence ids of triggers are unique).
+        if let Some(start) = self.queued_run(&occurrence_id) {
+            return Triggered::Done(Fire {
+                task: self.view(),
+                dispatch: Dispatch::Start(start),
+                passed: 0,
+                cancel: Vec::new(),
+                dropped: Vec::new(),
+                ended: false,
+            });
+        }
         if self.record.state.is_terminal() {
             return Triggered::Terminal(self.view());
         }
@@ -137,6 +148,18 @@ impl Stored {
             cancel,
             dropped,
             ended: false,
+        })
+    }
+
+    /// The run dispatched with `occurrence_id`, if it is still queued.
+    pub(crate) fn queued_run(&self, occurrence_id: &str) -> Option<RunStart> {
+        let run = self
+            .runs
+            .iter()
+            .find(|r| r.occurrence_id == occurrence_id && r.phase == RunPhase::Queued)?;
+        Some(RunStart {
+            record: run.clone(),
+            spec: self.record.spec.clone(),
         })
     }
 

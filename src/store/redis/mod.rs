@@ -748,6 +748,17 @@ impl Store for RedisStore {
         Ok(answer.unwrap_or(Halted::NotFound))
     }
 
+    async fn queued_run(
+        &self,
+        id: &TaskId,
+        occurrence_id: &str,
+    ) -> Result<Option<RunStart>, StoreError> {
+        Ok(self
+            .load_one(id)
+            .await?
+            .and_then(|(_, stored)| stored.queued_run(occurrence_id)))
+    }
+
     async fn abandon_runs(&self, ids: &[TaskId]) -> Result<Vec<Abandoned>, StoreError> {
         let mut out = Vec::new();
         for id in ids {
