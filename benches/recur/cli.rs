@@ -1,6 +1,7 @@
-//! Command-line flags of the bench: which scenarios at which sizes, the
-//! measure windows, where the JSON goes, and the hidden modes in which the
-//! same binary runs a measured process (`--serve`, `--tcs-peer`).
+//! Command-line flags of the bench: which scenarios at which sizes on which
+//! task store, the measure windows, where the JSON goes, and the hidden
+//! modes in which the same binary runs a measured process (`--serve`,
+//! `--tcs-peer`).
 
 use std::{path::PathBuf, time::Duration};
 
@@ -19,7 +20,61 @@ pub enum Scenario {
     E2e,
     /// The firing scenario for the Python and Rust peers, next to recur.
     Peers,
+    /// Redis store only: a restarted server arms every stored task.
+    Recovery,
+    /// Redis only: concurrent small commands through a pool checkout each
+    /// against one shared multiplexed connection.
+    Pool,
 }
+
+/// Where the measured server keeps its tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// `Config::default()`: the in-process store.
+    Memory,
+    /// `Config::redis_url` set: Redis is the system of record, under a
+    /// fresh key prefix per case.
+    Redis,
+}
+
+impl StoreKind {
+    /// Name used in the table's subject column and the JSON.
+    pub fn subject(self) -> &'static str {
+        match self {
+            StoreKind::Memory => "recur",
+            StoreKind::Redis => "recur, redis store",
+        }
+    }
+}
+
+/// One case of the firing scenario.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FiringCase {
+    /// Tasks registered.
+    pub tasks: usize,
+    /// How their slots are laid out within `every`.
+    pub phase: Phase,
+    /// Their cadence.
+    pub every: Duration,
+}
+
+impl FiringCase {
+    /// "10,000 random", or "100,000 random every 10 s" off the 1 s cadence.
+    pub fn name(&self) -> String {
+        let mut name = format!(
+            "{} {}",
+            crate::report::fmt_count(self.tasks as u64),
+            self.phase.name()
+        );
+        if self.every != ONE_SECOND {
+            name.push_str(&format!(" every {} s", self.every.as_secs_f64()));
+        }
+        name
+    }
+}
+
+/// The cadence of every scenario unless `--every` says otherwise.
+pub const ONE_SECOND: Duration = Duration::from_secs(1);
 
 /// How the tasks' slots are laid out within the second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -79,6 +134,25 @@ pub struct Args {
     /// Phases for `firing` and `peers`; default both.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub phase: Vec<Phase>,
+    /// Cadences of the `firing` tasks in seconds (e.g. `--every 1,10`);
+    /// default 1. Random phases spread over the cadence; the warm-up and
+    /// the window are at least one cadence long.
+    #[arg(long, value_delimiter = ',')]
+    pub every: Vec<f64>,
+    /// Task stores of `firing` and `control` (`recovery` and `pool` need
+    /// `redis`; `streaming`, `e2e` and `peers` run on memory only);
+    /// default memory, with `--quick` both.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub store: Vec<StoreKind>,
+    /// The Redis of the `redis` store, `recovery` and `pool`. Each case
+    /// uses a fresh key prefix and deletes its keys when it ends; the
+    /// server's CPU is read from /proc when it runs on this machine.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Leave each case's Redis keys in place and print their prefix (to
+    /// profile a server started by hand on them).
+    #[arg(long)]
+    pub keep_redis_keys: bool,
     /// Concurrent callers for `control`; default 1,16,64.
     #[arg(long, value_delimiter = ',')]
     pub callers: Vec<usize>,
@@ -111,6 +185,10 @@ pub struct Args {
     /// Task cap of the served recur.
     #[arg(long, hide = true, default_value_t = 1_000_000)]
     pub max_tasks: usize,
+    /// Redis store of the served recur: its key prefix (with `--redis-url`);
+    /// none serves the memory store.
+    #[arg(long, hide = true)]
+    pub key_prefix: Option<String>,
     /// Run tokio-cron-scheduler as a peer (with --peer-tasks, --phase, --base).
     #[arg(long, hide = true)]
     pub tcs_peer: bool,
@@ -130,13 +208,17 @@ pub struct Args {
 pub struct Plan {
     /// Scenarios to run, in order.
     pub scenarios: Vec<Scenario>,
-    /// Task counts of the firing scenario.
-    pub firing_tasks: Vec<usize>,
-    /// Phases of the firing and peers scenarios.
+    /// Task stores of the firing and control scenarios.
+    pub stores: Vec<StoreKind>,
+    /// Cases of the firing scenario on the memory store.
+    pub firing_memory: Vec<FiringCase>,
+    /// Cases of the firing scenario on the Redis store.
+    pub firing_redis: Vec<FiringCase>,
+    /// Phases of the peers scenario.
     pub phases: Vec<Phase>,
-    /// Concurrent callers of the control-plane scenario.
+    /// Concurrent callers of the control-plane and pool scenarios.
     pub callers: Vec<usize>,
-    /// How long each control-plane case calls.
+    /// How long each control-plane and pool case calls.
     pub call_time: Duration,
     /// Subscriber counts of the streaming scenario.
     pub subscribers: Vec<usize>,
@@ -144,15 +226,23 @@ pub struct Plan {
     pub streaming_tasks: usize,
     /// HTTP tasks of the end-to-end scenario.
     pub e2e_tasks: usize,
+    /// Stored tasks of the recovery scenario.
+    pub recovery_tasks: usize,
+    /// Restarts the recovery scenario times.
+    pub recovery_restarts: usize,
     /// Task counts of the peers scenario.
     pub peer_tasks: Vec<usize>,
     /// Peers to compare with.
     pub peers: Vec<Peer>,
     /// Where the Python peers' virtualenv lives.
     pub venv: PathBuf,
-    /// Warm-up after the first slot.
+    /// The Redis of the Redis store.
+    pub redis_url: String,
+    /// Whether cases leave their Redis keys behind.
+    pub keep_redis_keys: bool,
+    /// Warm-up after the first slot (at least one cadence).
     pub warmup: Duration,
-    /// Measure window.
+    /// Measure window (at least one cadence).
     pub window: Duration,
 }
 
@@ -169,24 +259,31 @@ impl Plan {
                 full.to_vec()
             }
         };
+        let stores = if !args.store.is_empty() {
+            args.store.clone()
+        } else if quick {
+            // CI has Redis on 127.0.0.1:6379: the smoke run covers both.
+            vec![StoreKind::Memory, StoreKind::Redis]
+        } else {
+            vec![StoreKind::Memory]
+        };
+        let memory = stores.contains(&StoreKind::Memory);
+        let redis = stores.contains(&StoreKind::Redis);
         let scenarios = if !args.scenario.is_empty() {
             args.scenario.clone()
-        } else if quick {
-            // The peers need a Python install; quick mode is for CI.
-            vec![
-                Scenario::Firing,
-                Scenario::Control,
-                Scenario::Streaming,
-                Scenario::E2e,
-            ]
         } else {
-            vec![
-                Scenario::Firing,
-                Scenario::Control,
-                Scenario::Streaming,
-                Scenario::E2e,
-                Scenario::Peers,
-            ]
+            let mut all = vec![Scenario::Firing, Scenario::Control];
+            if memory {
+                all.extend([Scenario::Streaming, Scenario::E2e]);
+                // The peers need a Python install; quick mode is for CI.
+                if !quick {
+                    all.push(Scenario::Peers);
+                }
+            }
+            if redis {
+                all.extend([Scenario::Recovery, Scenario::Pool]);
+            }
+            all
         };
         let secs = |given: Option<f64>, full: f64, tiny: f64| {
             Duration::from_secs_f64(given.unwrap_or(if quick { tiny } else { full }))
@@ -197,19 +294,89 @@ impl Plan {
                 .copied()
                 .unwrap_or(if quick { tiny } else { full })
         };
+        let phases = if args.phase.is_empty() {
+            vec![Phase::Random, Phase::Herd]
+        } else {
+            args.phase.clone()
+        };
+        let everies: Vec<Duration> = args
+            .every
+            .iter()
+            .map(|&s| Duration::from_secs_f64(s))
+            .collect();
+        let firing_cases = |defaults: &[(usize, Phase, u64)]| -> Vec<FiringCase> {
+            if args.tasks.is_empty() && args.phase.is_empty() && everies.is_empty() {
+                return defaults
+                    .iter()
+                    .map(|&(tasks, phase, every)| FiringCase {
+                        tasks,
+                        phase,
+                        every: Duration::from_secs(every),
+                    })
+                    .collect();
+            }
+            let mut sizes: Vec<usize> = defaults.iter().map(|c| c.0).collect();
+            sizes.dedup();
+            let sizes = if args.tasks.is_empty() {
+                sizes
+            } else {
+                args.tasks.clone()
+            };
+            let everies = if everies.is_empty() {
+                vec![ONE_SECOND]
+            } else {
+                everies.clone()
+            };
+            let mut cases = Vec::new();
+            for &tasks in &sizes {
+                for &phase in &phases {
+                    for &every in &everies {
+                        cases.push(FiringCase {
+                            tasks,
+                            phase,
+                            every,
+                        });
+                    }
+                }
+            }
+            cases
+        };
+        use Phase::{Herd, Random};
+        let firing_memory = firing_cases(if quick {
+            &[(200, Random, 1), (200, Herd, 1)]
+        } else {
+            &[
+                (1_000, Random, 1),
+                (1_000, Herd, 1),
+                (10_000, Random, 1),
+                (10_000, Herd, 1),
+                (100_000, Random, 1),
+                (100_000, Herd, 1),
+            ]
+        });
+        // The rows; quick covers a cadence other than 1 s.
+        let firing_redis = firing_cases(if quick {
+            &[(200, Random, 2), (200, Herd, 1)]
+        } else {
+            &[
+                (10_000, Random, 1),
+                (10_000, Herd, 1),
+                (100_000, Random, 10),
+            ]
+        });
         Plan {
             scenarios,
-            firing_tasks: pick(&args.tasks, &[1_000, 10_000, 100_000], &[200]),
-            phases: if args.phase.is_empty() {
-                vec![Phase::Random, Phase::Herd]
-            } else {
-                args.phase.clone()
-            },
+            stores,
+            firing_memory,
+            firing_redis,
+            phases,
             callers: pick(&args.callers, &[1, 16, 64], &[1, 4]),
             call_time: secs(args.call_secs, 3.0, 0.3),
             subscribers: pick(&args.subscribers, &[1, 10, 100, 1_000], &[2]),
             streaming_tasks: single(&args.tasks, 1_000, 100),
             e2e_tasks: single(&args.tasks, 1_000, 50),
+            recovery_tasks: single(&args.tasks, 100_000, 200),
+            recovery_restarts: if quick { 1 } else { 3 },
             peer_tasks: pick(&args.tasks, &[1_000, 10_000], &[200]),
             peers: if args.peer.is_empty() {
                 vec![Peer::Asyncio, Peer::Apscheduler, Peer::TokioCronScheduler]
@@ -217,8 +384,18 @@ impl Plan {
                 args.peer.clone()
             },
             venv: args.venv.clone(),
+            redis_url: args.redis_url.clone(),
+            keep_redis_keys: args.keep_redis_keys,
             warmup: secs(args.warmup, 3.0, 1.0),
             window: secs(args.window, 10.0, 1.0),
+        }
+    }
+
+    /// Firing cases on `store`.
+    pub fn firing_cases(&self, store: StoreKind) -> &[FiringCase] {
+        match store {
+            StoreKind::Memory => &self.firing_memory,
+            StoreKind::Redis => &self.firing_redis,
         }
     }
 }

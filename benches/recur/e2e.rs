@@ -18,6 +18,7 @@ use crate::{
     report::{Report, Row, fmt_count},
     server::ServerProcess,
     stats::Percentiles,
+    store::CaseStore,
     tasks::{Work, micros_between},
 };
 
@@ -73,13 +74,21 @@ pub async fn run(plan: &Plan, report: &mut Report) {
         })
     };
 
-    let server = ServerProcess::start(tasks + 1_000).await;
+    let server = ServerProcess::start(tasks + 1_000, &CaseStore::Memory).await;
     let timing = Timing::plan(tasks, plan.warmup, plan.window);
     if arrivals.window.set(timing.window).is_err() {
         unreachable!("the window is set once");
     }
     let work = Work::Http(format!("http://{addr}/hit/"));
-    let firing = firing::measure(&server, tasks, Phase::Random, &work, timing).await;
+    let firing = firing::measure(
+        &server,
+        &CaseStore::Memory,
+        tasks,
+        Phase::Random,
+        &work,
+        timing,
+    )
+    .await;
     drop(server);
     stop.cancel();
     match target.await {

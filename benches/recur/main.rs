@@ -1,7 +1,8 @@
 //! `cargo bench --bench recur`: recur's benchmark suite. It starts the real
 //! server as its own process (this binary re-executed with `--serve`,
-//! embedding the library with a no-op kind), drives it over gRPC on
-//! 127.0.0.1, takes CPU and memory from the OS, and reads lateness from
+//! embedding the library with a no-op kind, on the memory or the Redis
+//! store), drives it over gRPC on 127.0.0.1, takes CPU and memory from the
+//! OS (Redis' too, when it runs on this machine), and reads lateness from
 //! the results the server streams. Prints one Markdown table and writes
 //! the details as JSON. benches/README.md explains every scenario and flag
 //! and records a full run.
@@ -9,10 +10,12 @@
 //! Files (beside this one in benches/recur/):
 //! - `cli.rs`: flags, `--quick`, the sizes of a run.
 //! - `server.rs`: the `--serve` mode and the handle that starts and kills it.
+//! - `store.rs`: the store of a case: memory, or a Redis key prefix of its own.
 //! - `procfs.rs`: CPU and memory of a process from /proc.
 //! - `tasks.rs`: the tasks as gRPC requests, phases, parallel registration.
 //! - `collect.rs`: follows StreamResults and accounts for the window's runs.
-//! - `firing.rs`, `control.rs`, `streaming.rs`, `e2e.rs`, `peers.rs`: the scenarios.
+//! - `firing.rs`, `control.rs`, `streaming.rs`, `e2e.rs`, `peers.rs`,
+//!   `recovery.rs`, `pool.rs`: the scenarios.
 //! - `tcs_peer.rs`: the `--tcs-peer` mode (tokio-cron-scheduler).
 //! - `stats.rs`, `report.rs`: percentiles, the table, the targets, the JSON.
 //!
@@ -24,10 +27,13 @@ mod control;
 mod e2e;
 mod firing;
 mod peers;
+mod pool;
 mod procfs;
+mod recovery;
 mod report;
 mod server;
 mod stats;
+mod store;
 mod streaming;
 mod tasks;
 mod tcs_peer;
@@ -45,7 +51,11 @@ use crate::{
 fn main() {
     let args = Args::parse();
     if args.serve {
-        server::serve(args.max_tasks);
+        let redis = args
+            .key_prefix
+            .clone()
+            .map(|prefix| (args.redis_url.clone(), prefix));
+        server::serve(args.max_tasks, redis);
         return;
     }
     if args.tcs_peer {
@@ -99,6 +109,8 @@ async fn run(plan: &Plan) -> Report {
             Scenario::Streaming => streaming::run(plan, &mut report).await,
             Scenario::E2e => e2e::run(plan, &mut report).await,
             Scenario::Peers => peers::run(plan, &mut report).await,
+            Scenario::Recovery => recovery::run(plan, &mut report).await,
+            Scenario::Pool => pool::run(plan, &mut report).await,
         }
     }
     report

@@ -16,12 +16,13 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 
 use crate::{
-    cli::{Peer, Phase, Plan},
+    cli::{ONE_SECOND, Peer, Phase, Plan},
     firing::{self, Timing, sleep_until},
     procfs::{self, CpuMeter},
     report::{Reference, Report, Row, fmt_count},
     server::ServerProcess,
     stats::Percentiles,
+    store::CaseStore,
     tasks::{self, Work},
 };
 
@@ -64,9 +65,17 @@ pub async fn run(plan: &Plan, report: &mut Report) {
                     // Not measured by the firing scenario in this run: do it
                     // now, so the ratios compare the same run.
                     eprintln!("peers: recur at {case} for reference");
-                    let server = ServerProcess::start(tasks + 1_000).await;
+                    let server = ServerProcess::start(tasks + 1_000, &CaseStore::Memory).await;
                     let timing = Timing::plan(tasks, plan.warmup, plan.window);
-                    let f = firing::measure(&server, tasks, phase, &Work::Noop, timing).await;
+                    let f = firing::measure(
+                        &server,
+                        &CaseStore::Memory,
+                        tasks,
+                        phase,
+                        &Work::Noop,
+                        timing,
+                    )
+                    .await;
                     drop(server);
                     report.add(firing::firing_row("peers", "recur", &case, &f));
                     report.set_reference(tasks, phase, &f);
@@ -275,8 +284,8 @@ async fn measure(
         .unwrap_or_else(|| {
             (0..tasks)
                 .map(|i| {
-                    let first = timing.base + tasks::phase_offset(phase, i);
-                    tasks::slots_in(first, timing.window.start, timing.window.end)
+                    let first = timing.base + tasks::phase_offset(phase, i, ONE_SECOND);
+                    tasks::slots_in(first, ONE_SECOND, timing.window.start, timing.window.end)
                 })
                 .sum()
         });

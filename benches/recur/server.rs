@@ -1,7 +1,9 @@
 //! The measured recur server: this bench binary re-executed with `--serve`,
 //! embedding the library with a no-op custom kind, so the OS can account
-//! its CPU and memory apart from the load generator. The parent drives it
-//! over gRPC on 127.0.0.1 and kills it when the handle is dropped.
+//! its CPU and memory apart from the load generator. It runs on the memory
+//! store, or on the Redis store under the case's prefix. The parent drives
+//! it over gRPC on 127.0.0.1 and kills it when the handle is dropped (or
+//! stops it and waits, where a case needs it gone before it goes on).
 
 use std::{net::SocketAddr, process::Stdio, time::Duration};
 
@@ -16,12 +18,18 @@ use tokio::{
 };
 use tonic::transport::Channel;
 
+use crate::store::CaseStore;
+
 /// Custom kind of every benchmark task: returns at once, so what is measured
 /// is the scheduler, not the work.
 pub const NOOP_KIND: &str = "noop";
 
 /// Bound of the child's start-up (exec, runtime, bind).
 const STARTUP: Duration = Duration::from_secs(30);
+
+/// Bound of a graceful stop: the server's shutdown grace and drain (0.5 s
+/// each) and closing its Redis pool, with room to spare.
+const STOP: Duration = Duration::from_secs(10);
 
 /// The handler of [`NOOP_KIND`].
 struct Noop;
@@ -35,7 +43,8 @@ impl TaskHandler for Noop {
 
 /// The `--serve` mode: serves recur on 127.0.0.1:0 until stdin closes (the
 /// parent exited or dropped its handle), printing `listening <addr>` first.
-pub fn serve(max_tasks: usize) {
+/// With `redis` (URL, key prefix) Redis is the system of record.
+pub fn serve(max_tasks: usize, redis: Option<(String, String)>) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -52,6 +61,10 @@ pub fn serve(max_tasks: usize) {
         // The bench ends servers often; their runs are no-ops.
         config.shutdown_grace = Duration::from_millis(500);
         config.connection_drain = Duration::from_millis(500);
+        if let Some((url, prefix)) = redis {
+            config.redis_url = Some(url);
+            config.key_prefix = prefix;
+        }
         let stdin_closed = async {
             let mut stdin = tokio::io::stdin();
             let mut buf = [0u8; 64];
@@ -77,6 +90,8 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     /// Its process id, for the CPU and memory probes.
     pub pid: u32,
+    /// The pid of the Redis it stores in, when that runs on this machine.
+    pub redis_pid: Option<u32>,
     /// Held so that dropping the handle closes the server's stdin.
     _stdin: ChildStdin,
     /// Held with `kill_on_drop`.
@@ -84,11 +99,12 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `<this binary> --serve` holding up to `max_tasks` tasks.
-    pub async fn start(max_tasks: usize) -> ServerProcess {
+    /// Starts `<this binary> --serve` holding up to `max_tasks` tasks on `store`.
+    pub async fn start(max_tasks: usize, store: &CaseStore) -> ServerProcess {
         let exe = std::env::current_exe().expect("path of the bench binary");
         let mut child = Command::new(exe)
             .args(["--serve", "--max-tasks", &max_tasks.to_string()])
+            .args(store.serve_args())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -113,8 +129,27 @@ impl ServerProcess {
         ServerProcess {
             addr,
             pid,
+            redis_pid: store.redis_pid(),
             _stdin: stdin,
             _child: child,
+        }
+    }
+
+    /// Stops the server gracefully (closes its stdin) and waits until it
+    /// has exited, so a Redis store has seen its last write (its pool sends
+    /// QUIT on every connection); kills it after `STOP`.
+    pub async fn stop(self) {
+        let ServerProcess {
+            _stdin: stdin,
+            _child: mut child,
+            ..
+        } = self;
+        drop(stdin);
+        match tokio::time::timeout(STOP, child.wait()).await {
+            Ok(Ok(status)) if status.success() => {}
+            Ok(Ok(status)) => eprintln!("  the server exited with {status}"),
+            Ok(Err(e)) => eprintln!("  waiting for the server to exit: {e}"),
+            Err(_) => eprintln!("  the server did not stop within {STOP:?}: killed"),
         }
     }
 

@@ -26,6 +26,7 @@ use crate::{
     report::{Report, Row, Target, fmt_count},
     server::ServerProcess,
     stats::Percentiles,
+    store::CaseStore,
     tasks::{Work, instant, micros_between, task_index},
 };
 
@@ -55,7 +56,7 @@ pub async fn run(plan: &Plan, report: &mut Report) {
     let tasks = plan.streaming_tasks;
     for &subscribers in &plan.subscribers {
         eprintln!("streaming: {subscribers} subscribers, {tasks} runs/s");
-        let server = ServerProcess::start(tasks + 1_000).await;
+        let server = ServerProcess::start(tasks + 1_000, &CaseStore::Memory).await;
         let rss_before = procfs::rss_bytes(server.pid);
         // The window is known only once the streams are open (opening 1,000
         // takes a while); subscribers ignore results until it is set.
@@ -88,7 +89,15 @@ pub async fn run(plan: &Plan, report: &mut Report) {
             .set(timing.window)
             .expect("the window is set once per subscriber count");
 
-        let firing = firing::measure(&server, tasks, Phase::Random, &Work::Noop, timing).await;
+        let firing = firing::measure(
+            &server,
+            &CaseStore::Memory,
+            tasks,
+            Phase::Random,
+            &Work::Noop,
+            timing,
+        )
+        .await;
         let expected = firing.tally.fired + firing.tally.skipped;
         let deadline = tokio::time::Instant::now() + CATCH_UP;
         while tokio::time::Instant::now() < deadline

@@ -1,6 +1,7 @@
 //! The benchmark's tasks as gRPC requests: a no-op (or HTTP) action every
-//! second, with slots laid out by phase, registered in parallel batches so a
-//! 100,000-task scenario does not spend its time on round trips.
+//! second (or another cadence), with slots laid out by phase, registered in
+//! parallel batches so a 100,000-task scenario does not spend its time on
+//! round trips.
 
 use std::time::{Duration, Instant};
 
@@ -35,11 +36,11 @@ pub fn task_index(task_id: &str) -> Option<u32> {
     task_id.strip_prefix(FIRING_PREFIX)?.parse().ok()
 }
 
-/// Offset of the `index`-th task's slots within the second, in whole
-/// milliseconds (occurrence ids carry milliseconds, so slots stay exact).
-/// A fixed hash (splitmix64) rather than a random generator: the same
-/// layout on every run.
-pub fn phase_offset(phase: Phase, index: usize) -> Duration {
+/// Offset of the `index`-th task's slots within its cadence `every`, in
+/// whole milliseconds (occurrence ids carry milliseconds, so slots stay
+/// exact). A fixed hash (splitmix64) rather than a random generator: the
+/// same layout on every run (at 1 s, the one the Python peers compute).
+pub fn phase_offset(phase: Phase, index: usize, every: Duration) -> Duration {
     match phase {
         Phase::Herd => Duration::ZERO,
         Phase::Random => {
@@ -47,20 +48,26 @@ pub fn phase_offset(phase: Phase, index: usize) -> Duration {
             z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             z ^= z >> 31;
-            Duration::from_millis(z % 1000)
+            Duration::from_millis(z % (every.as_millis() as u64).max(1))
         }
     }
 }
 
-/// Slots of a task anchored at `first` (every second) that fall in `[from, to)`.
-pub fn slots_in(first: DateTime<Utc>, from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
+/// Slots of a task anchored at `first` (every `every`) that fall in `[from, to)`.
+pub fn slots_in(
+    first: DateTime<Utc>,
+    every: Duration,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> u64 {
+    let period = (every.as_micros() as i64).max(1);
     let count_before = |t: DateTime<Utc>| -> i64 {
-        // Slots at first + k s, k >= 0, strictly before t.
+        // Slots at first + k * every, k >= 0, strictly before t.
         let micros = (t - first).num_microseconds().unwrap_or(0);
         if micros <= 0 {
             0
         } else {
-            (micros + 999_999) / 1_000_000
+            (micros + period - 1) / period
         }
     };
     (count_before(to) - count_before(from)).max(0) as u64
@@ -125,13 +132,14 @@ pub fn spec(work: &Work, index: usize, every: Duration, start_at: DateTime<Utc>)
     }
 }
 
-/// Registers tasks `0..count` (`task_id(i)`, every second, first slot at
-/// `base + phase_offset(phase, i)`) and returns how long it took.
+/// Registers tasks `0..count` (`task_id(i)`, every `every`, first slot at
+/// `base + phase_offset(phase, i, every)`) and returns how long it took.
 pub async fn register_all(
     clients: &[TaskServiceClient<Channel>],
     count: usize,
     work: &Work,
     phase: Phase,
+    every: Duration,
     base: DateTime<Utc>,
 ) -> Duration {
     let started = Instant::now();
@@ -143,10 +151,10 @@ pub async fn register_all(
         handles.push(tokio::spawn(async move {
             // Worker w registers w, w + workers, w + 2 * workers, ...
             for index in (worker..count).step_by(workers) {
-                let start_at = base + phase_offset(phase, index);
+                let start_at = base + phase_offset(phase, index, every);
                 let request = RegisterTaskRequest {
                     task_id: task_id(index),
-                    spec: Some(spec(&work, index, Duration::from_secs(1), start_at)),
+                    spec: Some(spec(&work, index, every, start_at)),
                     request_id: String::new(),
                 };
                 client

@@ -19,6 +19,7 @@ use serde_json::json;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::{
+    cli::ONE_SECOND,
     stats::Percentiles,
     tasks::{micros_between, slots_in},
 };
@@ -85,7 +86,7 @@ pub fn run(tasks: usize, base: f64, warmup: f64, window: f64) {
                 .await
                 .expect("reading a job's next tick")
                 .expect("a repeated job has a next tick");
-            expected += slots_in(first, start, end);
+            expected += slots_in(first, ONE_SECOND, start, end);
             let _ = anchor.set(first);
         }
         scheduler
