@@ -23,6 +23,10 @@ use crate::{
 /// stored must not make it unreadable, so the server relaxes them here.
 pub type SpecDecoder = Arc<dyn Fn(pb::TaskSpec) -> Result<TaskSpec, String> + Send + Sync>;
 
+/// Gives the spec a stored task's spec field stands for (the store caches
+/// them by task).
+pub(super) type SpecOf<'a> = dyn Fn(&TaskId, pb::TaskSpec) -> Result<Arc<TaskSpec>, String> + 'a;
+
 fn time(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.timestamp(),
@@ -153,11 +157,11 @@ pub(super) fn encode_task(stored: &Stored) -> Vec<u8> {
 pub(super) fn decode_task(
     raw: &[u8],
     last_cursor: Option<String>,
-    decode_spec: &SpecDecoder,
+    decode_spec: &SpecOf<'_>,
 ) -> Result<Stored, String> {
     let t = proto::StoredTask::decode(raw).map_err(|e| e.to_string())?;
     let id = TaskId::parse(&t.task_id)?;
-    let spec = decode_spec(t.spec.ok_or("spec missing")?)?;
+    let spec = decode_spec(&id, t.spec.ok_or("spec missing")?)?;
     let runs = t
         .runs
         .into_iter()
@@ -193,7 +197,7 @@ pub(super) fn decode_task(
     Ok(Stored {
         record: TaskRecord {
             id,
-            spec: Arc::new(spec),
+            spec,
             state: from_state(t.state)?,
             created_at: required_time(t.created_at, "created_at")?,
             updated_at: required_time(t.updated_at, "updated_at")?,
