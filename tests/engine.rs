@@ -120,6 +120,13 @@ impl Store for FlakyStore {
         }
         self.inner.halt(id, halt, now).await
     }
+    async fn halt_dropped(
+        &self,
+        id: &TaskId,
+        call: &str,
+    ) -> Result<Option<(Vec<recur::store::RunRecord>, bool)>, StoreError> {
+        self.inner.halt_dropped(id, call).await
+    }
     async fn queued_run(
         &self,
         id: &TaskId,

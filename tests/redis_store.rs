@@ -367,6 +367,7 @@ async fn runs_are_started_halted_and_settled_in_the_store() {
             &armed.id,
             Halt::Cancel {
                 reason: "done".into(),
+                call: "c1".into(),
             },
             t(3),
         )
@@ -377,6 +378,15 @@ async fn runs_are_started_halted_and_settled_in_the_store() {
     };
     assert_eq!(dropped.iter().map(|r| r.run).collect::<Vec<_>>(), [2]);
     assert!(!ended, "run 1 still runs");
+    // A caller that never saw that reply can still learn what it dropped,
+    // by its call; another call learns nothing.
+    let (again, _) = store
+        .halt_dropped(&armed.id, "c1")
+        .await
+        .unwrap()
+        .expect("the last halt");
+    assert_eq!(again, dropped);
+    assert!(store.halt_dropped(&armed.id, "c2").await.unwrap().is_none());
     let finished = |run: u64| Recording {
         result: TaskResult {
             outcome: Outcome::Cancelled,
@@ -721,6 +731,7 @@ async fn deleting_a_task_frees_its_results_bytes() {
             &gone.id,
             Halt::Cancel {
                 reason: String::new(),
+                call: "c1".into(),
             },
             t(2),
         )

@@ -38,7 +38,7 @@ use crate::{
         writer::{Writer, WriterHandle},
     },
     stats::Stats,
-    store::{Halt, Halted, Inserted, RunPhase, RunStart, Store, StoreError, TaskFilter, Triggered},
+    store::{Halt, Halted, Inserted, RunPhase, RunRecord, RunStart, Store, StoreError, TaskFilter, Triggered},
     task::{Outcome, TaskId, TaskRecord, TaskSpec, TaskState, manual_occurrence_id},
 };
 use clock::Clock;
@@ -130,6 +130,11 @@ pub enum Error {
     Store(#[from] StoreError),
 }
 
+/// A fresh identity for a pause or cancel call.
+fn call_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
 /// How long stop waits for the log reader to hand over the last results.
 const TAIL_DRAIN: Duration = Duration::from_secs(5);
 
@@ -198,6 +203,10 @@ struct Inner {
     /// if one applied, its run is queued in the store and handed out once
     /// the store answers; if not, nothing is dispatched late.
     uncertain_triggers: std::sync::Mutex<Vec<(TaskId, String)>>,
+    /// Pauses and cancels whose store step failed unanswered (task, call,
+    /// how dropped runs are reported): if one applied, the runs it dropped
+    /// are recorded once the store answers.
+    uncertain_halts: std::sync::Mutex<Vec<(TaskId, String, Outcome)>>,
 }
 
 /// The receiving ends `start` hands to the tasks it spawns.
@@ -264,6 +273,7 @@ impl Scheduler {
                 tail_drain: CancellationToken::new(),
                 uncertain: Default::default(),
                 uncertain_triggers: Default::default(),
+                uncertain_halts: Default::default(),
             }),
         }
     }
@@ -550,7 +560,15 @@ impl Scheduler {
     pub async fn pause(&self, id: &TaskId, reason: String) -> Result<TaskRecord, Error> {
         let task = self
             .inner
-            .halt(id, Halt::Pause { reason }, "pause", Outcome::Skipped)
+            .halt(
+                id,
+                Halt::Pause {
+                    reason,
+                    call: call_id(),
+                },
+                "pause",
+                Outcome::Skipped,
+            )
             .await?;
         debug!("task paused");
         Ok(task)
@@ -562,7 +580,15 @@ impl Scheduler {
     pub async fn cancel(&self, id: &TaskId, reason: String) -> Result<TaskRecord, Error> {
         let inner = &self.inner;
         let task = inner
-            .halt(id, Halt::Cancel { reason }, "cancel", Outcome::Cancelled)
+            .halt(
+                id,
+                Halt::Cancel {
+                    reason,
+                    call: call_id(),
+                },
+                "cancel",
+                Outcome::Cancelled,
+            )
             .await?;
         if let Some(handle) = inner.registry.get(id) {
             handle.token.cancel();
@@ -803,9 +829,18 @@ impl Inner {
         operation: &'static str,
         dropped_as: Outcome,
     ) -> Result<TaskRecord, Error> {
+        let call = match &halt {
+            Halt::Pause { call, .. } | Halt::Cancel { call, .. } => call.clone(),
+        };
         let halted = self.store.halt(id, halt, self.clock.now()).await;
         if let Err(e) = &halted {
             self.uncertain(id, e);
+            if matches!(e, StoreError::Unavailable { .. }) {
+                self.uncertain_halts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((id.clone(), call, dropped_as));
+            }
         }
         match halted? {
             Halted::NotFound => Err(Error::NotFound {
@@ -819,18 +854,7 @@ impl Inner {
                 ended,
             } => {
                 self.arm(&task);
-                let now = self.clock.now();
-                let why = match dropped_as {
-                    Outcome::Skipped => "the task was paused before the run started",
-                    _ => "the task was cancelled before the run started",
-                };
-                for run in &dropped {
-                    self.writer
-                        .record(run::dropped(run, dropped_as, now, why), false);
-                }
-                if ended {
-                    self.writer.ended(task.id.clone());
-                }
+                self.report_halt(&task.id, &dropped, ended, dropped_as);
                 Ok(task)
             }
         }
@@ -863,6 +887,26 @@ impl Inner {
                 Err(e) => self.uncertain(&id, &e),
             }
         }
+        let halts = std::mem::take(
+            &mut *self
+                .uncertain_halts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for (id, call, dropped_as) in halts {
+            match self.store.halt_dropped(&id, &call).await {
+                Ok(Some((dropped, ended))) => {
+                    info!(task_id = %id, dropped = dropped.len(), "a pause or cancel whose reply was lost did apply: its dropped runs are recorded now");
+                    self.report_halt(&id, &dropped, ended, dropped_as);
+                }
+                Ok(None) => {}
+                Err(_) => self
+                    .uncertain_halts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((id, call, dropped_as)),
+            }
+        }
         let triggers = std::mem::take(
             &mut *self
                 .uncertain_triggers
@@ -882,6 +926,23 @@ impl Inner {
                     .unwrap_or_else(|e| e.into_inner())
                     .push((id, occurrence)),
             }
+        }
+    }
+
+    /// Records the runs a pause or cancel dropped (as `dropped_as`), then
+    /// the task's end if it ended.
+    fn report_halt(&self, id: &TaskId, dropped: &[RunRecord], ended: bool, dropped_as: Outcome) {
+        let now = self.clock.now();
+        let why = match dropped_as {
+            Outcome::Skipped => "the task was paused before the run started",
+            _ => "the task was cancelled before the run started",
+        };
+        for run in dropped {
+            self.writer
+                .record(run::dropped(run, dropped_as, now, why), false);
+        }
+        if ended {
+            self.writer.ended(id.clone());
         }
     }
 

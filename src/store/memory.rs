@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Abandoned, Fired, Firing, Halt, Halted, Inserted, Recorded, Recording, RunStart, Store, StoreError, TaskFilter,
+    Abandoned, RunRecord, Fired, Firing, Halt, Halted, Inserted, Recorded, Recording, RunStart, Store, StoreError, TaskFilter,
     Triggered, stored::Stored,
 };
 use crate::task::{TaskId, TaskRecord, TaskResult};
@@ -332,6 +332,18 @@ impl Store for MemoryStore {
             Some(stored) => stored.halt(halt, now),
             None => Halted::NotFound,
         })
+    }
+
+    async fn halt_dropped(
+        &self,
+        id: &TaskId,
+        call: &str,
+    ) -> Result<Option<(Vec<RunRecord>, bool)>, StoreError> {
+        Ok(self
+            .lock()
+            .tasks
+            .get(id)
+            .and_then(|stored| stored.halt_dropped(call)))
     }
 
     async fn queued_run(
@@ -682,7 +694,14 @@ mod tests {
         };
         assert_eq!(second.task.run_count, 2, "run 2 queued beside running run 1");
         let Halted::Done { dropped, ended, .. } = store
-            .halt(&armed.id, Halt::Cancel { reason: String::new() }, t(3))
+            .halt(
+                &armed.id,
+                Halt::Cancel {
+                    reason: String::new(),
+                    call: "c1".into(),
+                },
+                t(3),
+            )
             .await
             .unwrap()
         else {

@@ -296,11 +296,17 @@ pub enum Halt {
     Pause {
         /// Why, as the client gave it.
         reason: String,
+        /// Identifies the call, unique per call: the store keeps the runs
+        /// the last halt dropped under it, so a call whose reply was lost
+        /// can still record them ([`Store::halt_dropped`]).
+        call: String,
     },
     /// ACTIVE or PAUSED -> CANCELLED; drops every queued and buffered run.
     Cancel {
         /// Why, as the client gave it.
         reason: String,
+        /// As for [`Halt::Pause`].
+        call: String,
     },
 }
 
@@ -409,6 +415,14 @@ pub trait Store: Send + Sync + 'static {
         id: &TaskId,
         occurrence_id: &str,
     ) -> Result<Option<RunStart>, StoreError>;
+    /// What the halt identified by `call` dropped, if it is the task's last
+    /// halt and applied: its dropped runs and whether the task ended. For a
+    /// halt whose reply was lost; nothing changes.
+    async fn halt_dropped(
+        &self,
+        id: &TaskId,
+        call: &str,
+    ) -> Result<Option<(Vec<RunRecord>, bool)>, StoreError>;
     /// Pauses or cancels a task, dropping its runs not yet in flight.
     async fn halt(&self, id: &TaskId, halt: Halt, now: DateTime<Utc>)
     -> Result<Halted, StoreError>;

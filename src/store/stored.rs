@@ -36,6 +36,16 @@ pub(crate) struct Stored {
     /// caller saw an error, e.g. a lost reply) gets the same answer instead
     /// of a stale one that would orphan the run it dispatched.
     pub(crate) last_fire: Option<LastFire>,
+    /// What the last applied halt dropped, under its call's identity.
+    pub(crate) last_halt: Option<LastHalt>,
+}
+
+/// The runs a halt dropped, for a caller that never saw its reply.
+#[derive(Clone)]
+pub(crate) struct LastHalt {
+    pub(crate) call: String,
+    pub(crate) dropped: Vec<RunRecord>,
+    pub(crate) ended: bool,
 }
 
 /// The decision of an applied firing, kept small (one per task).
@@ -85,6 +95,7 @@ impl Stored {
             owed: 0,
             last_result: None,
             last_fire: None,
+            last_halt: None,
         }
     }
 
@@ -165,9 +176,9 @@ impl Stored {
 
     /// Pauses or cancels; see [`super::Store::halt`].
     pub(crate) fn halt(&mut self, halt: Halt, now: DateTime<Utc>) -> Halted {
-        let (target, reason, drops_manual) = match halt {
-            Halt::Pause { reason } => (TaskState::Paused, reason, false),
-            Halt::Cancel { reason } => (TaskState::Cancelled, reason, true),
+        let (target, reason, drops_manual, call) = match halt {
+            Halt::Pause { reason, call } => (TaskState::Paused, reason, false, call),
+            Halt::Cancel { reason, call } => (TaskState::Cancelled, reason, true, call),
         };
         match (self.record.state, target) {
             (state, target) if state == target => return Halted::Unchanged(self.view()),
@@ -184,11 +195,22 @@ impl Stored {
         task.reason = reason;
         task.updated_at = now;
         task.version += 1;
+        self.last_halt = Some(LastHalt {
+            call,
+            dropped: dropped.clone(),
+            ended: self.ended(),
+        });
         Halted::Done {
             task: self.view(),
             dropped,
             ended: self.ended(),
         }
+    }
+
+    /// See [`super::Store::halt_dropped`].
+    pub(crate) fn halt_dropped(&self, call: &str) -> Option<(Vec<RunRecord>, bool)> {
+        let last = self.last_halt.as_ref().filter(|last| last.call == call)?;
+        Some((last.dropped.clone(), last.ended))
     }
 
     /// Moves queued run `run` to running; false when it was dropped.

@@ -13,7 +13,7 @@ use crate::{
     pb::v1 as pb,
     store::{
         RunPhase, RunRecord,
-        stored::{LastFire, Stored},
+        stored::{LastFire, LastHalt, Stored},
     },
     task::{Outcome, TaskId, TaskRecord, TaskResult, TaskSpec, TaskState, Trigger},
 };
@@ -149,6 +149,11 @@ pub(super) fn encode_task(stored: &Stored) -> Vec<u8> {
             passed: f.passed,
             claimed_before: f.claimed_before,
         }),
+        last_halt: stored.last_halt.as_ref().map(|h| proto::LastHalt {
+            call: h.call.clone(),
+            dropped: h.dropped.iter().map(run).collect(),
+            ended: h.ended,
+        }),
     }
     .encode_to_vec()
 }
@@ -194,6 +199,18 @@ pub(super) fn decode_task(
         }),
         None => None,
     };
+    let last_halt = match t.last_halt {
+        Some(h) => Some(LastHalt {
+            call: h.call,
+            dropped: h
+                .dropped
+                .into_iter()
+                .map(|r| from_run(&id, r))
+                .collect::<Result<_, _>>()?,
+            ended: h.ended,
+        }),
+        None => None,
+    };
     Ok(Stored {
         record: TaskRecord {
             id,
@@ -216,6 +233,7 @@ pub(super) fn decode_task(
         owed: usize::try_from(t.owed).map_err(|e| e.to_string())?,
         last_result,
         last_fire,
+        last_halt,
     })
 }
 

@@ -48,7 +48,7 @@ pub(crate) use keys::{Keys, STORE_FORMAT};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Abandoned, Checked, Fired, LogSink, Firing, Halt, Halted, Inserted, Recorded, Recording, RunStart, Store, StoreError,
+    Abandoned, RunRecord, Checked, Fired, LogSink, Firing, Halt, Halted, Inserted, Recorded, Recording, RunStart, Store, StoreError,
     TaskFilter, Triggered, memory::Retention, stored::Stored,
 };
 use crate::{
@@ -769,6 +769,17 @@ impl Store for RedisStore {
             })
             .await?;
         Ok(answer.unwrap_or(Halted::NotFound))
+    }
+
+    async fn halt_dropped(
+        &self,
+        id: &TaskId,
+        call: &str,
+    ) -> Result<Option<(Vec<RunRecord>, bool)>, StoreError> {
+        Ok(self
+            .load_one(id)
+            .await?
+            .and_then(|(_, stored)| stored.halt_dropped(call)))
     }
 
     async fn queued_run(
