@@ -19,11 +19,13 @@ mod run;
 mod runs;
 pub mod schedule;
 mod store_watch;
+mod uncertain;
 mod timer;
 
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
+use self::uncertain::Uncertain;
 use tokio::{
     sync::{mpsc, watch},
     task::JoinHandle,
@@ -195,18 +197,9 @@ struct Inner {
     tail_task: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// Tells the log reader to hand over what is left and stop.
     tail_drain: CancellationToken,
-    /// Tasks a control step left uncertain: the store failed to answer, so
-    /// the step may or may not have applied. Each is read back and armed as
-    /// the store has it once the store answers again.
-    uncertain: std::sync::Mutex<std::collections::HashSet<TaskId>>,
-    /// Triggers whose store step failed unanswered (task, occurrence id):
-    /// if one applied, its run is queued in the store and handed out once
-    /// the store answers; if not, nothing is dispatched late.
-    uncertain_triggers: std::sync::Mutex<Vec<(TaskId, String)>>,
-    /// Pauses and cancels whose store step failed unanswered (task, call,
-    /// how dropped runs are reported): if one applied, the runs it dropped
-    /// are recorded once the store answers.
-    uncertain_halts: std::sync::Mutex<Vec<(TaskId, String, Outcome)>>,
+    /// Control steps the store did not answer: each may or may not have
+    /// applied, and is followed up once the store answers again.
+    uncertain: std::sync::Mutex<Vec<uncertain::Uncertain>>,
 }
 
 /// The receiving ends `start` hands to the tasks it spawns.
@@ -272,8 +265,6 @@ impl Scheduler {
                 tail_task: std::sync::Mutex::new(None),
                 tail_drain: CancellationToken::new(),
                 uncertain: Default::default(),
-                uncertain_triggers: Default::default(),
-                uncertain_halts: Default::default(),
             }),
         }
     }
@@ -608,13 +599,8 @@ impl Scheduler {
         let now = inner.clock.now();
         let occurrence = manual_occurrence_id(id, now);
         let triggered = inner.store.trigger(id, occurrence.clone(), now).await;
-        if let Err(e @ StoreError::Unavailable { .. }) = &triggered {
-            inner.uncertain(id, e);
-            inner
-                .uncertain_triggers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((id.clone(), occurrence));
+        if let Err(e) = &triggered {
+            inner.uncertain(e, Uncertain::Trigger(id.clone(), occurrence));
         }
         match triggered? {
             Triggered::NotFound => Err(Error::NotFound {
@@ -810,7 +796,7 @@ impl Inner {
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => {
-                    self.uncertain(id, &e);
+                    self.uncertain(&e, Uncertain::Change(id.clone()));
                     return Err(e.into());
                 }
             }
@@ -834,13 +820,7 @@ impl Inner {
         };
         let halted = self.store.halt(id, halt, self.clock.now()).await;
         if let Err(e) = &halted {
-            self.uncertain(id, e);
-            if matches!(e, StoreError::Unavailable { .. }) {
-                self.uncertain_halts
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((id.clone(), call, dropped_as));
-            }
+            self.uncertain(e, Uncertain::Halt(id.clone(), call, dropped_as));
         }
         match halted? {
             Halted::NotFound => Err(Error::NotFound {
@@ -856,75 +836,6 @@ impl Inner {
                 self.arm(&task);
                 self.report_halt(&task.id, &dropped, ended, dropped_as);
                 Ok(task)
-            }
-        }
-    }
-
-    /// Notes that a step on `id` failed with `error` in a way that leaves
-    /// unknown whether it applied (the store did not answer).
-    fn uncertain(&self, id: &TaskId, error: &StoreError) {
-        if matches!(error, StoreError::Unavailable { .. }) {
-            self.uncertain
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id.clone());
-        }
-    }
-
-    /// Reads back the tasks control steps left uncertain and arms each as
-    /// the store has it, so a change applied unseen does not leave a task
-    /// armed for its old version (whose firings are then stale) or unarmed.
-    pub(super) async fn settle_uncertain(&self) {
-        let ids: Vec<TaskId> = std::mem::take(
-            &mut *self.uncertain.lock().unwrap_or_else(|e| e.into_inner()),
-        )
-        .into_iter()
-        .collect();
-        for id in ids {
-            match self.store.get_task(&id).await {
-                Ok(Some(task)) => self.arm(&task),
-                Ok(None) => {}
-                Err(e) => self.uncertain(&id, &e),
-            }
-        }
-        let halts = std::mem::take(
-            &mut *self
-                .uncertain_halts
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        for (id, call, dropped_as) in halts {
-            match self.store.halt_dropped(&id, &call).await {
-                Ok(Some((dropped, ended))) => {
-                    info!(task_id = %id, dropped = dropped.len(), "a pause or cancel whose reply was lost did apply: its dropped runs are recorded now");
-                    self.report_halt(&id, &dropped, ended, dropped_as);
-                }
-                Ok(None) => {}
-                Err(_) => self
-                    .uncertain_halts
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((id, call, dropped_as)),
-            }
-        }
-        let triggers = std::mem::take(
-            &mut *self
-                .uncertain_triggers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        for (id, occurrence) in triggers {
-            match self.store.queued_run(&id, &occurrence).await {
-                Ok(Some(start)) => {
-                    info!(task_id = %id, run = start.record.run, "a trigger whose reply was lost did apply: its run starts now");
-                    self.run_queue.push(start);
-                }
-                Ok(None) => {}
-                Err(_) => self
-                    .uncertain_triggers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((id, occurrence)),
             }
         }
     }

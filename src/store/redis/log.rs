@@ -3,6 +3,7 @@
 //! and what a cursor is (`<epoch>-<stream id>`).
 
 use std::{
+    collections::HashMap,
     hash::{Hash, Hasher},
     sync::Arc,
     time::Duration,
@@ -208,12 +209,19 @@ impl RedisStore {
         if batch.is_empty() {
             return Ok(Recorded::default());
         }
+        // Each task once, and per result the index of its task.
         let mut task_ids: Vec<TaskId> = Vec::new();
-        for recording in batch {
-            if !task_ids.contains(&recording.result.task_id) {
-                task_ids.push(recording.result.task_id.clone());
-            }
-        }
+        let mut index: HashMap<&TaskId, usize> = HashMap::new();
+        let task_of: Vec<usize> = batch
+            .iter()
+            .map(|recording| {
+                let id = &recording.result.task_id;
+                *index.entry(id).or_insert_with(|| {
+                    task_ids.push(id.clone());
+                    task_ids.len() - 1
+                })
+            })
+            .collect();
         let token = batch_token(batch);
         for _ in 0..MAX_CAS_ROUNDS {
             let loaded = self.load(&task_ids).await?;
@@ -231,10 +239,7 @@ impl RedisStore {
             // Per result: the fence of its claim, and whether it lapsed.
             let mut claims: Vec<(u64, bool)> = Vec::with_capacity(batch.len());
             for (i, (recording, result)) in batch.iter().zip(&pending).enumerate() {
-                let t = task_ids
-                    .iter()
-                    .position(|id| *id == result.task_id)
-                    .unwrap_or(usize::MAX);
+                let t = task_of[i];
                 let held = tasks.get(t).is_some_and(|task| {
                     task.as_ref()
                         .is_some_and(|(_, stored, _)| stored.runs.iter().any(|r| r.run == result.run))

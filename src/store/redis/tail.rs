@@ -69,37 +69,7 @@ impl RedisStore {
                 last = "0-0".to_string();
                 sink.lost(&format!("{epoch}-0-0"));
             }
-            let connection = match conn.as_mut() {
-                Some(c) => c,
-                None => match self.tail_connection().await {
-                    Ok(c) => conn.insert(c),
-                    Err(error) => {
-                        if draining {
-                            warn!(%error, "log reader stops without draining: redis unreachable");
-                            return;
-                        }
-                        if !failing {
-                            warn!(%error, "log reader cannot reach redis, retrying");
-                            failing = true;
-                        }
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(RECONNECT_MAX);
-                        continue;
-                    }
-                },
-            };
-            let mut options = StreamReadOptions::default().count(READ_COUNT);
-            if !draining {
-                options = options.block(BLOCK.as_millis() as usize);
-            }
-            let read: Result<Option<StreamReadReply>, _> = redis::cmd("XREAD")
-                .arg(&options)
-                .arg("STREAMS")
-                .arg(self.keys.log())
-                .arg(&last)
-                .query_async(connection)
-                .await;
-            let reply = match read {
+            let reply = match self.read(conn, &last, draining).await {
                 Ok(reply) => reply,
                 Err(error) => {
                     *conn = None;
@@ -108,7 +78,7 @@ impl RedisStore {
                         return;
                     }
                     if !failing {
-                        warn!(%error, "log reader failed, reconnecting");
+                        warn!(%error, "log reader cannot read redis, reconnecting");
                         failing = true;
                     }
                     tokio::time::sleep(pause).await;
@@ -166,6 +136,31 @@ impl RedisStore {
                 return;
             }
         }
+    }
+
+    /// One read of the log after `last`, on the reader's connection (made
+    /// first if there is none); blocking for new entries unless draining.
+    async fn read(
+        &self,
+        conn: &mut Option<MultiplexedConnection>,
+        last: &str,
+        draining: bool,
+    ) -> Result<Option<StreamReadReply>, redis::RedisError> {
+        let connection = match conn {
+            Some(c) => c,
+            None => conn.insert(self.tail_connection().await?),
+        };
+        let mut options = StreamReadOptions::default().count(READ_COUNT);
+        if !draining {
+            options = options.block(BLOCK.as_millis() as usize);
+        }
+        redis::cmd("XREAD")
+            .arg(&options)
+            .arg("STREAMS")
+            .arg(self.keys.log())
+            .arg(last)
+            .query_async(connection)
+            .await
     }
 
     /// A named connection of the reader's own, with a reply bound above
