@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use deadpool_redis::redis::IntoConnectionInfo;
+use redis::IntoConnectionInfo;
 use tokio::sync::Semaphore;
 
 /// Shortest `min_interval` accepted: below a millisecond the timer cannot
@@ -118,9 +118,8 @@ pub struct Config {
     pub redis_connect_timeout: Duration,
     /// Bound of one Redis reply.
     pub redis_response_timeout: Duration,
-    /// Bound of waiting for a free pooled connection.
-    pub redis_checkout_timeout: Duration,
-    /// Connections in the Redis pool.
+    /// Shared connections in the Redis pool, each multiplexed: they are
+    /// not checked out, every caller's commands pipeline on them.
     pub redis_pool_size: usize,
     /// How long start-up keeps retrying an unreachable Redis before giving
     /// up. The last attempt starts when the window ends, so start-up fails
@@ -162,8 +161,7 @@ impl Default for Config {
             keepalive_timeout: Duration::from_secs(10),
             redis_connect_timeout: Duration::from_secs(2),
             redis_response_timeout: Duration::from_secs(5),
-            redis_checkout_timeout: Duration::from_secs(5),
-            redis_pool_size: 16,
+            redis_pool_size: 2,
             redis_startup_window: Duration::from_secs(30),
         }
     }
@@ -242,10 +240,6 @@ impl Config {
             (
                 "Config::redis_response_timeout",
                 self.redis_response_timeout,
-            ),
-            (
-                "Config::redis_checkout_timeout",
-                self.redis_checkout_timeout,
             ),
         ] {
             at_least(setting, value, Duration::from_millis(1))?;

@@ -1,13 +1,29 @@
-//! The managed Redis pool: opened and checked before the server takes calls,
-//! every connection named so operators can find it in `CLIENT LIST`, and
-//! closed (each connection sent QUIT, so Redis has forgotten it by the time
+//! The managed Redis pool: a few shared, multiplexed connections, opened and
+//! checked before the server takes calls, every connection named so
+//! operators can find it in `CLIENT LIST` (also after a reconnect), and
+//! closed (each sent QUIT, so Redis has forgotten it by the time
 //! [`RedisPool::close`] returns) after the last runner stopped.
+//!
+//! Why not an exclusive-checkout pool: deadpool-redis, which this was,
+//! allows only pool-size commands in flight and pings every connection it
+//! hands out, a round trip before each command; one multiplexed connection
+//! pipelines every caller's commands and answered 8x the commands at a
+//! tenth of the latency at 64 callers (benches/README.md, "The pool, by
+//! measurement"). redis-rs' own reconnecting `ConnectionManager` has no
+//! hook after it reconnects, so its connections would lose their name: the
+//! reconnect here is our own, and names each new connection.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
-use deadpool_redis::{
-    Manager, Pool, Runtime,
-    redis::{self, AsyncConnectionConfig, aio::MultiplexedConnection},
+use redis::{
+    AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, Value,
+    aio::{ConnectionLike, MultiplexedConnection},
 };
 use tokio::time::Instant;
 
@@ -25,14 +41,14 @@ pub struct PoolSettings {
     pub url: String,
     /// Name every connection carries (`CLIENT SETNAME`).
     pub client_name: String,
-    /// Connections in the pool.
+    /// Shared connections, handed out in turn. Each carries any number of
+    /// commands in flight; more than one spreads reading replies over the
+    /// runtime's threads.
     pub size: usize,
     /// Bound of opening one connection.
     pub connect_timeout: Duration,
     /// Bound of one reply.
     pub response_timeout: Duration,
-    /// Bound of waiting for a free connection.
-    pub checkout_timeout: Duration,
     /// How long [`RedisPool::open`] retries an unreachable Redis.
     pub startup_window: Duration,
 }
@@ -45,7 +61,7 @@ pub enum PoolError {
     #[error("invalid Redis URL: {source}")]
     InvalidUrl {
         /// Why.
-        source: redis::RedisError,
+        source: RedisError,
     },
     /// Redis did not answer within the start-up window.
     #[error("Redis at {url} unreachable for {waited:?}: {last_error}")]
@@ -57,24 +73,67 @@ pub enum PoolError {
         /// The last failure.
         last_error: String,
     },
-    /// The pool could not be built.
-    #[error("building the Redis pool failed: {reason}")]
-    Build {
-        /// Why.
-        reason: String,
-    },
 }
 
-/// A pool of named, multiplexed Redis connections. Cheap to clone.
+/// Errors getting a connection from the pool.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// The pool was closed (the server is stopping).
+    #[error("the Redis pool is closed")]
+    Closed,
+    /// A new connection could not be made (Redis down, or refusing it).
+    #[error("connecting to Redis failed: {0}")]
+    Connect(#[from] RedisError),
+}
+
+/// Named, multiplexed Redis connections shared by every caller. Cheap to
+/// clone.
 #[derive(Clone)]
 pub struct RedisPool {
-    pool: Pool,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    client: redis::Client,
+    config: AsyncConnectionConfig,
+    client_name: String,
+    slots: Vec<Slot>,
+    /// The slot the next [`RedisPool::get`] hands out.
+    next: AtomicUsize,
+    closed: AtomicBool,
+}
+
+/// One shared connection, made on first use and again after it failed.
+#[derive(Default)]
+struct Slot {
+    /// The connection with its generation: a failure reported against an
+    /// older generation must not drop a newer connection.
+    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    generations: AtomicU64,
+    /// One reconnect at a time; callers meanwhile wait for it rather than
+    /// open connections of their own.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn current(&self) -> MutexGuard<'_, Option<(u64, MultiplexedConnection)>> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl std::fmt::Debug for RedisPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let connected = self
+            .shared
+            .slots
+            .iter()
+            .filter(|slot| slot.current().is_some())
+            .count();
         f.debug_struct("RedisPool")
-            .field("status", &self.pool.status())
+            .field("size", &self.shared.slots.len())
+            .field("connected", &connected)
+            .field("closed", &self.shared.closed.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -83,36 +142,21 @@ impl RedisPool {
     /// Opens the pool and checks it with a PING, retrying with backoff for
     /// `startup_window` before giving up.
     pub async fn open(settings: PoolSettings) -> Result<RedisPool, PoolError> {
-        let connection_config = AsyncConnectionConfig::new()
+        let client = redis::Client::open(settings.url.as_str())
+            .map_err(|source| PoolError::InvalidUrl { source })?;
+        let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_response_timeout(Some(settings.response_timeout));
-        let manager = Manager::new_with_config(settings.url.as_str(), connection_config)
-            .map_err(|source| PoolError::InvalidUrl { source })?;
-        let client_name = settings.client_name.clone();
-        let pool = Pool::builder(manager)
-            .max_size(settings.size.max(1))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(settings.checkout_timeout))
-            .create_timeout(Some(settings.connect_timeout + settings.response_timeout))
-            .recycle_timeout(Some(settings.response_timeout))
-            // redis-rs has no connection-name option: name each connection as
-            // it is made, which also covers every reconnect.
-            .post_create(deadpool_redis::Hook::async_fn(move |conn, _| {
-                let name = client_name.clone();
-                Box::pin(async move {
-                    redis::cmd("CLIENT")
-                        .arg("SETNAME")
-                        .arg(&name)
-                        .query_async::<()>(conn)
-                        .await
-                        .map_err(deadpool_redis::HookError::Backend)
-                })
-            }))
-            .build()
-            .map_err(|e| PoolError::Build {
-                reason: e.to_string(),
-            })?;
-        let pool = RedisPool { pool };
+        let pool = RedisPool {
+            shared: Arc::new(Shared {
+                client,
+                config,
+                client_name: settings.client_name.clone(),
+                slots: (0..settings.size.max(1)).map(|_| Slot::default()).collect(),
+                next: AtomicUsize::new(0),
+                closed: AtomicBool::new(false),
+            }),
+        };
 
         let started = Instant::now();
         let mut backoff = STARTUP_BACKOFF_FIRST;
@@ -139,36 +183,169 @@ impl RedisPool {
         }
     }
 
-    /// A connection, waiting at most the checkout timeout.
-    pub async fn get(&self) -> Result<deadpool_redis::Connection, deadpool_redis::PoolError> {
-        self.pool.get().await
+    /// A connection to send commands on: a handle to one of the shared
+    /// ones, (re)made first if it is not connected. Commands sent on it
+    /// pipeline with everyone else's; a failure that may have broken it
+    /// makes the next `get` connect again.
+    pub async fn get(&self) -> Result<RedisConnection, ConnectionError> {
+        let shared = &self.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(ConnectionError::Closed);
+        }
+        let index = shared.next.fetch_add(1, Ordering::Relaxed) % shared.slots.len();
+        let slot = &shared.slots[index];
+        let held = |slot: &Slot| {
+            slot.current().as_ref().map(|(generation, conn)| RedisConnection {
+                conn: conn.clone(),
+                shared: self.shared.clone(),
+                index,
+                generation: *generation,
+            })
+        };
+        if let Some(conn) = held(slot) {
+            return Ok(conn);
+        }
+        let _connecting = slot.connecting.lock().await;
+        if let Some(conn) = held(slot) {
+            return Ok(conn);
+        }
+        let mut conn = shared
+            .client
+            .get_multiplexed_async_connection_with_config(&shared.config)
+            .await?;
+        // redis-rs has no connection-name option: name each connection as
+        // it is made, which also covers every reconnect.
+        redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(&shared.client_name)
+            .query_async::<()>(&mut conn)
+            .await?;
+        if shared.closed.load(Ordering::Acquire) {
+            quit(conn).await;
+            return Err(ConnectionError::Closed);
+        }
+        let generation = slot.generations.fetch_add(1, Ordering::Relaxed);
+        *slot.current() = Some((generation, conn));
+        held(slot).ok_or(ConnectionError::Closed)
     }
 
     async fn ping(&self) -> Result<(), String> {
         let mut conn = self.get().await.map_err(|e| e.to_string())?;
         redis::cmd("PING")
-            .query_async::<String>(&mut *conn)
+            .query_async::<String>(&mut conn)
             .await
             .map(drop)
             .map_err(|e| e.to_string())
     }
 
-    /// Closes the pool: later checkouts fail, and each idle connection is
-    /// sent QUIT so that Redis has dropped it when this returns (dropping
-    /// a multiplexed connection only closes its socket later, from a
-    /// background task). Call after every user of the pool has stopped.
+    /// Closes the pool: later [`get`](Self::get)s fail, and each connection
+    /// is sent QUIT so that Redis has dropped it when this returns
+    /// (dropping a multiplexed connection only closes its socket later,
+    /// from a background task). Call after every user of the pool has
+    /// stopped.
     pub async fn close(&self) {
-        let idle: Vec<MultiplexedConnection> = self.pool.retain(|_, _| false).removed;
-        self.pool.close();
+        self.shared.closed.store(true, Ordering::Release);
+        let held: Vec<MultiplexedConnection> = self
+            .shared
+            .slots
+            .iter()
+            .filter_map(|slot| slot.current().take().map(|(_, conn)| conn))
+            .collect();
         // All at once, so closing takes at most QUIT_TIMEOUT whatever the
         // pool size: shutdown's documented bound counts on it.
-        futures::future::join_all(idle.into_iter().map(|mut conn| async move {
-            // QUIT is deprecated in Redis 7.2 but still served; an error means
-            // the connection is already gone, which is what we want.
-            let quit = redis::cmd("QUIT");
-            let _ = tokio::time::timeout(QUIT_TIMEOUT, quit.query_async::<()>(&mut conn)).await;
-        }))
-        .await;
+        futures::future::join_all(held.into_iter().map(quit)).await;
+    }
+}
+
+async fn quit(mut conn: MultiplexedConnection) {
+    // QUIT is deprecated in Redis 7.2 but still served; an error means the
+    // connection is already gone, which is what we want.
+    let quit = redis::cmd("QUIT");
+    let _ = tokio::time::timeout(QUIT_TIMEOUT, quit.query_async::<()>(&mut conn)).await;
+}
+
+impl Shared {
+    /// Drops the slot's connection after a failure that may have broken it,
+    /// unless it was already replaced.
+    fn failed(&self, index: usize, generation: u64, error: &RedisError) {
+        // A reply Redis sent (a script error, WRONGTYPE) leaves the
+        // connection fine; a dead socket or a reply that never came may not.
+        let broken = error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_unrecoverable_error()
+            || error.is_timeout();
+        if !broken {
+            return;
+        }
+        let mut current = self.slots[index].current();
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            tracing::debug!(%error, "redis connection failed; the next command reconnects");
+            *current = None;
+        }
+    }
+}
+
+/// A handle to one of the pool's shared connections: send commands on it
+/// (it is a redis-rs [`ConnectionLike`]) and clone it to send several at
+/// once. Its failures tell the pool to reconnect.
+#[derive(Clone)]
+pub struct RedisConnection {
+    conn: MultiplexedConnection,
+    shared: Arc<Shared>,
+    index: usize,
+    generation: u64,
+}
+
+/// Reports a failed reply of `reply` to the pool. Takes the handle's fields
+/// apart so the command's future can borrow the connection meanwhile.
+fn observed<'a, T: Send + 'a>(
+    shared: &'a Shared,
+    index: usize,
+    generation: u64,
+    reply: RedisFuture<'a, T>,
+) -> RedisFuture<'a, T> {
+    Box::pin(async move {
+        let reply = reply.await;
+        if let Err(error) = &reply {
+            shared.failed(index, generation, error);
+        }
+        reply
+    })
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        let RedisConnection {
+            conn,
+            shared,
+            index,
+            generation,
+        } = self;
+        observed(shared, *index, *generation, conn.req_packed_command(cmd))
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        let RedisConnection {
+            conn,
+            shared,
+            index,
+            generation,
+        } = self;
+        observed(
+            shared,
+            *index,
+            *generation,
+            conn.req_packed_commands(pipeline, offset, count),
+        )
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
     }
 }
 

@@ -13,12 +13,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ::redis::{self, AsyncCommands};
 use common::{
     http_target::{Behaviour, HttpTarget},
     redis::{OwnRedis, SHARED_URL, random_prefix},
     *,
 };
-use deadpool_redis::redis::{self, AsyncCommands};
 use recur::pb::v1::{self as pb, task_service_client::TaskServiceClient};
 use tonic::{Code, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};

@@ -9,7 +9,6 @@ use common::{
     redis::{OwnRedis, SHARED_URL, client_names, random_prefix},
     *,
 };
-use deadpool_redis::redis;
 use recur::pb::v1 as pb;
 
 fn redis_action(args: &[&str]) -> pb::action::Kind {
@@ -80,13 +79,13 @@ async fn redis_actions_run_on_the_shared_redis() {
         }
     }
     let mut conn = common::redis::connect(SHARED_URL).await;
-    let hits: i64 = redis::cmd("GET")
+    let hits: i64 = ::redis::cmd("GET")
         .arg(&key)
         .query_async(&mut conn)
         .await
         .unwrap();
     assert_eq!(hits, 2);
-    let _: () = redis::cmd("DEL")
+    let _: () = ::redis::cmd("DEL")
         .arg(&key)
         .query_async(&mut conn)
         .await

@@ -6,10 +6,10 @@ mod common;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use ::redis::{self, AsyncCommands};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use common::redis::{SHARED_URL, connect, random_prefix};
-use deadpool_redis::redis::{self, AsyncCommands};
 use recur::{
     RedisPool,
     action::{
@@ -71,7 +71,6 @@ async fn pool() -> RedisPool {
         size: 4,
         connect_timeout: Duration::from_secs(2),
         response_timeout: Duration::from_secs(5),
-        checkout_timeout: Duration::from_secs(5),
         startup_window: Duration::from_secs(5),
     })
     .await

@@ -2,9 +2,9 @@
 //! by measurement. Concurrent callers each send small commands (HGET of one
 //! field) back to back, in the bench process, through:
 //!
-//! - *deadpool, checkout per command*: a `deadpool_redis::Pool` of
-//!   `Config::default().redis_pool_size` connections, checked out for each
-//!   command, which is what recur's store does (`RedisPool::get` per step).
+//! - *deadpool, checkout per command*: a `deadpool_redis::Pool` of 16
+//!   connections, checked out for each command, which is what recur's
+//!   store did until the choice below was made (`RedisPool::get` per step).
 //!   A checkout is exclusive, so at most pool-size commands are in flight,
 //!   and deadpool-redis recycles every checkout with `UNWATCH` + `PING`
 //!   (`Manager::recycle`): a round trip of its own before each command;
@@ -13,7 +13,10 @@
 //!   recycle's round trip;
 //! - *one shared multiplexed connection*: one
 //!   `redis::aio::MultiplexedConnection` cloned per caller; clones pipeline
-//!   their commands on one socket, nothing is checked out.
+//!   their commands on one socket, nothing is checked out;
+//! - *recur's pool*: `recur::RedisPool` as the server opens it (the chosen
+//!   design: `Config::default().redis_pool_size` shared multiplexed
+//!   connections, named, reconnected on failure), `get` per command.
 //!
 //! Per mode and caller count: commands per second, latency p50/p99, and
 //! the Redis server's CPU.
@@ -46,6 +49,7 @@ enum Mode {
     DeadpoolShared,
     DeadpoolPerCaller,
     Multiplexed,
+    Recur,
 }
 
 impl Mode {
@@ -54,6 +58,7 @@ impl Mode {
             Mode::DeadpoolShared => "deadpool, checkout per command",
             Mode::DeadpoolPerCaller => "deadpool, a connection per caller",
             Mode::Multiplexed => "one shared multiplexed connection",
+            Mode::Recur => "recur's pool (shared, multiplexed)",
         }
     }
 }
@@ -63,11 +68,12 @@ impl Mode {
 enum Via {
     Pool(Pool),
     Shared(MultiplexedConnection),
+    Recur(recur::RedisPool),
 }
 
 /// Runs every mode at every caller count of the plan.
 pub async fn run(plan: &Plan, report: &mut Report) {
-    eprintln!("pool: HGET through deadpool and a shared multiplexed connection");
+    eprintln!("pool: HGET through deadpool, a shared multiplexed connection and recur's pool");
     let store = CaseStore::open(StoreKind::Redis, &plan.redis_url, plan.keep_redis_keys).await;
     let CaseStore::Redis(prefix) = &store else {
         unreachable!("opened as Redis");
@@ -81,17 +87,20 @@ pub async fn run(plan: &Plan, report: &mut Report) {
         .query_async(&mut setup)
         .await
         .expect("writing the pool scenario's hash");
-    let pool_size = recur::Config::default().redis_pool_size;
+    // What recur used before it chose (deadpool-redis, 16 connections).
+    let pool_size = 16;
     for mode in [
         Mode::DeadpoolShared,
         Mode::DeadpoolPerCaller,
         Mode::Multiplexed,
+        Mode::Recur,
     ] {
         for &callers in &plan.callers {
             let via = match mode {
                 Mode::DeadpoolShared => Via::Pool(pool(&plan.redis_url, pool_size)),
                 Mode::DeadpoolPerCaller => Via::Pool(pool(&plan.redis_url, callers)),
                 Mode::Multiplexed => Via::Shared(store::connect(&plan.redis_url).await),
+                Mode::Recur => Via::Recur(recur_pool(&plan.redis_url).await),
             };
             // Connections are opened before the clock starts.
             warm(&via, callers, &key).await;
@@ -120,8 +129,13 @@ pub async fn run(plan: &Plan, report: &mut Report) {
             if let Some(redis) = redis_cpu_percent {
                 notes.push(format!("redis-server CPU {redis:.0}%"));
             }
-            if let Via::Pool(pool) = &via {
-                notes.push(format!("pool of {}", pool.status().max_size));
+            match &via {
+                Via::Pool(pool) => notes.push(format!("pool of {}", pool.status().max_size)),
+                Via::Recur(_) => notes.push(format!(
+                    "{} shared connections",
+                    recur::Config::default().redis_pool_size
+                )),
+                Via::Shared(_) => {}
             }
             if errors > 0 {
                 notes.push(format!(
@@ -152,8 +166,10 @@ pub async fn run(plan: &Plan, report: &mut Report) {
                     "redis_cpu_percent_of_one_core": redis_cpu_percent,
                 }),
             });
-            if let Via::Pool(pool) = via {
-                pool.close();
+            match via {
+                Via::Pool(pool) => pool.close(),
+                Via::Recur(pool) => pool.close().await,
+                Via::Shared(_) => {}
             }
         }
     }
@@ -170,6 +186,21 @@ fn pool(url: &str, size: usize) -> Pool {
         .runtime(Runtime::Tokio1)
         .build()
         .expect("building a deadpool-redis pool")
+}
+
+/// recur's pool with the server's default settings.
+async fn recur_pool(url: &str) -> recur::RedisPool {
+    let config = recur::Config::default();
+    recur::RedisPool::open(recur::redis_pool::PoolSettings {
+        url: url.to_string(),
+        client_name: "recur-bench-pool".to_string(),
+        size: config.redis_pool_size,
+        connect_timeout: config.redis_connect_timeout,
+        response_timeout: config.redis_response_timeout,
+        startup_window: Duration::from_secs(5),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("opening recur's pool on {url}: {e}"))
 }
 
 /// One command per caller at once, so a pool has opened its connections
@@ -200,6 +231,13 @@ async fn hget(via: &Via, key: &str) -> Result<(), String> {
             .await
             .map(drop)
             .map_err(|e| e.to_string()),
+        Via::Recur(pool) => {
+            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+            cmd.query_async::<Option<String>>(&mut conn)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! Redis server as a measured process: its pid from `INFO server`, when it
 //! runs on this machine, for its CPU beside the server's.
 
-use deadpool_redis::redis::{self, AsyncCommands, aio::MultiplexedConnection};
+use redis::{self, AsyncCommands, aio::MultiplexedConnection};
 
 use crate::{cli::StoreKind, procfs};
 

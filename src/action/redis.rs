@@ -2,7 +2,7 @@
 //! JSON. Which commands a task may run is decided here, at registration.
 
 use bytes::Bytes;
-use deadpool_redis::redis::{self, Value};
+use redis::{self, Value};
 use serde_json::{Map, Value as Json};
 
 use super::{Failure, Output};
@@ -116,7 +116,7 @@ pub async fn run(pool: &RedisPool, action: &RedisAction, cap: usize) -> Result<O
         cmd.arg(arg);
     }
     let reply: Value = cmd
-        .query_async(&mut *conn)
+        .query_async(&mut conn)
         .await
         .map_err(|e| Failure::new(format!("redis error: {e}")))?;
     let json = to_json(reply).map_err(Failure::new)?;

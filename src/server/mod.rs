@@ -157,7 +157,6 @@ impl Server {
                     size: config.redis_pool_size,
                     connect_timeout: config.redis_connect_timeout,
                     response_timeout: config.redis_response_timeout,
-                    checkout_timeout: config.redis_checkout_timeout,
                     startup_window: config.redis_startup_window,
                 });
                 let pool = tokio::select! {

@@ -16,8 +16,8 @@ pub fn random_prefix() -> String {
 }
 
 /// A connection to `url`.
-pub async fn connect(url: &str) -> deadpool_redis::redis::aio::MultiplexedConnection {
-    deadpool_redis::redis::Client::open(url)
+pub async fn connect(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
         .expect("url")
         .get_multiplexed_async_connection()
         .await
@@ -27,7 +27,7 @@ pub async fn connect(url: &str) -> deadpool_redis::redis::aio::MultiplexedConnec
 /// Names of the clients `CLIENT LIST` shows.
 pub async fn client_names(url: &str) -> Vec<String> {
     let mut conn = connect(url).await;
-    let list: String = deadpool_redis::redis::cmd("CLIENT")
+    let list: String = redis::cmd("CLIENT")
         .arg("LIST")
         .query_async(&mut conn)
         .await

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use deadpool_redis::redis::{self, AsyncCommands, ScriptInvocation, streams::StreamRangeReply};
+use redis::{self, AsyncCommands, ScriptInvocation, streams::StreamRangeReply};
 use tracing::warn;
 
 use super::{MAX_CAS_ROUNDS, Mirrored, RedisStore, codec, unavailable};
@@ -175,7 +175,7 @@ impl RedisStore {
         for task in tasks {
             pipe.lrange(self.keys.history(task), 0, -1);
         }
-        let lists: Vec<Vec<String>> = pipe.query_async(&mut *conn).await.map_err(unavailable)?;
+        let lists: Vec<Vec<String>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
         let mut ids: Vec<(u64, u64, String)> = lists
             .into_iter()
             .flatten()
@@ -196,7 +196,7 @@ impl RedisStore {
             pipe.xrange(self.keys.log(), id, id);
         }
         let replies: Vec<StreamRangeReply> =
-            pipe.query_async(&mut *conn).await.map_err(unavailable)?;
+            pipe.query_async(&mut conn).await.map_err(unavailable)?;
         let mut out = Vec::with_capacity(ids.len());
         for reply in replies {
             out.extend(self.results(reply)?);
@@ -295,7 +295,7 @@ impl RedisStore {
             invocation.arg(promoted.join(" "));
             let mut conn = self.conn().await?;
             let reply: Vec<redis::Value> = invocation
-                .invoke_async(&mut *conn)
+                .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
             match reply.first() {
@@ -397,7 +397,7 @@ impl RedisStore {
         invocation.arg("");
         let mut conn = self.conn().await?;
         let reply: Vec<redis::Value> = invocation
-            .invoke_async(&mut *conn)
+            .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
         match reply.first() {
@@ -433,7 +433,7 @@ impl RedisStore {
                 .cmd("HMGET")
                 .arg(self.keys.log_meta())
                 .arg(&["last", "evicted"])
-                .query_async(&mut *conn)
+                .query_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
         if epoch.as_deref() != Some(self.epoch().as_str()) {
@@ -460,7 +460,7 @@ impl RedisStore {
                 pipe.hget(self.keys.evicted(), task.as_str());
             }
             let marks: Vec<Option<String>> =
-                pipe.query_async(&mut *conn).await.map_err(unavailable)?;
+                pipe.query_async(&mut conn).await.map_err(unavailable)?;
             marks.into_iter().map(parse).max().unwrap_or((0, 0))
         };
         if position < lost_up_to {
@@ -479,7 +479,7 @@ impl RedisStore {
         let (epoch, last): (Option<String>, Option<String>) = redis::pipe()
             .get(self.keys.epoch())
             .hget(self.keys.log_meta(), "last")
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
         if epoch.as_deref() != Some(self.epoch().as_str()) {

@@ -40,7 +40,7 @@ use std::{
 use async_trait::async_trait;
 use tracing::warn;
 use chrono::{DateTime, Utc};
-use deadpool_redis::redis::{self, AsyncCommands, Script};
+use redis::{self, AsyncCommands, Script};
 
 pub use codec::SpecDecoder;
 pub(crate) use keys::{Keys, STORE_FORMAT};
@@ -273,7 +273,7 @@ impl RedisStore {
         }
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
+    async fn conn(&self) -> Result<crate::redis_pool::RedisConnection, StoreError> {
         self.pool.get().await.map_err(|e| StoreError::Unavailable {
             reason: e.to_string(),
         })
@@ -296,7 +296,7 @@ impl RedisStore {
         type Row = (Option<String>, Option<Vec<u8>>, Option<String>);
         let (epoch, rows): (Option<String>, Vec<Row>) = {
             let mut values: Vec<redis::Value> =
-                pipe.query_async(&mut *conn).await.map_err(unavailable)?;
+                pipe.query_async(&mut conn).await.map_err(unavailable)?;
             let rows = values.split_off(1.min(values.len()));
             let epoch = values
                 .pop()
@@ -355,7 +355,7 @@ impl RedisStore {
         }
         let conn = self.conn().await?;
         let calls = by_shard.into_iter().map(|(shard, writes)| {
-            let mut conn = (*conn).clone();
+            let mut conn = conn.clone();
             let mut invocation = self.write_tasks.prepare_invoke();
             invocation.key(self.keys.due(shard)).key(self.keys.ids(shard));
             invocation.arg(writes.len());
@@ -482,7 +482,7 @@ impl RedisStore {
                 .arg(per_shard);
         }
         let mut conn = self.conn().await?;
-        let pages: Vec<Vec<String>> = pipe.query_async(&mut *conn).await.map_err(unavailable)?;
+        let pages: Vec<Vec<String>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
         let complete_to: Option<String> = pages
             .iter()
             .filter(|page| page.len() == per_shard)
@@ -503,11 +503,11 @@ impl RedisStore {
 /// Warns when Redis may evict the store's keys: with a memory limit, every
 /// `allkeys-*` policy can drop a task or a result silently. `volatile-*`
 /// policies only evict keys with a TTL, and the store sets none.
-async fn warn_if_evicting(conn: &mut deadpool_redis::Connection) {
+async fn warn_if_evicting(conn: &mut crate::redis_pool::RedisConnection) {
     let config: Result<HashMap<String, String>, _> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("maxmemory*")
-        .query_async(&mut **conn)
+        .query_async(conn)
         .await;
     let Ok(config) = config else {
         // CONFIG may be renamed or refused (managed Redis): say so once.
@@ -642,7 +642,7 @@ impl Store for RedisStore {
             .key(self.keys.evicted())
             .key(self.keys.history(id))
             .arg(id.as_str())
-            .invoke_async(&mut *conn)
+            .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
         if let Some(request_id) = &stored.request_id {
@@ -687,7 +687,7 @@ impl Store for RedisStore {
             pipe.zcard(self.keys.ids(shard));
         }
         let mut conn = self.conn().await?;
-        let counts: Vec<usize> = pipe.query_async(&mut *conn).await.map_err(unavailable)?;
+        let counts: Vec<usize> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
         Ok(counts.into_iter().sum())
     }
 

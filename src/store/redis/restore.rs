@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use deadpool_redis::redis::AsyncCommands;
+use redis::AsyncCommands;
 
 use super::{Mirrored, RedisStore, STORE_FORMAT, unavailable};
 use crate::{
@@ -60,7 +60,7 @@ impl RedisStore {
                         .arg(task.rev + 1);
                 }
                 let lost: Vec<usize> = invocation
-                    .invoke_async(&mut *conn)
+                    .invoke_async(&mut conn)
                     .await
                     .map_err(unavailable)?;
                 restored += chunk.len() - lost.len();

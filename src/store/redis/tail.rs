@@ -7,7 +7,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use deadpool_redis::redis::{
+use redis::{
     self, AsyncConnectionConfig,
     aio::MultiplexedConnection,
     streams::{StreamReadOptions, StreamReadReply},
