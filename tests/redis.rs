@@ -297,3 +297,63 @@ async fn binary_exits_non_zero_when_redis_is_unreachable() {
         + &String::from_utf8_lossy(&output.stderr);
     assert!(log.contains("unreachable"), "{log}");
 }
+
+/// Registrations do not wait for one another (none holds a lock across
+/// Redis round trips), yet racing ones never pass the task cap, and a
+/// place freed by a delete is seen at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_registrations_never_pass_the_task_cap() {
+    let (mut config, _) = config_with(SHARED_URL);
+    config.max_tasks = 10;
+    let server = TestServer::start_with(config, |s| s).await;
+    let spec = spec_every(Duration::from_secs(3600), http_get("http://127.0.0.1:9/"));
+    let calls = (0..64).map(|i| {
+        let mut client = server.client.clone();
+        let spec = spec.clone();
+        async move {
+            client
+                .register_task(pb::RegisterTaskRequest {
+                    task_id: format!("race-{i}"),
+                    spec: Some(spec),
+                    request_id: String::new(),
+                })
+                .await
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let created = answers.iter().filter(|a| a.is_ok()).count();
+    let refused: Vec<_> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+    assert_eq!(created, 10, "refused: {refused:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|s| s.code() == tonic::Code::ResourceExhausted),
+        "{refused:?}"
+    );
+    let mut client = server.client.clone();
+    let listed = client
+        .list_tasks(pb::ListTasksRequest {
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.tasks.len(), 10);
+
+    let gone = &listed.tasks[0].task_id;
+    client
+        .cancel_task(pb::CancelTaskRequest {
+            task_id: gone.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    client
+        .delete_task(pb::DeleteTaskRequest {
+            task_id: gone.clone(),
+        })
+        .await
+        .unwrap();
+    register(&mut client, "after-delete", spec).await;
+}

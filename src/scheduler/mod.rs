@@ -19,6 +19,7 @@ mod run;
 mod runs;
 pub mod schedule;
 mod store_watch;
+mod task_count;
 mod uncertain;
 mod timer;
 
@@ -188,8 +189,8 @@ struct Inner {
     parts: std::sync::Mutex<Option<Parts>>,
     /// The writer's task, awaited at stop after the last run ended.
     writer_task: std::sync::Mutex<Option<JoinHandle<()>>>,
-    /// Serialises registrations so the task cap holds exactly.
-    register_lock: tokio::sync::Mutex<()>,
+    /// The task cap's count.
+    task_count: task_count::TaskCount,
     /// Whether the store answered its last check.
     store_status: watch::Sender<bool>,
     /// The store's log reader, when it has one; drained at stop, after the
@@ -260,7 +261,7 @@ impl Scheduler {
                     writer: (writer, writer_rx),
                 })),
                 writer_task: std::sync::Mutex::new(None),
-                register_lock: tokio::sync::Mutex::new(()),
+                task_count: task_count::TaskCount::new(),
                 store_status: watch::Sender::new(true),
                 tail_task: std::sync::Mutex::new(None),
                 tail_drain: CancellationToken::new(),
@@ -392,40 +393,61 @@ impl Scheduler {
         if inner.stopping.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
-        let _serial = inner.register_lock.lock().await;
         // A request id makes a retry of a registration without a task id
         // idempotent; with a task id, the id itself does.
         let request_id = request_id.filter(|_| id.is_none());
-        if let Some(request_id) = &request_id
-            && let Some(earlier) = inner.store.task_for_request(request_id).await?
-        {
-            return Ok(earlier);
-        }
         let id = id.unwrap_or_else(TaskId::generate);
-        if let Some(existing) = inner.store.get_task(&id).await? {
-            return if *existing.spec == spec {
-                Ok(existing)
-            } else {
-                Err(Error::AlreadyExists { task_id: id })
-            };
-        }
-        if inner.store.count_tasks().await? >= inner.settings.max_tasks {
+        let now = inner.clock.now();
+        let next = slot_after(&spec, now, now)?;
+        let spec = Arc::new(spec);
+        // No lock across the store's round trips: registrations run side
+        // by side, and the store's insert is what decides "new" or "taken"
+        // (a create only lands where nothing is).
+        let Some(_reserved) = inner.task_count.reserve(&*inner.store, inner.settings.max_tasks).await? else {
+            // At the cap, a retry of a registration that landed is still
+            // answered with its task.
+            if let Some(earlier) = self.earlier(&id, &spec, request_id.as_deref()).await? {
+                return Ok(earlier);
+            }
             return Err(Error::TooManyTasks {
                 limit: inner.settings.max_tasks,
             });
-        }
-        let now = inner.clock.now();
-        let next = slot_after(&spec, now, now)?;
-        let record = TaskRecord::new(id.clone(), Arc::new(spec), now, next);
+        };
+        let record = TaskRecord::new(id.clone(), spec.clone(), now, next);
         let record = match inner.store.insert_task(record, request_id.as_deref()).await {
-            Ok(Inserted::Created(record)) => record,
+            Ok(Inserted::Created(record)) => {
+                inner.task_count.created();
+                record
+            }
             Ok(Inserted::SameRequest(earlier)) => return Ok(earlier),
-            Err(StoreError::Exists { task_id }) => return Err(Error::AlreadyExists { task_id }),
+            Err(StoreError::Exists { task_id }) => {
+                return match self.earlier(&id, &spec, None).await? {
+                    Some(existing) => Ok(existing),
+                    None => Err(Error::AlreadyExists { task_id }),
+                };
+            }
             Err(e) => return Err(e.into()),
         };
         inner.arm(&record);
         debug!(task_id = %id, next_run_at = %next.to_rfc3339(), "task registered");
         Ok(record)
+    }
+
+    /// The task a registration of `id` with `spec` (or with `request_id`)
+    /// already made, for an identical retry.
+    async fn earlier(
+        &self,
+        id: &TaskId,
+        spec: &TaskSpec,
+        request_id: Option<&str>,
+    ) -> Result<Option<TaskRecord>, Error> {
+        let store = &self.inner.store;
+        if let Some(request_id) = request_id
+            && let Some(earlier) = store.task_for_request(request_id).await?
+        {
+            return Ok(Some(earlier));
+        }
+        Ok(store.get_task(id).await?.filter(|task| *task.spec == *spec))
     }
 
     /// Replaces the spec of a live task.
