@@ -781,3 +781,38 @@ async fn a_trigger_tried_again_is_one_run_and_its_queued_run_can_be_found() {
     );
     test.delete_keys().await;
 }
+
+/// A store decides its steps from the state it holds, but a task changed
+/// by another writer meanwhile (here a second store on the same keys, as a
+/// replica would be) is read again, never overwritten from the old state.
+#[tokio::test]
+async fn a_step_from_a_held_state_another_writer_changed_is_decided_again() {
+    let test = TestStore::open(roomy()).await;
+    let other = TestStore::open_at(test.prefix.clone(), roomy()).await;
+    let armed = insert(&test.store, "held", OverlapPolicy::Allow).await;
+    let Fired::Done(first) = fire_one(&test.store, firing(&armed, false)).await else {
+        panic!("fires");
+    };
+    // Paused behind the first store's back.
+    let paused = other
+        .store
+        .halt(
+            &armed.id,
+            Halt::Pause {
+                reason: "elsewhere".into(),
+                call: "p1".into(),
+            },
+            t(2),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(paused, Halted::Done { .. }), "{paused:?}");
+    // The first store still holds the task active at its second slot: its
+    // firing loses the compare-and-set, reads the pause, and does not run.
+    let fired = fire_one(&test.store, firing(&first.task, false)).await;
+    assert!(matches!(fired, Fired::Stale), "{fired:?}");
+    let view = test.store.get_task(&armed.id).await.unwrap().unwrap();
+    assert_eq!(view.state, recur::task::TaskState::Paused);
+    assert_eq!(view.run_count, 1, "the second slot did not run");
+    test.delete_keys().await;
+}

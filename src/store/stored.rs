@@ -15,6 +15,7 @@ use super::{
 use crate::task::{TaskId, TaskRecord, TaskResult, TaskState, Trigger};
 
 /// A task and what the store keeps beside it.
+#[derive(Clone)]
 pub(crate) struct Stored {
     /// The record; its derived fields (`last_result`, `active_runs`) are
     /// filled in from the fields below on read.
@@ -49,6 +50,7 @@ pub(crate) struct LastHalt {
 }
 
 /// The decision of an applied firing, kept small (one per task).
+#[derive(Clone)]
 pub(crate) struct LastFire {
     /// The version it fired, and the slot it was armed for: its identity.
     pub(crate) version: u64,

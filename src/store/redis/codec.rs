@@ -23,9 +23,27 @@ use crate::{
 /// stored must not make it unreadable, so the server relaxes them here.
 pub type SpecDecoder = Arc<dyn Fn(pb::TaskSpec) -> Result<TaskSpec, String> + Send + Sync>;
 
-/// Gives the spec a stored task's spec field stands for (the store caches
-/// them by task).
-pub(super) type SpecOf<'a> = dyn Fn(&TaskId, pb::TaskSpec) -> Result<Arc<TaskSpec>, String> + 'a;
+/// Gives the spec a stored task's spec field stands for, given the field
+/// as stored and decoded (the store reuses the spec it holds for the same
+/// field rather than validate it again).
+pub(super) type SpecOf<'a> =
+    dyn Fn(&TaskId, &[u8], pb::TaskSpec) -> Result<Arc<TaskSpec>, String> + 'a;
+
+/// The spec field of a stored task (`StoredTask.spec`, tag and length
+/// included), encoded once per spec: a task is written at every step, its
+/// spec only when it changes.
+pub(super) fn spec_field(spec: &TaskSpec) -> Arc<[u8]> {
+    raw_spec_field(&spec_to_proto_unredacted(spec))
+}
+
+fn raw_spec_field(spec: &pb::TaskSpec) -> Arc<[u8]> {
+    let mut field = Vec::with_capacity(spec.encoded_len() + 8);
+    prost::encoding::message::encode(SPEC_TAG, spec, &mut field);
+    field.into()
+}
+
+/// `StoredTask.spec`'s field number.
+const SPEC_TAG: u32 = 2;
 
 fn time(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
@@ -110,12 +128,14 @@ fn from_run(task_id: &TaskId, r: proto::StoredRun) -> Result<RunRecord, String> 
     })
 }
 
-/// A task as its hash's `rec` field holds it.
-pub(super) fn encode_task(stored: &Stored) -> Vec<u8> {
+/// A task as its hash's `rec` field holds it: its state, then its spec
+/// field as [`spec_field`] encoded it (protobuf fields may come in any
+/// order, so this is the same message as one encoded in one go).
+pub(super) fn encode_task(stored: &Stored, spec_field: &[u8]) -> Vec<u8> {
     let task = &stored.record;
-    proto::StoredTask {
+    let state = proto::StoredTask {
         task_id: task.id.to_string(),
-        spec: Some(spec_to_proto_unredacted(&task.spec)),
+        spec: None,
         state: state(task.state) as i32,
         created_at: Some(time(task.created_at)),
         updated_at: Some(time(task.updated_at)),
@@ -154,19 +174,26 @@ pub(super) fn encode_task(stored: &Stored) -> Vec<u8> {
             dropped: h.dropped.iter().map(run).collect(),
             ended: h.ended,
         }),
-    }
-    .encode_to_vec()
+    };
+    let mut rec = Vec::with_capacity(state.encoded_len() + spec_field.len());
+    // Encoding into a Vec only fails for want of capacity, which a Vec grows.
+    let _ = state.encode(&mut rec);
+    rec.extend_from_slice(spec_field);
+    rec
 }
 
-/// Reads a task back; `last_cursor` is its last result's cursor.
+/// Reads a task back, with its spec field; `last_cursor` is its last
+/// result's cursor.
 pub(super) fn decode_task(
     raw: &[u8],
     last_cursor: Option<String>,
-    decode_spec: &SpecOf<'_>,
-) -> Result<Stored, String> {
+    spec_of: &SpecOf<'_>,
+) -> Result<(Stored, Arc<[u8]>), String> {
     let t = proto::StoredTask::decode(raw).map_err(|e| e.to_string())?;
     let id = TaskId::parse(&t.task_id)?;
-    let spec = decode_spec(&id, t.spec.ok_or("spec missing")?)?;
+    let raw_spec = t.spec.ok_or("spec missing")?;
+    let field = raw_spec_field(&raw_spec);
+    let spec = spec_of(&id, &field, raw_spec)?;
     let runs = t
         .runs
         .into_iter()
@@ -211,7 +238,7 @@ pub(super) fn decode_task(
         }),
         None => None,
     };
-    Ok(Stored {
+    let stored = Stored {
         record: TaskRecord {
             id,
             spec,
@@ -234,7 +261,8 @@ pub(super) fn decode_task(
         last_result,
         last_fire,
         last_halt,
-    })
+    };
+    Ok((stored, field))
 }
 
 /// A result as a log entry's `r` field holds it (its cursor is the entry id).

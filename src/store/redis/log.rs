@@ -12,7 +12,7 @@ use std::{
 use redis::{self, AsyncCommands, ScriptInvocation, streams::StreamRangeReply};
 use tracing::warn;
 
-use super::{MAX_CAS_ROUNDS, Mirrored, RedisStore, codec, unavailable};
+use super::{Held, MAX_CAS_ROUNDS, RedisStore, codec, unavailable};
 use crate::{
     store::{Recorded, Recording, RunPhase, RunStart, StoreError, stored::Stored},
     task::{TaskId, TaskResult},
@@ -224,11 +224,11 @@ impl RedisStore {
             .collect();
         let token = batch_token(batch);
         for _ in 0..MAX_CAS_ROUNDS {
-            let loaded = self.load(&task_ids).await?;
+            let loaded = self.load_held(&task_ids).await?;
             // Index in `task_ids` -> (rev, state, index of its last result).
-            let mut tasks: Vec<Option<(String, Stored, usize)>> = loaded
+            let mut tasks: Vec<Option<(u64, Stored, usize)>> = loaded
                 .into_iter()
-                .map(|l| l.and_then(|(rev, stored)| Some((rev?, stored, 0))))
+                .map(|l| l.map(|(rev, stored)| (rev, stored, 0)))
                 .collect();
             let mut recorded = Recorded::default();
             let mut ended = Vec::new();
@@ -274,14 +274,17 @@ impl RedisStore {
                     .arg(*fence)
                     .arg(u8::from(*lapsed));
             }
-            let written: Vec<&(String, Stored, usize)> = tasks.iter().flatten().collect();
+            let written: Vec<(u64, Stored, usize)> = tasks.into_iter().flatten().collect();
             invocation.arg(written.len());
+            let mut fields = Vec::with_capacity(written.len());
             for (rev, stored, last) in &written {
+                let field = self.spec_field(stored);
                 invocation.key(self.keys.task(&stored.record.id));
                 invocation
-                    .arg(rev.as_str())
-                    .arg(codec::encode_task(stored))
+                    .arg(rev)
+                    .arg(codec::encode_task(stored, &field))
                     .arg(*last);
+                fields.push(field);
             }
             invocation.arg(ended.len());
             for id in &ended {
@@ -293,11 +296,24 @@ impl RedisStore {
                 .map(|p| format!("{} {}", p.record.task_id, p.record.run))
                 .collect();
             invocation.arg(promoted.join(" "));
+            // Each task's state is in doubt until the script says it landed:
+            // a lost reply, a conflict or an emptied Redis all read again.
+            let doubt = || {
+                for (rev, stored, _) in &written {
+                    self.held.doubt(&stored.record.id, *rev);
+                }
+            };
             let mut conn = self.conn().await?;
-            let reply: Vec<redis::Value> = invocation
-                .invoke_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
+            let reply: Vec<redis::Value> = match invocation.invoke_async(&mut conn).await {
+                Ok(reply) => reply,
+                Err(error) => {
+                    doubt();
+                    return Err(unavailable(error));
+                }
+            };
+            if !matches!(reply.first(), Some(redis::Value::Int(1))) {
+                doubt();
+            }
             match reply.first() {
                 Some(redis::Value::Int(1)) => {}
                 Some(redis::Value::Int(2)) => return Err(emptied()),
@@ -331,9 +347,17 @@ impl RedisStore {
                 })
                 .collect();
             recorded.ended = ended;
-            for (rev, stored, _) in written {
-                let rev = rev.parse::<u64>().unwrap_or(0) + 1;
-                self.remember(&stored.record.id, Mirrored::of(stored, rev));
+            for ((rev, stored, _), spec_field) in written.into_iter().zip(fields) {
+                let id = stored.record.id.clone();
+                self.held.keep(
+                    &id,
+                    Held {
+                        rev: rev + 1,
+                        stored,
+                        spec_field,
+                        doubted: false,
+                    },
+                );
             }
             return Ok(recorded);
         }

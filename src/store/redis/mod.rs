@@ -22,6 +22,7 @@
 //! (after a restart or failover), by redis-rs' `Script`.
 
 mod codec;
+mod held;
 mod keys;
 mod log;
 mod restore;
@@ -43,6 +44,7 @@ use chrono::{DateTime, Utc};
 use redis::{self, AsyncCommands, Script};
 
 pub use codec::SpecDecoder;
+use held::{Held, HeldTasks};
 pub(crate) use keys::{Keys, STORE_FORMAT};
 
 use tokio_util::sync::CancellationToken;
@@ -88,10 +90,9 @@ pub struct RedisStore {
     /// The store's epoch, read (or created) at open and replaced when Redis
     /// comes back empty; part of every cursor.
     epoch: std::sync::RwLock<String>,
-    /// The last state of every task this process wrote or read, encoded as
-    /// written (`rec`, `state`, `next`): what it gives back to a Redis that
-    /// came back empty. A std mutex, held only to copy bytes in or out.
-    mirror: std::sync::Mutex<HashMap<TaskId, Mirrored>>,
+    /// Every task as this process last wrote or read it: what a step
+    /// starts from, and what a Redis that came back empty gets back.
+    held: HeldTasks,
     /// One restore at a time.
     restoring: tokio::sync::Mutex<()>,
     /// Retention bounds.
@@ -100,11 +101,6 @@ pub struct RedisStore {
     max_age: Duration,
     /// Reads stored specs back.
     decode_spec: SpecDecoder,
-    /// Specs read back, by task, with the stored form they came from: a
-    /// step reads its task every time, and validating the same spec again
-    /// (cron parsing, URL checks) was a quarter of the server's CPU while
-    /// firing (profiled). A spec that changed is validated again.
-    specs: std::sync::Mutex<HashMap<TaskId, (crate::pb::v1::TaskSpec, Arc<TaskSpec>)>>,
     /// `write_tasks.lua`.
     write_tasks: Script,
     /// `record.lua`.
@@ -122,61 +118,34 @@ fn unavailable(error: redis::RedisError) -> StoreError {
     }
 }
 
-/// A task as last written, for [`RedisStore::check`]'s restore.
-#[derive(Clone)]
-struct Mirrored {
-    /// The `rev` it had in Redis: a read or write that completes late never
-    /// replaces a newer state.
-    rev: u64,
-    rec: Vec<u8>,
-    due: String,
-    state: &'static str,
-    next: String,
-    /// The RegisterTask request id that created it, restored with it.
-    request_id: Option<String>,
+/// The hash fields `write_tasks.lua` keeps beside `rec`, for operators and
+/// the due index: due time (ms, '' when not due), state, next run (text).
+fn derived(stored: &Stored) -> (String, &'static str, String) {
+    let task = &stored.record;
+    let due = match (task.state, task.next_run_at) {
+        (crate::task::TaskState::Active, Some(next)) => next.timestamp_millis().to_string(),
+        _ => String::new(),
+    };
+    let next = task
+        .next_run_at
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default();
+    (due, task.state.name(), next)
 }
 
-impl Mirrored {
-    fn of(stored: &Stored, rev: u64) -> Mirrored {
-        Mirrored {
-            rec: codec::encode_task(stored),
-            ..Mirrored::derived(stored, rev)
-        }
-    }
-
-    /// The fields beside `rec` (left empty).
-    fn derived(stored: &Stored, rev: u64) -> Mirrored {
-        let task = &stored.record;
-        Mirrored {
-            rev,
-            rec: Vec::new(),
-            due: match (task.state, task.next_run_at) {
-                (crate::task::TaskState::Active, Some(next)) => next.timestamp_millis().to_string(),
-                _ => String::new(),
-            },
-            state: task.state.name(),
-            next: task
-                .next_run_at
-                .map(|t| t.to_rfc3339())
-                .unwrap_or_default(),
-            request_id: stored.request_id.clone(),
-        }
-    }
-}
-
-/// A task as read, with the `rev` it was read at (None: it did not exist).
-type Loaded = (Option<String>, Stored);
+/// A task as read, with the `rev` it had.
+type Loaded = (u64, Stored);
 
 /// One task write of [`RedisStore::write`].
-struct Write<'a> {
+struct Write {
     /// Index of the step it belongs to, reported back on conflict.
     index: usize,
-    /// The `rev` read (None: create).
-    rev: Option<String>,
+    /// The `rev` the state was decided from (None: create).
+    rev: Option<u64>,
     /// The task's id.
     id: TaskId,
     /// The new state, None to delete.
-    stored: Option<&'a Stored>,
+    stored: Option<Stored>,
 }
 
 impl RedisStore {
@@ -221,7 +190,7 @@ impl RedisStore {
             pool,
             keys,
             epoch: std::sync::RwLock::new(epoch),
-            mirror: std::sync::Mutex::new(HashMap::new()),
+            held: HeldTasks::default(),
             restoring: tokio::sync::Mutex::new(()),
             retention: Retention {
                 per_task: settings.retention.per_task.max(1),
@@ -230,7 +199,6 @@ impl RedisStore {
             },
             max_age: settings.max_age,
             decode_spec,
-            specs: Default::default(),
             write_tasks: Script::new(include_str!("write_tasks.lua")),
             record: Script::new(include_str!("record.lua")),
             forget_results: Script::new(include_str!("forget_results.lua")),
@@ -244,33 +212,26 @@ impl RedisStore {
         self.epoch.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn mirror(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, Mirrored>> {
-        self.mirror.lock().unwrap_or_else(|e| e.into_inner())
+    /// The spec a stored spec field stands for: the held one while the
+    /// field is unchanged, else the field validated again.
+    fn spec_of(
+        &self,
+        id: &TaskId,
+        field: &[u8],
+        raw: crate::pb::v1::TaskSpec,
+    ) -> Result<Arc<TaskSpec>, String> {
+        match self.held.spec_of_field(id, field) {
+            Some(spec) => Ok(spec),
+            None => (self.decode_spec)(raw).map(Arc::new),
+        }
     }
 
-    /// The spec `raw` stands for: the one read before if it is unchanged.
-    fn spec(&self, id: &TaskId, raw: crate::pb::v1::TaskSpec) -> Result<Arc<TaskSpec>, String> {
-        let lock = || self.specs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((held, spec)) = lock().get(id)
-            && *held == raw
-        {
-            return Ok(spec.clone());
-        }
-        let spec = Arc::new((self.decode_spec)(raw.clone())?);
-        lock().insert(id.clone(), (raw, spec.clone()));
-        Ok(spec)
-    }
-
-    /// Keeps `state` as the task's newest known state unless a newer one
-    /// (by `rev`) is already held.
-    fn remember(&self, id: &TaskId, state: Mirrored) {
-        let mut mirror = self.mirror();
-        match mirror.get(id) {
-            Some(held) if held.rev > state.rev => {}
-            _ => {
-                mirror.insert(id.clone(), state);
-            }
-        }
+    /// The spec field of `stored`: the held one while its spec is the same.
+    fn spec_field(&self, stored: &Stored) -> Arc<[u8]> {
+        let record = &stored.record;
+        self.held
+            .spec_field(&record.id, &record.spec)
+            .unwrap_or_else(|| codec::spec_field(&record.spec))
     }
 
     async fn conn(&self) -> Result<crate::redis_pool::RedisConnection, StoreError> {
@@ -279,7 +240,8 @@ impl RedisStore {
         })
     }
 
-    /// Reads tasks in one pipelined round trip.
+    /// Reads tasks from Redis in one pipelined round trip, and holds what
+    /// it read.
     async fn load(&self, ids: &[TaskId]) -> Result<Vec<Option<Loaded>>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -293,7 +255,7 @@ impl RedisStore {
             pipe.cmd("HMGET").arg(self.keys.task(id)).arg(&["rev", "rec", "lc"]);
         }
         let mut conn = self.conn().await?;
-        type Row = (Option<String>, Option<Vec<u8>>, Option<String>);
+        type Row = (Option<u64>, Option<Vec<u8>>, Option<String>);
         let (epoch, rows): (Option<String>, Vec<Row>) = {
             let mut values: Vec<redis::Value> =
                 pipe.query_async(&mut conn).await.map_err(unavailable)?;
@@ -319,19 +281,22 @@ impl RedisStore {
             .map(|(id, (rev, rec, lc))| match (rev, rec) {
                 (Some(rev), Some(rec)) => {
                     let cursor = lc.map(|lc| self.cursor(&lc));
-                    codec::decode_task(&rec, cursor, &|id, raw| self.spec(id, raw))
-                        .map(|stored| {
-                            let mirrored = Mirrored {
-                                rec,
-                                ..Mirrored::derived(&stored, rev.parse().unwrap_or(0))
-                            };
-                            self.remember(id, mirrored);
-                            Some((Some(rev), stored))
-                        })
+                    let spec_of = |id: &TaskId, field: &[u8], raw| self.spec_of(id, field, raw);
+                    let (stored, spec_field) = codec::decode_task(&rec, cursor, &spec_of)
                         .map_err(|reason| StoreError::Corrupt {
                             key: self.keys.task(id),
                             reason,
-                        })
+                        })?;
+                    self.held.keep(
+                        id,
+                        Held {
+                            rev,
+                            stored: stored.clone(),
+                            spec_field,
+                            doubted: false,
+                        },
+                    );
+                    Ok(Some((rev, stored)))
                 }
                 _ => Ok(None),
             })
@@ -342,11 +307,35 @@ impl RedisStore {
         Ok(self.load(std::slice::from_ref(id)).await?.pop().flatten())
     }
 
+    /// The tasks a step starts from: the held state where there is one not
+    /// in doubt, the rest read from Redis in one round trip. Only for
+    /// steps that write what they decide with a compare-and-set: a held
+    /// state may be behind Redis, and the write is what finds out.
+    async fn load_held(&self, ids: &[TaskId]) -> Result<Vec<Option<Loaded>>, StoreError> {
+        let mut out: Vec<Option<Loaded>> = Vec::with_capacity(ids.len());
+        let mut missing: Vec<usize> = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let held = self.held.get(id);
+            if held.is_none() {
+                missing.push(i);
+            }
+            out.push(held);
+        }
+        if !missing.is_empty() {
+            let read: Vec<TaskId> = missing.iter().map(|&i| ids[i].clone()).collect();
+            for (i, loaded) in missing.into_iter().zip(self.load(&read).await?) {
+                out[i] = loaded;
+            }
+        }
+        Ok(out)
+    }
+
     /// Writes tasks with a compare-and-set on their `rev`, one script per
-    /// shard, all sent at once. Returns the indexes of the writes that lost
-    /// (their task changed since it was read): nothing of those was written.
-    async fn write(&self, writes: Vec<Write<'_>>) -> Result<Vec<usize>, StoreError> {
-        let mut by_shard: BTreeMap<u32, Vec<Write<'_>>> = BTreeMap::new();
+    /// shard, all sent at once, and holds what landed. Returns the indexes
+    /// of the writes that lost (their task changed since the state they
+    /// were decided from): nothing of those was written.
+    async fn write(&self, writes: Vec<Write>) -> Result<Vec<usize>, StoreError> {
+        let mut by_shard: BTreeMap<u32, Vec<Write>> = BTreeMap::new();
         for write in writes {
             by_shard
                 .entry(self.keys.shard_of(write.id.as_str()))
@@ -359,60 +348,70 @@ impl RedisStore {
             let mut invocation = self.write_tasks.prepare_invoke();
             invocation.key(self.keys.due(shard)).key(self.keys.ids(shard));
             invocation.arg(writes.len());
-            let mut written = Vec::with_capacity(writes.len());
+            // Per write, the spec field it was encoded with.
+            let mut fields: Vec<Option<Arc<[u8]>>> = Vec::with_capacity(writes.len());
             for write in &writes {
                 invocation.key(self.keys.task(&write.id));
                 invocation
                     .arg(write.id.as_str())
-                    .arg(write.rev.as_deref().unwrap_or(""));
-                // The rev the script gives it: one more than read, 1 if new.
-                let rev = write
-                    .rev
-                    .as_deref()
-                    .map_or(1, |r| r.parse::<u64>().unwrap_or(0) + 1);
-                match write.stored {
+                    .arg(write.rev.map(|r| r.to_string()).unwrap_or_default());
+                match &write.stored {
                     Some(stored) => {
-                        let m = Mirrored::of(stored, rev);
+                        let field = self.spec_field(stored);
+                        let (due, state, next) = derived(stored);
                         invocation
-                            .arg(&m.rec)
-                            .arg(&m.due)
-                            .arg(m.state)
-                            .arg(&m.next)
+                            .arg(codec::encode_task(stored, &field))
+                            .arg(due)
+                            .arg(state)
+                            .arg(next)
                             .arg("");
-                        written.push((write.id.clone(), Some(m)));
+                        fields.push(Some(field));
                     }
                     None => {
                         invocation.arg("").arg("").arg("").arg("").arg("");
-                        written.push((write.id.clone(), None));
+                        fields.push(None);
                     }
                 }
             }
             async move {
-                let lost: Vec<usize> = invocation
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(unavailable)?;
+                let lost: Vec<usize> = match invocation.invoke_async(&mut conn).await {
+                    Ok(lost) => lost,
+                    Err(error) => {
+                        // It may have landed, its reply lost: the next step
+                        // reads what Redis has.
+                        for write in &writes {
+                            if let Some(rev) = write.rev {
+                                self.held.doubt(&write.id, rev);
+                            }
+                        }
+                        return Err(unavailable(error));
+                    }
+                };
                 let lost: Vec<usize> = lost.into_iter().map(|i| i.wrapping_sub(1)).collect();
-                for (i, (id, state)) in written.into_iter().enumerate() {
+                let mut lost_steps = Vec::with_capacity(lost.len());
+                for (i, (write, field)) in writes.into_iter().zip(fields).enumerate() {
                     if lost.contains(&i) {
+                        if let Some(rev) = write.rev {
+                            self.held.doubt(&write.id, rev);
+                        }
+                        lost_steps.push(write.index);
                         continue;
                     }
-                    match state {
-                        Some(state) => self.remember(&id, state),
-                        None => {
-                            self.mirror().remove(&id);
-                            self.specs
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .remove(&id);
-                        }
+                    match (write.stored, field) {
+                        (Some(stored), Some(spec_field)) => self.held.keep(
+                            &write.id,
+                            Held {
+                                // The script's: one more than read, 1 if new.
+                                rev: write.rev.map_or(1, |r| r + 1),
+                                stored,
+                                spec_field,
+                                doubted: false,
+                            },
+                        ),
+                        _ => self.held.forget(&write.id),
                     }
                 }
-                Ok::<_, StoreError>(
-                    lost.into_iter()
-                        .filter_map(|i| writes.get(i).map(|w| w.index))
-                        .collect::<Vec<_>>(),
-                )
+                Ok::<_, StoreError>(lost_steps)
             }
         });
         let mut lost = Vec::new();
@@ -422,16 +421,16 @@ impl RedisStore {
         Ok(lost)
     }
 
-    /// Loads one task, applies `step` and writes it back, again while the
-    /// write loses to a concurrent one. `step` returns its answer and
-    /// whether the task changed.
+    /// Applies `step` to the task's state and writes it back, again (from
+    /// Redis) while the write loses to a concurrent one. `step` returns its
+    /// answer and whether the task changed.
     async fn step_one<T>(
         &self,
         id: &TaskId,
         mut step: impl FnMut(&mut Stored) -> (T, bool),
     ) -> Result<Option<T>, StoreError> {
         for _ in 0..MAX_CAS_ROUNDS {
-            let Some((rev, mut stored)) = self.load_one(id).await? else {
+            let Some((rev, mut stored)) = self.load_held(std::slice::from_ref(id)).await?.pop().flatten() else {
                 return Ok(None);
             };
             let (answer, changed) = step(&mut stored);
@@ -441,9 +440,9 @@ impl RedisStore {
             let lost = self
                 .write(vec![Write {
                     index: 0,
-                    rev,
+                    rev: Some(rev),
                     id: id.clone(),
-                    stored: Some(&stored),
+                    stored: Some(stored),
                 }])
                 .await?;
             if lost.is_empty() {
@@ -558,12 +557,13 @@ impl Store for RedisStore {
         }
         let stored = Stored::new(record, request_id);
         let id = stored.record.id.clone();
+        let view = stored.view();
         let lost = self
             .write(vec![Write {
                 index: 0,
                 rev: None,
                 id: id.clone(),
-                stored: Some(&stored),
+                stored: Some(stored),
             }])
             .await?;
         if !lost.is_empty() {
@@ -575,7 +575,7 @@ impl Store for RedisStore {
             }
             return Err(StoreError::Exists { task_id: id });
         }
-        Ok(Inserted::Created(stored.view()))
+        Ok(Inserted::Created(view))
     }
 
     async fn task_for_request(&self, request_id: &str) -> Result<Option<TaskRecord>, StoreError> {
@@ -623,7 +623,7 @@ impl Store for RedisStore {
         let lost = self
             .write(vec![Write {
                 index: 0,
-                rev,
+                rev: Some(rev),
                 id: id.clone(),
                 stored: None,
             }])
@@ -696,8 +696,9 @@ impl Store for RedisStore {
         let mut pending: Vec<usize> = (0..batch.len()).collect();
         for _ in 0..MAX_CAS_ROUNDS {
             let ids: Vec<TaskId> = pending.iter().map(|&i| batch[i].task_id.clone()).collect();
-            let loaded = self.load(&ids).await?;
-            let mut applied: Vec<(usize, Option<String>, Stored, Fired)> = Vec::new();
+            let loaded = self.load_held(&ids).await?;
+            let mut writes: Vec<Write> = Vec::with_capacity(pending.len());
+            let mut decided: Vec<(usize, Fired)> = Vec::with_capacity(pending.len());
             for (&i, loaded) in pending.iter().zip(loaded) {
                 let Some((rev, mut stored)) = loaded else {
                     answers[i] = Some(Fired::Stale);
@@ -705,20 +706,19 @@ impl Store for RedisStore {
                 };
                 match stored.fire(batch[i].clone()) {
                     Fired::Stale => answers[i] = Some(Fired::Stale),
-                    fired => applied.push((i, rev, stored, fired)),
+                    fired => {
+                        writes.push(Write {
+                            index: i,
+                            rev: Some(rev),
+                            id: stored.record.id.clone(),
+                            stored: Some(stored),
+                        });
+                        decided.push((i, fired));
+                    }
                 }
             }
-            let writes = applied
-                .iter()
-                .map(|(i, rev, stored, _)| Write {
-                    index: *i,
-                    rev: rev.clone(),
-                    id: stored.record.id.clone(),
-                    stored: Some(stored),
-                })
-                .collect();
             let lost = self.write(writes).await?;
-            for (i, _, _, fired) in applied {
+            for (i, fired) in decided {
                 if !lost.contains(&i) {
                     answers[i] = Some(fired);
                 }
@@ -822,8 +822,9 @@ impl Store for RedisStore {
         }
         let mut pending: Vec<TaskId> = by_task.keys().map(|id| (*id).clone()).collect();
         for _ in 0..MAX_CAS_ROUNDS {
-            let loaded = self.load(&pending).await?;
-            let mut applied: Vec<(usize, Option<String>, Stored, Vec<(usize, bool)>)> = Vec::new();
+            let loaded = self.load_held(&pending).await?;
+            let mut writes: Vec<Write> = Vec::with_capacity(pending.len());
+            let mut decided: Vec<(usize, Vec<(usize, bool)>)> = Vec::new();
             for (task_index, loaded) in loaded.into_iter().enumerate() {
                 let Some((rev, mut stored)) = loaded else {
                     continue;
@@ -833,20 +834,17 @@ impl Store for RedisStore {
                     .map(|&i| (i, stored.start(runs[i].record.run)))
                     .collect();
                 if started.iter().any(|(_, s)| *s) {
-                    applied.push((task_index, rev, stored, started));
+                    writes.push(Write {
+                        index: task_index,
+                        rev: Some(rev),
+                        id: stored.record.id.clone(),
+                        stored: Some(stored),
+                    });
+                    decided.push((task_index, started));
                 }
             }
-            let writes = applied
-                .iter()
-                .map(|(task_index, rev, stored, _)| Write {
-                    index: *task_index,
-                    rev: rev.clone(),
-                    id: stored.record.id.clone(),
-                    stored: Some(stored),
-                })
-                .collect();
             let lost = self.write(writes).await?;
-            for (task_index, _, _, started) in &applied {
+            for (task_index, started) in &decided {
                 if !lost.contains(task_index) {
                     for &(i, s) in started {
                         answers[i] = s;

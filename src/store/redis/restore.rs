@@ -1,12 +1,12 @@
 //! Noticing a Redis that came back empty, and writing back what this
-//! process holds: every task definition it last wrote or read (the
-//! mirror), under a new epoch so every earlier cursor is DATA_LOSS.
+//! process holds: every task as it last wrote or read it (held.rs), under
+//! a new epoch so every earlier cursor is DATA_LOSS.
 
 use std::collections::BTreeMap;
 
 use redis::AsyncCommands;
 
-use super::{Mirrored, RedisStore, STORE_FORMAT, unavailable};
+use super::{Held, RedisStore, STORE_FORMAT, codec, derived, unavailable};
 use crate::{
     store::{Checked, StoreError},
     task::TaskId,
@@ -28,12 +28,8 @@ impl RedisStore {
             .map_err(unavailable)?;
         // Write back every definition held, by shard; a task already there
         // (written since Redis came back) is newer and stays.
-        let held: Vec<(TaskId, Mirrored)> = self
-            .mirror()
-            .iter()
-            .map(|(id, m)| (id.clone(), m.clone()))
-            .collect();
-        let mut by_shard: BTreeMap<u32, Vec<&(TaskId, Mirrored)>> = BTreeMap::new();
+        let held: Vec<(TaskId, Held)> = self.held.all();
+        let mut by_shard: BTreeMap<u32, Vec<&(TaskId, Held)>> = BTreeMap::new();
         for task in &held {
             by_shard
                 .entry(self.keys.shard_of(task.0.as_str()))
@@ -47,14 +43,15 @@ impl RedisStore {
                 invocation.key(self.keys.due(shard)).key(self.keys.ids(shard));
                 invocation.arg(chunk.len());
                 for (id, task) in chunk {
+                    let (due, state, next) = derived(&task.stored);
                     invocation.key(self.keys.task(id));
                     invocation
                         .arg(id.as_str())
                         .arg("")
-                        .arg(&task.rec)
-                        .arg(&task.due)
-                        .arg(task.state)
-                        .arg(&task.next)
+                        .arg(codec::encode_task(&task.stored, &task.spec_field))
+                        .arg(due)
+                        .arg(state)
+                        .arg(next)
                         // Above every rev it had: a step that read it
                         // before the loss cannot match.
                         .arg(task.rev + 1);
@@ -68,16 +65,17 @@ impl RedisStore {
                     if lost.contains(&(i + 1)) {
                         continue;
                     }
-                    if let Some(request_id) = &task.request_id {
+                    if let Some(request_id) = &task.stored.request_id {
                         let _: bool = conn
                             .set_nx(self.keys.request(request_id), id.as_str())
                             .await
                             .map_err(unavailable)?;
                     }
-                    self.remember(
+                    self.held.keep(
                         id,
-                        Mirrored {
+                        Held {
                             rev: task.rev + 1,
+                            doubted: false,
                             ..task.clone()
                         },
                     );

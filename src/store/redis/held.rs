@@ -1,0 +1,114 @@
+//! Every task as this process last wrote or read it, decoded, with the
+//! `rev` Redis had for it then.
+//!
+//! Two uses. A step (fire, start, record, a control call) starts from the
+//! held state and writes with a compare-and-set on the held `rev`, so while
+//! nothing else writes a task it costs no read, no decode and no spec
+//! validation (a quarter of the server's CPU while firing when every step
+//! read its task; benches/README.md). Anything else that wrote the task in
+//! between makes the compare-and-set lose; the step then forgets the held
+//! state and reads Redis, so no write is ever decided from a stale state.
+//! And a Redis that came back empty gets the held tasks written back
+//! (restore.rs): they are this process's newest knowledge of each task.
+//!
+//! A std mutex, held only to look up, copy or replace one entry; never
+//! across an await.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use crate::{
+    store::stored::Stored,
+    task::{TaskId, TaskSpec},
+};
+
+/// One held task.
+#[derive(Clone)]
+pub(super) struct Held {
+    /// The `rev` Redis had when this was written or read.
+    pub(super) rev: u64,
+    pub(super) stored: Stored,
+    /// The stored form of its spec (the record's spec field, encoded):
+    /// written again unchanged while the spec is the same `Arc`, and
+    /// compared with a spec read back to reuse the validated one.
+    pub(super) spec_field: Arc<[u8]>,
+    /// A compare-and-set from this state lost: the next step reads Redis
+    /// instead. Kept meanwhile for a restore (the loss may be Redis having
+    /// come back empty, and then this is the newest state there is).
+    pub(super) doubted: bool,
+}
+
+/// The held tasks, by id.
+#[derive(Default)]
+pub(super) struct HeldTasks {
+    tasks: Mutex<HashMap<TaskId, Held>>,
+}
+
+impl HeldTasks {
+    fn lock(&self) -> MutexGuard<'_, HashMap<TaskId, Held>> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of the held state of `id`, to decide a step on, unless it
+    /// is in doubt.
+    pub(super) fn get(&self, id: &TaskId) -> Option<(u64, Stored)> {
+        self.lock()
+            .get(id)
+            .filter(|held| !held.doubted)
+            .map(|held| (held.rev, held.stored.clone()))
+    }
+
+    /// Keeps `held` as the task's state unless a newer one (by `rev`) is
+    /// already held: a read or write that completes late never replaces a
+    /// newer state.
+    pub(super) fn keep(&self, id: &TaskId, held: Held) {
+        let mut tasks = self.lock();
+        match tasks.get(id) {
+            Some(newer) if newer.rev > held.rev => {}
+            _ => {
+                tasks.insert(id.clone(), held);
+            }
+        }
+    }
+
+    /// Forgets `id`: it was deleted.
+    pub(super) fn forget(&self, id: &TaskId) {
+        self.lock().remove(id);
+    }
+
+    /// A write from `rev` of `id` lost its compare-and-set: unless a newer
+    /// state is held already, the next step reads Redis.
+    pub(super) fn doubt(&self, id: &TaskId, rev: u64) {
+        if let Some(held) = self.lock().get_mut(id)
+            && held.rev <= rev
+        {
+            held.doubted = true;
+        }
+    }
+
+    /// The spec field held for `spec` of `id`, if `spec` is the held one.
+    pub(super) fn spec_field(&self, id: &TaskId, spec: &Arc<TaskSpec>) -> Option<Arc<[u8]>> {
+        self.lock()
+            .get(id)
+            .filter(|held| Arc::ptr_eq(&held.stored.record.spec, spec))
+            .map(|held| held.spec_field.clone())
+    }
+
+    /// The validated spec held for `id` if its stored form is `field`.
+    pub(super) fn spec_of_field(&self, id: &TaskId, field: &[u8]) -> Option<Arc<TaskSpec>> {
+        self.lock()
+            .get(id)
+            .filter(|held| *held.spec_field == *field)
+            .map(|held| held.stored.record.spec.clone())
+    }
+
+    /// Copies of every held task, for a restore.
+    pub(super) fn all(&self) -> Vec<(TaskId, Held)> {
+        self.lock()
+            .iter()
+            .map(|(id, held)| (id.clone(), held.clone()))
+            .collect()
+    }
+}
