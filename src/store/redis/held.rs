@@ -16,7 +16,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use crate::{
@@ -24,8 +27,8 @@ use crate::{
     task::{TaskId, TaskSpec},
 };
 
-/// One held task.
-#[derive(Clone)]
+/// One held task. Shared (`Arc`) so a lookup copies a pointer under the
+/// lock, not the task.
 pub(super) struct Held {
     /// The `rev` Redis had when this was written or read.
     pub(super) rev: u64,
@@ -37,33 +40,42 @@ pub(super) struct Held {
     /// A compare-and-set from this state lost: the next step reads Redis
     /// instead. Kept meanwhile for a restore (the loss may be Redis having
     /// come back empty, and then this is the newest state there is).
-    pub(super) doubted: bool,
+    pub(super) doubted: AtomicBool,
+}
+
+impl Held {
+    pub(super) fn new(rev: u64, stored: Stored, spec_field: Arc<[u8]>) -> Arc<Held> {
+        Arc::new(Held {
+            rev,
+            stored,
+            spec_field,
+            doubted: AtomicBool::new(false),
+        })
+    }
 }
 
 /// The held tasks, by id.
 #[derive(Default)]
 pub(super) struct HeldTasks {
-    tasks: Mutex<HashMap<TaskId, Held>>,
+    tasks: Mutex<HashMap<TaskId, Arc<Held>>>,
 }
 
 impl HeldTasks {
-    fn lock(&self) -> MutexGuard<'_, HashMap<TaskId, Held>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<TaskId, Arc<Held>>> {
         self.tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A copy of the held state of `id`, to decide a step on, unless it
+    /// The held state of `id`, to decide a step on (on a copy), unless it
     /// is in doubt.
-    pub(super) fn get(&self, id: &TaskId) -> Option<(u64, Stored)> {
-        self.lock()
-            .get(id)
-            .filter(|held| !held.doubted)
-            .map(|held| (held.rev, held.stored.clone()))
+    pub(super) fn get(&self, id: &TaskId) -> Option<Arc<Held>> {
+        let held = self.lock().get(id).cloned()?;
+        (!held.doubted.load(Ordering::Acquire)).then_some(held)
     }
 
     /// Keeps `held` as the task's state unless a newer one (by `rev`) is
     /// already held: a read or write that completes late never replaces a
     /// newer state.
-    pub(super) fn keep(&self, id: &TaskId, held: Held) {
+    pub(super) fn keep(&self, id: &TaskId, held: Arc<Held>) {
         let mut tasks = self.lock();
         match tasks.get(id) {
             Some(newer) if newer.rev > held.rev => {}
@@ -81,19 +93,11 @@ impl HeldTasks {
     /// A write from `rev` of `id` lost its compare-and-set: unless a newer
     /// state is held already, the next step reads Redis.
     pub(super) fn doubt(&self, id: &TaskId, rev: u64) {
-        if let Some(held) = self.lock().get_mut(id)
+        if let Some(held) = self.lock().get(id)
             && held.rev <= rev
         {
-            held.doubted = true;
+            held.doubted.store(true, Ordering::Release);
         }
-    }
-
-    /// The spec field held for `spec` of `id`, if `spec` is the held one.
-    pub(super) fn spec_field(&self, id: &TaskId, spec: &Arc<TaskSpec>) -> Option<Arc<[u8]>> {
-        self.lock()
-            .get(id)
-            .filter(|held| Arc::ptr_eq(&held.stored.record.spec, spec))
-            .map(|held| held.spec_field.clone())
     }
 
     /// The validated spec held for `id` if its stored form is `field`.
@@ -105,7 +109,7 @@ impl HeldTasks {
     }
 
     /// Copies of every held task, for a restore.
-    pub(super) fn all(&self) -> Vec<(TaskId, Held)> {
+    pub(super) fn all(&self) -> Vec<(TaskId, Arc<Held>)> {
         self.lock()
             .iter()
             .map(|(id, held)| (id.clone(), held.clone()))

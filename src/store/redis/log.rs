@@ -225,10 +225,16 @@ impl RedisStore {
         let token = batch_token(batch);
         for _ in 0..MAX_CAS_ROUNDS {
             let loaded = self.load_held(&task_ids).await?;
-            // Index in `task_ids` -> (rev, state, index of its last result).
-            let mut tasks: Vec<Option<(u64, Stored, usize)>> = loaded
+            // Index in `task_ids` -> (state read, new state, index of its
+            // last result).
+            let mut tasks: Vec<Option<(Arc<Held>, Stored, usize)>> = loaded
                 .into_iter()
-                .map(|l| l.map(|(rev, stored)| (rev, stored, 0)))
+                .map(|l| {
+                    l.map(|from| {
+                        let stored = from.stored.clone();
+                        (from, stored, 0)
+                    })
+                })
                 .collect();
             let mut recorded = Recorded::default();
             let mut ended = Vec::new();
@@ -274,14 +280,15 @@ impl RedisStore {
                     .arg(*fence)
                     .arg(u8::from(*lapsed));
             }
-            let written: Vec<(u64, Stored, usize)> = tasks.into_iter().flatten().collect();
+            let written: Vec<(Arc<Held>, Stored, usize)> = tasks.into_iter().flatten().collect();
             invocation.arg(written.len());
             let mut fields = Vec::with_capacity(written.len());
-            for (rev, stored, last) in &written {
-                let field = self.spec_field(stored);
+            for (from, stored, last) in &written {
+                // Settling never changes a spec.
+                let field = from.spec_field.clone();
                 invocation.key(self.keys.task(&stored.record.id));
                 invocation
-                    .arg(rev)
+                    .arg(from.rev)
                     .arg(codec::encode_task(stored, &field))
                     .arg(*last);
                 fields.push(field);
@@ -299,8 +306,8 @@ impl RedisStore {
             // Each task's state is in doubt until the script says it landed:
             // a lost reply, a conflict or an emptied Redis all read again.
             let doubt = || {
-                for (rev, stored, _) in &written {
-                    self.held.doubt(&stored.record.id, *rev);
+                for (from, stored, _) in &written {
+                    self.held.doubt(&stored.record.id, from.rev);
                 }
             };
             let mut conn = self.conn().await?;
@@ -347,17 +354,9 @@ impl RedisStore {
                 })
                 .collect();
             recorded.ended = ended;
-            for ((rev, stored, _), spec_field) in written.into_iter().zip(fields) {
+            for ((from, stored, _), spec_field) in written.into_iter().zip(fields) {
                 let id = stored.record.id.clone();
-                self.held.keep(
-                    &id,
-                    Held {
-                        rev: rev + 1,
-                        stored,
-                        spec_field,
-                        doubted: false,
-                    },
-                );
+                self.held.keep(&id, Held::new(from.rev + 1, stored, spec_field));
             }
             return Ok(recorded);
         }

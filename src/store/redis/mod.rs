@@ -140,12 +140,28 @@ type Loaded = (u64, Stored);
 struct Write {
     /// Index of the step it belongs to, reported back on conflict.
     index: usize,
-    /// The `rev` the state was decided from (None: create).
-    rev: Option<u64>,
     /// The task's id.
     id: TaskId,
+    /// The state it was decided from, with its `rev` (None: create).
+    from: Option<Arc<Held>>,
     /// The new state, None to delete.
     stored: Option<Stored>,
+}
+
+impl Write {
+    /// A step's write of `stored`, decided from `from`.
+    fn of(index: usize, from: Arc<Held>, stored: Stored) -> Write {
+        Write {
+            index,
+            id: stored.record.id.clone(),
+            from: Some(from),
+            stored: Some(stored),
+        }
+    }
+
+    fn rev(&self) -> Option<u64> {
+        self.from.as_ref().map(|from| from.rev)
+    }
 }
 
 impl RedisStore {
@@ -226,23 +242,25 @@ impl RedisStore {
         }
     }
 
-    /// The spec field of `stored`: the held one while its spec is the same.
-    fn spec_field(&self, stored: &Stored) -> Arc<[u8]> {
-        let record = &stored.record;
-        self.held
-            .spec_field(&record.id, &record.spec)
-            .unwrap_or_else(|| codec::spec_field(&record.spec))
-    }
-
     async fn conn(&self) -> Result<crate::redis_pool::RedisConnection, StoreError> {
         self.pool.get().await.map_err(|e| StoreError::Unavailable {
             reason: e.to_string(),
         })
     }
 
+    /// Reads tasks from Redis for a caller, in one pipelined round trip.
+    async fn load(&self, ids: &[TaskId]) -> Result<Vec<Option<Loaded>>, StoreError> {
+        Ok(self
+            .load_rows(ids)
+            .await?
+            .into_iter()
+            .map(|held| held.map(|held| (held.rev, held.stored.clone())))
+            .collect())
+    }
+
     /// Reads tasks from Redis in one pipelined round trip, and holds what
     /// it read.
-    async fn load(&self, ids: &[TaskId]) -> Result<Vec<Option<Loaded>>, StoreError> {
+    async fn load_rows(&self, ids: &[TaskId]) -> Result<Vec<Option<Arc<Held>>>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -287,16 +305,9 @@ impl RedisStore {
                             key: self.keys.task(id),
                             reason,
                         })?;
-                    self.held.keep(
-                        id,
-                        Held {
-                            rev,
-                            stored: stored.clone(),
-                            spec_field,
-                            doubted: false,
-                        },
-                    );
-                    Ok(Some((rev, stored)))
+                    let held = Held::new(rev, stored, spec_field);
+                    self.held.keep(id, held.clone());
+                    Ok(Some(held))
                 }
                 _ => Ok(None),
             })
@@ -311,8 +322,8 @@ impl RedisStore {
     /// in doubt, the rest read from Redis in one round trip. Only for
     /// steps that write what they decide with a compare-and-set: a held
     /// state may be behind Redis, and the write is what finds out.
-    async fn load_held(&self, ids: &[TaskId]) -> Result<Vec<Option<Loaded>>, StoreError> {
-        let mut out: Vec<Option<Loaded>> = Vec::with_capacity(ids.len());
+    async fn load_held(&self, ids: &[TaskId]) -> Result<Vec<Option<Arc<Held>>>, StoreError> {
+        let mut out: Vec<Option<Arc<Held>>> = Vec::with_capacity(ids.len());
         let mut missing: Vec<usize> = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             let held = self.held.get(id);
@@ -323,7 +334,7 @@ impl RedisStore {
         }
         if !missing.is_empty() {
             let read: Vec<TaskId> = missing.iter().map(|&i| ids[i].clone()).collect();
-            for (i, loaded) in missing.into_iter().zip(self.load(&read).await?) {
+            for (i, loaded) in missing.into_iter().zip(self.load_rows(&read).await?) {
                 out[i] = loaded;
             }
         }
@@ -354,10 +365,15 @@ impl RedisStore {
                 invocation.key(self.keys.task(&write.id));
                 invocation
                     .arg(write.id.as_str())
-                    .arg(write.rev.map(|r| r.to_string()).unwrap_or_default());
+                    .arg(write.rev().map(|r| r.to_string()).unwrap_or_default());
                 match &write.stored {
                     Some(stored) => {
-                        let field = self.spec_field(stored);
+                        let field = match &write.from {
+                            Some(from) if Arc::ptr_eq(&from.stored.record.spec, &stored.record.spec) => {
+                                from.spec_field.clone()
+                            }
+                            _ => codec::spec_field(&stored.record.spec),
+                        };
                         let (due, state, next) = derived(stored);
                         invocation
                             .arg(codec::encode_task(stored, &field))
@@ -380,7 +396,7 @@ impl RedisStore {
                         // It may have landed, its reply lost: the next step
                         // reads what Redis has.
                         for write in &writes {
-                            if let Some(rev) = write.rev {
+                            if let Some(rev) = write.rev() {
                                 self.held.doubt(&write.id, rev);
                             }
                         }
@@ -390,8 +406,9 @@ impl RedisStore {
                 let lost: Vec<usize> = lost.into_iter().map(|i| i.wrapping_sub(1)).collect();
                 let mut lost_steps = Vec::with_capacity(lost.len());
                 for (i, (write, field)) in writes.into_iter().zip(fields).enumerate() {
+                    let rev = write.rev();
                     if lost.contains(&i) {
-                        if let Some(rev) = write.rev {
+                        if let Some(rev) = rev {
                             self.held.doubt(&write.id, rev);
                         }
                         lost_steps.push(write.index);
@@ -400,13 +417,8 @@ impl RedisStore {
                     match (write.stored, field) {
                         (Some(stored), Some(spec_field)) => self.held.keep(
                             &write.id,
-                            Held {
-                                // The script's: one more than read, 1 if new.
-                                rev: write.rev.map_or(1, |r| r + 1),
-                                stored,
-                                spec_field,
-                                doubted: false,
-                            },
+                            // The script's rev: one more than read, 1 if new.
+                            Held::new(rev.map_or(1, |r| r + 1), stored, spec_field),
                         ),
                         _ => self.held.forget(&write.id),
                     }
@@ -430,21 +442,15 @@ impl RedisStore {
         mut step: impl FnMut(&mut Stored) -> (T, bool),
     ) -> Result<Option<T>, StoreError> {
         for _ in 0..MAX_CAS_ROUNDS {
-            let Some((rev, mut stored)) = self.load_held(std::slice::from_ref(id)).await?.pop().flatten() else {
+            let Some(from) = self.load_held(std::slice::from_ref(id)).await?.pop().flatten() else {
                 return Ok(None);
             };
+            let mut stored = from.stored.clone();
             let (answer, changed) = step(&mut stored);
             if !changed {
                 return Ok(Some(answer));
             }
-            let lost = self
-                .write(vec![Write {
-                    index: 0,
-                    rev: Some(rev),
-                    id: id.clone(),
-                    stored: Some(stored),
-                }])
-                .await?;
+            let lost = self.write(vec![Write::of(0, from, stored)]).await?;
             if lost.is_empty() {
                 return Ok(Some(answer));
             }
@@ -561,8 +567,8 @@ impl Store for RedisStore {
         let lost = self
             .write(vec![Write {
                 index: 0,
-                rev: None,
                 id: id.clone(),
+                from: None,
                 stored: Some(stored),
             }])
             .await?;
@@ -614,17 +620,18 @@ impl Store for RedisStore {
         let conflict = || StoreError::Conflict {
             task_id: id.clone(),
         };
-        let Some((rev, stored)) = self.load_one(id).await? else {
+        let Some(from) = self.load_rows(std::slice::from_ref(id)).await?.pop().flatten() else {
             return Err(conflict());
         };
-        if !stored.deletable(version) {
+        if !from.stored.deletable(version) {
             return Err(conflict());
         }
+        let request_id = from.stored.request_id.clone();
         let lost = self
             .write(vec![Write {
                 index: 0,
-                rev: Some(rev),
                 id: id.clone(),
+                from: Some(from),
                 stored: None,
             }])
             .await?;
@@ -645,7 +652,7 @@ impl Store for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        if let Some(request_id) = &stored.request_id {
+        if let Some(request_id) = &request_id {
             let _: () = conn
                 .del(self.keys.request(request_id))
                 .await
@@ -700,19 +707,15 @@ impl Store for RedisStore {
             let mut writes: Vec<Write> = Vec::with_capacity(pending.len());
             let mut decided: Vec<(usize, Fired)> = Vec::with_capacity(pending.len());
             for (&i, loaded) in pending.iter().zip(loaded) {
-                let Some((rev, mut stored)) = loaded else {
+                let Some(from) = loaded else {
                     answers[i] = Some(Fired::Stale);
                     continue;
                 };
+                let mut stored = from.stored.clone();
                 match stored.fire(batch[i].clone()) {
                     Fired::Stale => answers[i] = Some(Fired::Stale),
                     fired => {
-                        writes.push(Write {
-                            index: i,
-                            rev: Some(rev),
-                            id: stored.record.id.clone(),
-                            stored: Some(stored),
-                        });
+                        writes.push(Write::of(i, from, stored));
                         decided.push((i, fired));
                     }
                 }
@@ -826,20 +829,16 @@ impl Store for RedisStore {
             let mut writes: Vec<Write> = Vec::with_capacity(pending.len());
             let mut decided: Vec<(usize, Vec<(usize, bool)>)> = Vec::new();
             for (task_index, loaded) in loaded.into_iter().enumerate() {
-                let Some((rev, mut stored)) = loaded else {
+                let Some(from) = loaded else {
                     continue;
                 };
+                let mut stored = from.stored.clone();
                 let started: Vec<(usize, bool)> = by_task[&pending[task_index]]
                     .iter()
                     .map(|&i| (i, stored.start(runs[i].record.run)))
                     .collect();
                 if started.iter().any(|(_, s)| *s) {
-                    writes.push(Write {
-                        index: task_index,
-                        rev: Some(rev),
-                        id: stored.record.id.clone(),
-                        stored: Some(stored),
-                    });
+                    writes.push(Write::of(task_index, from, stored));
                     decided.push((task_index, started));
                 }
             }

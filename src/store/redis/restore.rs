@@ -2,7 +2,7 @@
 //! process holds: every task as it last wrote or read it (held.rs), under
 //! a new epoch so every earlier cursor is DATA_LOSS.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use redis::AsyncCommands;
 
@@ -28,8 +28,8 @@ impl RedisStore {
             .map_err(unavailable)?;
         // Write back every definition held, by shard; a task already there
         // (written since Redis came back) is newer and stays.
-        let held: Vec<(TaskId, Held)> = self.held.all();
-        let mut by_shard: BTreeMap<u32, Vec<&(TaskId, Held)>> = BTreeMap::new();
+        let held: Vec<(TaskId, Arc<Held>)> = self.held.all();
+        let mut by_shard: BTreeMap<u32, Vec<&(TaskId, Arc<Held>)>> = BTreeMap::new();
         for task in &held {
             by_shard
                 .entry(self.keys.shard_of(task.0.as_str()))
@@ -73,11 +73,7 @@ impl RedisStore {
                     }
                     self.held.keep(
                         id,
-                        Held {
-                            rev: task.rev + 1,
-                            doubted: false,
-                            ..task.clone()
-                        },
+                        Held::new(task.rev + 1, task.stored.clone(), task.spec_field.clone()),
                     );
                 }
             }

@@ -7,11 +7,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use redis::{
-    self, AsyncConnectionConfig,
-    aio::MultiplexedConnection,
-    streams::{StreamReadOptions, StreamReadReply},
-};
+use redis::{self, AsyncConnectionConfig, Value, aio::MultiplexedConnection, streams::StreamReadOptions};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -97,10 +93,7 @@ impl RedisStore {
                 failing = false;
                 pause = RECONNECT_FIRST;
             }
-            let entries = reply
-                .and_then(|r| r.keys.into_iter().next())
-                .map(|k| k.ids)
-                .unwrap_or_default();
+            let entries = log_entries(reply);
             if entries.is_empty() {
                 if draining {
                     return;
@@ -110,24 +103,23 @@ impl RedisStore {
             let read = entries.len();
             let mut results: Vec<Arc<TaskResult>> = Vec::with_capacity(read);
             for entry in entries {
-                last = entry.id.clone();
-                if let Some(ended) = entry.get::<String>("e") {
+                if let Some(ended) = entry.ended {
                     // Results before the end go first, then the end.
-                    if let Ok(task) = TaskId::parse(&ended) {
+                    if let Ok(task) = std::str::from_utf8(&ended).map_err(drop).and_then(|t| TaskId::parse(t).map_err(drop)) {
                         sink.publish(&std::mem::take(&mut results), &[task]);
                     }
-                    continue;
-                }
-                let raw: Vec<u8> = entry.get("r").unwrap_or_default();
-                match codec::decode_result_bytes(&raw) {
-                    Ok(mut result) => {
-                        result.cursor = format!("{epoch}-{}", entry.id);
-                        results.push(Arc::new(result));
+                } else {
+                    match codec::decode_result_bytes(&entry.result) {
+                        Ok(mut result) => {
+                            result.cursor = format!("{epoch}-{}", entry.id);
+                            results.push(Arc::new(result));
+                        }
+                        Err(reason) => {
+                            warn!(id = %entry.id, %reason, "log entry unreadable, not delivered");
+                        }
                     }
-                    Err(reason) => {
-                        warn!(id = %entry.id, %reason, "log entry unreadable, not delivered");
-                    }
                 }
+                last = entry.id;
             }
             if !results.is_empty() {
                 sink.publish(&results, &[]);
@@ -145,7 +137,7 @@ impl RedisStore {
         conn: &mut Option<MultiplexedConnection>,
         last: &str,
         draining: bool,
-    ) -> Result<Option<StreamReadReply>, redis::RedisError> {
+    ) -> Result<Value, redis::RedisError> {
         let connection = match conn {
             Some(c) => c,
             None => conn.insert(self.tail_connection().await?),
@@ -180,4 +172,78 @@ impl RedisStore {
             .await?;
         Ok(conn)
     }
+}
+
+/// One log entry as the reader needs it.
+struct Entry {
+    id: String,
+    /// The result (`r`), encoded.
+    result: Vec<u8>,
+    /// The task whose end this entry is (`e`).
+    ended: Option<Vec<u8>>,
+}
+
+/// The entries of an XREAD reply on the log (one stream), taken apart by
+/// hand: redis-rs' typed stream reply copies every field into a map of
+/// values, which was a tenth of the server's CPU under a herd (profiled).
+/// Nil (the block timed out) and anything unexpected read as no entries.
+fn log_entries(reply: Value) -> Vec<Entry> {
+    let streams = match reply {
+        Value::Array(streams) => streams,
+        // RESP3 answers with a map of stream to entries.
+        Value::Map(streams) => streams.into_iter().map(|(_, entries)| entries).collect(),
+        _ => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    for stream in streams {
+        let entries = match stream {
+            // RESP2: [name, entries]
+            Value::Array(mut pair) if pair.len() == 2 => pair.pop(),
+            // The entries themselves (from a RESP3 map).
+            other => Some(other),
+        };
+        let Some(Value::Array(entries)) = entries else {
+            continue;
+        };
+        for entry in entries {
+            let Value::Array(mut entry) = entry else {
+                continue;
+            };
+            let (Some(fields), Some(id)) = (entry.pop(), entry.pop()) else {
+                continue;
+            };
+            let Some(id) = text(id) else {
+                continue;
+            };
+            let fields = match fields {
+                Value::Array(fields) => fields,
+                Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+                _ => continue,
+            };
+            let mut result = Vec::new();
+            let mut ended = None;
+            let mut fields = fields.into_iter();
+            while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+                match (bytes(name).as_deref(), bytes(value)) {
+                    (Some(b"r"), Some(value)) => result = value,
+                    (Some(b"e"), Some(value)) => ended = Some(value),
+                    _ => {}
+                }
+            }
+            out.push(Entry { id, result, ended });
+        }
+    }
+    out
+}
+
+fn bytes(value: Value) -> Option<Vec<u8>> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(text) => Some(text.into_bytes()),
+        _ => None,
+    }
+}
+
+fn text(value: Value) -> Option<String> {
+    bytes(value).and_then(|b| String::from_utf8(b).ok())
 }
