@@ -25,6 +25,14 @@ use crate::{
 /// Most messages taken per batch: one store call and one publication.
 const MAX_BATCH: usize = 4096;
 
+/// Longest a batch waits for runs being fired or started to go first
+/// ([`Stats::starting_runs`]): results of a herd's first runs are recorded
+/// (and streamed) at most this much later.
+const MAX_YIELD: Duration = Duration::from_millis(250);
+
+/// How often a waiting batch looks again.
+const YIELD_TICK: Duration = Duration::from_millis(1);
+
 /// Tries of a batch the store refused for a reason other than being
 /// unreachable, before its results are given up as lost (and counted and
 /// logged as such).
@@ -162,9 +170,24 @@ impl Writer {
                     Message::Close => closing = true,
                 }
             }
+            if !closing {
+                self.yield_to_starts().await;
+            }
             self.commit(&mut batch, &mut ended).await;
             if closing {
                 return;
+            }
+        }
+    }
+
+    /// Waits, up to [`MAX_YIELD`], while runs are being fired or started.
+    async fn yield_to_starts(&self) {
+        // Tokio's clock, so tests on a paused clock see the bound too.
+        let deadline = tokio::time::Instant::now() + MAX_YIELD;
+        while self.stats.starting_runs() && tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                _ = self.stopping.cancelled() => return,
+                _ = tokio::time::sleep(YIELD_TICK) => {}
             }
         }
     }

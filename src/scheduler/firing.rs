@@ -21,6 +21,15 @@ use crate::{
 /// control call waiting for the store lock waits for one chunk at most.
 const FIRE_CHUNK: usize = 1024;
 
+/// Due slots fired at once from which a batch is a herd: the result writer
+/// waits for a herd's runs to start before recording results (see
+/// [`Stats::starting_runs`]). Smaller batches, the steady trickle of
+/// spread-out schedules, do not hold results back: a writer that waited
+/// for each of them made its batches bigger, and on Redis a bigger batch is
+/// a longer script that the next firing waits behind (10,000 tasks at
+/// random phases: p99 lateness 3 -> 9 ms, measured).
+pub(super) const HERD: usize = 256;
+
 /// A slot fired less than this after it was due is on time, not missed,
 /// whatever its task's catch-up window: every firing is a little late (the
 /// timer's wake-up; a herd fired a chunk at a time, about 0.1 s for 10,000
@@ -33,6 +42,7 @@ const ON_TIME_SLACK: Duration = Duration::from_secs(1);
 impl Inner {
     /// Fires the due slots of `batch`, a chunk per store call.
     pub(super) async fn fire_batch(self: &Arc<Self>, batch: Vec<Armed>) {
+        let _herd = (batch.len() >= HERD).then(|| self.stats.starting());
         for chunk in batch.chunks(FIRE_CHUNK) {
             if self.stopping.is_cancelled() {
                 return;

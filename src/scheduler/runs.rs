@@ -88,6 +88,7 @@ impl Inner {
             self.stats
                 .runs_waiting
                 .fetch_sub(wave.len() as u64, Ordering::Relaxed);
+            let _herd = (wave.len() >= super::firing::HERD).then(|| self.stats.starting());
             self.start_wave(&mut wave, &mut wave_slots).await;
         }
     }
