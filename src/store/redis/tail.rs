@@ -188,21 +188,22 @@ struct Entry {
 /// values, which was a tenth of the server's CPU under a herd (profiled).
 /// Nil (the block timed out) and anything unexpected read as no entries.
 fn log_entries(reply: Value) -> Vec<Entry> {
-    let streams = match reply {
-        Value::Array(streams) => streams,
-        // RESP3 answers with a map of stream to entries.
+    let lists: Vec<Value> = match reply {
+        // RESP2: one [name, entries] pair per stream.
+        Value::Array(streams) => streams
+            .into_iter()
+            .filter_map(|stream| match stream {
+                Value::Array(mut pair) if pair.len() == 2 => pair.pop(),
+                _ => None,
+            })
+            .collect(),
+        // RESP3: a map of stream name to entries.
         Value::Map(streams) => streams.into_iter().map(|(_, entries)| entries).collect(),
         _ => return Vec::new(),
     };
     let mut out = Vec::new();
-    for stream in streams {
-        let entries = match stream {
-            // RESP2: [name, entries]
-            Value::Array(mut pair) if pair.len() == 2 => pair.pop(),
-            // The entries themselves (from a RESP3 map).
-            other => Some(other),
-        };
-        let Some(Value::Array(entries)) = entries else {
+    for list in lists {
+        let Value::Array(entries) = list else {
             continue;
         };
         for entry in entries {
@@ -246,4 +247,46 @@ fn bytes(value: Value) -> Option<Vec<u8>> {
 
 fn text(value: Value) -> Option<String> {
     bytes(value).and_then(|b| String::from_utf8(b).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    /// Two entries: a result and an end.
+    fn entries() -> Value {
+        Value::Array(vec![
+            Value::Array(vec![
+                bulk("1-0"),
+                Value::Array(vec![bulk("t"), bulk("a"), bulk("r"), bulk("payload")]),
+            ]),
+            Value::Array(vec![bulk("1-1"), Value::Array(vec![bulk("e"), bulk("a")])]),
+        ])
+    }
+
+    fn read(reply: Value) -> Vec<(String, Vec<u8>, Option<Vec<u8>>)> {
+        log_entries(reply)
+            .into_iter()
+            .map(|e| (e.id, e.result, e.ended))
+            .collect()
+    }
+
+    #[test]
+    fn xread_replies_read_the_same_in_resp2_and_resp3() {
+        let want = vec![
+            ("1-0".to_string(), b"payload".to_vec(), None),
+            ("1-1".to_string(), Vec::new(), Some(b"a".to_vec())),
+        ];
+        let resp2 = Value::Array(vec![Value::Array(vec![bulk("log"), entries()])]);
+        assert_eq!(read(resp2), want);
+        // Two entries in a RESP3 map value must not pass for a RESP2
+        // [name, entries] pair.
+        let resp3 = Value::Map(vec![(bulk("log"), entries())]);
+        assert_eq!(read(resp3), want);
+        assert!(read(Value::Nil).is_empty(), "a block that timed out");
+    }
 }
