@@ -816,3 +816,37 @@ async fn a_step_from_a_held_state_another_writer_changed_is_decided_again() {
     assert_eq!(view.run_count, 1, "the second slot did not run");
     test.delete_keys().await;
 }
+
+/// Answers built from the state a store holds (here a firing's view of its
+/// task) carry the last result with the cursor the log gave it.
+#[tokio::test]
+async fn answers_from_the_held_state_carry_the_last_results_cursor() {
+    let test = TestStore::open(roomy()).await;
+    let store = &test.store;
+    let armed = insert(store, "cursor", OverlapPolicy::Allow).await;
+    let Fired::Done(first) = fire_one(store, firing(&armed, false)).await else {
+        panic!("fires");
+    };
+    let Dispatch::Start(run) = first.dispatch else {
+        panic!("run 1 dispatched");
+    };
+    assert_eq!(
+        store.start_runs(std::slice::from_ref(&run)).await.unwrap(),
+        [true]
+    );
+    let recorded = store
+        .record(&[Recording {
+            result: result("cursor", run.record.run, 3),
+            finishes_run: true,
+            fence: run.record.fence,
+        }])
+        .await
+        .unwrap();
+    let Fired::Done(second) = fire_one(store, firing(&first.task, false)).await else {
+        panic!("fires again");
+    };
+    let last = second.task.last_result.expect("a last result");
+    assert!(!last.cursor.is_empty());
+    assert_eq!(last.cursor, recorded.results[0].cursor);
+    test.delete_keys().await;
+}

@@ -224,13 +224,14 @@ impl RedisStore {
             .collect();
         let token = batch_token(batch);
         for _ in 0..MAX_CAS_ROUNDS {
-            let loaded = self.load_held(&task_ids).await?;
+            // Settling always writes: its compare-and-set checks the state.
+            let loaded = self.load_held(&task_ids, |_| false).await?;
             // Index in `task_ids` -> (state read, new state, index of its
             // last result).
             let mut tasks: Vec<Option<(Arc<Held>, Stored, usize)>> = loaded
                 .into_iter()
                 .map(|l| {
-                    l.map(|from| {
+                    l.map(|(from, _)| {
                         let stored = from.stored.clone();
                         (from, stored, 0)
                     })
@@ -354,7 +355,12 @@ impl RedisStore {
                 })
                 .collect();
             recorded.ended = ended;
-            for ((from, stored, _), spec_field) in written.into_iter().zip(fields) {
+            for ((from, mut stored, last), spec_field) in written.into_iter().zip(fields) {
+                // Its last result as recorded, with the cursor the log gave
+                // it (the state was settled before the log had it).
+                if let Some(recorded) = last.checked_sub(1).and_then(|i| recorded.results.get(i)) {
+                    stored.last_result = Some(recorded.clone());
+                }
                 let id = stored.record.id.clone();
                 self.held.keep(&id, Held::new(from.rev + 1, stored, spec_field));
             }
