@@ -850,3 +850,45 @@ async fn answers_from_the_held_state_carry_the_last_results_cursor() {
     assert_eq!(last.cursor, recorded.results[0].cursor);
     test.delete_keys().await;
 }
+
+/// Two registrations with one request id at once (a client's retry racing
+/// its first try) make one task: the other gets that task, or UNAVAILABLE
+/// while it is being written, never a second task.
+#[tokio::test]
+async fn one_request_id_registered_twice_at_once_makes_one_task() {
+    let test = TestStore::open(roomy()).await;
+    let store = &test.store;
+    let (a, b) = tokio::join!(
+        store.insert_task(record("req-a", OverlapPolicy::Allow), Some("r-1")),
+        store.insert_task(record("req-b", OverlapPolicy::Allow), Some("r-1")),
+    );
+    let created: Vec<&TaskRecord> = [&a, &b]
+        .into_iter()
+        .filter_map(|r| match r {
+            Ok(Inserted::Created(task)) => Some(task),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created.len(), 1, "{a:?} {b:?}");
+    for answer in [&a, &b] {
+        assert!(
+            matches!(
+                answer,
+                Ok(Inserted::Created(_) | Inserted::SameRequest(_))
+                    | Err(StoreError::Unavailable { .. })
+            ),
+            "{answer:?}"
+        );
+    }
+    assert_eq!(store.count_tasks().await.unwrap(), 1);
+    // Once written, a retry is answered with it.
+    match store
+        .insert_task(record("req-c", OverlapPolicy::Allow), Some("r-1"))
+        .await
+        .unwrap()
+    {
+        Inserted::SameRequest(task) => assert_eq!(task.id, created[0].id),
+        other => panic!("{other:?}"),
+    }
+    test.delete_keys().await;
+}

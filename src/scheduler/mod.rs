@@ -402,7 +402,8 @@ impl Scheduler {
         let spec = Arc::new(spec);
         // No lock across the store's round trips: registrations run side
         // by side, and the store's insert is what decides "new" or "taken"
-        // (a create only lands where nothing is).
+        // (a create only lands where nothing is; one registration of a
+        // request id holds its claim, others get its task or UNAVAILABLE).
         let Some(_reserved) = inner.task_count.reserve(&*inner.store, inner.settings.max_tasks).await? else {
             // At the cap, a retry of a registration that landed is still
             // answered with its task.

@@ -6,8 +6,10 @@
 //! nothing else writes a task it costs no read, no decode and no spec
 //! validation (a quarter of the server's CPU while firing when every step
 //! read its task; benches/README.md). Anything else that wrote the task in
-//! between makes the compare-and-set lose; the step then forgets the held
-//! state and reads Redis, so no write is ever decided from a stale state.
+//! between makes the compare-and-set lose; the held state is then in doubt
+//! and the step reads Redis, so no write is ever decided from a stale
+//! state. A step that would write nothing (a refusal, nothing to do) reads
+//! Redis before it answers, since no compare-and-set checks it.
 //! And a Redis that came back empty gets the held tasks written back
 //! (restore.rs): they are this process's newest knowledge of each task.
 //!
@@ -37,9 +39,10 @@ pub(super) struct Held {
     /// written again unchanged while the spec is the same `Arc`, and
     /// compared with a spec read back to reuse the validated one.
     pub(super) spec_field: Arc<[u8]>,
-    /// A compare-and-set from this state lost: the next step reads Redis
-    /// instead. Kept meanwhile for a restore (the loss may be Redis having
-    /// come back empty, and then this is the newest state there is).
+    /// A compare-and-set from this state lost, or a write from it failed
+    /// or found an emptied Redis: the next step reads Redis instead. Kept
+    /// meanwhile for a restore (the loss may be Redis having come back
+    /// empty, and then this is the newest state there is).
     pub(super) doubted: AtomicBool,
 }
 
@@ -85,9 +88,29 @@ impl HeldTasks {
         }
     }
 
+    /// Holds `held` as the task's state whatever is held: the state a
+    /// create just wrote (an older incarnation of the id, held from before
+    /// Redis came back empty, must not outlive it).
+    pub(super) fn put(&self, id: &TaskId, held: Arc<Held>) {
+        self.lock().insert(id.clone(), held);
+    }
+
     /// Forgets `id`: it was deleted.
     pub(super) fn forget(&self, id: &TaskId) {
         self.lock().remove(id);
+    }
+
+    /// Forgets `id` if its state is in doubt: Redis (with the store's
+    /// epoch) no longer has it, so it was deleted by a step whose reply was
+    /// lost, and a restore must not bring it back.
+    pub(super) fn forget_doubted(&self, id: &TaskId) {
+        let mut tasks = self.lock();
+        if tasks
+            .get(id)
+            .is_some_and(|held| held.doubted.load(Ordering::Acquire))
+        {
+            tasks.remove(id);
+        }
     }
 
     /// A write from `rev` of `id` lost its compare-and-set: unless a newer

@@ -3,15 +3,15 @@
 //! are shared by replicas).
 //!
 //! Every decision is the same state machine the memory store runs
-//! ([`super::stored::Stored`]), applied optimistically: read the tasks a
-//! step touches (one pipelined round trip), apply the step in the process,
-//! and write them back with one Lua script that checks each task's `rev`
-//! (compare-and-set) and updates the due and id indexes with it. A task
-//! whose `rev` moved in between (a result recorded meanwhile, another
-//! process) is read again and decided again; nothing is ever written from a
-//! stale read. A batch of due slots thus costs two round trips while nothing
-//! races it, whatever its size: one read, one script per shard sent
-//! together.
+//! ([`super::stored::Stored`]), applied optimistically: the step is decided
+//! on a copy of the task as this process holds it (held.rs; read from Redis
+//! when not held, or in doubt) and written back with one Lua script that
+//! checks the task's `rev` (compare-and-set) and updates the due and id
+//! indexes with it. A task whose `rev` moved in between (another process, a
+//! reply that was lost) is read again and decided again; nothing is ever
+//! written from a stale state. A batch of due slots thus costs one round
+//! trip while nothing races it, whatever its size: one script per shard,
+//! sent together.
 //!
 //! Results go to a Redis stream, appended by one script that also applies
 //! retention and settles the runs they finish (see `record.lua`). Cursors
@@ -62,6 +62,11 @@ use crate::{
 /// concurrent write before reporting the store unavailable. One process
 /// races only its own result writer, which settles within a round or two.
 const MAX_CAS_ROUNDS: usize = 16;
+
+/// How long a RegisterTask request id is claimed before its task is
+/// written; the claim is kept for good once it is. Far above one write's
+/// response timeout.
+const REQUEST_CLAIM: Duration = Duration::from_secs(30);
 
 /// Settings of the Redis store.
 #[derive(Debug, Clone)]
@@ -309,7 +314,10 @@ impl RedisStore {
                     self.held.keep(id, held.clone());
                     Ok(Some(held))
                 }
-                _ => Ok(None),
+                _ => {
+                    self.held.forget_doubted(id);
+                    Ok(None)
+                }
             })
             .collect()
     }
@@ -318,24 +326,31 @@ impl RedisStore {
         Ok(self.load(std::slice::from_ref(id)).await?.pop().flatten())
     }
 
-    /// The tasks a step starts from: the held state where there is one not
-    /// in doubt, the rest read from Redis in one round trip. Only for
-    /// steps that write what they decide with a compare-and-set: a held
-    /// state may be behind Redis, and the write is what finds out.
-    async fn load_held(&self, ids: &[TaskId]) -> Result<Vec<Option<Arc<Held>>>, StoreError> {
-        let mut out: Vec<Option<Arc<Held>>> = Vec::with_capacity(ids.len());
+    /// The tasks a step starts from, each with whether it was read from
+    /// Redis just now: the held state where there is one not in doubt and
+    /// `read(i)` is false, the rest read in one round trip. A held state
+    /// may be behind Redis (another writer), so a step decided from one is
+    /// either written with a compare-and-set, which finds out, or, when it
+    /// writes nothing (a refusal, "nothing to do"), decided again from a
+    /// read before it is answered.
+    async fn load_held(
+        &self,
+        ids: &[TaskId],
+        read: impl Fn(usize) -> bool,
+    ) -> Result<Vec<Option<(Arc<Held>, bool)>>, StoreError> {
+        let mut out: Vec<Option<(Arc<Held>, bool)>> = Vec::with_capacity(ids.len());
         let mut missing: Vec<usize> = Vec::new();
         for (i, id) in ids.iter().enumerate() {
-            let held = self.held.get(id);
+            let held = if read(i) { None } else { self.held.get(id) };
             if held.is_none() {
                 missing.push(i);
             }
-            out.push(held);
+            out.push(held.map(|held| (held, false)));
         }
         if !missing.is_empty() {
-            let read: Vec<TaskId> = missing.iter().map(|&i| ids[i].clone()).collect();
-            for (i, loaded) in missing.into_iter().zip(self.load_rows(&read).await?) {
-                out[i] = loaded;
+            let wanted: Vec<TaskId> = missing.iter().map(|&i| ids[i].clone()).collect();
+            for (i, loaded) in missing.into_iter().zip(self.load_rows(&wanted).await?) {
+                out[i] = loaded.map(|held| (held, true));
             }
         }
         Ok(out)
@@ -414,12 +429,15 @@ impl RedisStore {
                         lost_steps.push(write.index);
                         continue;
                     }
-                    match (write.stored, field) {
-                        (Some(stored), Some(spec_field)) => self.held.keep(
-                            &write.id,
-                            // The script's rev: one more than read, 1 if new.
-                            Held::new(rev.map_or(1, |r| r + 1), stored, spec_field),
-                        ),
+                    match (write.stored, field, rev) {
+                        // The script's rev: one more than read.
+                        (Some(stored), Some(spec_field), Some(rev)) => self
+                            .held
+                            .keep(&write.id, Held::new(rev + 1, stored, spec_field)),
+                        // Created at 1.
+                        (Some(stored), Some(spec_field), None) => {
+                            self.held.put(&write.id, Held::new(1, stored, spec_field))
+                        }
                         _ => self.held.forget(&write.id),
                     }
                 }
@@ -441,14 +459,24 @@ impl RedisStore {
         id: &TaskId,
         mut step: impl FnMut(&mut Stored) -> (T, bool),
     ) -> Result<Option<T>, StoreError> {
+        let mut read = false;
         for _ in 0..MAX_CAS_ROUNDS {
-            let Some(from) = self.load_held(std::slice::from_ref(id)).await?.pop().flatten() else {
+            let Some((from, fresh)) = self
+                .load_held(std::slice::from_ref(id), |_| read)
+                .await?
+                .pop()
+                .flatten()
+            else {
                 return Ok(None);
             };
             let mut stored = from.stored.clone();
             let (answer, changed) = step(&mut stored);
             if !changed {
-                return Ok(Some(answer));
+                if fresh {
+                    return Ok(Some(answer));
+                }
+                read = true;
+                continue;
             }
             let lost = self.write(vec![Write::of(0, from, stored)]).await?;
             if lost.is_empty() {
@@ -545,20 +573,29 @@ impl Store for RedisStore {
         let mut conn = self.conn().await?;
         if let Some(request_id) = request_id {
             let key = self.keys.request(request_id);
-            // Claim the request id first: a crash after it leaves a request
-            // id naming a task that does not exist, which reads as unused.
-            let claimed: bool = conn
-                .set_nx(&key, record.id.as_str())
+            // Claim the request id first, for a while: kept for good once
+            // the task is written. Registrations with one request id run
+            // side by side (a client's retry racing its first try), and
+            // only the claim's holder creates; a crash between claim and
+            // write leaves a claim that expires.
+            let claimed: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(record.id.as_str())
+                .arg("NX")
+                .arg("PX")
+                .arg(REQUEST_CLAIM.as_millis() as u64)
+                .query_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
-            if !claimed {
+            if claimed.is_none() {
                 if let Some(earlier) = self.task_for_request(request_id).await? {
                     return Ok(Inserted::SameRequest(earlier));
                 }
-                let _: () = conn
-                    .set(&key, record.id.as_str())
-                    .await
-                    .map_err(unavailable)?;
+                return Err(StoreError::Unavailable {
+                    reason: format!(
+                        "a registration with request id {request_id:?} is in progress; retry"
+                    ),
+                });
             }
         }
         let stored = Stored::new(record, request_id);
@@ -580,6 +617,12 @@ impl Store for RedisStore {
                     .map_err(unavailable)?;
             }
             return Err(StoreError::Exists { task_id: id });
+        }
+        if let Some(request_id) = request_id {
+            let _: bool = conn
+                .persist(self.keys.request(request_id))
+                .await
+                .map_err(unavailable)?;
         }
         Ok(Inserted::Created(view))
     }
@@ -701,19 +744,26 @@ impl Store for RedisStore {
     async fn fire(&self, batch: Vec<Firing>) -> Result<Vec<Fired>, StoreError> {
         let mut answers: Vec<Option<Fired>> = batch.iter().map(|_| None).collect();
         let mut pending: Vec<usize> = (0..batch.len()).collect();
+        // Firings answered Stale from a held state, to confirm from a read.
+        let mut read = vec![false; batch.len()];
         for _ in 0..MAX_CAS_ROUNDS {
             let ids: Vec<TaskId> = pending.iter().map(|&i| batch[i].task_id.clone()).collect();
-            let loaded = self.load_held(&ids).await?;
+            let loaded = self.load_held(&ids, |k| read[pending[k]]).await?;
             let mut writes: Vec<Write> = Vec::with_capacity(pending.len());
             let mut decided: Vec<(usize, Fired)> = Vec::with_capacity(pending.len());
+            let mut again: Vec<usize> = Vec::new();
             for (&i, loaded) in pending.iter().zip(loaded) {
-                let Some(from) = loaded else {
+                let Some((from, fresh)) = loaded else {
                     answers[i] = Some(Fired::Stale);
                     continue;
                 };
                 let mut stored = from.stored.clone();
                 match stored.fire(batch[i].clone()) {
-                    Fired::Stale => answers[i] = Some(Fired::Stale),
+                    Fired::Stale if fresh => answers[i] = Some(Fired::Stale),
+                    Fired::Stale => {
+                        read[i] = true;
+                        again.push(i);
+                    }
                     fired => {
                         writes.push(Write::of(i, from, stored));
                         decided.push((i, fired));
@@ -727,6 +777,7 @@ impl Store for RedisStore {
                 }
             }
             pending = lost;
+            pending.extend(again);
             if pending.is_empty() {
                 break;
             }
@@ -824,12 +875,16 @@ impl Store for RedisStore {
             by_task.entry(&start.record.task_id).or_default().push(i);
         }
         let mut pending: Vec<TaskId> = by_task.keys().map(|id| (*id).clone()).collect();
+        // Whether each pending task is to be read rather than taken as held:
+        // a held state that refuses every run is confirmed from a read.
+        let mut read = vec![false; pending.len()];
         for _ in 0..MAX_CAS_ROUNDS {
-            let loaded = self.load_held(&pending).await?;
+            let loaded = self.load_held(&pending, |k| read[k]).await?;
             let mut writes: Vec<Write> = Vec::with_capacity(pending.len());
             let mut decided: Vec<(usize, Vec<(usize, bool)>)> = Vec::new();
+            let mut again: Vec<usize> = Vec::new();
             for (task_index, loaded) in loaded.into_iter().enumerate() {
-                let Some(from) = loaded else {
+                let Some((from, fresh)) = loaded else {
                     continue;
                 };
                 let mut stored = from.stored.clone();
@@ -840,6 +895,8 @@ impl Store for RedisStore {
                 if started.iter().any(|(_, s)| *s) {
                     writes.push(Write::of(task_index, from, stored));
                     decided.push((task_index, started));
+                } else if !fresh {
+                    again.push(task_index);
                 }
             }
             let lost = self.write(writes).await?;
@@ -850,10 +907,12 @@ impl Store for RedisStore {
                     }
                 }
             }
-            if lost.is_empty() {
+            if lost.is_empty() && again.is_empty() {
                 return Ok(answers);
             }
-            pending = lost.into_iter().map(|i| pending[i].clone()).collect();
+            let next: Vec<usize> = lost.into_iter().chain(again.iter().copied()).collect();
+            read = next.iter().map(|k| again.contains(k)).collect();
+            pending = next.into_iter().map(|k| pending[k].clone()).collect();
         }
         match pending.first() {
             Some(id) => Err(contended(id)),
