@@ -114,6 +114,11 @@ struct Slot {
     /// One reconnect at a time; callers meanwhile wait for it rather than
     /// open connections of their own.
     connecting: tokio::sync::Mutex<()>,
+    /// The last failed reconnect, counted: callers that waited behind it
+    /// get its error rather than try again one after another (each
+    /// attempt may take the connect timeout against an unreachable Redis).
+    failures: AtomicU64,
+    last_failure: Mutex<Option<RedisError>>,
 }
 
 impl Slot {
@@ -205,10 +210,40 @@ impl RedisPool {
         if let Some(conn) = held(slot) {
             return Ok(conn);
         }
+        let failures = slot.failures.load(Ordering::Acquire);
         let _connecting = slot.connecting.lock().await;
         if let Some(conn) = held(slot) {
             return Ok(conn);
         }
+        if slot.failures.load(Ordering::Acquire) != failures
+            && let Some(error) = slot.last_failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        {
+            return Err(ConnectionError::Connect(error));
+        }
+        let conn = match self.connect().await {
+            Ok(conn) => conn,
+            Err(error) => {
+                *slot.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.clone());
+                slot.failures.fetch_add(1, Ordering::AcqRel);
+                return Err(ConnectionError::Connect(error));
+            }
+        };
+        let generation = slot.generations.fetch_add(1, Ordering::Relaxed);
+        *slot.current() = Some((generation, conn));
+        // A close that ran meanwhile did not see this connection.
+        if shared.closed.load(Ordering::Acquire) {
+            let taken = slot.current().take();
+            if let Some((_, conn)) = taken {
+                quit(conn).await;
+            }
+            return Err(ConnectionError::Closed);
+        }
+        held(slot).ok_or(ConnectionError::Closed)
+    }
+
+    /// A new connection, named.
+    async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
+        let shared = &self.shared;
         let mut conn = shared
             .client
             .get_multiplexed_async_connection_with_config(&shared.config)
@@ -220,13 +255,7 @@ impl RedisPool {
             .arg(&shared.client_name)
             .query_async::<()>(&mut conn)
             .await?;
-        if shared.closed.load(Ordering::Acquire) {
-            quit(conn).await;
-            return Err(ConnectionError::Closed);
-        }
-        let generation = slot.generations.fetch_add(1, Ordering::Relaxed);
-        *slot.current() = Some((generation, conn));
-        held(slot).ok_or(ConnectionError::Closed)
+        Ok(conn)
     }
 
     async fn ping(&self) -> Result<(), String> {
@@ -269,11 +298,15 @@ impl Shared {
     /// unless it was already replaced.
     fn failed(&self, index: usize, generation: u64, error: &RedisError) {
         // A reply Redis sent (a script error, WRONGTYPE) leaves the
-        // connection fine; a dead socket or a reply that never came may not.
+        // connection fine; a dead socket or a reply that never came may
+        // not, and READONLY means the server behind the address was
+        // demoted (a failover behind DNS or a proxy): a new connection may
+        // reach the new primary.
         let broken = error.is_io_error()
             || error.is_connection_dropped()
             || error.is_unrecoverable_error()
-            || error.is_timeout();
+            || error.is_timeout()
+            || error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
         if !broken {
             return;
         }
