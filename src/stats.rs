@@ -37,14 +37,18 @@ pub(crate) struct Stats {
     /// or started now: the result writer lets them go first (see
     /// [`Stats::starting_runs`]).
     pub starting: AtomicU64,
+    /// Woken when the last herd in [`Stats::starting`] is done.
+    pub herd_done: tokio::sync::Notify,
 }
 
-/// Counts one firing batch or start wave in [`Stats::starting`] while held.
-pub(crate) struct Starting<'a>(&'a AtomicU64);
+/// Counts one herd in [`Stats::starting`] while held.
+pub(crate) struct Starting<'a>(&'a Stats);
 
 impl Drop for Starting<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        if self.0.starting.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.herd_done.notify_waiters();
+        }
     }
 }
 
@@ -56,7 +60,7 @@ impl Stats {
     /// Marks a firing batch or a start wave as going until the guard drops.
     pub(crate) fn starting(&self) -> Starting<'_> {
         self.starting.fetch_add(1, Ordering::AcqRel);
-        Starting(&self.starting)
+        Starting(self)
     }
 
     /// Whether a herd is being fired or started now. Its runs start

@@ -30,8 +30,7 @@ const MAX_BATCH: usize = 4096;
 /// (and streamed) at most this much later.
 const MAX_YIELD: Duration = Duration::from_millis(250);
 
-/// How often a waiting batch looks again.
-const YIELD_TICK: Duration = Duration::from_millis(1);
+
 
 /// Tries of a batch the store refused for a reason other than being
 /// unreachable, before its results are given up as lost (and counted and
@@ -123,6 +122,8 @@ pub(crate) struct Writer {
     /// The store's log reader publishes (a store other processes append
     /// to): the writer only records, ends included.
     tailing: bool,
+    /// The last batch waited for a herd (see `yield_to_starts`).
+    yielded: bool,
 }
 
 impl Writer {
@@ -141,6 +142,7 @@ impl Writer {
             failure_logged: HashMap::new(),
             stopping,
             tailing: store.tails_log(),
+            yielded: false,
             store,
         };
         (writer, WriterHandle { tx }, rx)
@@ -180,14 +182,30 @@ impl Writer {
         }
     }
 
-    /// Waits, up to [`MAX_YIELD`], while runs are being fired or started.
-    async fn yield_to_starts(&self) {
+    /// Waits, up to [`MAX_YIELD`], while a herd is being fired or started.
+    /// Never for two batches in a row: under herds back to back, recording
+    /// still gets a batch through between waits.
+    async fn yield_to_starts(&mut self) {
+        if std::mem::take(&mut self.yielded) {
+            return;
+        }
         // Tokio's clock, so tests on a paused clock see the bound too.
-        let deadline = tokio::time::Instant::now() + MAX_YIELD;
-        while self.stats.starting_runs() && tokio::time::Instant::now() < deadline {
+        let deadline = tokio::time::sleep(MAX_YIELD);
+        tokio::pin!(deadline);
+        loop {
+            let done = self.stats.herd_done.notified();
+            tokio::pin!(done);
+            // Registered before looking, so a herd that ends in between
+            // still wakes this.
+            done.as_mut().enable();
+            if !self.stats.starting_runs() {
+                return;
+            }
+            self.yielded = true;
             tokio::select! {
                 _ = self.stopping.cancelled() => return,
-                _ = tokio::time::sleep(YIELD_TICK) => {}
+                _ = &mut deadline => return,
+                _ = done => {}
             }
         }
     }
