@@ -20,8 +20,8 @@ use recur::{
     redis_pool::PoolSettings,
     scheduler::schedule::{Limits, Schedule, ScheduleInput},
     store::{
-        Checked, Dispatch, Fired, Firing, Halt, Halted, Inserted, Recording, Store, StoreError,
-        TaskFilter,
+        Checked, Dispatch, Fired, Firing, Halt, Halted, Inserted, Recording, RunStart, Store,
+        StoreError, TaskFilter,
         memory::Retention,
         redis::{RedisSettings, RedisStore},
     },
@@ -166,6 +166,22 @@ fn firing(task: &TaskRecord, retry: bool) -> Firing {
 
 async fn fire_one(store: &RedisStore, firing: Firing) -> Fired {
     store.fire(vec![firing]).await.unwrap().remove(0)
+}
+
+/// Fires `armed`'s first slot and starts the run it dispatches; gives the
+/// task as fired and the run.
+async fn first_run(store: &RedisStore, armed: &TaskRecord) -> (TaskRecord, RunStart) {
+    let Fired::Done(first) = fire_one(store, firing(armed, false)).await else {
+        panic!("fires");
+    };
+    let Dispatch::Start(run) = first.dispatch else {
+        panic!("run 1 dispatched");
+    };
+    assert_eq!(
+        store.start_runs(std::slice::from_ref(&run)).await.unwrap(),
+        [true]
+    );
+    (first.task, run)
 }
 
 fn result(task: &str, run: u64, output: usize) -> TaskResult {
@@ -345,18 +361,9 @@ async fn runs_are_started_halted_and_settled_in_the_store() {
     let test = TestStore::open(roomy()).await;
     let store = &test.store;
     let armed = insert(store, "b", OverlapPolicy::Allow).await;
-    let Fired::Done(first) = fire_one(store, firing(&armed, false)).await else {
-        panic!("fires");
-    };
-    let Dispatch::Start(run1) = first.dispatch else {
-        panic!("run 1 dispatched");
-    };
-    assert_eq!(
-        store.start_runs(std::slice::from_ref(&run1)).await.unwrap(),
-        [true]
-    );
+    let (first, run1) = first_run(store, &armed).await;
     assert_eq!(store.start_runs(&[run1]).await.unwrap(), [false], "once");
-    let Fired::Done(second) = fire_one(store, firing(&first.task, false)).await else {
+    let Fired::Done(second) = fire_one(store, firing(&first, false)).await else {
         panic!("fires");
     };
     assert_eq!(second.task.run_count, 2);
@@ -824,16 +831,7 @@ async fn answers_from_the_held_state_carry_the_last_results_cursor() {
     let test = TestStore::open(roomy()).await;
     let store = &test.store;
     let armed = insert(store, "cursor", OverlapPolicy::Allow).await;
-    let Fired::Done(first) = fire_one(store, firing(&armed, false)).await else {
-        panic!("fires");
-    };
-    let Dispatch::Start(run) = first.dispatch else {
-        panic!("run 1 dispatched");
-    };
-    assert_eq!(
-        store.start_runs(std::slice::from_ref(&run)).await.unwrap(),
-        [true]
-    );
+    let (first, run) = first_run(store, &armed).await;
     let recorded = store
         .record(&[Recording {
             result: result("cursor", run.record.run, 3),
@@ -842,7 +840,7 @@ async fn answers_from_the_held_state_carry_the_last_results_cursor() {
         }])
         .await
         .unwrap();
-    let Fired::Done(second) = fire_one(store, firing(&first.task, false)).await else {
+    let Fired::Done(second) = fire_one(store, firing(&first, false)).await else {
         panic!("fires again");
     };
     let last = second.task.last_result.expect("a last result");
