@@ -161,6 +161,7 @@ fn firing(task: &TaskRecord, retry: bool) -> Firing {
         occurrence_id: format!("{}@{}", task.id, slot),
         now: slot,
         retry,
+        start: false,
     }
 }
 

@@ -5,21 +5,26 @@
 //! await: the store's step is the only synchronisation with control calls,
 //! through the task's version.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
 
 use super::{FIRING_RETRY, Inner, run, timer::Armed};
 use crate::{
     stats::Stats,
-    store::{Dispatch, Fire, Fired, Firing},
+    store::{Dispatch, Fire, Fired, Firing, RunPhase},
     task::{Outcome, TaskState, occurrence_id},
 };
 
 /// Most due slots per store call: a herd is fired in few calls, and a
 /// control call waiting for the store lock waits for one chunk at most.
 const FIRE_CHUNK: usize = 1024;
+
 
 /// Due slots fired at once from which a batch is a herd: the result writer
 /// waits for a herd's runs to start before recording results (see
@@ -53,7 +58,21 @@ impl Inner {
 
     async fn fire_chunk(self: &Arc<Self>, chunk: &[Armed]) {
         let now = self.clock.now();
-        let firings: Vec<Firing> = chunk.iter().map(|armed| plan(armed, now)).collect();
+        let mut firings: Vec<Firing> = chunk.iter().map(|armed| plan(armed, now)).collect();
+        // A run slot for each firing that may start a run, while there are
+        // free ones and no run waits for one (those go first): the store
+        // then starts the run in the firing step itself, and it runs at
+        // once instead of taking a second store step from the queue.
+        let mut slots: Vec<Option<OwnedSemaphorePermit>> = Vec::with_capacity(firings.len());
+        let mut free = self.stats.runs_waiting.load(Ordering::Acquire) == 0;
+        for firing in &mut firings {
+            let slot = (free && firing.run)
+                .then(|| self.run_slots.clone().try_acquire_owned().ok())
+                .flatten();
+            free &= !firing.run || slot.is_some();
+            firing.start = slot.is_some();
+            slots.push(slot);
+        }
         // What is needed after the store consumed the batch.
         let planned: Vec<_> = firings.iter().map(|f| f.slot).collect();
         let fired = match self.store.fire(firings).await {
@@ -74,7 +93,7 @@ impl Inner {
                 return;
             }
         };
-        for ((armed, slot), fired) in chunk.iter().zip(planned).zip(fired) {
+        for (((armed, slot), fired), run_slot) in chunk.iter().zip(planned).zip(fired).zip(slots) {
             let task_id = &armed.id;
             match fired {
                 // Gone, or changed since it was armed: whoever changed it
@@ -84,7 +103,7 @@ impl Inner {
                 Fired::Stale => {}
                 Fired::AlreadyClaimed(fire) => {
                     warn!(task_id = %task_id, slot = %slot.to_rfc3339(), "slot already claimed, not run again");
-                    self.apply_fire(fire);
+                    self.apply_fire(fire, run_slot);
                 }
                 Fired::Done(fire) => {
                     Stats::add(&self.stats.fired, 1);
@@ -118,7 +137,7 @@ impl Inner {
                             false,
                         );
                     }
-                    self.apply_fire(fire);
+                    self.apply_fire(fire, run_slot);
                 }
             }
         }
@@ -126,8 +145,13 @@ impl Inner {
 
     /// Carries out what the store decided for a firing or a trigger: arm
     /// the task at its new slot, cancel and record what the policy
-    /// displaced, queue the new run, announce the end of a finished task.
-    pub(super) fn apply_fire(self: &Arc<Self>, fire: Fire) {
+    /// displaced, run or queue the new run, announce the end of a finished
+    /// task. `run_slot` is the run slot the firing held, if any.
+    pub(super) fn apply_fire(
+        self: &Arc<Self>,
+        fire: Fire,
+        run_slot: Option<OwnedSemaphorePermit>,
+    ) {
         let Fire {
             task,
             dispatch,
@@ -157,7 +181,12 @@ impl Inner {
             );
         }
         if let Dispatch::Start(start) = dispatch {
-            self.run_queue.push(start);
+            if start.record.phase == RunPhase::Running {
+                // Started by the firing step: it runs now.
+                self.run_started(start, run_slot);
+            } else {
+                self.run_queue.push(start);
+            }
         }
         if task.state == TaskState::Completed {
             debug!(task_id = %task.id, "task completed");
@@ -195,6 +224,8 @@ fn plan(armed: &Armed, now: DateTime<Utc>) -> Firing {
         occurrence_id: occurrence_id(&armed.id, slot),
         now,
         retry: armed.retry,
+        // Set by the caller, which holds the run slots.
+        start: false,
     }
 }
 

@@ -183,6 +183,10 @@ struct Inner {
     writer: WriterHandle,
     /// Dispatched runs on their way to a slot under the cap.
     run_queue: runs::RunQueue,
+    /// The run slots (`max_runs_in_flight`): a run holds one while it is
+    /// in flight. Taken by firing for the runs it starts at once, and by
+    /// the run queue's dispatcher.
+    run_slots: Arc<tokio::sync::Semaphore>,
     /// Engine counters for the periodic summary.
     stats: Arc<Stats>,
     /// What `start` spawns, taken once.
@@ -240,6 +244,11 @@ impl Scheduler {
             }),
             stopping.clone(),
         );
+        let run_slots = Arc::new(tokio::sync::Semaphore::new(
+            settings
+                .max_runs_in_flight
+                .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         Scheduler {
             inner: Arc::new(Inner {
                 store,
@@ -254,6 +263,7 @@ impl Scheduler {
                 hub,
                 writer: writer_handle,
                 run_queue,
+                run_slots,
                 stats,
                 parts: std::sync::Mutex::new(Some(Parts {
                     timer: timer_rx,
@@ -636,7 +646,7 @@ impl Scheduler {
             }),
             Triggered::Done(fire) => {
                 let run = fire.task.run_count;
-                inner.apply_fire(fire);
+                inner.apply_fire(fire, None);
                 debug!(run, "task triggered");
                 Ok(run)
             }

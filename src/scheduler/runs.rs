@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, atomic::Ordering};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, debug_span, warn};
 
@@ -48,9 +48,7 @@ impl Inner {
         self: Arc<Self>,
         mut queue: mpsc::UnboundedReceiver<RunStart>,
     ) {
-        let slots = Arc::new(Semaphore::new(
-            self.settings.max_runs_in_flight.clamp(1, Semaphore::MAX_PERMITS),
-        ));
+        let slots = self.run_slots.clone();
         let mut wave: Vec<RunStart> = Vec::new();
         let mut wave_slots: Vec<OwnedSemaphorePermit> = Vec::new();
         loop {
@@ -115,10 +113,7 @@ impl Inner {
             let record = &start.record;
             match &started {
                 Ok(started) if started.get(i).copied() == Some(true) => {
-                    let span = debug_span!("run", task_id = %record.task_id, run = record.run);
-                    let inner = self.clone();
-                    self.tracker
-                        .spawn(async move { inner.run(start, token, slot).await }.instrument(span));
+                    self.spawn_run(start, token, slot);
                 }
                 Ok(_) => {
                     // Dropped by pause or cancel while it waited; they
@@ -138,6 +133,49 @@ impl Inner {
                     result.error = format!("{} ({error})", result.error);
                     self.writer.record_run(result, record);
                 }
+            }
+        }
+    }
+
+    fn spawn_run(self: &Arc<Self>, start: RunStart, token: CancellationToken, slot: OwnedSemaphorePermit) {
+        let record = &start.record;
+        let span = debug_span!("run", task_id = %record.task_id, run = record.run);
+        let inner = self.clone();
+        self.tracker
+            .spawn(async move { inner.run(start, token, slot).await }.instrument(span));
+    }
+
+    /// Runs a run the store started already (in a firing step): with the
+    /// slot the firing held, or, when it held none (a retried firing
+    /// answered as the first try was, which held one), once a slot frees.
+    pub(super) fn run_started(
+        self: &Arc<Self>,
+        start: RunStart,
+        slot: Option<OwnedSemaphorePermit>,
+    ) {
+        // The token is made after the store step, unlike a queued run's: a
+        // CANCEL_RUNNING decided in between is kept by the task's handle
+        // and applied here (see `TaskHandle::cancel_run`).
+        let token = self
+            .registry
+            .handle(&start.record.task_id)
+            .start_run(start.record.run);
+        match slot {
+            Some(slot) => self.spawn_run(start, token, slot),
+            None => {
+                let inner = self.clone();
+                self.tracker.spawn(async move {
+                    let slot = tokio::select! {
+                        _ = inner.stopping.cancelled() => None,
+                        slot = inner.run_slots.clone().acquire_owned() => slot.ok(),
+                    };
+                    match slot {
+                        Some(slot) => inner.spawn_run(start, token, slot),
+                        // Stopping: the run stays running in the store and
+                        // is reported abandoned at the next start.
+                        None => inner.end_token(&start.record),
+                    }
+                });
             }
         }
     }

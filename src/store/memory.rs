@@ -488,7 +488,10 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::{store::Dispatch, task::TaskState};
+    use crate::{
+        store::{Dispatch, RunPhase},
+        task::TaskState,
+    };
     use crate::{
         scheduler::schedule::{Limits, Schedule, ScheduleInput},
         task::{Action, CustomAction, Outcome, OverlapPolicy, RetryPolicy, TaskSpec, Trigger},
@@ -542,6 +545,7 @@ mod tests {
             occurrence_id: format!("{}@{}", task.id, slot),
             now: slot,
             retry,
+            start: false,
         }
     }
 
@@ -571,6 +575,39 @@ mod tests {
             panic!("a retry is answered");
         };
         assert!(matches!(again.dispatch, Dispatch::Start(ref s) if s.record.run == 1));
+        assert_eq!(again.task.run_count, 1, "counted once");
+    }
+
+    #[tokio::test]
+    async fn a_firing_with_a_free_run_slot_starts_its_run_in_the_same_step() {
+        let store = MemoryStore::new(Retention {
+            per_task: 10,
+            total: 10,
+            max_bytes: 1000,
+        });
+        let armed = task(&store, "now", OverlapPolicy::Skip).await;
+        let started = Firing {
+            start: true,
+            ..firing(&armed, false)
+        };
+        let Fired::Done(first) = fire_one(&store, started.clone()).await else {
+            panic!("fires");
+        };
+        let Dispatch::Start(run) = first.dispatch else {
+            panic!("dispatches its run");
+        };
+        assert_eq!(run.record.phase, RunPhase::Running);
+        // Already running: no second start step takes it.
+        assert_eq!(store.start_runs(std::slice::from_ref(&run)).await.unwrap(), [false]);
+        // The retry of a firing whose reply was lost hands the run out
+        // again: nobody ran it, since nobody saw that reply.
+        let Fired::Done(again) = fire_one(&store, Firing { retry: true, ..started }).await else {
+            panic!("a retry is answered");
+        };
+        assert!(matches!(
+            again.dispatch,
+            Dispatch::Start(ref s) if s.record.run == 1 && s.record.phase == RunPhase::Running
+        ));
         assert_eq!(again.task.run_count, 1, "counted once");
     }
 

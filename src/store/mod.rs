@@ -218,6 +218,11 @@ pub struct Firing {
     /// as it did then, so the run it dispatched is not orphaned. Only a
     /// retry gets that answer, so a slot is never handed out twice.
     pub retry: bool,
+    /// The caller holds a free run slot for this firing: a run it
+    /// dispatches is started in the same step (phase Running, as
+    /// [`Store::start_runs`] would make it) and runs at once, one store
+    /// step instead of two. False: a dispatched run is queued.
+    pub start: bool,
 }
 
 /// What [`Store::fire`] did with one due slot.

@@ -407,10 +407,14 @@ impl Stored {
             Dispatch::PassedOver
         } else {
             match self.runs.iter().find(|r| r.run == last.run) {
-                Some(run) if run.phase == RunPhase::Queued => Dispatch::Start(RunStart {
-                    record: run.clone(),
-                    spec: self.record.spec.clone(),
-                }),
+                // Queued, or started by that firing step itself: either way
+                // never handed out, since its reply was lost.
+                Some(run) if matches!(run.phase, RunPhase::Queued | RunPhase::Running) => {
+                    Dispatch::Start(RunStart {
+                        record: run.clone(),
+                        spec: self.record.spec.clone(),
+                    })
+                }
                 Some(run) if run.phase == RunPhase::Buffered => Dispatch::Buffered,
                 _ => Dispatch::None,
             }
@@ -491,9 +495,16 @@ impl Stored {
         self.advance(f.next, f.now);
         // Retries stop at the slot after this one, known only now.
         let deadline = self.retry_deadline();
+        // Started in this step when the caller has a slot for it.
+        let phase = if f.start {
+            RunPhase::Running
+        } else {
+            RunPhase::Queued
+        };
         let new_run = match &mut dispatch {
             Dispatch::Start(start) => {
                 start.record.retry_deadline = deadline;
+                start.record.phase = phase;
                 true
             }
             Dispatch::Buffered => true,
@@ -501,6 +512,9 @@ impl Stored {
         };
         if new_run && let Some(record) = self.runs.last_mut() {
             record.retry_deadline = deadline;
+            if matches!(dispatch, Dispatch::Start(_)) {
+                record.phase = phase;
+            }
         }
         self.last_fire = Some(LastFire {
             version: self.record.version,
