@@ -11,6 +11,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
 
@@ -25,6 +26,8 @@ use crate::{
 /// control call waiting for the store lock waits for one chunk at most.
 const FIRE_CHUNK: usize = 1024;
 
+/// Chunks of one batch whose store steps are under way at once.
+const CHUNKS_IN_FLIGHT: usize = 3;
 
 /// Due slots fired at once from which a batch is a herd: the result writer
 /// waits for a herd's runs to start before recording results (see
@@ -48,12 +51,19 @@ impl Inner {
     /// Fires the due slots of `batch`, a chunk per store call.
     pub(super) async fn fire_batch(self: &Arc<Self>, batch: Vec<Armed>) {
         let _herd = (batch.len() >= HERD).then(|| self.stats.starting());
+        // A few chunks in flight at once: one chunk's store step waits on
+        // Redis while the next is planned and sent.
+        let mut in_flight = futures::stream::FuturesUnordered::new();
         for chunk in batch.chunks(FIRE_CHUNK) {
             if self.stopping.is_cancelled() {
-                return;
+                break;
             }
-            self.fire_chunk(chunk).await;
+            if in_flight.len() == CHUNKS_IN_FLIGHT {
+                in_flight.next().await;
+            }
+            in_flight.push(self.fire_chunk(chunk));
         }
+        while in_flight.next().await.is_some() {}
     }
 
     async fn fire_chunk(self: &Arc<Self>, chunk: &[Armed]) {
