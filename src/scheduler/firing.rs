@@ -193,7 +193,7 @@ impl Inner {
         if let Dispatch::Start(start) = dispatch {
             if start.record.phase == RunPhase::Running {
                 // Started by the firing step: it runs now.
-                self.run_started(start, run_slot);
+                self.run_queue.started(start, run_slot);
             } else {
                 self.run_queue.push(start);
             }

@@ -210,7 +210,7 @@ struct Inner {
 /// The receiving ends `start` hands to the tasks it spawns.
 struct Parts {
     timer: mpsc::UnboundedReceiver<timer::TimerCmd>,
-    runs: mpsc::UnboundedReceiver<RunStart>,
+    runs: runs::RunQueueRx,
     writer: (
         Writer,
         mpsc::UnboundedReceiver<crate::results::writer::Message>,
@@ -344,7 +344,7 @@ impl Scheduler {
                 firing.fire_batch(batch).await;
             }
         });
-        inner.tracker.spawn(inner.clone().dispatch_loop(parts.runs));
+        inner.spawn_run_loops(parts.runs);
         let sweeper = inner.clone();
         inner
             .tracker

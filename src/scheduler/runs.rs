@@ -24,13 +24,41 @@ const START_WAVE: usize = 1024;
 #[derive(Clone)]
 pub(super) struct RunQueue {
     tx: mpsc::UnboundedSender<RunStart>,
+    started: mpsc::UnboundedSender<Started>,
     stats: Arc<Stats>,
 }
 
+/// A run the store started in a firing step, with the run slot the firing
+/// held for it (None: it must wait for one).
+pub(super) type Started = (RunStart, Option<OwnedSemaphorePermit>);
+
+/// The receiving ends of a [`RunQueue`].
+pub(super) struct RunQueueRx {
+    queued: mpsc::UnboundedReceiver<RunStart>,
+    started: mpsc::UnboundedReceiver<Started>,
+}
+
 impl RunQueue {
-    pub(super) fn new(stats: Arc<Stats>) -> (RunQueue, mpsc::UnboundedReceiver<RunStart>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (RunQueue { tx, stats }, rx)
+    pub(super) fn new(stats: Arc<Stats>) -> (RunQueue, RunQueueRx) {
+        let (tx, queued) = mpsc::unbounded_channel();
+        let (started_tx, started) = mpsc::unbounded_channel();
+        (
+            RunQueue {
+                tx,
+                started: started_tx,
+                stats,
+            },
+            RunQueueRx { queued, started },
+        )
+    }
+
+    /// Hands over a run the store already started, to be spawned off the
+    /// firing loop: at 100,000 runs a second, spawning them on it made it
+    /// fall behind (measured).
+    pub(super) fn started(&self, start: RunStart, slot: Option<OwnedSemaphorePermit>) {
+        // As for `push`: gone only at shutdown; the run is then reported
+        // abandoned at the next start.
+        let _ = self.started.send((start, slot));
     }
 
     /// Queues a dispatched run to start when a slot is free.
@@ -43,11 +71,41 @@ impl RunQueue {
 }
 
 impl Inner {
+    /// Spawns the runs firing started and starts queued runs as slots free
+    /// up, until the scheduler stops.
+    pub(super) fn spawn_run_loops(self: &Arc<Self>, rx: RunQueueRx) {
+        self.tracker.spawn(self.clone().started_loop(rx.started));
+        self.tracker.spawn(self.clone().dispatch_loop(rx.queued));
+    }
+
+    /// Runs the runs firing started.
+    async fn started_loop(self: Arc<Self>, mut started: mpsc::UnboundedReceiver<Started>) {
+        let mut batch = Vec::new();
+        loop {
+            let more = tokio::select! {
+                biased;
+                _ = self.stopping.cancelled() => {
+                    // Those handed over already still run (cancelled at
+                    // once, since shutdown began), as they would have had
+                    // firing run them itself: their results are recorded.
+                    while let Ok((start, slot)) = started.try_recv() {
+                        self.run_started(start, slot);
+                    }
+                    return;
+                }
+                n = started.recv_many(&mut batch, START_WAVE) => n,
+            };
+            if more == 0 {
+                return;
+            }
+            for (start, slot) in batch.drain(..) {
+                self.run_started(start, slot);
+            }
+        }
+    }
+
     /// Starts queued runs as slots free up, until the scheduler stops.
-    pub(super) async fn dispatch_loop(
-        self: Arc<Self>,
-        mut queue: mpsc::UnboundedReceiver<RunStart>,
-    ) {
+    async fn dispatch_loop(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<RunStart>) {
         let slots = self.run_slots.clone();
         let mut wave: Vec<RunStart> = Vec::new();
         let mut wave_slots: Vec<OwnedSemaphorePermit> = Vec::new();
