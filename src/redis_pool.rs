@@ -346,15 +346,25 @@ fn observed<'a, T: Send + 'a>(
     })
 }
 
-impl ConnectionLike for RedisConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+impl RedisConnection {
+    /// Sends on the connection, reporting a failed reply to the pool.
+    fn observe<'a, T: Send + 'a>(
+        &'a mut self,
+        send: impl FnOnce(&'a mut MultiplexedConnection) -> RedisFuture<'a, T>,
+    ) -> RedisFuture<'a, T> {
         let RedisConnection {
             conn,
             shared,
             index,
             generation,
         } = self;
-        observed(shared, *index, *generation, conn.req_packed_command(cmd))
+        observed(shared, *index, *generation, send(conn))
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.observe(|conn| conn.req_packed_command(cmd))
     }
 
     fn req_packed_commands<'a>(
@@ -363,18 +373,7 @@ impl ConnectionLike for RedisConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        let RedisConnection {
-            conn,
-            shared,
-            index,
-            generation,
-        } = self;
-        observed(
-            shared,
-            *index,
-            *generation,
-            conn.req_packed_commands(pipeline, offset, count),
-        )
+        self.observe(|conn| conn.req_packed_commands(pipeline, offset, count))
     }
 
     fn get_db(&self) -> i64 {

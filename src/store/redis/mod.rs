@@ -451,39 +451,83 @@ impl RedisStore {
         Ok(lost)
     }
 
-    /// Applies `step` to the task's state and writes it back, again (from
-    /// Redis) while the write loses to a concurrent one. `step` returns its
-    /// answer and whether the task changed.
+    /// Applies `step` to each task of `ids` and writes the tasks it changed
+    /// back, one compare-and-set each, all in one round of scripts. A task
+    /// is decided on its held state (or a read); one whose write lost, and
+    /// one the step left unchanged while decided on a held state, is
+    /// decided again from Redis. `step(i, task)` gives the answer for
+    /// `ids[i]` and whether it changed the task; `missing()` answers for a
+    /// task Redis does not have. Answers in the order of `ids`.
+    async fn steps<T>(
+        &self,
+        ids: &[TaskId],
+        missing: impl Fn() -> T,
+        mut step: impl FnMut(usize, &mut Stored) -> (T, bool),
+    ) -> Result<Vec<T>, StoreError> {
+        let mut answers: Vec<Option<T>> = ids.iter().map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..ids.len()).collect();
+        // Tasks to read rather than take as held.
+        let mut read = vec![false; ids.len()];
+        for _ in 0..MAX_CAS_ROUNDS {
+            let wanted: Vec<TaskId> = pending.iter().map(|&i| ids[i].clone()).collect();
+            let loaded = self.load_held(&wanted, |k| read[pending[k]]).await?;
+            let mut writes: Vec<Write> = Vec::with_capacity(pending.len());
+            let mut decided: Vec<(usize, T)> = Vec::with_capacity(pending.len());
+            let mut again: Vec<usize> = Vec::new();
+            for (&i, loaded) in pending.iter().zip(loaded) {
+                let Some((from, fresh)) = loaded else {
+                    answers[i] = Some(missing());
+                    continue;
+                };
+                let mut stored = from.stored.clone();
+                match step(i, &mut stored) {
+                    (answer, true) => {
+                        writes.push(Write::of(i, from, stored));
+                        decided.push((i, answer));
+                    }
+                    (answer, false) if fresh => answers[i] = Some(answer),
+                    (_, false) => {
+                        read[i] = true;
+                        again.push(i);
+                    }
+                }
+            }
+            let lost = self.write(writes).await?;
+            for (i, answer) in decided {
+                if !lost.contains(&i) {
+                    answers[i] = Some(answer);
+                }
+            }
+            pending = lost;
+            pending.extend(again);
+            if pending.is_empty() {
+                break;
+            }
+        }
+        if let Some(&i) = pending.first() {
+            // Some tasks' steps may have applied: a caller that retries
+            // gets their replayed answers (fire, trigger and halt replay).
+            return Err(contended(&ids[i]));
+        }
+        Ok(answers
+            .into_iter()
+            .map(|answer| answer.unwrap_or_else(&missing))
+            .collect())
+    }
+
+    /// [`RedisStore::steps`] for one task: None when it does not exist.
     async fn step_one<T>(
         &self,
         id: &TaskId,
         mut step: impl FnMut(&mut Stored) -> (T, bool),
     ) -> Result<Option<T>, StoreError> {
-        let mut read = false;
-        for _ in 0..MAX_CAS_ROUNDS {
-            let Some((from, fresh)) = self
-                .load_held(std::slice::from_ref(id), |_| read)
-                .await?
-                .pop()
-                .flatten()
-            else {
-                return Ok(None);
-            };
-            let mut stored = from.stored.clone();
-            let (answer, changed) = step(&mut stored);
-            if !changed {
-                if fresh {
-                    return Ok(Some(answer));
-                }
-                read = true;
-                continue;
-            }
-            let lost = self.write(vec![Write::of(0, from, stored)]).await?;
-            if lost.is_empty() {
-                return Ok(Some(answer));
-            }
-        }
-        Err(contended(id))
+        let answers = self
+            .steps(std::slice::from_ref(id), || None, |_, stored| {
+                let (answer, changed) = step(stored);
+                (Some(answer), changed)
+            })
+            .await?;
+        Ok(answers.into_iter().next().flatten())
     }
 
     /// Task ids after `after` in order, at most `limit`, merged from a page
@@ -742,55 +786,16 @@ impl Store for RedisStore {
     }
 
     async fn fire(&self, batch: Vec<Firing>) -> Result<Vec<Fired>, StoreError> {
-        let mut answers: Vec<Option<Fired>> = batch.iter().map(|_| None).collect();
-        let mut pending: Vec<usize> = (0..batch.len()).collect();
-        // Firings answered Stale from a held state, to confirm from a read.
-        let mut read = vec![false; batch.len()];
-        for _ in 0..MAX_CAS_ROUNDS {
-            let ids: Vec<TaskId> = pending.iter().map(|&i| batch[i].task_id.clone()).collect();
-            let loaded = self.load_held(&ids, |k| read[pending[k]]).await?;
-            let mut writes: Vec<Write> = Vec::with_capacity(pending.len());
-            let mut decided: Vec<(usize, Fired)> = Vec::with_capacity(pending.len());
-            let mut again: Vec<usize> = Vec::new();
-            for (&i, loaded) in pending.iter().zip(loaded) {
-                let Some((from, fresh)) = loaded else {
-                    answers[i] = Some(Fired::Stale);
-                    continue;
-                };
-                let mut stored = from.stored.clone();
-                match stored.fire(batch[i].clone()) {
-                    Fired::Stale if fresh => answers[i] = Some(Fired::Stale),
-                    Fired::Stale => {
-                        read[i] = true;
-                        again.push(i);
-                    }
-                    fired => {
-                        writes.push(Write::of(i, from, stored));
-                        decided.push((i, fired));
-                    }
-                }
-            }
-            let lost = self.write(writes).await?;
-            for (i, fired) in decided {
-                if !lost.contains(&i) {
-                    answers[i] = Some(fired);
-                }
-            }
-            pending = lost;
-            pending.extend(again);
-            if pending.is_empty() {
-                break;
-            }
-        }
-        if let Some(&i) = pending.first() {
-            // Some firings of the batch applied: the caller retries the
-            // batch with the retry flag, which answers those as before.
-            return Err(contended(&batch[i].task_id));
-        }
-        Ok(answers
-            .into_iter()
-            .map(|a| a.unwrap_or(Fired::Stale))
-            .collect())
+        let ids: Vec<TaskId> = batch.iter().map(|f| f.task_id.clone()).collect();
+        // On error some firings of the batch may have applied: the caller
+        // retries the batch with the retry flag, which answers those as
+        // before.
+        self.steps(&ids, || Fired::Stale, |i, stored| {
+            let fired = stored.fire(batch[i].clone());
+            let changed = !matches!(fired, Fired::Stale);
+            (fired, changed)
+        })
+        .await
     }
 
     async fn trigger(
@@ -869,55 +874,30 @@ impl Store for RedisStore {
     }
 
     async fn start_runs(&self, runs: &[RunStart]) -> Result<Vec<bool>, StoreError> {
-        let mut answers = vec![false; runs.len()];
+        // Each task once, with the indexes of its runs.
         let mut by_task: HashMap<&TaskId, Vec<usize>> = HashMap::new();
         for (i, start) in runs.iter().enumerate() {
             by_task.entry(&start.record.task_id).or_default().push(i);
         }
-        let mut pending: Vec<TaskId> = by_task.keys().map(|id| (*id).clone()).collect();
-        // Whether each pending task is to be read rather than taken as held:
-        // a held state that refuses every run is confirmed from a read.
-        let mut read = vec![false; pending.len()];
-        for _ in 0..MAX_CAS_ROUNDS {
-            let loaded = self.load_held(&pending, |k| read[k]).await?;
-            let mut writes: Vec<Write> = Vec::with_capacity(pending.len());
-            let mut decided: Vec<(usize, Vec<(usize, bool)>)> = Vec::new();
-            let mut again: Vec<usize> = Vec::new();
-            for (task_index, loaded) in loaded.into_iter().enumerate() {
-                let Some((from, fresh)) = loaded else {
-                    continue;
-                };
-                let mut stored = from.stored.clone();
-                let started: Vec<(usize, bool)> = by_task[&pending[task_index]]
+        let (ids, of_task): (Vec<TaskId>, Vec<Vec<usize>>) = by_task
+            .into_iter()
+            .map(|(id, runs)| (id.clone(), runs))
+            .unzip();
+        let started = self
+            .steps(&ids, Vec::new, |t, stored| {
+                let started: Vec<(usize, bool)> = of_task[t]
                     .iter()
                     .map(|&i| (i, stored.start(runs[i].record.run)))
                     .collect();
-                if started.iter().any(|(_, s)| *s) {
-                    writes.push(Write::of(task_index, from, stored));
-                    decided.push((task_index, started));
-                } else if !fresh {
-                    again.push(task_index);
-                }
-            }
-            let lost = self.write(writes).await?;
-            for (task_index, started) in &decided {
-                if !lost.contains(task_index) {
-                    for &(i, s) in started {
-                        answers[i] = s;
-                    }
-                }
-            }
-            if lost.is_empty() && again.is_empty() {
-                return Ok(answers);
-            }
-            let next: Vec<usize> = lost.into_iter().chain(again.iter().copied()).collect();
-            read = next.iter().map(|k| again.contains(k)).collect();
-            pending = next.into_iter().map(|k| pending[k].clone()).collect();
+                let changed = started.iter().any(|(_, s)| *s);
+                (started, changed)
+            })
+            .await?;
+        let mut answers = vec![false; runs.len()];
+        for (i, s) in started.into_iter().flatten() {
+            answers[i] = s;
         }
-        match pending.first() {
-            Some(id) => Err(contended(id)),
-            None => Ok(answers),
-        }
+        Ok(answers)
     }
 
     async fn record(&self, batch: &[Recording]) -> Result<Recorded, StoreError> {
