@@ -12,9 +12,11 @@ use crate::scheduler::schedule::Schedule;
 /// Longest task id; ids are also Redis key parts, so they stay short.
 pub const MAX_TASK_ID_LEN: usize = 128;
 
-/// A validated task id: `[A-Za-z0-9._-]{1,128}`.
+/// A validated task id: `[A-Za-z0-9._-]{1,128}`. Shared, not copied: an
+/// id travels with every slot, run and result, and a clone of it on those
+/// paths is a reference count, not an allocation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TaskId(String);
+pub struct TaskId(Arc<str>);
 
 impl TaskId {
     /// Checks `raw` against the id grammar; the error says what is wrong.
@@ -33,12 +35,12 @@ impl TaskId {
                 "character {bad:?} is not allowed (use [A-Za-z0-9._-])"
             ));
         }
-        Ok(TaskId(raw.to_string()))
+        Ok(TaskId(Arc::from(raw)))
     }
 
     /// A fresh server-generated id.
     pub fn generate() -> TaskId {
-        TaskId(format!("t-{}", uuid::Uuid::new_v4().simple()))
+        TaskId(Arc::from(format!("t-{}", uuid::Uuid::new_v4().simple())))
     }
 
     /// The id as text.
@@ -345,18 +347,39 @@ pub struct TaskResult {
     pub wire: WireCache,
 }
 
-/// A slot for a value derived from a result once and shared by every
-/// reader of the same `Arc<TaskResult>`: the API keeps the result's
-/// protobuf form here, so a hundred streams convert it once, not a hundred
-/// times. Type-erased because the domain must not know the generated
-/// types; ignored by equality, cloning and Debug.
+/// Values derived from a result once and shared by every reader of the
+/// same `Arc<TaskResult>`: the API keeps the result's protobuf form here,
+/// so a hundred streams convert it once, not a hundred times; a store
+/// keeps its encoded form here, so the result is encoded once for its log
+/// entry and for every later write of its task that carries it as the last
+/// result (profiled: each write encoded it again). Type-erased because the
+/// domain must not know the generated types; ignored by equality, cloning
+/// and Debug.
 #[derive(Default)]
-pub struct WireCache(std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>);
+pub struct WireCache {
+    wire: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
+    stored: std::sync::OnceLock<Arc<[u8]>>,
+}
 
 impl WireCache {
     /// The cached value of type `T`, made by `make` on first use.
     pub fn get_or_init<T: Send + Sync + 'static>(&self, make: impl FnOnce() -> T) -> Option<&T> {
-        self.0.get_or_init(|| Box::new(make())).downcast_ref()
+        self.wire.get_or_init(|| Box::new(make())).downcast_ref()
+    }
+
+    /// The result's stored encoding, made by `make` on first use.
+    pub fn stored_or_init(&self, make: impl FnOnce() -> Vec<u8>) -> &[u8] {
+        self.stored.get_or_init(|| make().into())
+    }
+
+    /// A cache for a copy of the result that differs only in its cursor,
+    /// which the stored encoding leaves out: it keeps that encoding.
+    pub fn for_cursor_copy(&self) -> WireCache {
+        let copy = WireCache::default();
+        if let Some(stored) = self.stored.get() {
+            let _ = copy.stored.set(stored.clone());
+        }
+        copy
     }
 }
 
@@ -374,7 +397,7 @@ impl PartialEq for WireCache {
 
 impl fmt::Debug for WireCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.get().is_some() { "cached" } else { "empty" })
+        f.write_str(if self.wire.get().is_some() { "cached" } else { "empty" })
     }
 }
 

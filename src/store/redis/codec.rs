@@ -149,14 +149,8 @@ pub(super) fn encode_task(stored: &Stored, spec_field: &[u8]) -> Vec<u8> {
         last_claimed: stored.last_claimed.map(time),
         runs: stored.runs.iter().map(run).collect(),
         owed: stored.owed as u64,
-        last_result: stored.last_result.as_deref().map(|r| {
-            // The cursor lives in the hash's `lc` field: it is only known
-            // once the log has the result, inside the recording script.
-            pb::TaskResult {
-                cursor: String::new(),
-                ..result_to_proto(r)
-            }
-        }),
+        // Appended below, encoded once per result.
+        last_result: None,
         last_fire: stored.last_fire.as_ref().map(|f| proto::LastFire {
             version: f.version,
             armed_slot: Some(time(f.armed_slot)),
@@ -175,12 +169,31 @@ pub(super) fn encode_task(stored: &Stored, spec_field: &[u8]) -> Vec<u8> {
             ended: h.ended,
         }),
     };
-    let mut rec = Vec::with_capacity(state.encoded_len() + spec_field.len());
+    // The cursor lives in the hash's `lc` field: it is only known once the
+    // log has the result, inside the recording script.
+    let last = stored.last_result.as_deref().map(encode_result);
+    let mut rec = Vec::with_capacity(
+        state.encoded_len() + spec_field.len() + last.map_or(0, |l| l.len() + 8),
+    );
     // Encoding into a Vec only fails for want of capacity, which a Vec grows.
     let _ = state.encode(&mut rec);
     rec.extend_from_slice(spec_field);
+    if let Some(last) = last {
+        // A message field is its tag, its length and its bytes; a decoder
+        // takes fields in any order.
+        prost::encoding::encode_key(
+            LAST_RESULT_TAG,
+            prost::encoding::WireType::LengthDelimited,
+            &mut rec,
+        );
+        prost::encoding::encode_varint(last.len() as u64, &mut rec);
+        rec.extend_from_slice(last);
+    }
     rec
 }
+
+/// `StoredTask.last_result`'s field number.
+const LAST_RESULT_TAG: u32 = 16;
 
 /// Reads a task back, with its spec field; `last_cursor` is its last
 /// result's cursor.
@@ -266,12 +279,14 @@ pub(super) fn decode_task(
 }
 
 /// A result as a log entry's `r` field holds it (its cursor is the entry id).
-pub(super) fn encode_result(result: &TaskResult) -> Vec<u8> {
-    pb::TaskResult {
-        cursor: String::new(),
-        ..result_to_proto(result)
-    }
-    .encode_to_vec()
+pub(super) fn encode_result(result: &TaskResult) -> &[u8] {
+    result.wire.stored_or_init(|| {
+        pb::TaskResult {
+            cursor: String::new(),
+            ..result_to_proto(result)
+        }
+        .encode_to_vec()
+    })
 }
 
 /// Reads a log entry's result; the caller sets its cursor.

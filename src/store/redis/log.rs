@@ -9,10 +9,10 @@ use std::{
     time::Duration,
 };
 
-use redis::{self, AsyncCommands, ScriptInvocation, streams::StreamRangeReply};
+use redis::{self, AsyncCommands, streams::StreamRangeReply};
 use tracing::warn;
 
-use super::{Held, MAX_CAS_ROUNDS, RedisStore, codec, unavailable};
+use super::{Held, MAX_CAS_ROUNDS, RedisStore, codec, script::ScriptCall, unavailable};
 use crate::{
     store::{Recorded, Recording, RunPhase, RunStart, StoreError, stored::Stored},
     task::{TaskId, TaskResult},
@@ -51,8 +51,8 @@ impl RedisStore {
     /// for every try of one batch; None: no marker, the batch is harmless
     /// to apply twice), with its log keys and retention bounds set; the
     /// caller adds the results, tasks and ends.
-    fn record_invocation(&self, token: Option<u64>) -> ScriptInvocation<'_> {
-        let mut invocation = self.record.prepare_invoke();
+    fn record_invocation(&self, token: Option<u64>) -> ScriptCall<'_> {
+        let mut invocation = ScriptCall::new(&self.record);
         invocation
             .key(self.keys.log())
             .key(self.keys.log_meta())
@@ -339,17 +339,18 @@ impl RedisStore {
                 }
                 _ => continue,
             }
-            let ids: Vec<String> = reply
-                .iter()
-                .skip(1)
-                .filter_map(|v| redis::from_redis_value::<String>(v.clone()).ok())
-                .collect();
+            let ids = reply.iter().skip(1).filter_map(|v| match v {
+                redis::Value::BulkString(id) => std::str::from_utf8(id).ok(),
+                redis::Value::SimpleString(id) => Some(id.as_str()),
+                _ => None,
+            });
             recorded.results = pending
                 .iter()
                 .zip(ids)
-                .map(|(result, id): (&Arc<TaskResult>, String)| {
+                .map(|(result, id): (&Arc<TaskResult>, &str)| {
                     Arc::new(TaskResult {
-                        cursor: self.cursor(&id),
+                        cursor: self.cursor(id),
+                        wire: result.wire.for_cursor_copy(),
                         ..(**result).clone()
                     })
                 })

@@ -19,13 +19,14 @@
 //! Redis that comes back empty hands out cursors no earlier one matches.
 //!
 //! Scripts are sent by SHA and loaded again when Redis answers NOSCRIPT
-//! (after a restart or failover), by redis-rs' `Script`.
+//! (after a restart or failover); see `script`.
 
 mod codec;
 mod held;
 mod keys;
 mod log;
 mod restore;
+mod script;
 mod tail;
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 mod proto {
@@ -125,17 +126,30 @@ fn unavailable(error: redis::RedisError) -> StoreError {
 
 /// The hash fields `write_tasks.lua` keeps beside `rec`, for operators and
 /// the due index: due time (ms, '' when not due), state, next run (text).
-fn derived(stored: &Stored) -> (String, &'static str, String) {
+fn derived(stored: &Stored) -> (DueMs, &'static str, String) {
     let task = &stored.record;
-    let due = match (task.state, task.next_run_at) {
-        (crate::task::TaskState::Active, Some(next)) => next.timestamp_millis().to_string(),
-        _ => String::new(),
-    };
+    let due = DueMs(match (task.state, task.next_run_at) {
+        (crate::task::TaskState::Active, Some(next)) => Some(next.timestamp_millis()),
+        _ => None,
+    });
     let next = task
         .next_run_at
         .map(|t| t.to_rfc3339())
         .unwrap_or_default();
     (due, task.state.name(), next)
+}
+
+/// A task's due time as `write_tasks.lua` takes it: ms, or '' when it is
+/// not due. Written into the call in place, not made a string first.
+struct DueMs(Option<i64>);
+
+impl redis::ToRedisArgs for DueMs {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        match self.0 {
+            Some(ms) => ms.write_redis_args(out),
+            None => out.write_arg(b""),
+        }
+    }
 }
 
 /// A task as read, with the `rev` it had.
@@ -371,16 +385,19 @@ impl RedisStore {
         let conn = self.conn().await?;
         let calls = by_shard.into_iter().map(|(shard, writes)| {
             let mut conn = conn.clone();
-            let mut invocation = self.write_tasks.prepare_invoke();
+            let mut invocation = script::ScriptCall::new(&self.write_tasks);
             invocation.key(self.keys.due(shard)).key(self.keys.ids(shard));
             invocation.arg(writes.len());
             // Per write, the spec field it was encoded with.
             let mut fields: Vec<Option<Arc<[u8]>>> = Vec::with_capacity(writes.len());
             for write in &writes {
                 invocation.key(self.keys.task(&write.id));
-                invocation
-                    .arg(write.id.as_str())
-                    .arg(write.rev().map(|r| r.to_string()).unwrap_or_default());
+                invocation.arg(write.id.as_str());
+                // Written in place: no string per write.
+                match write.rev() {
+                    Some(rev) => invocation.arg(rev),
+                    None => invocation.arg(""),
+                };
                 match &write.stored {
                     Some(stored) => {
                         let field = match &write.from {
@@ -938,5 +955,23 @@ impl Store for RedisStore {
         // ids do: 22 bits of sequence are four million entries in one ms.
         let (ms, seq) = self.parse_cursor(cursor).ok()?;
         Some((ms << 22) | seq.min((1 << 22) - 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::ToRedisArgs;
+
+    use super::DueMs;
+
+    #[test]
+    fn a_due_time_is_always_one_argument() {
+        // Not due: an empty argument, not none (the script reads the
+        // arguments by position).
+        assert_eq!(DueMs(None).to_redis_args(), vec![Vec::<u8>::new()]);
+        assert_eq!(
+            DueMs(Some(1_764_597_600_123)).to_redis_args(),
+            vec![b"1764597600123".to_vec()]
+        );
     }
 }

@@ -39,7 +39,7 @@ impl RedisStore {
         let mut restored = 0;
         for (shard, tasks) in by_shard {
             for chunk in tasks.chunks(512) {
-                let mut invocation = self.write_tasks.prepare_invoke();
+                let mut invocation = super::script::ScriptCall::new(&self.write_tasks);
                 invocation.key(self.keys.due(shard)).key(self.keys.ids(shard));
                 invocation.arg(chunk.len());
                 for (id, task) in chunk {
