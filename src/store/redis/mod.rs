@@ -64,10 +64,9 @@ use crate::{
 /// races only its own result writer, which settles within a round or two.
 const MAX_CAS_ROUNDS: usize = 16;
 
-/// How long a RegisterTask request id is claimed before its task is
-/// written; the claim is kept for good once it is. Far above one write's
-/// response timeout.
-const REQUEST_CLAIM: Duration = Duration::from_secs(30);
+/// Deletes KEYS[1] if it still holds ARGV[1].
+const CLEAR_IF_NAMES: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
 /// Settings of the Redis store.
 #[derive(Debug, Clone)]
@@ -631,61 +630,73 @@ impl Store for RedisStore {
         record: TaskRecord,
         request_id: Option<&str>,
     ) -> Result<Inserted, StoreError> {
-        let mut conn = self.conn().await?;
-        if let Some(request_id) = request_id {
-            let key = self.keys.request(request_id);
-            // Claim the request id first, for a while: kept for good once
-            // the task is written. Registrations with one request id run
-            // side by side (a client's retry racing its first try), and
-            // only the claim's holder creates; a crash between claim and
-            // write leaves a claim that expires.
-            let claimed: Option<String> = redis::cmd("SET")
-                .arg(&key)
-                .arg(record.id.as_str())
-                .arg("NX")
-                .arg("PX")
-                .arg(REQUEST_CLAIM.as_millis() as u64)
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            if claimed.is_none() {
-                if let Some(earlier) = self.task_for_request(request_id).await? {
-                    return Ok(Inserted::SameRequest(earlier));
-                }
-                return Err(StoreError::Unavailable {
-                    reason: format!(
-                        "a registration with request id {request_id:?} is in progress; retry"
-                    ),
-                });
-            }
-        }
-        let stored = Stored::new(record, request_id);
+        let Some(request_id) = request_id else {
+            let stored = Stored::new(record, None);
+            let id = stored.record.id.clone();
+            let view = stored.view();
+            let lost = self
+                .write(vec![Write {
+                    index: 0,
+                    id: id.clone(),
+                    from: None,
+                    stored: Some(stored),
+                }])
+                .await?;
+            return match lost.is_empty() {
+                true => Ok(Inserted::Created(view)),
+                false => Err(StoreError::Exists { task_id: id }),
+            };
+        };
+        // The task and its request id in one script (see write_tasks.lua):
+        // a retry racing its first try gets that task, never a second one.
+        let stored = Stored::new(record, Some(request_id));
         let id = stored.record.id.clone();
-        let view = stored.view();
-        let lost = self
-            .write(vec![Write {
-                index: 0,
-                id: id.clone(),
-                from: None,
-                stored: Some(stored),
-            }])
-            .await?;
-        if !lost.is_empty() {
-            if let Some(request_id) = request_id {
-                let _: () = conn
-                    .del(self.keys.request(request_id))
-                    .await
-                    .map_err(unavailable)?;
+        let shard = self.keys.shard_of(id.as_str());
+        let field = codec::spec_field(&stored.record.spec);
+        let (due, state, next) = derived(&stored);
+        let mut call = script::ScriptCall::new(&self.write_tasks);
+        call.key(self.keys.due(shard))
+            .key(self.keys.ids(shard))
+            .key(self.keys.task(&id))
+            .key(self.keys.request(request_id));
+        call.arg(1)
+            .arg(id.as_str())
+            .arg("")
+            .arg(codec::encode_task(&stored, &field))
+            .arg(due)
+            .arg(state)
+            .arg(next)
+            .arg("")
+            .arg("1");
+        let mut conn = self.conn().await?;
+        // Twice at most: once more after clearing a stale request id.
+        for _ in 0..2 {
+            let reply: Vec<redis::Value> = call.invoke_async(&mut conn).await.map_err(unavailable)?;
+            let earlier = match reply.as_slice() {
+                [] => {
+                    let view = stored.view();
+                    self.held.put(&id, Held::new(1, stored, field));
+                    return Ok(Inserted::Created(view));
+                }
+                [redis::Value::Int(-1), redis::Value::BulkString(earlier)] => earlier.clone(),
+                _ => return Err(StoreError::Exists { task_id: id }),
+            };
+            if let Some(task) = self.task_for_request(request_id).await? {
+                return Ok(Inserted::SameRequest(task));
             }
-            return Err(StoreError::Exists { task_id: id });
-        }
-        if let Some(request_id) = request_id {
-            let _: bool = conn
-                .persist(self.keys.request(request_id))
+            // The id names a task that is gone: a delete that stopped
+            // between the task and its request id. Cleared only while it
+            // still names that task, then the registration goes ahead.
+            let _: u64 = redis::Script::new(CLEAR_IF_NAMES)
+                .key(self.keys.request(request_id))
+                .arg(earlier)
+                .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
         }
-        Ok(Inserted::Created(view))
+        Err(StoreError::Unavailable {
+            reason: format!("request id {request_id:?} is being reused concurrently; retry"),
+        })
     }
 
     async fn task_for_request(&self, request_id: &str) -> Result<Option<TaskRecord>, StoreError> {

@@ -9,10 +9,22 @@
 --   due ms ('' = not due), state, next_run_at (text, for operators),
 --   the rev a created hash starts at ('' = 1; a restore starts it above
 --   every rev the task had, so a step that read it before cannot match)
+-- then, optionally, '1' when the first task is created for a RegisterTask
+-- request id: KEYS[3+n] is that id's key (its own hash slot: with Redis
+-- Cluster this call would span slots, like record.lua). If the key already
+-- names a task, nothing is written and {-1, that task's id} is returned;
+-- else, once the task is written, the key names it for good. So a request
+-- id and its task are written together or not at all, and two
+-- registrations racing with one id make one task.
 -- Each task is written only if its `rev` is the expected one (all or nothing
 -- per task); `rev` then grows by one. Returns the 1-based indexes of the
 -- tasks that were not written because their rev had moved.
 local n = tonumber(ARGV[1])
+local request = ARGV[2 + n * 7] == '1'
+if request then
+  local earlier = redis.call('GET', KEYS[3 + n])
+  if earlier then return {-1, earlier} end
+end
 local conflicts = {}
 for i = 1, n do
   local b = 1 + (i - 1) * 7
@@ -45,5 +57,8 @@ for i = 1, n do
       redis.call('ZADD', KEYS[2], 0, id)
     end
   end
+end
+if request and #conflicts == 0 then
+  redis.call('SET', KEYS[3 + n], ARGV[2])
 end
 return conflicts
