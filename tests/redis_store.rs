@@ -927,3 +927,46 @@ async fn a_request_id_naming_a_task_that_is_gone_is_reused() {
     }
     test.delete_keys().await;
 }
+
+/// Deleting a task clears its request id only while the id still names it:
+/// a registration that found the id naming the task already gone may have
+/// taken it over in between, and keeps it.
+#[tokio::test]
+async fn deleting_a_task_leaves_a_request_id_that_names_another() {
+    let test = TestStore::open(roomy()).await;
+    let store = &test.store;
+    let Inserted::Created(task) = store
+        .insert_task(record("req-del", OverlapPolicy::Allow), Some("r-del"))
+        .await
+        .unwrap()
+    else {
+        panic!("created");
+    };
+    let mut conn = connect(SHARED_URL).await;
+    let keys: Vec<String> = conn
+        .keys(format!("{}*:req:r-del", test.prefix))
+        .await
+        .expect("KEYS");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    // Taken over by a later registration, between the delete's steps.
+    let _: () = conn.set(&keys[0], "req-later").await.expect("SET");
+    store.delete_task(&task.id, task.version).await.unwrap();
+    let named: Option<String> = conn.get(&keys[0]).await.expect("GET");
+    assert_eq!(named.as_deref(), Some("req-later"));
+
+    // Its own request id is cleared with it.
+    let Inserted::Created(own) = store
+        .insert_task(record("req-own", OverlapPolicy::Allow), Some("r-own"))
+        .await
+        .unwrap()
+    else {
+        panic!("created");
+    };
+    store.delete_task(&own.id, own.version).await.unwrap();
+    let left: Vec<String> = conn
+        .keys(format!("{}*:req:r-own", test.prefix))
+        .await
+        .expect("KEYS");
+    assert!(left.is_empty(), "{left:?}");
+    test.delete_keys().await;
+}

@@ -112,6 +112,8 @@ pub struct RedisStore {
     record: Script,
     /// `forget_results.lua`.
     forget_results: Script,
+    /// [`CLEAR_IF_NAMES`].
+    clear_if_names: Script,
     /// Where the tailing reader connects, and the name it gives itself.
     url: String,
     client_name: String,
@@ -236,6 +238,7 @@ impl RedisStore {
             write_tasks: Script::new(include_str!("write_tasks.lua")),
             record: Script::new(include_str!("record.lua")),
             forget_results: Script::new(include_str!("forget_results.lua")),
+            clear_if_names: Script::new(CLEAR_IF_NAMES),
             url: settings.url,
             client_name: settings.client_name,
         })
@@ -679,7 +682,14 @@ impl Store for RedisStore {
                     return Ok(Inserted::Created(view));
                 }
                 [redis::Value::Int(-1), redis::Value::BulkString(earlier)] => earlier.clone(),
-                _ => return Err(StoreError::Exists { task_id: id }),
+                [redis::Value::Int(-1), redis::Value::SimpleString(earlier)] => earlier.clone().into_bytes(),
+                // The task's own index: its id is taken.
+                [redis::Value::Int(1)] => return Err(StoreError::Exists { task_id: id }),
+                other => {
+                    return Err(StoreError::Unavailable {
+                        reason: format!("unexpected reply to a registration: {other:?}"),
+                    });
+                }
             };
             if let Some(task) = self.task_for_request(request_id).await? {
                 return Ok(Inserted::SameRequest(task));
@@ -687,7 +697,8 @@ impl Store for RedisStore {
             // The id names a task that is gone: a delete that stopped
             // between the task and its request id. Cleared only while it
             // still names that task, then the registration goes ahead.
-            let _: u64 = redis::Script::new(CLEAR_IF_NAMES)
+            let _: u64 = self
+                .clear_if_names
                 .key(self.keys.request(request_id))
                 .arg(earlier)
                 .invoke_async(&mut conn)
@@ -768,8 +779,13 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         if let Some(request_id) = &request_id {
-            let _: () = conn
-                .del(self.keys.request(request_id))
+            // Only while it still names this task: a registration that
+            // found it naming a task already gone may have taken it over.
+            let _: u64 = self
+                .clear_if_names
+                .key(self.keys.request(request_id))
+                .arg(id.as_str())
+                .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
         }
