@@ -54,6 +54,14 @@ impl TestStore {
         TestStore { store, prefix }
     }
 
+    /// The keys of the prefix that end with `suffix`.
+    async fn keys_ending(&self, suffix: &str) -> Vec<String> {
+        let mut conn = connect(SHARED_URL).await;
+        conn.keys(format!("{}*{suffix}", self.prefix))
+            .await
+            .expect("KEYS")
+    }
+
     /// Deletes every key of the prefix (the shared Redis is never flushed).
     async fn delete_keys(&self) {
         let mut conn = connect(SHARED_URL).await;
@@ -141,7 +149,21 @@ fn record(id: &str, overlap: OverlapPolicy) -> TaskRecord {
 }
 
 async fn insert(store: &RedisStore, id: &str, overlap: OverlapPolicy) -> TaskRecord {
-    match store.insert_task(record(id, overlap), None).await.unwrap() {
+    insert_requested(store, id, overlap, None).await
+}
+
+/// Registers a new task, with `request_id` if given.
+async fn insert_requested(
+    store: &RedisStore,
+    id: &str,
+    overlap: OverlapPolicy,
+    request_id: Option<&str>,
+) -> TaskRecord {
+    match store
+        .insert_task(record(id, overlap), request_id)
+        .await
+        .unwrap()
+    {
         Inserted::Created(task) => task,
         other => panic!("{other:?}"),
     }
@@ -480,13 +502,7 @@ async fn retention_by_count_per_task_and_bytes_is_detected_as_loss() {
 async fn an_emptied_store_gets_the_definitions_back_and_old_cursors_are_data_loss() {
     let test = TestStore::open(roomy()).await;
     let store = &test.store;
-    let Inserted::Created(task) = store
-        .insert_task(record("kept", OverlapPolicy::Skip), Some("req-kept"))
-        .await
-        .unwrap()
-    else {
-        panic!("created");
-    };
+    let task = insert_requested(store, "kept", OverlapPolicy::Skip, Some("req-kept")).await;
     let before = append(store, result("kept", 1, 1)).await;
     assert_eq!(store.check().await.unwrap(), Checked::Same);
     // Everything under the prefix goes, as with a Redis restarted empty.
@@ -896,16 +912,9 @@ async fn one_request_id_registered_twice_at_once_makes_one_task() {
 async fn a_request_id_naming_a_task_that_is_gone_is_reused() {
     let test = TestStore::open(roomy()).await;
     let store = &test.store;
-    let first = store
-        .insert_task(record("req-old", OverlapPolicy::Allow), Some("r-stale"))
-        .await
-        .unwrap();
-    assert!(matches!(first, Inserted::Created(_)), "{first:?}");
+    insert_requested(store, "req-old", OverlapPolicy::Allow, Some("r-stale")).await;
     let mut conn = connect(SHARED_URL).await;
-    let hashes: Vec<String> = conn
-        .keys(format!("{}*:task:req-old", test.prefix))
-        .await
-        .expect("KEYS");
+    let hashes = test.keys_ending(":task:req-old").await;
     assert_eq!(hashes.len(), 1, "{hashes:?}");
     let _: () = conn.del(&hashes).await.expect("DEL");
 
@@ -935,18 +944,9 @@ async fn a_request_id_naming_a_task_that_is_gone_is_reused() {
 async fn deleting_a_task_leaves_a_request_id_that_names_another() {
     let test = TestStore::open(roomy()).await;
     let store = &test.store;
-    let Inserted::Created(task) = store
-        .insert_task(record("req-del", OverlapPolicy::Allow), Some("r-del"))
-        .await
-        .unwrap()
-    else {
-        panic!("created");
-    };
+    let task = insert_requested(store, "req-del", OverlapPolicy::Allow, Some("r-del")).await;
     let mut conn = connect(SHARED_URL).await;
-    let keys: Vec<String> = conn
-        .keys(format!("{}*:req:r-del", test.prefix))
-        .await
-        .expect("KEYS");
+    let keys = test.keys_ending(":req:r-del").await;
     assert_eq!(keys.len(), 1, "{keys:?}");
     // Taken over by a later registration, between the delete's steps.
     let _: () = conn.set(&keys[0], "req-later").await.expect("SET");
@@ -955,18 +955,9 @@ async fn deleting_a_task_leaves_a_request_id_that_names_another() {
     assert_eq!(named.as_deref(), Some("req-later"));
 
     // Its own request id is cleared with it.
-    let Inserted::Created(own) = store
-        .insert_task(record("req-own", OverlapPolicy::Allow), Some("r-own"))
-        .await
-        .unwrap()
-    else {
-        panic!("created");
-    };
+    let own = insert_requested(store, "req-own", OverlapPolicy::Allow, Some("r-own")).await;
     store.delete_task(&own.id, own.version).await.unwrap();
-    let left: Vec<String> = conn
-        .keys(format!("{}*:req:r-own", test.prefix))
-        .await
-        .expect("KEYS");
+    let left = test.keys_ending(":req:r-own").await;
     assert!(left.is_empty(), "{left:?}");
     test.delete_keys().await;
 }

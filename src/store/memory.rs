@@ -553,13 +553,18 @@ mod tests {
         store.fire(vec![firing]).await.unwrap().remove(0)
     }
 
-    #[tokio::test]
-    async fn only_a_retry_gets_the_answer_of_an_applied_firing_again() {
-        let store = MemoryStore::new(Retention {
+    /// A store keeping 10 results per task and in total.
+    fn small_store() -> MemoryStore {
+        MemoryStore::new(Retention {
             per_task: 10,
             total: 10,
             max_bytes: 1000,
-        });
+        })
+    }
+
+    #[tokio::test]
+    async fn only_a_retry_gets_the_answer_of_an_applied_firing_again() {
+        let store = small_store();
         let armed = task(&store, "a", OverlapPolicy::Skip).await;
         let Fired::Done(first) = fire_one(&store, firing(&armed, false)).await else {
             panic!("first firing applies");
@@ -580,11 +585,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_firing_with_a_free_run_slot_starts_its_run_in_the_same_step() {
-        let store = MemoryStore::new(Retention {
-            per_task: 10,
-            total: 10,
-            max_bytes: 1000,
-        });
+        let store = small_store();
         let armed = task(&store, "now", OverlapPolicy::Skip).await;
         let started = Firing {
             start: true,
@@ -613,11 +614,7 @@ mod tests {
 
     #[tokio::test]
     async fn passed_over_slots_are_counted_once_and_a_retry_repeats_the_count() {
-        let store = MemoryStore::new(Retention {
-            per_task: 10,
-            total: 10,
-            max_bytes: 1000,
-        });
+        let store = small_store();
         let armed = task(&store, "late", OverlapPolicy::Skip).await;
         // Armed for t(1), fired at t(4.5): slots 1 to 3 passed over, 4 runs.
         let late = Firing {
@@ -649,11 +646,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_slot_passed_over_is_claimed_and_advanced_past_without_a_run() {
-        let store = MemoryStore::new(Retention {
-            per_task: 10,
-            total: 10,
-            max_bytes: 1000,
-        });
+        let store = small_store();
         let armed = task(&store, "passed", OverlapPolicy::Skip).await;
         // Slots 1 to 4 missed, none run; the schedule has no slot after 4.
         let passed_over = Firing {
@@ -713,11 +706,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_task_does_not_end_while_a_dropped_runs_result_is_owed() {
-        let store = MemoryStore::new(Retention {
-            per_task: 10,
-            total: 10,
-            max_bytes: 1000,
-        });
+        let store = small_store();
         let armed = task(&store, "b", OverlapPolicy::Allow).await;
         let Fired::Done(first) = fire_one(&store, firing(&armed, false)).await else {
             panic!("fires");

@@ -127,9 +127,9 @@ fn unavailable(error: redis::RedisError) -> StoreError {
 
 /// The hash fields `write_tasks.lua` keeps beside `rec`, for operators and
 /// the due index: due time (ms, '' when not due), state, next run (text).
-fn derived(stored: &Stored) -> (DueMs, &'static str, String) {
+fn derived(stored: &Stored) -> (OrEmpty<i64>, &'static str, String) {
     let task = &stored.record;
-    let due = DueMs(match (task.state, task.next_run_at) {
+    let due = OrEmpty(match (task.state, task.next_run_at) {
         (crate::task::TaskState::Active, Some(next)) => Some(next.timestamp_millis()),
         _ => None,
     });
@@ -140,14 +140,15 @@ fn derived(stored: &Stored) -> (DueMs, &'static str, String) {
     (due, task.state.name(), next)
 }
 
-/// A task's due time as `write_tasks.lua` takes it: ms, or '' when it is
-/// not due. Written into the call in place, not made a string first.
-struct DueMs(Option<i64>);
+/// A number `write_tasks.lua` takes, or '' for none (a due time, an
+/// expected or a starting rev): always one argument, written into the call
+/// in place, not made a string first.
+struct OrEmpty<T>(Option<T>);
 
-impl redis::ToRedisArgs for DueMs {
+impl<T: redis::ToRedisArgs> redis::ToRedisArgs for OrEmpty<T> {
     fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
-        match self.0 {
-            Some(ms) => ms.write_redis_args(out),
+        match &self.0 {
+            Some(value) => value.write_redis_args(out),
             None => out.write_arg(b""),
         }
     }
@@ -372,6 +373,49 @@ impl RedisStore {
         Ok(out)
     }
 
+    /// Adds task `id` to a `write_tasks.lua` call: its key and its seven
+    /// arguments. `expected`: the rev it must have (None: it must not
+    /// exist); `task`: its state and spec field (None: delete it);
+    /// `start_rev`: the rev a created hash starts at (None: 1).
+    fn add_task(
+        &self,
+        call: &mut script::ScriptCall<'_>,
+        id: &TaskId,
+        expected: Option<u64>,
+        task: Option<(&Stored, &[u8])>,
+        start_rev: Option<u64>,
+    ) {
+        call.key(self.keys.task(id));
+        call.arg(id.as_str()).arg(OrEmpty(expected));
+        match task {
+            Some((stored, spec_field)) => {
+                let (due, state, next) = derived(stored);
+                call.arg(codec::encode_task(stored, spec_field))
+                    .arg(due)
+                    .arg(state)
+                    .arg(next);
+            }
+            None => {
+                call.arg("").arg("").arg("").arg("");
+            }
+        }
+        call.arg(OrEmpty(start_rev));
+    }
+
+    /// Task `id`, if it exists and was created by a registration with
+    /// `request_id`.
+    async fn task_if_requested(
+        &self,
+        id: &TaskId,
+        request_id: &str,
+    ) -> Result<Option<TaskRecord>, StoreError> {
+        Ok(self
+            .load_one(id)
+            .await?
+            .filter(|(_, stored)| stored.request_id.as_deref() == Some(request_id))
+            .map(|(_, stored)| stored.view()))
+    }
+
     /// Writes tasks with a compare-and-set on their `rev`, one script per
     /// shard, all sent at once, and holds what landed. Returns the indexes
     /// of the writes that lost (their task changed since the state they
@@ -393,35 +437,15 @@ impl RedisStore {
             // Per write, the spec field it was encoded with.
             let mut fields: Vec<Option<Arc<[u8]>>> = Vec::with_capacity(writes.len());
             for write in &writes {
-                invocation.key(self.keys.task(&write.id));
-                invocation.arg(write.id.as_str());
-                // Written in place: no string per write.
-                match write.rev() {
-                    Some(rev) => invocation.arg(rev),
-                    None => invocation.arg(""),
-                };
-                match &write.stored {
-                    Some(stored) => {
-                        let field = match &write.from {
-                            Some(from) if Arc::ptr_eq(&from.stored.record.spec, &stored.record.spec) => {
-                                from.spec_field.clone()
-                            }
-                            _ => codec::spec_field(&stored.record.spec),
-                        };
-                        let (due, state, next) = derived(stored);
-                        invocation
-                            .arg(codec::encode_task(stored, &field))
-                            .arg(due)
-                            .arg(state)
-                            .arg(next)
-                            .arg("");
-                        fields.push(Some(field));
+                let field = write.stored.as_ref().map(|stored| match &write.from {
+                    Some(from) if Arc::ptr_eq(&from.stored.record.spec, &stored.record.spec) => {
+                        from.spec_field.clone()
                     }
-                    None => {
-                        invocation.arg("").arg("").arg("").arg("").arg("");
-                        fields.push(None);
-                    }
-                }
+                    _ => codec::spec_field(&stored.record.spec),
+                });
+                let task = write.stored.as_ref().zip(field.as_deref());
+                self.add_task(&mut invocation, &write.id, write.rev(), task, None);
+                fields.push(field);
             }
             async move {
                 let lost: Vec<usize> = match invocation.invoke_async(&mut conn).await {
@@ -633,44 +657,20 @@ impl Store for RedisStore {
         record: TaskRecord,
         request_id: Option<&str>,
     ) -> Result<Inserted, StoreError> {
-        let Some(request_id) = request_id else {
-            let stored = Stored::new(record, None);
-            let id = stored.record.id.clone();
-            let view = stored.view();
-            let lost = self
-                .write(vec![Write {
-                    index: 0,
-                    id: id.clone(),
-                    from: None,
-                    stored: Some(stored),
-                }])
-                .await?;
-            return match lost.is_empty() {
-                true => Ok(Inserted::Created(view)),
-                false => Err(StoreError::Exists { task_id: id }),
-            };
-        };
-        // The task and its request id in one script (see write_tasks.lua):
-        // a retry racing its first try gets that task, never a second one.
-        let stored = Stored::new(record, Some(request_id));
+        // The task, and its request id if any, in one script (see
+        // write_tasks.lua): a retry racing its first try gets that task,
+        // never a second one.
+        let stored = Stored::new(record, request_id);
         let id = stored.record.id.clone();
         let shard = self.keys.shard_of(id.as_str());
         let field = codec::spec_field(&stored.record.spec);
-        let (due, state, next) = derived(&stored);
         let mut call = script::ScriptCall::new(&self.write_tasks);
-        call.key(self.keys.due(shard))
-            .key(self.keys.ids(shard))
-            .key(self.keys.task(&id))
-            .key(self.keys.request(request_id));
-        call.arg(1)
-            .arg(id.as_str())
-            .arg("")
-            .arg(codec::encode_task(&stored, &field))
-            .arg(due)
-            .arg(state)
-            .arg(next)
-            .arg("")
-            .arg("1");
+        call.key(self.keys.due(shard)).key(self.keys.ids(shard));
+        call.arg(1);
+        self.add_task(&mut call, &id, None, Some((&stored, &field)), None);
+        if let Some(request_id) = request_id {
+            call.key(self.keys.request(request_id)).arg("1");
+        }
         let mut conn = self.conn().await?;
         // Twice at most: once more after clearing a stale request id.
         for _ in 0..2 {
@@ -681,8 +681,10 @@ impl Store for RedisStore {
                     self.held.put(&id, Held::new(1, stored, field));
                     return Ok(Inserted::Created(view));
                 }
-                [redis::Value::Int(-1), redis::Value::BulkString(earlier)] => earlier.clone(),
-                [redis::Value::Int(-1), redis::Value::SimpleString(earlier)] => earlier.clone().into_bytes(),
+                [redis::Value::Int(-1), redis::Value::BulkString(earlier)] => {
+                    String::from_utf8_lossy(earlier).into_owned()
+                }
+                [redis::Value::Int(-1), redis::Value::SimpleString(earlier)] => earlier.clone(),
                 // The task's own index: its id is taken.
                 [redis::Value::Int(1)] => return Err(StoreError::Exists { task_id: id }),
                 other => {
@@ -691,7 +693,11 @@ impl Store for RedisStore {
                     });
                 }
             };
-            if let Some(task) = self.task_for_request(request_id).await? {
+            // Only a call with a request id answers with an earlier task.
+            let Some(request_id) = request_id else { break };
+            if let Ok(earlier_id) = TaskId::parse(&earlier)
+                && let Some(task) = self.task_if_requested(&earlier_id, request_id).await?
+            {
                 return Ok(Inserted::SameRequest(task));
             }
             // The id names a task that is gone: a delete that stopped
@@ -706,7 +712,7 @@ impl Store for RedisStore {
                 .map_err(unavailable)?;
         }
         Err(StoreError::Unavailable {
-            reason: format!("request id {request_id:?} is being reused concurrently; retry"),
+            reason: "a request id is being reused concurrently; retry".to_string(),
         })
     }
 
@@ -719,11 +725,7 @@ impl Store for RedisStore {
         let Some(id) = id.and_then(|id| TaskId::parse(&id).ok()) else {
             return Ok(None);
         };
-        Ok(self
-            .load_one(&id)
-            .await?
-            .filter(|(_, stored)| stored.request_id.as_deref() == Some(request_id))
-            .map(|(_, stored)| stored.view()))
+        self.task_if_requested(&id, request_id).await
     }
 
     async fn get_task(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
@@ -989,15 +991,15 @@ impl Store for RedisStore {
 mod tests {
     use redis::ToRedisArgs;
 
-    use super::DueMs;
+    use super::OrEmpty;
 
     #[test]
     fn a_due_time_is_always_one_argument() {
         // Not due: an empty argument, not none (the script reads the
         // arguments by position).
-        assert_eq!(DueMs(None).to_redis_args(), vec![Vec::<u8>::new()]);
+        assert_eq!(OrEmpty::<i64>(None).to_redis_args(), vec![Vec::<u8>::new()]);
         assert_eq!(
-            DueMs(Some(1_764_597_600_123)).to_redis_args(),
+            OrEmpty(Some(1_764_597_600_123i64)).to_redis_args(),
             vec![b"1764597600123".to_vec()]
         );
     }

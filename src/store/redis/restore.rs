@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use redis::AsyncCommands;
 
-use super::{Held, RedisStore, STORE_FORMAT, codec, derived, unavailable};
+use super::{Held, RedisStore, STORE_FORMAT, unavailable};
 use crate::{
     store::{Checked, StoreError},
     task::TaskId,
@@ -43,18 +43,10 @@ impl RedisStore {
                 invocation.key(self.keys.due(shard)).key(self.keys.ids(shard));
                 invocation.arg(chunk.len());
                 for (id, task) in chunk {
-                    let (due, state, next) = derived(&task.stored);
-                    invocation.key(self.keys.task(id));
-                    invocation
-                        .arg(id.as_str())
-                        .arg("")
-                        .arg(codec::encode_task(&task.stored, &task.spec_field))
-                        .arg(due)
-                        .arg(state)
-                        .arg(next)
-                        // Above every rev it had: a step that read it
-                        // before the loss cannot match.
-                        .arg(task.rev + 1);
+                    // Starting above every rev it had: a step that read it
+                    // before the loss cannot match.
+                    let start_rev = Some(task.rev + 1);
+                    self.add_task(&mut invocation, id, None, Some((&task.stored, &task.spec_field)), start_rev);
                 }
                 let lost: Vec<usize> = invocation
                     .invoke_async(&mut conn)
