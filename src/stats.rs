@@ -4,7 +4,10 @@
 //! without a lock.
 
 use std::{
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -41,10 +44,20 @@ pub(crate) struct Stats {
     pub herd_done: tokio::sync::Notify,
 }
 
-/// Counts one herd in [`Stats::starting`] while held.
-pub(crate) struct Starting<'a>(&'a Stats);
+/// Counts one herd in [`Stats::starting`] while any clone is held. Firing
+/// hands a clone to every run it starts, which drops it as it begins: the
+/// herd is going until its last run has begun, not only until the store
+/// step that started them returned. Results recorded meanwhile would take
+/// the cores the runs are waiting for (10,000 due at once on the memory
+/// store: a commit of a few results for every few runs that began).
+#[derive(Clone)]
+pub(crate) struct Starting {
+    _counted: Arc<Counted>,
+}
 
-impl Drop for Starting<'_> {
+struct Counted(Arc<Stats>);
+
+impl Drop for Counted {
     fn drop(&mut self) {
         if self.0.starting.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.herd_done.notify_waiters();
@@ -57,10 +70,13 @@ impl Stats {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Marks a firing batch or a start wave as going until the guard drops.
-    pub(crate) fn starting(&self) -> Starting<'_> {
+    /// Marks a firing batch or a start wave as going until the guard and
+    /// its clones are dropped.
+    pub(crate) fn starting(self: &Arc<Self>) -> Starting {
         self.starting.fetch_add(1, Ordering::AcqRel);
-        Starting(self)
+        Starting {
+            _counted: Arc::new(Counted(self.clone())),
+        }
     }
 
     /// Whether a herd is being fired or started now. Its runs start
@@ -112,5 +128,33 @@ impl Stats {
             );
             last = now;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_herd_lasts_until_the_last_of_its_runs_let_go() {
+        let stats = Arc::new(Stats::default());
+        let herd = stats.starting();
+        let runs: Vec<Starting> = (0..3).map(|_| herd.clone()).collect();
+        // The firing step returned; its runs have not begun.
+        drop(herd);
+        assert!(stats.starting_runs());
+        let done = stats.herd_done.notified();
+        tokio::pin!(done);
+        done.as_mut().enable();
+        let mut runs = runs.into_iter();
+        drop(runs.next());
+        drop(runs.next());
+        assert!(stats.starting_runs(), "one run has not begun");
+        drop(runs.next());
+        assert!(!stats.starting_runs());
+        // The writer waiting on it is woken.
+        tokio::time::timeout(Duration::from_secs(5), done)
+            .await
+            .expect("herd_done notified");
     }
 }

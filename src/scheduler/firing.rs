@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 
 use super::{FIRING_RETRY, Inner, run, timer::Armed};
 use crate::{
-    stats::Stats,
+    stats::{Starting, Stats},
     store::{Dispatch, Fire, Fired, Firing, RunPhase},
     task::{Outcome, TaskState, occurrence_id},
 };
@@ -50,7 +50,7 @@ const ON_TIME_SLACK: Duration = Duration::from_secs(1);
 impl Inner {
     /// Fires the due slots of `batch`, a chunk per store call.
     pub(super) async fn fire_batch(self: &Arc<Self>, batch: Vec<Armed>) {
-        let _herd = (batch.len() >= HERD).then(|| self.stats.starting());
+        let herd = (batch.len() >= HERD).then(|| self.stats.starting());
         // A few chunks in flight at once: one chunk's store step waits on
         // Redis while the next is planned and sent.
         let mut in_flight = futures::stream::FuturesUnordered::new();
@@ -61,12 +61,12 @@ impl Inner {
             if in_flight.len() == CHUNKS_IN_FLIGHT {
                 in_flight.next().await;
             }
-            in_flight.push(self.fire_chunk(chunk));
+            in_flight.push(self.fire_chunk(chunk, herd.as_ref()));
         }
         while in_flight.next().await.is_some() {}
     }
 
-    async fn fire_chunk(self: &Arc<Self>, chunk: &[Armed]) {
+    async fn fire_chunk(self: &Arc<Self>, chunk: &[Armed], herd: Option<&Starting>) {
         let now = self.clock.now();
         let mut firings: Vec<Firing> = chunk.iter().map(|armed| plan(armed, now)).collect();
         // A run slot for each firing that may start a run, while there are
@@ -113,7 +113,7 @@ impl Inner {
                 Fired::Stale => {}
                 Fired::AlreadyClaimed(fire) => {
                     warn!(task_id = %task_id, slot = %slot.to_rfc3339(), "slot already claimed, not run again");
-                    self.apply_fire(fire, run_slot);
+                    self.apply_fire(fire, run_slot, herd);
                 }
                 Fired::Done(fire) => {
                     Stats::add(&self.stats.fired, 1);
@@ -147,7 +147,7 @@ impl Inner {
                             false,
                         );
                     }
-                    self.apply_fire(fire, run_slot);
+                    self.apply_fire(fire, run_slot, herd);
                 }
             }
         }
@@ -156,11 +156,14 @@ impl Inner {
     /// Carries out what the store decided for a firing or a trigger: arm
     /// the task at its new slot, cancel and record what the policy
     /// displaced, run or queue the new run, announce the end of a finished
-    /// task. `run_slot` is the run slot the firing held, if any.
+    /// task. `run_slot` is the run slot the firing held, if any; `herd`
+    /// the herd the firing belongs to, if it is one (held until the run
+    /// begins).
     pub(super) fn apply_fire(
         self: &Arc<Self>,
         fire: Fire,
         run_slot: Option<OwnedSemaphorePermit>,
+        herd: Option<&Starting>,
     ) {
         let Fire {
             task,
@@ -193,7 +196,7 @@ impl Inner {
         if let Dispatch::Start(start) = dispatch {
             if start.record.phase == RunPhase::Running {
                 // Started by the firing step: it runs now.
-                self.run_queue.started(start, run_slot);
+                self.run_queue.started(start, run_slot, herd.cloned());
             } else {
                 self.run_queue.push(start);
             }

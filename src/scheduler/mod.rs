@@ -646,7 +646,7 @@ impl Scheduler {
             }),
             Triggered::Done(fire) => {
                 let run = fire.task.run_count;
-                inner.apply_fire(fire, None);
+                inner.apply_fire(fire, None, None);
                 debug!(run, "task triggered");
                 Ok(run)
             }

@@ -13,7 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, debug_span, warn};
 
 use super::{Inner, run};
-use crate::{stats::Stats, store::RunStart, task::Outcome};
+use crate::{
+    stats::{Starting, Stats},
+    store::RunStart,
+    task::Outcome,
+};
 
 /// Most runs started by one store step.
 const START_WAVE: usize = 1024;
@@ -29,8 +33,8 @@ pub(super) struct RunQueue {
 }
 
 /// A run the store started in a firing step, with the run slot the firing
-/// held for it (None: it must wait for one).
-pub(super) type Started = (RunStart, Option<OwnedSemaphorePermit>);
+/// held for it (None: it must wait for one) and the herd it belongs to.
+pub(super) type Started = (RunStart, Option<OwnedSemaphorePermit>, Option<Starting>);
 
 /// The receiving ends of a [`RunQueue`].
 pub(super) struct RunQueueRx {
@@ -55,10 +59,15 @@ impl RunQueue {
     /// Hands over a run the store already started, to be spawned off the
     /// firing loop: at 100,000 runs a second, spawning them on it made it
     /// fall behind (measured).
-    pub(super) fn started(&self, start: RunStart, slot: Option<OwnedSemaphorePermit>) {
+    pub(super) fn started(
+        &self,
+        start: RunStart,
+        slot: Option<OwnedSemaphorePermit>,
+        herd: Option<Starting>,
+    ) {
         // As for `push`: gone only at shutdown; the run is then reported
         // abandoned at the next start.
-        let _ = self.started.send((start, slot));
+        let _ = self.started.send((start, slot, herd));
     }
 
     /// Queues a dispatched run to start when a slot is free.
@@ -88,8 +97,8 @@ impl Inner {
                     // Those handed over already still run (cancelled at
                     // once, since shutdown began), as they would have had
                     // firing run them itself: their results are recorded.
-                    while let Ok((start, slot)) = started.try_recv() {
-                        self.run_started(start, slot);
+                    while let Ok((start, slot, herd)) = started.try_recv() {
+                        self.run_started(start, slot, herd);
                     }
                     return;
                 }
@@ -98,8 +107,8 @@ impl Inner {
             if more == 0 {
                 return;
             }
-            for (start, slot) in batch.drain(..) {
-                self.run_started(start, slot);
+            for (start, slot, herd) in batch.drain(..) {
+                self.run_started(start, slot, herd);
             }
         }
     }
@@ -144,8 +153,8 @@ impl Inner {
             self.stats
                 .runs_waiting
                 .fetch_sub(wave.len() as u64, Ordering::Relaxed);
-            let _herd = (wave.len() >= super::firing::HERD).then(|| self.stats.starting());
-            self.start_wave(&mut wave, &mut wave_slots).await;
+            let herd = (wave.len() >= super::firing::HERD).then(|| self.stats.starting());
+            self.start_wave(&mut wave, &mut wave_slots, herd).await;
         }
     }
 
@@ -155,6 +164,7 @@ impl Inner {
         self: &Arc<Self>,
         wave: &mut Vec<RunStart>,
         slots: &mut Vec<OwnedSemaphorePermit>,
+        herd: Option<Starting>,
     ) {
         // Tokens first, so a CANCEL_RUNNING decided as soon as the store
         // says "running" finds the token to cancel.
@@ -171,7 +181,7 @@ impl Inner {
             let record = &start.record;
             match &started {
                 Ok(started) if started.get(i).copied() == Some(true) => {
-                    self.spawn_run(start, token, slot);
+                    self.spawn_run(start, token, slot, herd.clone());
                 }
                 Ok(_) => {
                     // Dropped by pause or cancel while it waited; they
@@ -195,12 +205,18 @@ impl Inner {
         }
     }
 
-    fn spawn_run(self: &Arc<Self>, start: RunStart, token: CancellationToken, slot: OwnedSemaphorePermit) {
+    fn spawn_run(
+        self: &Arc<Self>,
+        start: RunStart,
+        token: CancellationToken,
+        slot: OwnedSemaphorePermit,
+        herd: Option<Starting>,
+    ) {
         let record = &start.record;
         let span = debug_span!("run", task_id = %record.task_id, run = record.run);
         let inner = self.clone();
         self.tracker
-            .spawn(async move { inner.run(start, token, slot).await }.instrument(span));
+            .spawn(async move { inner.run(start, token, slot, herd).await }.instrument(span));
     }
 
     /// Runs a run the store started already (in a firing step): with the
@@ -210,6 +226,7 @@ impl Inner {
         self: &Arc<Self>,
         start: RunStart,
         slot: Option<OwnedSemaphorePermit>,
+        herd: Option<Starting>,
     ) {
         // The token is made after the store step, unlike a queued run's: a
         // CANCEL_RUNNING decided in between is kept by the task's handle
@@ -219,8 +236,10 @@ impl Inner {
             .handle(&start.record.task_id)
             .start_run(start.record.run);
         match slot {
-            Some(slot) => self.spawn_run(start, token, slot),
+            Some(slot) => self.spawn_run(start, token, slot, herd),
             None => {
+                // It may wait long for a slot: the herd does not wait for it.
+                drop(herd);
                 let inner = self.clone();
                 self.tracker.spawn(async move {
                     let slot = tokio::select! {
@@ -228,7 +247,7 @@ impl Inner {
                         slot = inner.run_slots.clone().acquire_owned() => slot.ok(),
                     };
                     match slot {
-                        Some(slot) => inner.spawn_run(start, token, slot),
+                        Some(slot) => inner.spawn_run(start, token, slot, None),
                         // Stopping: the run stays running in the store and
                         // is reported abandoned at the next start.
                         None => inner.end_token(&start.record),
@@ -249,12 +268,15 @@ impl Inner {
         start: RunStart,
         token: CancellationToken,
         _slot: OwnedSemaphorePermit,
+        herd: Option<Starting>,
     ) {
         // Shutdown may have begun while it waited.
         if self.stopping.is_cancelled() {
             token.cancel();
         }
         debug!("run started");
+        // Begun (`started_at` is taken as the action is called, at once).
+        drop(herd);
         Stats::add(&self.stats.runs_in_flight, 1);
         let result = run::execute(&self.actions, &self.clock, &start, token).await;
         self.stats.runs_in_flight.fetch_sub(1, Ordering::Relaxed);
