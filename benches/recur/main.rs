@@ -21,6 +21,13 @@
 //!
 //! The Python peers are in benches/peers/.
 
+/// The `recur` binary's allocator (src/bin/recur.rs), so the `--serve`
+/// child measures the server as shipped (the `--tcs-peer` child, this
+/// binary too, gets it as well).
+#[cfg(all(feature = "cli", not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod cli;
 mod collect;
 mod control;

@@ -8,6 +8,12 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::{EnvFilter, fmt::time::ChronoUtc};
 
+/// jemalloc rather than the system allocator: see Cargo.toml (a herd's
+/// runs started a third sooner, on a third less CPU).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "recur",
