@@ -98,74 +98,8 @@ async fn run_on(plan: &Plan, kind: StoreKind, server: &ServerProcess, report: &m
     let next_id = Arc::new(AtomicUsize::new(0));
     for op in [Op::Register, Op::Get, Op::Pause] {
         for &callers in &plan.callers {
-            let connections = callers.clamp(1, MAX_CONNECTIONS);
-            let mut clients = Vec::with_capacity(connections);
-            for _ in 0..connections {
-                clients.push(server.client().await);
-            }
-            let cpu = CpuMeter::start(server.pid);
-            let redis_cpu = server.redis_pid.map(CpuMeter::start);
-            let started = Instant::now();
-            let mut handles = Vec::with_capacity(callers);
-            for caller in 0..callers {
-                let client = clients[caller % connections].clone();
-                let next_id = next_id.clone();
-                let call_time = plan.call_time;
-                handles.push(tokio::spawn(async move {
-                    call_loop(client, op, caller, call_time, next_id).await
-                }));
-            }
-            let mut latencies_us = Vec::new();
-            let mut errors = 0u64;
-            let mut first_error = None;
-            for handle in handles {
-                let calls = handle.await.expect("a control-plane caller panicked");
-                latencies_us.extend(calls.latencies_us);
-                errors += calls.errors;
-                first_error = first_error.or(calls.first_error);
-            }
-            let elapsed = started.elapsed().as_secs_f64();
-            let cpu_percent = cpu.percent();
-            let redis_cpu_percent = redis_cpu.and_then(|m| m.percent());
-            let ok = latencies_us.len() as f64;
-            let per_second = ok / elapsed;
-            let latency = Percentiles::of_micros(&mut latencies_us);
-            let mut notes = Vec::new();
-            if let Some(redis) = redis_cpu_percent {
-                notes.push(format!("redis-server CPU {redis:.0}%"));
-            }
-            if errors > 0 {
-                notes.push(format!(
-                    "{} errors, first: {}",
-                    fmt_count(errors),
-                    first_error.unwrap_or_default()
-                ));
-            }
-            report.add(Row {
-                scenario: "control".to_string(),
-                subject: kind.subject().to_string(),
-                case: format!("{} x{callers}", op.name()),
-                measure: "call latency".to_string(),
-                latency,
-                count: format!("{}/s", fmt_count(per_second.round() as u64)),
-                missed_doubled: String::new(),
-                cpu_percent,
-                peak_rss: procfs::peak_rss_bytes(server.pid),
-                bytes_per_task: None,
-                notes,
-                json: json!({
-                    "op": op.name(),
-                    "callers": callers,
-                    "connections": connections,
-                    "seconds": elapsed,
-                    "ok_calls": ok,
-                    "errors": errors,
-                    "ops_per_s": per_second,
-                    "latency": latency.map(Percentiles::to_json),
-                    "server_cpu_percent_of_one_core": cpu_percent,
-                    "redis_cpu_percent_of_one_core": redis_cpu_percent,
-                }),
-            });
+            let (per_second, latency) =
+                measure(plan, kind, server, op, callers, None, &next_id, report).await;
             if matches!(op, Op::Register) && callers == 64 {
                 let on = match kind {
                     StoreKind::Memory => "",
@@ -182,14 +116,138 @@ async fn run_on(plan: &Plan, kind: StoreKind, server: &ServerProcess, report: &m
                     "/s",
                 ));
                 report.target(Target::at_most(
-                    format!("RegisterTask x64{on}: p99 <= 5 ms"),
+                    format!("RegisterTask x64{on}: p99 <= 5 ms (back to back, at saturation)"),
                     latency.map(|l| l.p99),
+                    5.0,
+                    "ms",
+                ));
+                // The same 64 callers asking for the target rate only: the
+                // latency a client sees while the server serves that rate,
+                // apart from the queueing of a saturated server.
+                let (_, paced) = measure(
+                    plan,
+                    kind,
+                    server,
+                    op,
+                    callers,
+                    Some(floor),
+                    &next_id,
+                    report,
+                )
+                .await;
+                report.target(Target::at_most(
+                    format!(
+                        "RegisterTask x64{on} at {}/s: p99 <= 5 ms",
+                        fmt_count(floor as u64)
+                    ),
+                    paced.map(|l| l.p99),
                     5.0,
                     "ms",
                 ));
             }
         }
     }
+}
+
+/// Runs one case: `callers` calling `op`, back to back or, with `rate`,
+/// paced to that many calls per second in all. Adds its row; returns the
+/// calls per second and the latency.
+#[allow(clippy::too_many_arguments)]
+async fn measure(
+    plan: &Plan,
+    kind: StoreKind,
+    server: &ServerProcess,
+    op: Op,
+    callers: usize,
+    rate: Option<f64>,
+    next_id: &Arc<AtomicUsize>,
+    report: &mut Report,
+) -> (f64, Option<Percentiles>) {
+    let connections = callers.clamp(1, MAX_CONNECTIONS);
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        clients.push(server.client().await);
+    }
+    // Each caller's share of the rate, as a fixed interval between the
+    // instants its calls are due.
+    let every = rate.map(|rate| Duration::from_secs_f64(callers as f64 / rate));
+    let cpu = CpuMeter::start(server.pid);
+    let redis_cpu = server.redis_pid.map(CpuMeter::start);
+    let started = Instant::now();
+    let mut handles = Vec::with_capacity(callers);
+    for caller in 0..callers {
+        let client = clients[caller % connections].clone();
+        let next_id = next_id.clone();
+        let call_time = plan.call_time;
+        // Paced callers start spread over one interval, not all at once.
+        let offset = every.map(|every| every.mul_f64(caller as f64 / callers as f64));
+        handles.push(tokio::spawn(async move {
+            call_loop(client, op, caller, call_time, next_id, every.zip(offset)).await
+        }));
+    }
+    let mut latencies_us = Vec::new();
+    let mut errors = 0u64;
+    let mut first_error = None;
+    for handle in handles {
+        let calls = handle.await.expect("a control-plane caller panicked");
+        latencies_us.extend(calls.latencies_us);
+        errors += calls.errors;
+        first_error = first_error.or(calls.first_error);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu_percent = cpu.percent();
+    let redis_cpu_percent = redis_cpu.and_then(|m| m.percent());
+    let ok = latencies_us.len() as f64;
+    let per_second = ok / elapsed;
+    let latency = Percentiles::of_micros(&mut latencies_us);
+    let mut notes = Vec::new();
+    if let Some(redis) = redis_cpu_percent {
+        notes.push(format!("redis-server CPU {redis:.0}%"));
+    }
+    if let Some(rate) = rate {
+        notes.push(format!(
+            "paced at {}/s; a call held up by the one before counts from its due instant",
+            fmt_count(rate as u64)
+        ));
+    }
+    if errors > 0 {
+        notes.push(format!(
+            "{} errors, first: {}",
+            fmt_count(errors),
+            first_error.unwrap_or_default()
+        ));
+    }
+    let case = match rate {
+        None => format!("{} x{callers}", op.name()),
+        Some(rate) => format!("{} x{callers} at {}/s", op.name(), fmt_count(rate as u64)),
+    };
+    report.add(Row {
+        scenario: "control".to_string(),
+        subject: kind.subject().to_string(),
+        case,
+        measure: "call latency".to_string(),
+        latency,
+        count: format!("{}/s", fmt_count(per_second.round() as u64)),
+        missed_doubled: String::new(),
+        cpu_percent,
+        peak_rss: procfs::peak_rss_bytes(server.pid),
+        bytes_per_task: None,
+        notes,
+        json: json!({
+            "op": op.name(),
+            "callers": callers,
+            "connections": connections,
+            "paced_calls_per_s": rate,
+            "seconds": elapsed,
+            "ok_calls": ok,
+            "errors": errors,
+            "ops_per_s": per_second,
+            "latency": latency.map(Percentiles::to_json),
+            "server_cpu_percent_of_one_core": cpu_percent,
+            "redis_cpu_percent_of_one_core": redis_cpu_percent,
+        }),
+    });
+    (per_second, latency)
 }
 
 /// What one caller did.
@@ -199,13 +257,17 @@ struct Calls {
     first_error: Option<String>,
 }
 
-/// Calls `op` back to back for `call_time` (at most `MAX_CALLS_PER_CALLER` times).
+/// Calls `op` for `call_time` (at most `MAX_CALLS_PER_CALLER` times): back
+/// to back, or with `paced` (interval, first offset) each call when it is
+/// due; a call held up by a late one before it has its latency counted
+/// from its due instant, so that wait counts too (no coordinated omission).
 async fn call_loop(
     mut client: TaskServiceClient<Channel>,
     op: Op,
     caller: usize,
     call_time: Duration,
     next_id: Arc<AtomicUsize>,
+    paced: Option<(Duration, Duration)>,
 ) -> Calls {
     let mut calls = Calls {
         latencies_us: Vec::new(),
@@ -219,7 +281,22 @@ async fn call_loop(
         // Spread Get and Pause over the pool so callers do not all contend
         // on one task.
         let pool_id = tasks::task_id((caller * 7_919 + n * 31) % POOL);
-        let t0 = Instant::now();
+        let t0 = match paced {
+            None => Instant::now(),
+            Some((every, offset)) => {
+                let due = started + offset + every.mul_f64(n as f64);
+                if Instant::now() >= due {
+                    // Held up by the calls before: the wait counts.
+                    due
+                } else {
+                    // On time: counted from when the call goes out, not
+                    // from its due instant, which tokio's timer (1 ms
+                    // ticks) overshoots by up to a millisecond.
+                    tokio::time::sleep_until(due.into()).await;
+                    Instant::now()
+                }
+            }
+        };
         let outcome = match op {
             Op::Register => {
                 let index = next_id.fetch_add(1, Ordering::Relaxed);
