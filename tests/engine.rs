@@ -499,6 +499,7 @@ async fn a_start_that_fails_leaves_nothing_running() {
             subscriber_bound: 100,
             max_runs_in_flight: 10,
             store_check_interval: None,
+            fire_ahead: None,
         },
         CancellationToken::new(),
     );

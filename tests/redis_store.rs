@@ -184,6 +184,7 @@ fn firing(task: &TaskRecord, retry: bool) -> Firing {
         now: slot,
         retry,
         start: false,
+        ahead: false,
     }
 }
 

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
 
-use super::{FIRING_RETRY, Inner, run, timer::Armed};
+use super::{FIRING_RETRY, Inner, run, runs::Started, timer::Armed};
 use crate::{
     stats::{Starting, Stats},
     store::{Dispatch, Fire, Fired, Firing, RunPhase},
@@ -48,8 +48,13 @@ pub(super) const HERD: usize = 256;
 const ON_TIME_SLACK: Duration = Duration::from_secs(1);
 
 impl Inner {
-    /// Fires the due slots of `batch`, a chunk per store call.
-    pub(super) async fn fire_batch(self: &Arc<Self>, batch: Vec<Armed>) {
+    /// Fires the due slots of `batch`, a chunk per store call; `ahead`: a
+    /// herd fired ahead of that instant, at which its runs start.
+    pub(super) async fn fire_batch(
+        self: &Arc<Self>,
+        batch: Vec<Armed>,
+        ahead: Option<DateTime<Utc>>,
+    ) {
         let herd = (batch.len() >= HERD).then(|| self.stats.starting());
         // A few chunks in flight at once: one chunk's store step waits on
         // Redis while the next is planned and sent.
@@ -61,27 +66,52 @@ impl Inner {
             if in_flight.len() == CHUNKS_IN_FLIGHT {
                 in_flight.next().await;
             }
-            in_flight.push(self.fire_chunk(chunk, herd.as_ref()));
+            in_flight.push(self.fire_chunk(chunk, herd.as_ref(), ahead));
         }
         while in_flight.next().await.is_some() {}
     }
 
-    async fn fire_chunk(self: &Arc<Self>, chunk: &[Armed], herd: Option<&Starting>) {
-        let now = self.clock.now();
+    async fn fire_chunk(
+        self: &Arc<Self>,
+        chunk: &[Armed],
+        herd: Option<&Starting>,
+        ahead: Option<DateTime<Utc>>,
+    ) {
+        // Ahead of a herd's instant, every decision is the one due then.
+        let now = ahead.unwrap_or_else(|| self.clock.now());
         let mut firings: Vec<Firing> = chunk.iter().map(|armed| plan(armed, now)).collect();
-        // A run slot for each firing that may start a run, while there are
-        // free ones and no run waits for one (those go first): the store
-        // then starts the run in the firing step itself, and it runs at
-        // once instead of taking a second store step from the queue.
         let mut slots: Vec<Option<OwnedSemaphorePermit>> = Vec::with_capacity(firings.len());
-        let mut free = self.stats.runs_waiting.load(Ordering::Acquire) == 0;
-        for firing in &mut firings {
-            let slot = (free && firing.run)
-                .then(|| self.run_slots.clone().try_acquire_owned().ok())
-                .flatten();
-            free &= !firing.run || slot.is_some();
-            firing.start = slot.is_some();
-            slots.push(slot);
+        // Each task's count of pauses and cancels before the step, for the
+        // runs fired ahead to tell one that came after it.
+        let mut halts: Vec<u64> = Vec::new();
+        if ahead.is_some() {
+            halts = chunk
+                .iter()
+                .map(|armed| self.registry.handle(&armed.id).halts())
+                .collect();
+            // Started in the firing step, each run waits for the instant
+            // and takes its run slot then: the cap bounds actions going,
+            // not runs waiting for their instant.
+            for firing in &mut firings {
+                firing.ahead = true;
+                firing.start = firing.run;
+                slots.push(None);
+            }
+        } else {
+            // A run slot for each firing that may start a run, while there
+            // are free ones and no run waits for one (those go first): the
+            // store then starts the run in the firing step itself, and it
+            // runs at once instead of taking a second store step from the
+            // queue.
+            let mut free = self.stats.runs_waiting.load(Ordering::Acquire) == 0;
+            for firing in &mut firings {
+                let slot = (free && firing.run)
+                    .then(|| self.run_slots.clone().try_acquire_owned().ok())
+                    .flatten();
+                free &= !firing.run || slot.is_some();
+                firing.start = slot.is_some();
+                slots.push(slot);
+            }
         }
         // What is needed after the store consumed the batch.
         let planned: Vec<_> = firings.iter().map(|f| f.slot).collect();
@@ -96,6 +126,7 @@ impl Inner {
                 for armed in chunk {
                     let retry = Armed {
                         retry: true,
+                        at_instant: true,
                         ..armed.clone()
                     };
                     self.timer.set(retry, retry_at);
@@ -103,17 +134,29 @@ impl Inner {
                 return;
             }
         };
-        for (((armed, slot), fired), run_slot) in chunk.iter().zip(planned).zip(fired).zip(slots) {
+        for (i, (((armed, slot), fired), run_slot)) in
+            chunk.iter().zip(planned).zip(fired).zip(slots).enumerate()
+        {
             let task_id = &armed.id;
+            let ahead = ahead.map(|at| (at, halts.get(i).copied().unwrap_or(0)));
             match fired {
                 // Gone, or changed since it was armed: whoever changed it
                 // armed it again (a retry of a firing that did apply is
                 // answered as Done, not Stale). Arming here as well could
                 // hand the same slot out twice.
                 Fired::Stale => {}
+                Fired::NotAhead => {
+                    // A run in flight: fired at its instant, where its
+                    // overlap policy decides.
+                    let at_instant = Armed {
+                        at_instant: true,
+                        ..armed.clone()
+                    };
+                    self.timer.set(at_instant, now);
+                }
                 Fired::AlreadyClaimed(fire) => {
                     warn!(task_id = %task_id, slot = %slot.to_rfc3339(), "slot already claimed, not run again");
-                    self.apply_fire(fire, run_slot, herd);
+                    self.apply_fire(fire, run_slot, herd, None);
                 }
                 Fired::Done(fire) => {
                     Stats::add(&self.stats.fired, 1);
@@ -147,7 +190,7 @@ impl Inner {
                             false,
                         );
                     }
-                    self.apply_fire(fire, run_slot, herd);
+                    self.apply_fire(fire, run_slot, herd, ahead);
                 }
             }
         }
@@ -158,12 +201,14 @@ impl Inner {
     /// displaced, run or queue the new run, announce the end of a finished
     /// task. `run_slot` is the run slot the firing held, if any; `herd`
     /// the herd the firing belongs to, if it is one (held until the run
-    /// begins).
+    /// begins); `ahead` the instant a run fired ahead starts at, with its
+    /// task's count of pauses and cancels before the firing step.
     pub(super) fn apply_fire(
         self: &Arc<Self>,
         fire: Fire,
         run_slot: Option<OwnedSemaphorePermit>,
         herd: Option<&Starting>,
+        ahead: Option<(DateTime<Utc>, u64)>,
     ) {
         let Fire {
             task,
@@ -196,7 +241,12 @@ impl Inner {
         if let Dispatch::Start(start) = dispatch {
             if start.record.phase == RunPhase::Running {
                 // Started by the firing step: it runs now.
-                self.run_queue.started(start, run_slot, herd.cloned());
+                self.run_queue.started(Started {
+                    start,
+                    slot: run_slot,
+                    herd: herd.cloned(),
+                    at: ahead,
+                });
             } else {
                 self.run_queue.push(start);
             }
@@ -239,6 +289,7 @@ fn plan(armed: &Armed, now: DateTime<Utc>) -> Firing {
         retry: armed.retry,
         // Set by the caller, which holds the run slots.
         start: false,
+        ahead: false,
     }
 }
 
@@ -294,6 +345,7 @@ mod tests {
                 catchup_window: window,
             }),
             retry: false,
+            at_instant: false,
         }
     }
 

@@ -4,7 +4,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use tokio_util::sync::CancellationToken;
@@ -21,6 +24,9 @@ pub(crate) struct TaskHandle {
     /// so CANCEL_RUNNING can cancel exactly the runs the store names; and
     /// the runs cancelled before they had a token here.
     runs: Mutex<RunTokens>,
+    /// Pauses and cancels applied to the task: a run fired ahead compares
+    /// it at its instant with its value when it was fired.
+    halts: AtomicU64,
 }
 
 /// The tokens of a task's runs.
@@ -55,6 +61,16 @@ impl TaskHandle {
         }
         runs.going.insert(run, token.clone());
         token
+    }
+
+    /// Counts a pause or cancel of the task.
+    pub fn halted(&self) {
+        self.halts.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Pauses and cancels of the task so far.
+    pub fn halts(&self) -> u64 {
+        self.halts.load(Ordering::Acquire)
     }
 
     /// Forgets run `run` once it has ended.
@@ -104,6 +120,7 @@ impl Registry {
                 Arc::new(TaskHandle {
                     token: self.root.child_token(),
                     runs: Mutex::new(RunTokens::default()),
+                    halts: AtomicU64::new(0),
                 })
             })
             .clone()

@@ -8,6 +8,8 @@
 
 use std::sync::{Arc, atomic::Ordering};
 
+use chrono::{DateTime, Utc};
+
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, debug_span, warn};
@@ -32,9 +34,19 @@ pub(super) struct RunQueue {
     stats: Arc<Stats>,
 }
 
-/// A run the store started in a firing step, with the run slot the firing
-/// held for it (None: it must wait for one) and the herd it belongs to.
-pub(super) type Started = (RunStart, Option<OwnedSemaphorePermit>, Option<Starting>);
+/// A run the store started in a firing step.
+pub(super) struct Started {
+    pub start: RunStart,
+    /// The run slot the firing held for it (None: it takes one when it
+    /// begins).
+    pub slot: Option<OwnedSemaphorePermit>,
+    /// The herd it belongs to, if any.
+    pub herd: Option<Starting>,
+    /// Fired ahead: the instant it begins at, and its task's count of
+    /// pauses and cancels read before the firing step (see
+    /// [`Inner::held_run`]).
+    pub at: Option<(DateTime<Utc>, u64)>,
+}
 
 /// The receiving ends of a [`RunQueue`].
 pub(super) struct RunQueueRx {
@@ -59,15 +71,10 @@ impl RunQueue {
     /// Hands over a run the store already started, to be spawned off the
     /// firing loop: at 100,000 runs a second, spawning them on it made it
     /// fall behind (measured).
-    pub(super) fn started(
-        &self,
-        start: RunStart,
-        slot: Option<OwnedSemaphorePermit>,
-        herd: Option<Starting>,
-    ) {
+    pub(super) fn started(&self, started: Started) {
         // As for `push`: gone only at shutdown; the run is then reported
         // abandoned at the next start.
-        let _ = self.started.send((start, slot, herd));
+        let _ = self.started.send(started);
     }
 
     /// Queues a dispatched run to start when a slot is free.
@@ -97,8 +104,8 @@ impl Inner {
                     // Those handed over already still run (cancelled at
                     // once, since shutdown began), as they would have had
                     // firing run them itself: their results are recorded.
-                    while let Ok((start, slot, herd)) = started.try_recv() {
-                        self.run_started(start, slot, herd);
+                    while let Ok(run) = started.try_recv() {
+                        self.run_started(run);
                     }
                     return;
                 }
@@ -107,8 +114,8 @@ impl Inner {
             if more == 0 {
                 return;
             }
-            for (start, slot, herd) in batch.drain(..) {
-                self.run_started(start, slot, herd);
+            for run in batch.drain(..) {
+                self.run_started(run);
             }
         }
     }
@@ -181,7 +188,7 @@ impl Inner {
             let record = &start.record;
             match &started {
                 Ok(started) if started.get(i).copied() == Some(true) => {
-                    self.spawn_run(start, token, slot, herd.clone());
+                    self.spawn_run(start, token, Some(slot), herd.clone());
                 }
                 Ok(_) => {
                     // Dropped by pause or cancel while it waited; they
@@ -209,7 +216,7 @@ impl Inner {
         self: &Arc<Self>,
         start: RunStart,
         token: CancellationToken,
-        slot: OwnedSemaphorePermit,
+        slot: Option<OwnedSemaphorePermit>,
         herd: Option<Starting>,
     ) {
         let record = &start.record;
@@ -220,14 +227,17 @@ impl Inner {
     }
 
     /// Runs a run the store started already (in a firing step): with the
-    /// slot the firing held, or, when it held none (a retried firing
-    /// answered as the first try was, which held one), once a slot frees.
-    pub(super) fn run_started(
-        self: &Arc<Self>,
-        start: RunStart,
-        slot: Option<OwnedSemaphorePermit>,
-        herd: Option<Starting>,
-    ) {
+    /// slot the firing held; or, fired ahead, at its instant (see
+    /// [`Inner::held_run`]); or, when the firing held no slot (a retried
+    /// firing answered as the first try was, which held one), once a slot
+    /// frees.
+    pub(super) fn run_started(self: &Arc<Self>, started: Started) {
+        let Started {
+            start,
+            slot,
+            herd,
+            at,
+        } = started;
         // The token is made after the store step, unlike a queued run's: a
         // CANCEL_RUNNING decided in between is kept by the task's handle
         // and applied here (see `TaskHandle::cancel_run`).
@@ -235,9 +245,17 @@ impl Inner {
             .registry
             .handle(&start.record.task_id)
             .start_run(start.record.run);
-        match slot {
-            Some(slot) => self.spawn_run(start, token, slot, herd),
-            None => {
+        match (slot, at) {
+            (Some(slot), None) => self.spawn_run(start, token, Some(slot), herd),
+            (slot, Some((at, halts))) => {
+                let inner = self.clone();
+                self.tracker.spawn(async move {
+                    inner
+                        .held_run(start, token, slot, herd, at, halts)
+                        .await
+                });
+            }
+            (None, None) => {
                 // It may wait long for a slot: the herd does not wait for it.
                 drop(herd);
                 let inner = self.clone();
@@ -247,7 +265,7 @@ impl Inner {
                         slot = inner.run_slots.clone().acquire_owned() => slot.ok(),
                     };
                     match slot {
-                        Some(slot) => inner.spawn_run(start, token, slot, None),
+                        Some(slot) => inner.spawn_run(start, token, Some(slot), None),
                         // Stopping: the run stays running in the store and
                         // is reported abandoned at the next start.
                         None => inner.end_token(&start.record),
@@ -255,6 +273,60 @@ impl Inner {
                 });
             }
         }
+    }
+
+    /// A run fired ahead of its instant `at`: waits for it, then takes a
+    /// run slot and runs, unless meanwhile the task was paused (dropped,
+    /// SKIPPED, as a queued run is), cancelled (CANCELLED before it
+    /// started, as any run of a cancelled task) or the server began to stop
+    /// (SKIPPED: a slot due after shutdown began is not run). `halts` is
+    /// the task's count of pauses and cancels read before the firing step:
+    /// a pause applied after that step (which the step did not see) has
+    /// counted one more by the time it returns to its caller.
+    async fn held_run(
+        self: Arc<Self>,
+        start: RunStart,
+        token: CancellationToken,
+        slot: Option<OwnedSemaphorePermit>,
+        herd: Option<Starting>,
+        at: DateTime<Utc>,
+        halts: u64,
+    ) {
+        let stopped = tokio::select! {
+            biased;
+            _ = self.stopping.cancelled() => true,
+            _ = token.cancelled() => false,
+            _ = tokio::time::sleep_until(self.clock.wake_at(at)) => false,
+        };
+        let paused = !token.is_cancelled()
+            && self
+                .registry
+                .get(&start.record.task_id)
+                .is_some_and(|handle| handle.halts() != halts);
+        if stopped || paused {
+            let why = if stopped {
+                "the server began to stop before the run's slot"
+            } else {
+                "the task was paused before the run started"
+            };
+            self.end_token(&start.record);
+            let result = run::dropped(&start.record, Outcome::Skipped, self.clock.now(), why);
+            self.writer.record_run(result, &start.record);
+            return;
+        }
+        let slot = match slot {
+            Some(slot) => Some(slot),
+            // A cancelled run needs no slot to report so.
+            None if token.is_cancelled() => None,
+            None => tokio::select! {
+                biased;
+                _ = token.cancelled() => None,
+                slot = self.run_slots.clone().acquire_owned() => slot.ok(),
+            },
+        };
+        let record = &start.record;
+        let span = debug_span!("run", task_id = %record.task_id, run = record.run);
+        self.run(start, token, slot, herd).instrument(span).await;
     }
 
     fn end_token(&self, record: &crate::store::RunRecord) {
@@ -267,7 +339,9 @@ impl Inner {
         self: Arc<Self>,
         start: RunStart,
         token: CancellationToken,
-        _slot: OwnedSemaphorePermit,
+        // Held while the run goes; None only for a run cancelled before it
+        // took one.
+        _slot: Option<OwnedSemaphorePermit>,
         herd: Option<Starting>,
     ) {
         // Shutdown may have begun while it waited.

@@ -22,7 +22,7 @@ use crate::{
     api::{ApiSettings, TaskApi},
     redis_pool::{PoolError, PoolSettings, RedisPool},
     results::stream::StreamGauge,
-    scheduler::{Scheduler, SchedulerSettings, clock::Clock},
+    scheduler::{FireAhead, Scheduler, SchedulerSettings, clock::Clock},
     store::{
         Store,
         memory::{MemoryStore, Retention},
@@ -373,6 +373,7 @@ async fn start(
             subscriber_bound: config.stream_buffer,
             max_runs_in_flight: config.max_runs_in_flight,
             store_check_interval: config.redis_url.as_ref().map(|_| STORE_CHECK_INTERVAL),
+            fire_ahead: Some(FireAhead::for_cap(config.max_runs_in_flight)),
         },
         root.clone(),
     );

@@ -546,6 +546,7 @@ mod tests {
             now: slot,
             retry,
             start: false,
+            ahead: false,
         }
     }
 
@@ -702,6 +703,32 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(recorded.ended, vec![armed.id.clone()], "then it ends");
+    }
+
+    #[tokio::test]
+    async fn a_firing_ahead_is_applied_only_to_a_task_with_no_run_in_flight() {
+        let store = small_store();
+        let armed = task(&store, "ahead", OverlapPolicy::Allow).await;
+        let ahead = |task: &TaskRecord| Firing {
+            ahead: true,
+            start: true,
+            ..firing(task, false)
+        };
+        let Fired::Done(first) = fire_one(&store, ahead(&armed)).await else {
+            panic!("an idle task is fired ahead");
+        };
+        assert_eq!(first.task.run_count, 1);
+        // Its run is in flight: the next slot's overlap decision waits for
+        // its instant, and nothing changes meanwhile.
+        let before = store.get_task(&armed.id).await.unwrap().unwrap();
+        assert!(matches!(fire_one(&store, ahead(&first.task)).await, Fired::NotAhead));
+        let after = store.get_task(&armed.id).await.unwrap().unwrap();
+        assert_eq!((after.version, after.run_count), (before.version, before.run_count));
+        // At its instant the same slot fires as usual.
+        let Fired::Done(second) = fire_one(&store, firing(&first.task, false)).await else {
+            panic!("fires at its instant");
+        };
+        assert_eq!(second.task.run_count, 2);
     }
 
     #[tokio::test]

@@ -223,6 +223,11 @@ pub struct Firing {
     /// [`Store::start_runs`] would make it) and runs at once, one store
     /// step instead of two. False: a dispatched run is queued.
     pub start: bool,
+    /// Fired ahead of its instant (`now` is that instant), as part of a
+    /// herd: applied only if the task has no run in flight and no result
+    /// owed, since the overlap policy must decide at the instant what it
+    /// would decide then; else nothing is done ([`Fired::NotAhead`]).
+    pub ahead: bool,
 }
 
 /// What [`Store::fire`] did with one due slot.
@@ -236,6 +241,9 @@ pub enum Fired {
     AlreadyClaimed(Fire),
     /// The slot was fired.
     Done(Fire),
+    /// A firing ahead of its instant found a run in flight (or a result
+    /// owed): nothing was done; the caller fires it at its instant.
+    NotAhead,
 }
 
 /// The effects of one applied firing.

@@ -450,6 +450,9 @@ impl Stored {
         {
             return Fired::Stale;
         }
+        if f.ahead && (!self.runs.is_empty() || self.owed > 0) {
+            return Fired::NotAhead;
+        }
         if self.last_claimed.is_some_and(|claimed| f.slot <= claimed) {
             self.advance(f.next, f.now);
             // Its retry is answered the same way: a lost reply must not

@@ -30,7 +30,7 @@ pub use recur::{
     },
     results::fanout::{Delivery, Subscription},
     scheduler::{
-        Error, Scheduler, SchedulerSettings,
+        Error, FireAhead, Scheduler, SchedulerSettings,
         clock::Clock,
         schedule::{Limits, Schedule, ScheduleInput},
     },
@@ -220,11 +220,27 @@ impl Harness {
         Self::start_with(handlers, memory_store(), 1000).await
     }
 
-    /// A harness over `store` with a cap of `max_runs_in_flight`.
+    /// A harness over `store` with a cap of `max_runs_in_flight`, herds
+    /// fired ahead as the server does.
     pub async fn start_with(
         handlers: &[(&str, &Arc<Probe>)],
         store: Arc<dyn Store>,
         max_runs_in_flight: usize,
+    ) -> Harness {
+        let ahead = FireAhead::for_cap(max_runs_in_flight);
+        Self::start_full(handlers, store, max_runs_in_flight, Some(ahead)).await
+    }
+
+    /// A harness firing herds of `fire_ahead.min` tasks and more ahead.
+    pub async fn start_ahead(handlers: &[(&str, &Arc<Probe>)], fire_ahead: FireAhead) -> Harness {
+        Self::start_full(handlers, memory_store(), 1000, Some(fire_ahead)).await
+    }
+
+    async fn start_full(
+        handlers: &[(&str, &Arc<Probe>)],
+        store: Arc<dyn Store>,
+        max_runs_in_flight: usize,
+        fire_ahead: Option<FireAhead>,
     ) -> Harness {
         let base = Instant::now();
         let http = http_runner();
@@ -244,6 +260,7 @@ impl Harness {
                 subscriber_bound: 100_000,
                 max_runs_in_flight,
                 store_check_interval: None,
+                fire_ahead,
             },
             CancellationToken::new(),
         );

@@ -838,7 +838,7 @@ impl Store for RedisStore {
         // before.
         self.steps(&ids, || Fired::Stale, |i, stored| {
             let fired = stored.fire(batch[i].clone());
-            let changed = !matches!(fired, Fired::Stale);
+            let changed = !matches!(fired, Fired::Stale | Fired::NotAhead);
             (fired, changed)
         })
         .await
