@@ -121,25 +121,32 @@ async fn run_on(plan: &Plan, kind: StoreKind, server: &ServerProcess, report: &m
                     5.0,
                     "ms",
                 ));
-                // The same 64 callers asking for the target rate only: the
-                // latency a client sees while the server serves that rate,
-                // apart from the queueing of a saturated server.
-                let (_, paced) = measure(
+                // The same 64 callers asking for a tenth more than the
+                // target rate (so that the rate served is at least the
+                // target, ramp and tail included): the latency a client sees
+                // while the server serves that rate, apart from the
+                // queueing of a saturated server.
+                let asked = floor * 1.1;
+                let (served, paced) = measure(
                     plan,
                     kind,
                     server,
                     op,
                     callers,
-                    Some(floor),
+                    Some(asked),
                     &next_id,
                     report,
                 )
                 .await;
+                let case = format!("RegisterTask x64{on} at {}/s", fmt_count(asked as u64));
+                report.target(Target::at_least(
+                    format!("{case}: >= {} calls/s served", fmt_count(floor as u64)),
+                    Some(served),
+                    floor,
+                    "/s",
+                ));
                 report.target(Target::at_most(
-                    format!(
-                        "RegisterTask x64{on} at {}/s: p99 <= 5 ms",
-                        fmt_count(floor as u64)
-                    ),
+                    format!("{case}: p99 <= 5 ms"),
                     paced.map(|l| l.p99),
                     5.0,
                     "ms",
