@@ -356,6 +356,30 @@ async fn only_a_retry_gets_the_answer_of_an_applied_firing_again() {
 }
 
 #[tokio::test]
+async fn a_firing_ahead_leaves_a_task_with_a_run_in_flight_as_it_is() {
+    let test = TestStore::open(roomy()).await;
+    let store = &test.store;
+    let armed = insert(store, "a", OverlapPolicy::Allow).await;
+    let (fired, _run) = first_run(store, &armed).await;
+    let ahead = Firing {
+        ahead: true,
+        start: true,
+        ..firing(&fired, false)
+    };
+    assert!(matches!(fire_one(store, ahead).await, Fired::NotAhead));
+    // Nothing was written: a second store reading Redis sees run 1 only.
+    let other = TestStore::open_at(test.prefix.clone(), roomy()).await;
+    let read = other.store.get_task(&armed.id).await.unwrap().unwrap();
+    assert_eq!((read.version, read.run_count), (fired.version, 1));
+    // At its instant the slot fires as usual.
+    let Fired::Done(second) = fire_one(store, firing(&fired, false)).await else {
+        panic!("fires at its instant");
+    };
+    assert_eq!(second.task.run_count, 2);
+    test.delete_keys().await;
+}
+
+#[tokio::test]
 async fn a_slot_claimed_once_never_starts_again_when_the_clock_steps_back() {
     let test = TestStore::open(roomy()).await;
     let store = &test.store;
