@@ -326,3 +326,28 @@ fn decode_result(r: pb::TaskResult) -> Result<TaskResult, String> {
         wire: Default::default(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `encode_task` writes the last result by hand after the rest of the
+    /// record: its tag must be the one `StoredTask.last_result` has in
+    /// store.proto, or every stored task would lose its last result.
+    #[test]
+    fn the_hand_written_last_result_tag_is_the_protos() {
+        let with_last = proto::StoredTask {
+            last_result: Some(pb::TaskResult::default()),
+            ..Default::default()
+        };
+        let mut key = Vec::new();
+        prost::encoding::encode_key(
+            LAST_RESULT_TAG,
+            prost::encoding::WireType::LengthDelimited,
+            &mut key,
+        );
+        // Every other field is at its default, which proto3 leaves out.
+        let encoded = with_last.encode_to_vec();
+        assert!(encoded.starts_with(&key), "{encoded:?} after {key:?}");
+    }
+}
