@@ -5,7 +5,7 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -62,6 +62,29 @@ impl Drop for Counted {
         if self.0.starting.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.herd_done.notify_waiters();
         }
+    }
+}
+
+/// A herd fired ahead of its instant: counted in [`Stats::starting`] from
+/// the instant (when the first of its runs wakes), not while its runs wait
+/// for it, until the last of them has begun.
+pub(crate) struct HerdAtInstant {
+    stats: Arc<Stats>,
+    starting: OnceLock<Starting>,
+}
+
+impl HerdAtInstant {
+    pub(crate) fn new(stats: &Arc<Stats>) -> Arc<HerdAtInstant> {
+        Arc::new(HerdAtInstant {
+            stats: stats.clone(),
+            starting: OnceLock::new(),
+        })
+    }
+
+    /// The herd's guard, counting from the first call; held by each run
+    /// until it begins (this one's goes when every run has woken).
+    pub(crate) fn begin(&self) -> Starting {
+        self.starting.get_or_init(|| self.stats.starting()).clone()
     }
 }
 

@@ -28,7 +28,7 @@ async fn herd(h: &Harness, every: Duration) {
 /// The herd every 10 s with 100 ms runs, at 9.9 s: claimed, not started.
 async fn claimed_herd() -> (Arc<Probe>, Harness) {
     let probe = Probe::new(Behaviour::Sleep(millis(100)));
-    let h = Harness::start_ahead(&[("probe", &probe)], ahead()).await;
+    let h = Harness::start_ahead(&[("probe", &probe)], ahead(), 1000).await;
     herd(&h, secs(10)).await;
     tokio::time::sleep_until(h.at(millis(9_900))).await;
     (probe, h)
@@ -57,11 +57,13 @@ async fn a_herd_is_claimed_ahead_and_each_run_starts_at_its_instant() {
 #[tokio::test(start_paused = true)]
 async fn a_task_below_the_herd_size_is_fired_at_its_instant() {
     let probe = Probe::new(Behaviour::Sleep(millis(100)));
-    let mut h = Harness::start_ahead(&[("probe", &probe)], ahead()).await;
+    let mut h = Harness::start_ahead(&[("probe", &probe)], ahead(), 1000).await;
     h.register("alone", spec("probe", secs(10))).await;
     h.register("pair", spec("probe", secs(10))).await;
     tokio::time::sleep_until(h.at(millis(9_900))).await;
-    assert_eq!(h.get("alone").await.run_count, 0, "not claimed ahead");
+    for raw in ["alone", "pair"] {
+        assert_eq!(h.get(raw).await.run_count, 0, "{raw} not claimed ahead");
+    }
     let results = h.results(2).await;
     assert!(
         results
@@ -132,7 +134,7 @@ async fn a_task_with_a_run_in_flight_gets_its_overlap_decision_at_the_instant() 
     // begins (0.75 s after a slot) the run is still going, and at the
     // instant it has ended. SKIP decided ahead would skip every other slot.
     let probe = Probe::new(Behaviour::Sleep(millis(900)));
-    let mut h = Harness::start_ahead(&[("probe", &probe)], ahead()).await;
+    let mut h = Harness::start_ahead(&[("probe", &probe)], ahead(), 1000).await;
     herd(&h, secs(1)).await;
     let results = h.results(HERD.len() * 3).await;
     for result in &results {
@@ -171,4 +173,39 @@ async fn shutdown_before_the_instant_starts_none_of_the_runs_claimed_ahead() {
         assert!(result.error.contains("stop"), "{}", result.error);
     }
     assert!(probe.calls().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_while_a_run_claimed_ahead_waits_for_a_run_slot_drops_it() {
+    // One run at a time: at the instant h1..h4 queue for the one slot,
+    // each run taking 100 ms. A pause at 10.05 s finds h4 still waiting.
+    let probe = Probe::new(Behaviour::Sleep(millis(100)));
+    let mut h = Harness::start_ahead(&[("probe", &probe)], ahead(), 1).await;
+    herd(&h, secs(10)).await;
+    tokio::time::sleep_until(h.at(millis(10_050))).await;
+    assert_eq!(probe.calls().len(), 1, "one run at a time");
+    let waiting: Vec<String> = HERD
+        .iter()
+        .filter(|raw| probe.calls().iter().all(|c| c.task_id.as_str() != **raw))
+        .map(|raw| raw.to_string())
+        .collect();
+    let paused = waiting.last().expect("runs wait for the slot").clone();
+    h.scheduler
+        .pause(&id(&paused), "while it waits for a slot".into())
+        .await
+        .expect("paused");
+    let results = h.results(HERD.len()).await;
+    let dropped: Vec<_> = results
+        .iter()
+        .filter(|r| r.task_id.as_str() == paused)
+        .collect();
+    assert_eq!(dropped.len(), 1);
+    assert_eq!(dropped[0].outcome, Outcome::Skipped, "{}", dropped[0].error);
+    assert_eq!(dropped[0].started_at, None);
+    assert!(
+        probe.calls().iter().all(|c| c.task_id.as_str() != paused),
+        "a run of a paused task started after the pause returned"
+    );
+    assert_eq!(probe.calls().len(), HERD.len() - 1);
+    assert_eq!(probe.max_in_flight(), 1, "the cap held");
 }

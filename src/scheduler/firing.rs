@@ -15,9 +15,15 @@ use futures::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
 
-use super::{FIRING_RETRY, Inner, run, runs::Started, timer::Armed};
+use super::{
+    FIRING_RETRY, Inner,
+    registry::TaskHandle,
+    run,
+    runs::{Held, Started},
+    timer::Armed,
+};
 use crate::{
-    stats::{Starting, Stats},
+    stats::{HerdAtInstant, Starting, Stats},
     store::{Dispatch, Fire, Fired, Firing, RunPhase},
     task::{Outcome, TaskState, occurrence_id},
 };
@@ -47,6 +53,12 @@ pub(super) const HERD: usize = 256;
 /// Part of the API contract (`TaskSpec.catchup_window`).
 const ON_TIME_SLACK: Duration = Duration::from_secs(1);
 
+/// A herd fired ahead: its instant, and its count as a herd from then.
+struct Ahead {
+    at: DateTime<Utc>,
+    herd: Arc<HerdAtInstant>,
+}
+
 impl Inner {
     /// Fires the due slots of `batch`, a chunk per store call; `ahead`: a
     /// herd fired ahead of that instant, at which its runs start.
@@ -56,6 +68,11 @@ impl Inner {
         ahead: Option<DateTime<Utc>>,
     ) {
         let herd = (batch.len() >= HERD).then(|| self.stats.starting());
+        // Its runs wait for `at`, and count as a herd from then on.
+        let ahead = ahead.map(|at| Ahead {
+            at,
+            herd: HerdAtInstant::new(&self.stats),
+        });
         // A few chunks in flight at once: one chunk's store step waits on
         // Redis while the next is planned and sent.
         let mut in_flight = futures::stream::FuturesUnordered::new();
@@ -66,7 +83,7 @@ impl Inner {
             if in_flight.len() == CHUNKS_IN_FLIGHT {
                 in_flight.next().await;
             }
-            in_flight.push(self.fire_chunk(chunk, herd.as_ref(), ahead));
+            in_flight.push(self.fire_chunk(chunk, herd.as_ref(), ahead.as_ref()));
         }
         while in_flight.next().await.is_some() {}
     }
@@ -75,19 +92,25 @@ impl Inner {
         self: &Arc<Self>,
         chunk: &[Armed],
         herd: Option<&Starting>,
-        ahead: Option<DateTime<Utc>>,
+        ahead: Option<&Ahead>,
     ) {
         // Ahead of a herd's instant, every decision is the one due then.
-        let now = ahead.unwrap_or_else(|| self.clock.now());
+        let now = ahead.map_or_else(|| self.clock.now(), |ahead| ahead.at);
         let mut firings: Vec<Firing> = chunk.iter().map(|armed| plan(armed, now)).collect();
         let mut slots: Vec<Option<OwnedSemaphorePermit>> = Vec::with_capacity(firings.len());
-        // Each task's count of pauses and cancels before the step, for the
-        // runs fired ahead to tell one that came after it.
-        let mut halts: Vec<u64> = Vec::new();
+        // Each task's handle and its count of pauses and cancels before the
+        // step, for the runs fired ahead to tell one that came after it.
+        // Holding the handle keeps it registered (an idle one may be
+        // forgotten), so the pause finds and counts on this one.
+        let mut handles: Vec<(Arc<TaskHandle>, u64)> = Vec::new();
         if ahead.is_some() {
-            halts = chunk
+            handles = chunk
                 .iter()
-                .map(|armed| self.registry.handle(&armed.id).halts())
+                .map(|armed| {
+                    let handle = self.registry.handle(&armed.id);
+                    let halts = handle.halts();
+                    (handle, halts)
+                })
                 .collect();
             // Started in the firing step, each run waits for the instant
             // and takes its run slot then: the cap bounds actions going,
@@ -122,7 +145,9 @@ impl Inner {
                 // armed at its slot in the store, so arming it again here
                 // to retry shortly loses no slot and leaves none stuck.
                 warn!(%error, slots = chunk.len(), "firing failed, retrying the slots");
-                let retry_at = now + FIRING_RETRY;
+                // From the clock, not from a herd's instant: a herd fired
+                // ahead is retried before it is late.
+                let retry_at = self.clock.now() + FIRING_RETRY;
                 for armed in chunk {
                     let retry = Armed {
                         retry: true,
@@ -138,7 +163,12 @@ impl Inner {
             chunk.iter().zip(planned).zip(fired).zip(slots).enumerate()
         {
             let task_id = &armed.id;
-            let ahead = ahead.map(|at| (at, halts.get(i).copied().unwrap_or(0)));
+            let held = ahead.zip(handles.get(i)).map(|(ahead, (handle, halts))| Held {
+                at: ahead.at,
+                handle: handle.clone(),
+                halts: *halts,
+                herd: ahead.herd.clone(),
+            });
             match fired {
                 // Gone, or changed since it was armed: whoever changed it
                 // armed it again (a retry of a firing that did apply is
@@ -190,7 +220,7 @@ impl Inner {
                             false,
                         );
                     }
-                    self.apply_fire(fire, run_slot, herd, ahead);
+                    self.apply_fire(fire, run_slot, herd, held);
                 }
             }
         }
@@ -201,14 +231,13 @@ impl Inner {
     /// displaced, run or queue the new run, announce the end of a finished
     /// task. `run_slot` is the run slot the firing held, if any; `herd`
     /// the herd the firing belongs to, if it is one (held until the run
-    /// begins); `ahead` the instant a run fired ahead starts at, with its
-    /// task's count of pauses and cancels before the firing step.
+    /// begins); `held` what a run fired ahead waits with.
     pub(super) fn apply_fire(
         self: &Arc<Self>,
         fire: Fire,
         run_slot: Option<OwnedSemaphorePermit>,
         herd: Option<&Starting>,
-        ahead: Option<(DateTime<Utc>, u64)>,
+        held: Option<Held>,
     ) {
         let Fire {
             task,
@@ -244,8 +273,9 @@ impl Inner {
                 self.run_queue.started(Started {
                     start,
                     slot: run_slot,
-                    herd: herd.cloned(),
-                    at: ahead,
+                    // A run fired ahead counts in its herd from the instant.
+                    herd: herd.filter(|_| held.is_none()).cloned(),
+                    held,
                 });
             } else {
                 self.run_queue.push(start);

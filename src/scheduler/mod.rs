@@ -900,15 +900,24 @@ impl Inner {
                 dropped,
                 ended,
             } => {
-                // Runs fired ahead and waiting for their instant are
-                // dropped when it comes (see `Inner::held_run`).
-                if let Some(handle) = self.registry.get(&task.id) {
-                    handle.halted();
-                }
+                self.halted(&task.id, dropped_as);
                 self.arm(&task);
                 self.report_halt(&task.id, &dropped, ended, dropped_as);
                 Ok(task)
             }
+        }
+    }
+
+    /// Tells the task's runs fired ahead of their instant that a pause or
+    /// cancel (`as_` CANCELLED) applied after their firing step: a cancel
+    /// cancels the task's token first, so none of them reads it as a pause.
+    /// Only once the store has the halt (see `Inner::held_run`).
+    fn halted(&self, id: &TaskId, as_: Outcome) {
+        if let Some(handle) = self.registry.get(id) {
+            if as_ == Outcome::Cancelled {
+                handle.token.cancel();
+            }
+            handle.halted();
         }
     }
 

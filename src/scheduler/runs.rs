@@ -14,9 +14,9 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, debug_span, warn};
 
-use super::{Inner, run};
+use super::{Inner, registry::TaskHandle, run};
 use crate::{
-    stats::{Starting, Stats},
+    stats::{HerdAtInstant, Starting, Stats},
     store::RunStart,
     task::Outcome,
 };
@@ -42,10 +42,21 @@ pub(super) struct Started {
     pub slot: Option<OwnedSemaphorePermit>,
     /// The herd it belongs to, if any.
     pub herd: Option<Starting>,
-    /// Fired ahead: the instant it begins at, and its task's count of
-    /// pauses and cancels read before the firing step (see
-    /// [`Inner::held_run`]).
-    pub at: Option<(DateTime<Utc>, u64)>,
+    /// Fired ahead of its instant: what it waits with.
+    pub held: Option<Held>,
+}
+
+/// What a run fired ahead of its instant waits with (see
+/// [`Inner::held_run`]).
+pub(super) struct Held {
+    /// The instant it begins at.
+    pub at: DateTime<Utc>,
+    /// Its task's handle, and the pauses and cancels counted on it before
+    /// the firing step.
+    pub handle: Arc<TaskHandle>,
+    pub halts: u64,
+    /// Its herd, counted from the instant.
+    pub herd: Arc<HerdAtInstant>,
 }
 
 /// The receiving ends of a [`RunQueue`].
@@ -236,24 +247,24 @@ impl Inner {
             start,
             slot,
             herd,
-            at,
+            held,
         } = started;
         // The token is made after the store step, unlike a queued run's: a
         // CANCEL_RUNNING decided in between is kept by the task's handle
         // and applied here (see `TaskHandle::cancel_run`).
-        let token = self
-            .registry
-            .handle(&start.record.task_id)
-            .start_run(start.record.run);
-        match (slot, at) {
+        let token = match &held {
+            Some(held) => held.handle.start_run(start.record.run),
+            None => self
+                .registry
+                .handle(&start.record.task_id)
+                .start_run(start.record.run),
+        };
+        match (slot, held) {
             (Some(slot), None) => self.spawn_run(start, token, Some(slot), herd),
-            (slot, Some((at, halts))) => {
+            (slot, Some(held)) => {
                 let inner = self.clone();
-                self.tracker.spawn(async move {
-                    inner
-                        .held_run(start, token, slot, herd, at, halts)
-                        .await
-                });
+                self.tracker
+                    .spawn(async move { inner.held_run(start, token, slot, held).await });
             }
             (None, None) => {
                 // It may wait long for a slot: the herd does not wait for it.
@@ -275,58 +286,76 @@ impl Inner {
         }
     }
 
-    /// A run fired ahead of its instant `at`: waits for it, then takes a
-    /// run slot and runs, unless meanwhile the task was paused (dropped,
+    /// A run fired ahead of its instant: waits for it, then takes a run
+    /// slot and runs, unless before it began the task was paused (dropped,
     /// SKIPPED, as a queued run is), cancelled (CANCELLED before it
     /// started, as any run of a cancelled task) or the server began to stop
-    /// (SKIPPED: a slot due after shutdown began is not run). `halts` is
-    /// the task's count of pauses and cancels read before the firing step:
-    /// a pause applied after that step (which the step did not see) has
-    /// counted one more by the time it returns to its caller.
+    /// (SKIPPED: a slot due after shutdown began is not run). A pause is
+    /// told by the task's count of pauses and cancels, read before the
+    /// firing step: one applied after that step (which the step did not
+    /// see) has counted one more by the time it returns to its caller.
     async fn held_run(
         self: Arc<Self>,
         start: RunStart,
         token: CancellationToken,
         slot: Option<OwnedSemaphorePermit>,
-        herd: Option<Starting>,
-        at: DateTime<Utc>,
-        halts: u64,
+        held: Held,
     ) {
+        let Held {
+            at,
+            handle,
+            halts,
+            herd,
+        } = held;
+        let paused = || !token.is_cancelled() && handle.halts() != halts;
         let stopped = tokio::select! {
             biased;
             _ = self.stopping.cancelled() => true,
             _ = token.cancelled() => false,
             _ = tokio::time::sleep_until(self.clock.wake_at(at)) => false,
         };
-        let paused = !token.is_cancelled()
-            && self
-                .registry
-                .get(&start.record.task_id)
-                .is_some_and(|handle| handle.halts() != halts);
-        if stopped || paused {
-            let why = if stopped {
-                "the server began to stop before the run's slot"
-            } else {
-                "the task was paused before the run started"
-            };
-            self.end_token(&start.record);
-            let result = run::dropped(&start.record, Outcome::Skipped, self.clock.now(), why);
-            self.writer.record_run(result, &start.record);
-            return;
+        if stopped {
+            return self.skip_held(&start, "the server began to stop before the run's slot");
         }
-        let slot = match slot {
-            Some(slot) => Some(slot),
+        if paused() {
+            return self.skip_held(&start, "the task was paused before the run started");
+        }
+        // Counted as a herd from here until it begins.
+        let herd = herd.begin();
+        let (slot, herd) = match slot {
+            Some(slot) => (Some(slot), Some(herd)),
             // A cancelled run needs no slot to report so.
-            None if token.is_cancelled() => None,
-            None => tokio::select! {
-                biased;
-                _ = token.cancelled() => None,
-                slot = self.run_slots.clone().acquire_owned() => slot.ok(),
+            None if token.is_cancelled() => (None, Some(herd)),
+            None => match self.run_slots.clone().try_acquire_owned() {
+                Ok(slot) => (Some(slot), Some(herd)),
+                Err(_) => {
+                    // It waits for a slot: the herd does not wait for it.
+                    drop(herd);
+                    let slot = tokio::select! {
+                        biased;
+                        _ = self.stopping.cancelled() => {
+                            return self.skip_held(&start, "the server began to stop before the run started");
+                        }
+                        _ = token.cancelled() => None,
+                        slot = self.run_slots.clone().acquire_owned() => slot.ok(),
+                    };
+                    if paused() {
+                        return self.skip_held(&start, "the task was paused before the run started");
+                    }
+                    (slot, None)
+                }
             },
         };
         let record = &start.record;
         let span = debug_span!("run", task_id = %record.task_id, run = record.run);
         self.run(start, token, slot, herd).instrument(span).await;
+    }
+
+    /// Records a run fired ahead that will not start as SKIPPED, `why`.
+    fn skip_held(&self, start: &RunStart, why: &str) {
+        self.end_token(&start.record);
+        let result = run::dropped(&start.record, Outcome::Skipped, self.clock.now(), why);
+        self.writer.record_run(result, &start.record);
     }
 
     fn end_token(&self, record: &crate::store::RunRecord) {

@@ -210,7 +210,8 @@ impl Queue {
 
     fn mark(&mut self, due: DateTime<Utc>, n: usize) {
         let Some(ahead) = self.ahead else { return };
-        if (ahead.min..=ahead.max).contains(&n) {
+        // Never an instant with no entry, whatever the settings.
+        if n > 0 && (ahead.min..=ahead.max).contains(&n) {
             self.herds.insert(due);
         } else {
             self.herds.remove(&due);

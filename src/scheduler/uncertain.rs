@@ -72,6 +72,7 @@ impl Inner {
             Uncertain::Halt(id, call, dropped_as) => {
                 if let Some((dropped, ended)) = self.store.halt_dropped(id, call).await? {
                     info!(task_id = %id, dropped = dropped.len(), "a pause or cancel whose reply was lost did apply: its dropped runs are recorded now");
+                    self.halted(id, *dropped_as);
                     self.report_halt(id, &dropped, ended, *dropped_as);
                 }
             }

@@ -231,9 +231,20 @@ impl Harness {
         Self::start_full(handlers, store, max_runs_in_flight, Some(ahead)).await
     }
 
-    /// A harness firing herds of `fire_ahead.min` tasks and more ahead.
-    pub async fn start_ahead(handlers: &[(&str, &Arc<Probe>)], fire_ahead: FireAhead) -> Harness {
-        Self::start_full(handlers, memory_store(), 1000, Some(fire_ahead)).await
+    /// A harness firing herds of `fire_ahead.min` tasks and more ahead,
+    /// with a cap of `max_runs_in_flight`.
+    pub async fn start_ahead(
+        handlers: &[(&str, &Arc<Probe>)],
+        fire_ahead: FireAhead,
+        max_runs_in_flight: usize,
+    ) -> Harness {
+        Self::start_full(
+            handlers,
+            memory_store(),
+            max_runs_in_flight,
+            Some(fire_ahead),
+        )
+        .await
     }
 
     async fn start_full(
