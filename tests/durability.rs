@@ -561,3 +561,56 @@ async fn a_task_stream_ends_when_its_end_entry_is_read_from_the_log() {
     recur.terminate().await;
     delete_keys(&prefix).await;
 }
+
+/// Tasks due at one instant from which the server claims them ahead of it
+/// (`FireAhead::for_cap`'s minimum), with room.
+const HERD: usize = 300;
+
+#[tokio::test]
+async fn a_herd_claimed_ahead_runs_each_slot_once_and_none_before_its_instant() {
+    let prefix = random_prefix();
+    let target = HttpTarget::start().await;
+    let recur = Recur::start(SHARED_URL, &prefix).await;
+    let mut client = recur.client().await;
+    let mut results = stream(&mut client, &[], "", false).await;
+    // Registering 300 tasks takes well under the lead, so the slot's
+    // claim falls inside the window ahead of it.
+    let instant = chrono::Utc::now() + chrono::Duration::seconds(4);
+    let start_at = prost_types::Timestamp {
+        seconds: instant.timestamp(),
+        nanos: 0,
+    };
+    for i in 0..HERD {
+        let mut spec = spec_every(Duration::from_secs(3600), http_get(&target.url("/herd")));
+        if let Some(schedule) = spec.schedule.as_mut() {
+            schedule.start_at = Some(start_at);
+        }
+        register(&mut client, &format!("herd-{i:03}"), spec).await;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < HERD {
+        let result = next_result(&mut results)
+            .await
+            .expect("stream")
+            .expect("a result");
+        assert_eq!(outcome(&result), pb::Outcome::Succeeded, "{}", result.error);
+        assert_eq!(result.scheduled_at, Some(start_at), "its one slot");
+        let (scheduled, started) = (
+            result.scheduled_at.expect("scheduled_at"),
+            result.started_at.expect("started_at"),
+        );
+        assert!(
+            (started.seconds, started.nanos) >= (scheduled.seconds, scheduled.nanos),
+            "{} started before its slot: {started:?} < {scheduled:?}",
+            result.task_id
+        );
+        assert!(
+            seen.insert(result.task_id.clone()),
+            "{} ran twice",
+            result.task_id
+        );
+    }
+    assert_eq!(target.received().len(), HERD, "one request per task");
+    recur.terminate().await;
+    delete_keys(&prefix).await;
+}
