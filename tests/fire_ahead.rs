@@ -209,3 +209,37 @@ async fn a_pause_while_a_run_claimed_ahead_waits_for_a_run_slot_drops_it() {
     assert_eq!(probe.calls().len(), HERD.len() - 1);
     assert_eq!(probe.max_in_flight(), 1, "the cap held");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_run_dropped_by_a_pause_before_its_instant_does_not_count_toward_max_runs() {
+    let probe = Probe::new(Behaviour::Sleep(millis(100)));
+    let mut h = Harness::start_ahead(&[("probe", &probe)], ahead(), 1000).await;
+    for raw in HERD {
+        let schedule = ScheduleInput {
+            every: Some(secs(10)),
+            max_runs: 2,
+            ..ScheduleInput::default()
+        };
+        h.register(raw, spec_with("probe", schedule)).await;
+    }
+    tokio::time::sleep_until(h.at(millis(9_900))).await;
+    h.scheduler
+        .pause(&id("h1"), String::new())
+        .await
+        .expect("paused");
+    h.results(HERD.len()).await;
+    h.scheduler.resume(&id("h1")).await.expect("resumed");
+    // Its two runs are still to come: at 20 s and 30 s.
+    let mut runs = Vec::new();
+    while runs.len() < 2 {
+        if let Event::Result(r) = h.next_event().await
+            && r.task_id.as_str() == "h1"
+        {
+            assert_eq!(r.outcome, Outcome::Succeeded, "{}", r.error);
+            runs.push(r.scheduled_at);
+        }
+    }
+    assert_eq!(runs, [t0() + ms(20_000), t0() + ms(30_000)]);
+    let task = h.get("h1").await;
+    assert_eq!(task.state, TaskState::Completed);
+}

@@ -12,7 +12,7 @@ use super::{
     Decision, Dispatch, Fire, Fired, Firing, Halt, Halted, RunPhase, RunRecord, RunStart,
     Triggered, decide,
 };
-use crate::task::{TaskId, TaskRecord, TaskResult, TaskState, Trigger};
+use crate::task::{Outcome, TaskId, TaskRecord, TaskResult, TaskState, Trigger};
 
 /// A task and what the store keeps beside it.
 #[derive(Clone)]
@@ -246,6 +246,17 @@ impl Stored {
         let mut promoted = None;
         let settled = if finishes_run {
             let before = self.runs.len();
+            // A scheduled run that never started and is reported SKIPPED
+            // (one claimed ahead of its instant, then dropped by a pause)
+            // no longer counts toward max_runs, as a queued run dropped by
+            // a pause does not (`drop_runs`).
+            let dropped = result.outcome == Outcome::Skipped
+                && result.started_at.is_none()
+                && result.trigger == Trigger::Scheduled;
+            if dropped && self.runs.iter().any(|r| r.run == result.run) {
+                let task = &mut self.record;
+                task.scheduled_run_count = task.scheduled_run_count.saturating_sub(1);
+            }
             self.runs.retain(|r| r.run != result.run);
             let in_flight = self.runs.iter().any(|r| r.phase != RunPhase::Buffered);
             if !in_flight
