@@ -380,6 +380,26 @@ async fn a_firing_ahead_leaves_a_task_with_a_run_in_flight_as_it_is() {
 }
 
 #[tokio::test]
+async fn the_store_reads_the_clock_of_redis() {
+    let test = TestStore::open(roomy()).await;
+    let before = Utc::now();
+    let redis_time = test
+        .store
+        .server_time()
+        .await
+        .unwrap()
+        .expect("Redis has a clock");
+    let after = Utc::now();
+    // The Redis of the tests runs on this machine, on its clock.
+    let slack = chrono::Duration::milliseconds(100);
+    assert!(
+        before - slack <= redis_time && redis_time <= after + slack,
+        "{before} <= {redis_time} <= {after}"
+    );
+    test.delete_keys().await;
+}
+
+#[tokio::test]
 async fn a_slot_claimed_once_never_starts_again_when_the_clock_steps_back() {
     let test = TestStore::open(roomy()).await;
     let store = &test.store;

@@ -472,6 +472,11 @@ pub trait Store: Send + Sync + 'static {
     async fn check(&self) -> Result<Checked, StoreError> {
         Ok(Checked::Same)
     }
+    /// The store's own clock, for a remote store whose clock may differ
+    /// from this process's; None for one that has none of its own.
+    async fn server_time(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(None)
+    }
     /// Whether readers learn of new results and task ends from the log
     /// itself ([`Store::tail`]) rather than from this process's writer:
     /// true for a store other processes may append to.

@@ -967,6 +967,15 @@ impl Store for RedisStore {
         self.check_epoch().await
     }
 
+    async fn server_time(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let mut conn = self.conn().await?;
+        let (secs, micros): (i64, u32) = redis::cmd("TIME")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(DateTime::from_timestamp(secs, micros.saturating_mul(1_000)))
+    }
+
     fn tails_log(&self) -> bool {
         true
     }
