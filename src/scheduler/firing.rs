@@ -16,9 +16,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
 
 use super::{
-    FIRING_RETRY, Inner,
-    registry::TaskHandle,
-    run,
+    FIRING_RETRY, Inner, run,
     runs::{Held, Started},
     timer::Armed,
 };
@@ -98,27 +96,27 @@ impl Inner {
         let now = ahead.map_or_else(|| self.clock.now(), |ahead| ahead.at);
         let mut firings: Vec<Firing> = chunk.iter().map(|armed| plan(armed, now)).collect();
         let mut slots: Vec<Option<OwnedSemaphorePermit>> = Vec::with_capacity(firings.len());
-        // Each task's handle and its count of pauses and cancels before the
-        // step, for the runs fired ahead to tell one that came after it.
-        // Holding the handle keeps it registered (an idle one may be
-        // forgotten), so the pause finds and counts on this one.
-        let mut handles: Vec<(Arc<TaskHandle>, u64)> = Vec::new();
-        if ahead.is_some() {
-            handles = chunk
-                .iter()
-                .map(|armed| {
-                    let handle = self.registry.handle(&armed.id);
-                    let halts = handle.halts();
-                    (handle, halts)
-                })
-                .collect();
-            // Started in the firing step, each run waits for the instant
-            // and takes its run slot then: the cap bounds actions going,
-            // not runs waiting for their instant.
-            for firing in &mut firings {
+        // What each run fired ahead waits with; empty when not ahead.
+        let mut held: Vec<Held> = Vec::new();
+        if let Some(ahead) = ahead {
+            for (firing, armed) in firings.iter_mut().zip(chunk) {
+                // Started in the firing step, each run waits for the
+                // instant and takes its run slot then: the cap bounds
+                // actions going, not runs waiting for their instant.
                 firing.ahead = true;
                 firing.start = firing.run;
                 slots.push(None);
+                // The task's count of pauses and cancels before the step,
+                // to tell one that came after it. Holding the handle keeps
+                // it registered (an idle one may be forgotten), so the
+                // pause finds and counts on this one.
+                let handle = self.registry.handle(&armed.id);
+                held.push(Held {
+                    at: ahead.at,
+                    halts: handle.halts(),
+                    handle,
+                    herd: ahead.herd.clone(),
+                });
             }
         } else {
             // A run slot for each firing that may start a run, while there
@@ -159,16 +157,10 @@ impl Inner {
                 return;
             }
         };
-        for (i, (((armed, slot), fired), run_slot)) in
-            chunk.iter().zip(planned).zip(fired).zip(slots).enumerate()
-        {
+        let mut held = held.into_iter();
+        for (((armed, slot), fired), run_slot) in chunk.iter().zip(planned).zip(fired).zip(slots) {
             let task_id = &armed.id;
-            let held = ahead.zip(handles.get(i)).map(|(ahead, (handle, halts))| Held {
-                at: ahead.at,
-                handle: handle.clone(),
-                halts: *halts,
-                herd: ahead.herd.clone(),
-            });
+            let held = held.next();
             match fired {
                 // Gone, or changed since it was armed: whoever changed it
                 // armed it again (a retry of a firing that did apply is

@@ -648,9 +648,7 @@ impl Scheduler {
                 Outcome::Cancelled,
             )
             .await?;
-        if let Some(handle) = inner.registry.get(id) {
-            handle.token.cancel();
-        }
+        // Its token was cancelled by the halt (`Inner::halted`).
         debug!("task cancelled");
         Ok(task)
     }
