@@ -27,6 +27,12 @@ pub enum ConfigError {
     },
 }
 
+/// Shortest lease: renewed every fifth of it, and a renewal must come
+/// through in time even with a slow Redis.
+const LEASE_MIN: Duration = Duration::from_millis(500);
+/// Longest lease: a killed replica's tasks wait this long to move.
+const LEASE_MAX: Duration = Duration::from_secs(300);
+
 /// How a recur server behaves. `Config::default()` is what `recur serve`
 /// runs with when no flag is given; [`Config::validate`] says whether a
 /// changed one can run (the server checks it before opening anything).
@@ -46,6 +52,11 @@ pub struct Config {
     /// slot, so no single key is hot. Fixed for the life of a store: tasks
     /// are found by the shard their id hashes to.
     pub store_shards: u32,
+    /// How long a replica's lease on Redis (its membership and the shards
+    /// it fires) lasts unless renewed; renewed every fifth of it. A replica
+    /// killed or cut off has its shards fire elsewhere within this plus one
+    /// renewal, and its runs still going are then reported ABANDONED.
+    pub lease: Duration,
     /// Shortest `every` a task may use; protects the server from busy loops.
     pub min_interval: Duration,
     /// Most tasks the server holds (terminal ones included until retention
@@ -135,6 +146,7 @@ impl Default for Config {
             node_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
             key_prefix: "recur:".to_string(),
             store_shards: 16,
+            lease: Duration::from_secs(5),
             min_interval: Duration::from_secs(1),
             max_tasks: 100_000,
             default_timeout: Duration::from_secs(30),
@@ -215,6 +227,16 @@ impl Config {
             usize::MAX,
         )?;
         count("--store-shards", self.store_shards as usize, 1, 1024)?;
+        if !(LEASE_MIN..=LEASE_MAX).contains(&self.lease) {
+            return Err(ConfigError::Invalid {
+                setting: "--lease-secs",
+                reason: format!(
+                    "must be between {} s and {} s",
+                    LEASE_MIN.as_secs_f64(),
+                    LEASE_MAX.as_secs_f64()
+                ),
+            });
+        }
         if self.key_prefix.is_empty() {
             return Err(ConfigError::Invalid {
                 setting: "--key-prefix",

@@ -342,6 +342,9 @@ pub struct TaskResult {
     /// On the SKIPPED result of a catch-up decision, how many missed slots
     /// it passed over (`scheduled_at` is the first of them); 0 otherwise.
     pub skipped_slots: u64,
+    /// Recorded late by a replica whose claim on the run had lapsed (the
+    /// run was reported ABANDONED meanwhile); see the proto.
+    pub claim_lapsed: bool,
     /// The result in its wire form, made once by the first stream that
     /// sends it and shared by every other (see [`WireCache`]).
     pub wire: WireCache,

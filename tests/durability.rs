@@ -9,12 +9,12 @@ mod common;
 
 use std::{
     net::SocketAddr,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use ::redis::{self, AsyncCommands};
 use common::{
+    binary::Recur,
     http_target::{Behaviour, HttpTarget},
     redis::{OwnRedis, SHARED_URL, random_prefix},
     *,
@@ -22,91 +22,6 @@ use common::{
 use recur::pb::v1::{self as pb, task_service_client::TaskServiceClient};
 use tonic::{Code, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
-
-/// How long the binary may take to accept connections.
-const START_WAIT: Duration = Duration::from_secs(20);
-
-/// A `recur serve` process on a Redis store.
-struct Recur {
-    child: Child,
-    addr: SocketAddr,
-    log: tempfile::NamedTempFile,
-}
-
-impl Recur {
-    /// Starts the binary on `redis` under `prefix` and waits until it
-    /// accepts connections.
-    async fn start(redis: &str, prefix: &str) -> Recur {
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port");
-        let log = tempfile::NamedTempFile::new().expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_recur"))
-            .args(["serve", "--listen", &addr.to_string()])
-            .args(["--redis-url", redis, "--key-prefix", prefix])
-            .args(["--min-interval-secs", "0.05", "--shutdown-grace-secs", "1"])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log.reopen().expect("log file"))
-            .stderr(log.reopen().expect("log file"))
-            .spawn()
-            .expect("spawn the recur binary");
-        let mut process = Recur { child, addr, log };
-        let deadline = Instant::now() + START_WAIT;
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            if let Some(status) = process.child.try_wait().expect("try_wait") {
-                panic!("recur exited during start ({status}):\n{}", process.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "recur did not accept in time:\n{}",
-                process.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        process
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-
-    async fn client(&self) -> TaskServiceClient<Channel> {
-        common::connect(self.addr).await
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    async fn terminate(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let deadline = Instant::now() + START_WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                assert!(status.success(), "exit {status}:\n{}", self.log());
-                return;
-            }
-            assert!(Instant::now() < deadline, "no exit:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// kill -9: no shutdown step runs.
-    fn kill(mut self) {
-        self.child.kill().expect("kill -9");
-        self.child.wait().expect("reap");
-    }
-}
-
-impl Drop for Recur {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Deletes every key under `prefix` on the shared Redis.
 async fn delete_keys(prefix: &str) {
@@ -133,29 +48,11 @@ async fn all_tasks(client: &mut TaskServiceClient<Channel>) -> Vec<pb::Task> {
         .tasks
 }
 
-async fn get(client: &mut TaskServiceClient<Channel>, id: &str) -> pb::Task {
-    client
-        .get_task(pb::GetTaskRequest { task_id: id.into() })
-        .await
-        .unwrap_or_else(|s| panic!("get {id}: {s:?}"))
-        .into_inner()
-}
-
 async fn trigger(client: &mut TaskServiceClient<Channel>, id: &str) {
     client
         .trigger_task(pb::TriggerTaskRequest { task_id: id.into() })
         .await
         .unwrap_or_else(|s| panic!("trigger {id}: {s:?}"));
-}
-
-/// Every result from the start of the log, replayed.
-async fn history(client: &mut TaskServiceClient<Channel>, start: &str) -> Vec<pb::TaskResult> {
-    let mut replay = stream(client, &[], start, true).await;
-    let mut out = Vec::new();
-    while let Some(r) = next_result(&mut replay).await.expect("replay") {
-        out.push(r);
-    }
-    out
 }
 
 /// The cursor before every result of the log `cursor` belongs to.

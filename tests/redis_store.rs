@@ -20,8 +20,8 @@ use recur::{
     redis_pool::PoolSettings,
     scheduler::schedule::{Limits, Schedule, ScheduleInput},
     store::{
-        Checked, Dispatch, Fired, Firing, Halt, Halted, Inserted, Recording, RunStart, Store,
-        StoreError, TaskFilter,
+        Checked, Dispatch, Fired, Firing, Halt, Halted, Inserted, LeaseMode, Recording, RunStart,
+        Store, StoreError, TaskFilter,
         memory::Retention,
         redis::{RedisSettings, RedisStore},
     },
@@ -51,6 +51,11 @@ impl TestStore {
         let store = RedisStore::open(pool, settings(&prefix, retention), decoder(&prefix))
             .await
             .expect("open the store");
+        // The only replica: it owns every shard, so it may fire.
+        store
+            .lease(LeaseMode::Member)
+            .await
+            .expect("the lease step");
         TestStore { store, prefix }
     }
 
@@ -93,6 +98,8 @@ fn settings(prefix: &str, retention: Retention) -> RedisSettings {
         max_age: Duration::from_secs(3600),
         url: SHARED_URL.into(),
         client_name: "recur:store-test".into(),
+        node: format!("store-test/{}", random_prefix()),
+        lease: Duration::from_secs(5),
     }
 }
 
@@ -224,6 +231,7 @@ fn result(task: &str, run: u64, output: usize) -> TaskResult {
         output_truncated: false,
         http_status: 200,
         skipped_slots: 0,
+        claim_lapsed: false,
         occurrence_id: format!("{task}@{run}"),
         latency: Duration::from_millis(5),
         wire: Default::default(),
@@ -662,10 +670,27 @@ async fn results_carry_the_fence_of_their_claim_and_a_lapsed_claim_is_marked() {
         fence: runs[run as usize - 1].fence,
     };
     store.record(&[finished(1)]).await.unwrap();
-    let abandoned = store.abandon_runs(&[task.id.clone()]).await.unwrap();
+    // Another replica gives run 2 up once this one is gone (as at a
+    // restart, or a lease that lapsed); not before.
+    let other = TestStore::open_at(test.prefix.clone(), roomy()).await;
+    let kept = other.store.abandon_runs(&[task.id.clone()]).await.unwrap();
+    assert!(
+        kept.is_empty(),
+        "the runs of a live replica are kept: {kept:?}"
+    );
+    store.lease(LeaseMode::Leave).await.unwrap();
+    other.store.lease(LeaseMode::Member).await.unwrap();
+    let abandoned = other.store.abandon_runs(&[task.id.clone()]).await.unwrap();
     assert_eq!(abandoned[0].runs.len(), 1);
     let late = store.record(&[finished(2)]).await.unwrap();
     assert_eq!(late.results.len(), 1, "history is always written");
+    assert!(late.results[0].claim_lapsed, "and marked for readers");
+    let after = store.get_task(&task.id).await.unwrap().unwrap();
+    assert_eq!(
+        after.last_result.as_ref().map(|r| r.run),
+        Some(1),
+        "a lapsed claim changes nothing of the task"
+    );
     let mut conn = connect(SHARED_URL).await;
     let log: redis::streams::StreamRangeReply = conn
         .xrange_all(format!("{}{{log}}:results", test.prefix))
@@ -734,7 +759,10 @@ async fn an_emptied_store_answers_unavailable_until_restored_never_not_found() {
         store.check().await.unwrap(),
         Checked::Restored { tasks: 1, .. }
     ));
-    // The retry of that firing applies now.
+    // The leases went with the rest: the next lease step takes them again
+    // (a firing step before it is refused, and the task armed again by the
+    // gain it reports). The retry of that firing applies then.
+    store.lease(LeaseMode::Member).await.unwrap();
     assert!(matches!(
         fire_one(store, firing(&task, true)).await,
         Fired::Done(_)

@@ -590,6 +590,7 @@ pub fn result_to_proto(r: &TaskResult) -> pb::TaskResult {
         occurrence_id: r.occurrence_id.clone(),
         latency: Some(proto_duration(r.latency)),
         skipped_slots: r.skipped_slots,
+        claim_lapsed: r.claim_lapsed,
     }
 }
 

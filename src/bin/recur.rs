@@ -48,6 +48,11 @@ struct Serve {
     /// of a store.
     #[arg(long, env = "RECUR_STORE_SHARDS", default_value_t = 16)]
     store_shards: u32,
+    /// Seconds a replica's lease on Redis lasts unless renewed (every
+    /// fifth of it): a killed replica's tasks fire elsewhere after at most
+    /// this plus one renewal.
+    #[arg(long, env = "RECUR_LEASE_SECS", default_value_t = 5.0)]
+    lease_secs: f64,
     /// Node id shown in logs and in Redis CLIENT LIST (default: random).
     #[arg(long, env = "RECUR_NODE_ID")]
     node_id: Option<String>,
@@ -120,6 +125,7 @@ impl Serve {
         )?;
         config.key_prefix = self.key_prefix.clone();
         config.store_shards = self.store_shards;
+        config.lease = seconds("--lease-secs", self.lease_secs)?;
         config.max_open_streams = self.max_open_streams;
         config.max_runs_in_flight = self.max_runs_in_flight;
         config.redis_startup_window = seconds("--redis-startup-secs", self.redis_startup_secs)?;

@@ -328,6 +328,7 @@ mod tests {
             occurrence_id: String::new(),
             latency: Duration::ZERO,
             skipped_slots: 0,
+            claim_lapsed: false,
             wire: Default::default(),
         })
     }

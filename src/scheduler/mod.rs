@@ -14,6 +14,7 @@
 pub mod clock;
 mod firing;
 mod registry;
+mod replicas;
 mod retention;
 mod run;
 mod runs;
@@ -41,7 +42,7 @@ use crate::{
         writer::{Writer, WriterHandle},
     },
     stats::Stats,
-    store::{Halt, Halted, Inserted, RunPhase, RunRecord, RunStart, Store, StoreError, TaskFilter, Triggered},
+    store::{self, Halt, Halted, Inserted, RunPhase, RunRecord, RunStart, Store, StoreError, TaskFilter, Triggered},
     task::{Outcome, TaskId, TaskRecord, TaskSpec, TaskState, manual_occurrence_id},
 };
 use clock::Clock;
@@ -238,6 +239,11 @@ struct Inner {
     /// Control steps the store did not answer: each may or may not have
     /// applied, and is followed up once the store answers again.
     uncertain: std::sync::Mutex<Vec<uncertain::Uncertain>>,
+    /// The lease loop of a store shared by replicas, awaited at stop after
+    /// the last result was recorded (it leaves the replicas then).
+    lease_task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Tells the lease loop to leave.
+    leave: CancellationToken,
 }
 
 /// The receiving ends `start` hands to the tasks it spawns.
@@ -309,6 +315,8 @@ impl Scheduler {
                 tail_task: std::sync::Mutex::new(None),
                 tail_drain: CancellationToken::new(),
                 uncertain: Default::default(),
+                lease_task: std::sync::Mutex::new(None),
+                leave: CancellationToken::new(),
             }),
         }
     }
@@ -326,23 +334,13 @@ impl Scheduler {
         } else {
             None
         };
-        let mut after: Option<TaskId> = None;
-        let mut with_runs = Vec::new();
-        loop {
-            let page = inner
-                .store
-                .list_tasks(after.as_ref(), 1000, &TaskFilter::default())
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id.clone());
-            for task in &page {
-                inner.arm(task);
-                if task.active_runs > 0 {
-                    with_runs.push(task.id.clone());
-                }
-            }
+        // Replicas: the shards free now are this process's before anything
+        // is armed (the others hand over the rest of its share shortly).
+        let lease_every = inner.store.lease_every();
+        if lease_every.is_some() {
+            inner.store.lease(store::LeaseMode::Member).await?;
         }
-        inner.abandon_runs(&with_runs).await?;
+        inner.rearm_all(true).await?;
         let parts = inner.parts.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(parts) = parts else { return Ok(()) };
         let (writer, writer_rx) = parts.writer;
@@ -394,6 +392,21 @@ impl Scheduler {
         inner
             .tracker
             .spawn(async move { stats.summarise(stop).await });
+        if let Some(every) = lease_every {
+            let moved = Arc::new(tokio::sync::Notify::new());
+            let (changes_tx, changes_rx) = mpsc::unbounded_channel();
+            let (store, stop) = (inner.store.clone(), inner.stopping.clone());
+            inner
+                .tracker
+                .spawn(async move { store.follow_changes(changes_tx, stop).await });
+            inner
+                .tracker
+                .spawn(inner.clone().follow_changes(changes_rx, moved.clone()));
+            // Not tracked: it outlives the runs (see `stop`).
+            *inner.lease_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(tokio::spawn(
+                inner.clone().lease_loop(every, moved, inner.leave.clone()),
+            ));
+        }
         Ok(())
     }
 
@@ -722,6 +735,16 @@ impl Scheduler {
         {
             warn!(%error, "result writer ended abnormally");
         }
+        // Every run has reported: no replica needs to give any up.
+        inner.leave.cancel();
+        let lease = inner
+            .lease_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(lease) = lease {
+            let _ = lease.await;
+        }
         // What the writer recorded last reaches readers before their
         // streams close.
         inner.tail_drain.cancel();
@@ -936,10 +959,11 @@ impl Inner {
         }
     }
 
-    /// Points the timer at the task's next slot, or clears it.
+    /// Points the timer at the task's next slot, or clears it; with
+    /// replicas, only where this process owns the task's shard.
     fn arm(&self, task: &TaskRecord) {
         match (task.state, task.next_run_at) {
-            (TaskState::Active, Some(slot)) => {
+            (TaskState::Active, Some(slot)) if self.store.owns(&task.id) => {
                 let due = task.spec.schedule.due_at(task.id.as_str(), slot);
                 self.timer.set(
                     Armed {

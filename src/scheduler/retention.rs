@@ -35,6 +35,7 @@ impl Inner {
             // Retention longer than the calendar: nothing is old enough.
             return Ok(());
         };
+        let shared = self.store.lease_every().is_some();
         let mut after: Option<TaskId> = None;
         loop {
             let page = self
@@ -46,6 +47,12 @@ impl Inner {
             };
             after = Some(last.id.clone());
             for task in page {
+                // Replicas: the backstop of change messages lost on the
+                // way (arming is ordered by version, so an older read
+                // never undoes a newer arming).
+                if shared {
+                    self.arm(&task);
+                }
                 if task.has_ended() && task.updated_at < cutoff {
                     match self.store.delete_task(&task.id, task.version).await {
                         Ok(()) => {

@@ -110,6 +110,7 @@ pub(crate) async fn execute(
         occurrence_id: occurrence.clone(),
         latency,
         skipped_slots: 0,
+        claim_lapsed: false,
         wire: Default::default(),
     }
 }
@@ -139,6 +140,7 @@ pub(crate) fn dropped(
         occurrence_id: run.occurrence_id.clone(),
         latency: Duration::ZERO,
         skipped_slots: 0,
+        claim_lapsed: false,
         wire: Default::default(),
     }
 }
@@ -167,6 +169,7 @@ pub(crate) fn skipped(
         http_status: 0,
         latency: Duration::ZERO,
         skipped_slots: 0,
+        claim_lapsed: false,
         wire: Default::default(),
     }
 }
@@ -184,6 +187,7 @@ pub(crate) fn caught_up(
 ) -> TaskResult {
     TaskResult {
         skipped_slots: slots,
+        claim_lapsed: false,
         ..skipped(task_id, first, now, why)
     }
 }

@@ -69,6 +69,19 @@ pub(crate) enum TimerCmd {
     },
     /// Forgets a deleted task.
     Forget { id: TaskId },
+    /// Disarms every task `keep` rejects (shards this replica no longer
+    /// owns); their stamps stay, so an older arming still loses.
+    Retain { keep: Keep },
+}
+
+/// Which tasks stay armed, for [`TimerCmd::Retain`].
+#[derive(Clone)]
+pub(crate) struct Keep(pub Arc<dyn Fn(&TaskId) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for Keep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keep")
+    }
 }
 
 /// Sends changes to the timer. Unbounded: each task has at most one entry,
@@ -99,6 +112,10 @@ impl TimerHandle {
 
     pub(crate) fn forget(&self, id: TaskId) {
         let _ = self.tx.send(TimerCmd::Forget { id });
+    }
+
+    pub(crate) fn retain(&self, keep: Keep) {
+        let _ = self.tx.send(TimerCmd::Retain { keep });
     }
 }
 
@@ -158,6 +175,19 @@ impl Queue {
                     ..
                 }) = self.entries.remove(&id)
                 {
+                    self.due.remove(&key);
+                    self.uncount(key.0, &armed);
+                }
+                return;
+            }
+            TimerCmd::Retain { keep } => {
+                let mut dropped = Vec::new();
+                for (id, entry) in &mut self.entries {
+                    if entry.armed.is_some() && !(keep.0)(id) {
+                        dropped.extend(entry.armed.take());
+                    }
+                }
+                for (key, armed) in dropped {
                     self.due.remove(&key);
                     self.uncount(key.0, &armed);
                 }

@@ -345,6 +345,14 @@ async fn start(
                     max_age: config.results_max_age,
                     url: config.redis_url.clone().unwrap_or_default(),
                     client_name: format!("recur:{}", config.node_id),
+                    // This incarnation: a process restarted under the same
+                    // node id must not pass for the one that ran before it.
+                    node: format!(
+                        "{}/{}",
+                        config.node_id,
+                        &uuid::Uuid::new_v4().simple().to_string()[..8]
+                    ),
+                    lease: config.lease,
                 },
                 crate::api::convert::stored_spec_decoder(
                     config.default_timeout,

@@ -363,7 +363,7 @@ impl Store for MemoryStore {
         Ok(ids
             .iter()
             .filter_map(|id| {
-                let (runs, lost_results) = inner.tasks.get_mut(id)?.abandon();
+                let (runs, lost_results) = inner.tasks.get_mut(id)?.abandon(|_| true);
                 Some(Abandoned {
                     task_id: id.clone(),
                     runs,
@@ -695,6 +695,7 @@ mod tests {
                     run: 0,
                     outcome: Outcome::Skipped,
                     skipped_slots: 4,
+                    claim_lapsed: false,
                     ..result("passed", 0)
                 },
                 finishes_run: false,
@@ -805,6 +806,7 @@ mod tests {
             occurrence_id: String::new(),
             latency: Duration::ZERO,
             skipped_slots: 0,
+            claim_lapsed: false,
             wire: Default::default(),
         }
     }

@@ -171,6 +171,10 @@ pub struct RunRecord {
     /// claim lapsed: the run was given up as abandoned) is still recorded,
     /// marked as such.
     pub fence: u64,
+    /// The node id of the replica that runs it (a shared store), empty
+    /// until a replica's step claims it; the replicas give it up
+    /// (ABANDONED) once that replica's lease lapsed.
+    pub runner: String,
 }
 
 /// A run to start, with the spec it runs (shared with the task record).
@@ -440,8 +444,9 @@ pub trait Store: Send + Sync + 'static {
     async fn halt(&self, id: &TaskId, halt: Halt, now: DateTime<Utc>)
     -> Result<Halted, StoreError>;
     /// Takes the run records of tasks whose runs belonged to a process that
-    /// stopped (called at start for the tasks that have runs: in this
-    /// version one process owns the store). Each run is then owed a result,
+    /// stopped (called at start for the tasks that have runs, and by a
+    /// replica told that another's lease lapsed): with replicas, only runs
+    /// of a replica whose lease lapsed. Each run is then owed a result,
     /// which the caller records (`finishes_run: false`). Answers per task
     /// found: its runs, and how many results it was owed and never got.
     async fn abandon_runs(&self, ids: &[TaskId]) -> Result<Vec<Abandoned>, StoreError>;
@@ -493,6 +498,70 @@ pub trait Store: Send + Sync + 'static {
     /// appended before that was handed over. Returns at once for a store
     /// that does not [tail its log](Store::tails_log).
     async fn tail(&self, _after: String, _sink: LogSink, _drain: CancellationToken) {}
+    /// How often a store shared by replicas wants [`Store::lease`] taken;
+    /// None for a store one process owns whole.
+    fn lease_every(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// Takes this process's lease step in `mode` (membership, and the
+    /// shards it owns); None for a store one process owns whole.
+    async fn lease(&self, _mode: LeaseMode) -> Result<Option<LeaseChange>, StoreError> {
+        Ok(None)
+    }
+    /// Whether this process owns task `id`'s firing: its shard's lease.
+    /// Firing steps of a task it does not own are refused
+    /// ([`Fired::Stale`]).
+    fn owns(&self, _id: &TaskId) -> bool {
+        true
+    }
+    /// Sends what other processes change to `sink` until `stop` (for a
+    /// store shared by replicas); returns at once for one that is not.
+    async fn follow_changes(&self, _sink: tokio::sync::mpsc::UnboundedSender<Change>, _stop: CancellationToken) {}
+}
+
+/// How a replica takes part, in [`Store::lease`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseMode {
+    /// Owns its share of the shards.
+    Member,
+    /// Stopping: owns no shard (they move to the others at once), and its
+    /// runs still going are not given up.
+    Draining,
+    /// Gone: its runs are given up by the others.
+    Leave,
+}
+
+/// What a lease step changed for this process.
+#[derive(Debug, Default)]
+pub struct LeaseChange {
+    /// Shards it now owns and did not (or owns under a new fence): arm
+    /// their tasks.
+    pub gained: Vec<u32>,
+    /// Shards it no longer owns: disarm their tasks.
+    pub lost: Vec<u32>,
+    /// Replicas whose lease lapsed (killed, cut off), told to this process
+    /// alone: their runs are to be given up.
+    pub dead: Vec<String>,
+    /// Replicas that stopped and left, told to this process alone: any run
+    /// they left behind (claimed as they stopped) is to be given up.
+    pub left: Vec<String>,
+}
+
+/// A change made by another process sharing the store.
+#[derive(Debug)]
+pub enum Change {
+    /// Task `id` was written by a control call (or deleted): read it again.
+    Task {
+        /// The task.
+        id: TaskId,
+        /// Runs of it the write cancelled (CANCEL_RUNNING), wherever they run.
+        cancel: Vec<u64>,
+    },
+    /// Membership or shard ownership moved: take a lease step now.
+    Moved,
+    /// Changes may have been missed (the follower (re)connected): read
+    /// every task again.
+    Resync,
 }
 
 /// Receives what [`Store::tail`] reads, in log order.

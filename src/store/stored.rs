@@ -152,6 +152,7 @@ impl Stored {
             retry_deadline: self.retry_deadline(),
             phase: RunPhase::Queued,
             fence: self.record.version,
+            runner: String::new(),
         };
         let (dispatch, cancel, dropped) = self.apply(decision, run);
         Triggered::Done(Fire {
@@ -268,6 +269,8 @@ impl Stored {
                 // A completed task still owes its buffered run: it was
                 // counted (max_runs) when it was buffered.
                 buffered.phase = RunPhase::Queued;
+                // Runs where it is promoted, not where it was buffered.
+                buffered.runner.clear();
                 promoted = Some(RunStart {
                     record: buffered.clone(),
                     spec: self.record.spec.clone(),
@@ -310,22 +313,40 @@ impl Stored {
             phase: RunPhase::Queued,
             // The version this firing step ends with.
             fence: self.record.version + 1,
+            runner: String::new(),
         };
         self.apply(decision, run)
     }
 
-    /// Takes every run record of a process that stopped (the one process
-    /// of this version, found at its next start): runs not started are
-    /// dropped as at a pause, running ones are given up; each is then owed a
-    /// result. Returns them with the number of results that were owed and
-    /// are lost (decided, never recorded); those no longer hold the task.
-    pub(crate) fn abandon(&mut self) -> (Vec<RunRecord>, usize) {
-        let lost = std::mem::take(&mut self.owed);
-        let mut runs = self.drop_runs(|_| true);
-        let running = std::mem::take(&mut self.runs);
+    /// Takes the run records of processes that stopped (`gone(runner)`;
+    /// found at a start, or when a replica's lease lapsed): runs not
+    /// started are dropped as at a pause, running ones are given up; each
+    /// is then owed a result. Returns them with the number of results that
+    /// were owed and are lost (decided, never recorded); those no longer
+    /// hold the task. Owed results are not tied to a process, so they are
+    /// taken as lost only when no run of a live process is left.
+    pub(crate) fn abandon(&mut self, gone: impl Fn(&str) -> bool) -> (Vec<RunRecord>, usize) {
+        let mut runs = self.drop_runs(|run| gone(&run.runner));
+        let (running, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.runs)
+            .into_iter()
+            .partition(|run| gone(&run.runner));
+        self.runs = kept;
+        let lost = if self.runs.is_empty() {
+            std::mem::take(&mut self.owed)
+        } else {
+            0
+        };
         self.owed += running.len();
         runs.extend(running);
         (runs, lost)
+    }
+
+    /// Marks the runs no replica has claimed yet (new, or promoted) as
+    /// `runner`'s: the replica whose step dispatched them runs them.
+    pub(crate) fn claim_runs(&mut self, runner: &str) {
+        for run in self.runs.iter_mut().filter(|run| run.runner.is_empty()) {
+            run.runner = runner.to_string();
+        }
     }
 
     /// Drops the runs `drop` selects, which have not started: each still

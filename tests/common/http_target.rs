@@ -25,6 +25,8 @@ pub struct Received {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -116,6 +118,7 @@ async fn handle(
         path: path.clone(),
         headers,
         body,
+        at: std::time::Instant::now(),
     };
     shared.received.lock().unwrap().push(received.clone());
     if let Some(tx) = shared.tx.lock().unwrap().as_ref() {

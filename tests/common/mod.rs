@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod handlers;
 pub mod http_target;
 pub mod redis;
@@ -228,6 +229,25 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Reads a task, failing the test if it cannot.
+pub async fn get(client: &mut TaskServiceClient<Channel>, id: &str) -> pb::Task {
+    client
+        .get_task(pb::GetTaskRequest { task_id: id.into() })
+        .await
+        .unwrap_or_else(|s| panic!("get {id}: {s:?}"))
+        .into_inner()
+}
+
+/// Every result retained after `start` ("": all), replayed.
+pub async fn history(client: &mut TaskServiceClient<Channel>, start: &str) -> Vec<pb::TaskResult> {
+    let mut replay = stream(client, &[], start, true).await;
+    let mut out = Vec::new();
+    while let Some(r) = next_result(&mut replay).await.expect("replay") {
+        out.push(r);
+    }
+    out
 }
 
 pub fn outcome(r: &pb::TaskResult) -> pb::Outcome {

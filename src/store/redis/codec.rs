@@ -107,6 +107,7 @@ fn run(r: &RunRecord) -> proto::StoredRun {
             RunPhase::Buffered => proto::RunPhase::Buffered,
         } as i32,
         fence: r.fence,
+        runner: r.runner.clone(),
     }
 }
 
@@ -125,6 +126,7 @@ fn from_run(task_id: &TaskId, r: proto::StoredRun) -> Result<RunRecord, String> 
             _ => return Err(format!("unknown run phase {}", r.phase)),
         },
         fence: r.fence,
+        runner: r.runner,
     })
 }
 
@@ -319,6 +321,7 @@ fn decode_result(r: pb::TaskResult) -> Result<TaskResult, String> {
         http_status: u16::try_from(r.http_status).unwrap_or(0),
         occurrence_id: r.occurrence_id,
         skipped_slots: r.skipped_slots,
+        claim_lapsed: r.claim_lapsed,
         latency: r
             .latency
             .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.clamp(0, 999_999_999) as u32))

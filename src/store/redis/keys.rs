@@ -56,6 +56,32 @@ impl Keys {
         format!("{}{{meta}}:epoch", self.prefix)
     }
 
+    /// `<prefix>{meta}:members`: zset of the replicas that may own shards,
+    /// by lease expiry (ms, Redis's clock).
+    pub(crate) fn members(&self) -> String {
+        format!("{}{{meta}}:members", self.prefix)
+    }
+
+    /// `<prefix>{meta}:runners`: zset of the replicas that may have runs
+    /// going (members, and those stopping that finish their runs), by
+    /// lease expiry; a run whose runner is not here is given up.
+    pub(crate) fn runners(&self) -> String {
+        format!("{}{{meta}}:runners", self.prefix)
+    }
+
+    /// `<prefix>{meta}:changes`: the pub/sub channel of task changes and
+    /// ownership moves (see `changes.rs`).
+    pub(crate) fn changes(&self) -> String {
+        format!("{}{{meta}}:changes", self.prefix)
+    }
+
+    /// `<prefix>{s<N>}:lease`: hash of the shard's lease: `owner` (node
+    /// id), `until` (ms, Redis's clock) and `fence` (grows by one per
+    /// owner, never reset); firing steps check it.
+    pub(crate) fn lease(&self, shard: u32) -> String {
+        format!("{}{{s{}}}:lease", self.prefix, shard)
+    }
+
     /// `<prefix>{s<N>}:task:<id>`: hash of `rev` (compare-and-set counter),
     /// `rec` (the task, protobuf), `lc` (its last result's log id), `state`
     /// and `next` (plain text for operators).

@@ -239,25 +239,36 @@ impl RedisStore {
                 .collect();
             let mut recorded = Recorded::default();
             let mut ended = Vec::new();
-            let pending: Vec<Arc<TaskResult>> = batch
-                .iter()
-                .map(|r| Arc::new(r.result.clone()))
-                .collect();
+            let mut pending: Vec<Arc<TaskResult>> = Vec::with_capacity(batch.len());
             // Per result: the fence of its claim, and whether it lapsed.
             let mut claims: Vec<(u64, bool)> = Vec::with_capacity(batch.len());
-            for (i, (recording, result)) in batch.iter().zip(&pending).enumerate() {
+            for (i, recording) in batch.iter().enumerate() {
                 let t = task_of[i];
+                let run = recording.result.run;
                 let held = tasks.get(t).is_some_and(|task| {
                     task.as_ref()
-                        .is_some_and(|(_, stored, _)| stored.runs.iter().any(|r| r.run == result.run))
+                        .is_some_and(|(_, stored, _)| stored.runs.iter().any(|r| r.run == run))
                 });
                 let lapsed = recording.finishes_run && !held;
-                if lapsed {
-                    warn!(task_id = %result.task_id, run = result.run, "result of a run whose claim lapsed (it was given up as abandoned): recorded, marked as such");
-                }
                 claims.push((recording.fence, lapsed));
+                if lapsed {
+                    // Fenced: history only. The task was settled when the
+                    // run was given up; this result changes none of it.
+                    warn!(task_id = %recording.result.task_id, run, "result of a run whose claim lapsed (it was given up as abandoned): recorded, marked as such");
+                    pending.push(Arc::new(TaskResult {
+                        claim_lapsed: true,
+                        wire: Default::default(),
+                        ..recording.result.clone()
+                    }));
+                    continue;
+                }
+                let result = Arc::new(recording.result.clone());
+                pending.push(result.clone());
+                let result = &result;
                 if let Some(Some((_, stored, last))) = tasks.get_mut(t) {
                     let (promoted, task_ended) = stored.settle(result, recording.finishes_run);
+                    // A promoted run runs here.
+                    stored.claim_runs(&self.node);
                     recorded.promoted.extend(promoted);
                     if task_ended {
                         ended.push(result.task_id.clone());

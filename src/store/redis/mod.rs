@@ -21,9 +21,11 @@
 //! Scripts are sent by SHA and loaded again when Redis answers NOSCRIPT
 //! (after a restart or failover); see `script`.
 
+mod changes;
 mod codec;
 mod held;
 mod keys;
+mod lease;
 mod log;
 mod restore;
 mod script;
@@ -51,9 +53,11 @@ pub(crate) use keys::{Keys, STORE_FORMAT};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Abandoned, RunRecord, Checked, Fired, LogSink, Firing, Halt, Halted, Inserted, Recorded, Recording, RunStart, Store, StoreError,
-    TaskFilter, Triggered, memory::Retention, stored::Stored,
+    Abandoned, Change, Checked, Dispatch, Fired, Firing, Halt, Halted, Inserted, LeaseChange,
+    LeaseMode, LogSink, Recorded, Recording, RunRecord, RunStart, Store, StoreError, TaskFilter,
+    Triggered, memory::Retention, stored::Stored,
 };
+use lease::Leases;
 use crate::{
     RedisPool,
     task::{TaskId, TaskRecord, TaskResult, TaskSpec},
@@ -84,6 +88,12 @@ pub struct RedisSettings {
     pub url: String,
     /// Name of that connection (`CLIENT SETNAME`), set again on reconnect.
     pub client_name: String,
+    /// This process's node id: the runner of the runs it starts, and its
+    /// name among the replicas.
+    pub node: String,
+    /// How long a replica's lease (membership and shards) lasts without
+    /// being renewed; renewed every fifth of it.
+    pub lease: Duration,
 }
 
 /// The Redis store.
@@ -117,6 +127,14 @@ pub struct RedisStore {
     /// Where the tailing reader connects, and the name it gives itself.
     url: String,
     client_name: String,
+    /// This process among the replicas.
+    node: String,
+    /// Lease length (ms).
+    lease_ms: u64,
+    /// The shards this process owns, and the replicas running.
+    leases: Leases,
+    /// `lease.lua`.
+    lease: Script,
 }
 
 fn unavailable(error: redis::RedisError) -> StoreError {
@@ -157,6 +175,39 @@ impl<T: redis::ToRedisArgs> redis::ToRedisArgs for OrEmpty<T> {
 /// A task as read, with the `rev` it had.
 type Loaded = (u64, Stored);
 
+/// What a step did to its task, for [`RedisStore::steps`].
+enum Wrote {
+    /// Nothing: no write.
+    No,
+    /// Changed it, of no concern to the other replicas (firing, starting
+    /// runs, giving runs up).
+    Quiet,
+    /// Changed it, and the other replicas are told (a control call):
+    /// the notice goes with the message (see changes.rs).
+    Notice(String),
+}
+
+impl Wrote {
+    /// A control change, told to the other replicas when `changed`.
+    fn control(changed: bool) -> Wrote {
+        if changed {
+            Wrote::Notice(changes::CHANGED.to_string())
+        } else {
+            Wrote::No
+        }
+    }
+}
+
+/// What [`RedisStore::write`] did not write.
+#[derive(Default)]
+struct Unwritten {
+    /// Steps whose compare-and-set lost: decided again from a read.
+    lost: Vec<usize>,
+    /// Steps of shards whose lease this process no longer holds (a fenced
+    /// write): not applied, and not to be retried here.
+    unowned: Vec<usize>,
+}
+
 /// One task write of [`RedisStore::write`].
 struct Write {
     /// Index of the step it belongs to, reported back on conflict.
@@ -167,16 +218,19 @@ struct Write {
     from: Option<Arc<Held>>,
     /// The new state, None to delete.
     stored: Option<Stored>,
+    /// Published to the other replicas once written ('' = nothing).
+    notice: String,
 }
 
 impl Write {
     /// A step's write of `stored`, decided from `from`.
-    fn of(index: usize, from: Arc<Held>, stored: Stored) -> Write {
+    fn of(index: usize, from: Arc<Held>, stored: Stored, notice: String) -> Write {
         Write {
             index,
             id: stored.record.id.clone(),
             from: Some(from),
             stored: Some(stored),
+            notice,
         }
     }
 
@@ -194,6 +248,7 @@ impl RedisStore {
         decode_spec: SpecDecoder,
     ) -> Result<RedisStore, StoreError> {
         let keys = Keys::new(&settings.prefix, settings.shards);
+        let keys_shards = keys.shards();
         let mut conn = pool.get().await.map_err(|e| StoreError::Unavailable {
             reason: e.to_string(),
         })?;
@@ -242,6 +297,10 @@ impl RedisStore {
             clear_if_names: Script::new(CLEAR_IF_NAMES),
             url: settings.url,
             client_name: settings.client_name,
+            node: settings.node,
+            lease_ms: u64::try_from(settings.lease.as_millis()).unwrap_or(u64::MAX).max(1),
+            leases: Leases::new(keys_shards),
+            lease: Script::new(include_str!("lease.lua")),
         })
     }
 
@@ -384,6 +443,7 @@ impl RedisStore {
         expected: Option<u64>,
         task: Option<(&Stored, &[u8])>,
         start_rev: Option<u64>,
+        notice: &str,
     ) {
         call.key(self.keys.task(id));
         call.arg(id.as_str()).arg(OrEmpty(expected));
@@ -399,7 +459,21 @@ impl RedisStore {
                 call.arg("").arg("").arg("").arg("");
             }
         }
-        call.arg(OrEmpty(start_rev));
+        call.arg(OrEmpty(start_rev)).arg(notice);
+    }
+
+    /// A `write_tasks.lua` call on `shard` for `n` tasks; `fence`: the
+    /// lease fence a firing step holds (None: not fenced).
+    fn write_call(&self, shard: u32, n: usize, fence: Option<u64>) -> script::ScriptCall<'_> {
+        let mut call = script::ScriptCall::new(&self.write_tasks);
+        call.key(self.keys.due(shard))
+            .key(self.keys.ids(shard))
+            .key(self.keys.lease(shard));
+        call.arg(n)
+            .arg(OrEmpty(fence))
+            .arg(&self.node)
+            .arg(self.keys.changes());
+        call
     }
 
     /// Task `id`, if it exists and was created by a registration with
@@ -417,10 +491,12 @@ impl RedisStore {
     }
 
     /// Writes tasks with a compare-and-set on their `rev`, one script per
-    /// shard, all sent at once, and holds what landed. Returns the indexes
-    /// of the writes that lost (their task changed since the state they
-    /// were decided from): nothing of those was written.
-    async fn write(&self, writes: Vec<Write>) -> Result<Vec<usize>, StoreError> {
+    /// shard, all sent at once, and holds what landed. `fenced` (a firing
+    /// step): each shard's script carries the lease fence this process
+    /// holds, and a shard it does not hold is not written. Returns the
+    /// writes not applied: lost (their task changed since the state they
+    /// were decided from) or unowned.
+    async fn write(&self, writes: Vec<Write>, fenced: bool) -> Result<Unwritten, StoreError> {
         let mut by_shard: BTreeMap<u32, Vec<Write>> = BTreeMap::new();
         for write in writes {
             by_shard
@@ -428,12 +504,21 @@ impl RedisStore {
                 .or_default()
                 .push(write);
         }
+        let mut unwritten = Unwritten::default();
+        if fenced {
+            by_shard.retain(|&shard, writes| {
+                let owned = self.leases.fence(shard).is_some();
+                if !owned {
+                    unwritten.unowned.extend(writes.iter().map(|w| w.index));
+                }
+                owned
+            });
+        }
         let conn = self.conn().await?;
         let calls = by_shard.into_iter().map(|(shard, writes)| {
             let mut conn = conn.clone();
-            let mut invocation = script::ScriptCall::new(&self.write_tasks);
-            invocation.key(self.keys.due(shard)).key(self.keys.ids(shard));
-            invocation.arg(writes.len());
+            let fence = if fenced { self.leases.fence(shard) } else { None };
+            let mut invocation = self.write_call(shard, writes.len(), fence);
             // Per write, the spec field it was encoded with.
             let mut fields: Vec<Option<Arc<[u8]>>> = Vec::with_capacity(writes.len());
             for write in &writes {
@@ -444,12 +529,12 @@ impl RedisStore {
                     _ => codec::spec_field(&stored.record.spec),
                 });
                 let task = write.stored.as_ref().zip(field.as_deref());
-                self.add_task(&mut invocation, &write.id, write.rev(), task, None);
+                self.add_task(&mut invocation, &write.id, write.rev(), task, None, &write.notice);
                 fields.push(field);
             }
             async move {
-                let lost: Vec<usize> = match invocation.invoke_async(&mut conn).await {
-                    Ok(lost) => lost,
+                let reply: Vec<i64> = match invocation.invoke_async(&mut conn).await {
+                    Ok(reply) => reply,
                     Err(error) => {
                         // It may have landed, its reply lost: the next step
                         // reads what Redis has.
@@ -461,15 +546,33 @@ impl RedisStore {
                         return Err(unavailable(error));
                     }
                 };
-                let lost: Vec<usize> = lost.into_iter().map(|i| i.wrapping_sub(1)).collect();
-                let mut lost_steps = Vec::with_capacity(lost.len());
+                let mut unwritten = Unwritten::default();
+                if reply.first() == Some(&-2) {
+                    // The lease lapsed or moved: Redis refused the fence.
+                    // Or Redis came back empty, lease and all: then the
+                    // tasks are not to be dropped but restored.
+                    let epoch: Option<String> =
+                        conn.get(self.keys.epoch()).await.map_err(unavailable)?;
+                    if epoch.as_deref() != Some(self.epoch().as_str()) {
+                        return Err(log::emptied());
+                    }
+                    if let Some(fence) = fence {
+                        self.leases.refused(shard, fence);
+                    }
+                    unwritten.unowned = writes.iter().map(|w| w.index).collect();
+                    return Ok(unwritten);
+                }
+                let lost: Vec<usize> = reply
+                    .into_iter()
+                    .map(|i| usize::try_from(i).unwrap_or(0).wrapping_sub(1))
+                    .collect();
                 for (i, (write, field)) in writes.into_iter().zip(fields).enumerate() {
                     let rev = write.rev();
                     if lost.contains(&i) {
                         if let Some(rev) = rev {
                             self.held.doubt(&write.id, rev);
                         }
-                        lost_steps.push(write.index);
+                        unwritten.lost.push(write.index);
                         continue;
                     }
                     match (write.stored, field, rev) {
@@ -484,14 +587,15 @@ impl RedisStore {
                         _ => self.held.forget(&write.id),
                     }
                 }
-                Ok::<_, StoreError>(lost_steps)
+                Ok::<_, StoreError>(unwritten)
             }
         });
-        let mut lost = Vec::new();
         for shard in futures::future::join_all(calls).await {
-            lost.extend(shard?);
+            let shard = shard?;
+            unwritten.lost.extend(shard.lost);
+            unwritten.unowned.extend(shard.unowned);
         }
-        Ok(lost)
+        Ok(unwritten)
     }
 
     /// Applies `step` to each task of `ids` and writes the tasks it changed
@@ -499,13 +603,16 @@ impl RedisStore {
     /// is decided on its held state (or a read); one whose write lost, and
     /// one the step left unchanged while decided on a held state, is
     /// decided again from Redis. `step(i, task)` gives the answer for
-    /// `ids[i]` and whether it changed the task; `missing()` answers for a
-    /// task Redis does not have. Answers in the order of `ids`.
+    /// `ids[i]` and what it wrote; `missing()` answers for a task Redis does
+    /// not have, and for one of a shard this process does not own when
+    /// `fenced` (a firing step). Runs the step dispatched are claimed as
+    /// this process's. Answers in the order of `ids`.
     async fn steps<T>(
         &self,
         ids: &[TaskId],
+        fenced: bool,
         missing: impl Fn() -> T,
-        mut step: impl FnMut(usize, &mut Stored) -> (T, bool),
+        mut step: impl FnMut(usize, &mut Stored) -> (T, Wrote),
     ) -> Result<Vec<T>, StoreError> {
         let mut answers: Vec<Option<T>> = ids.iter().map(|_| None).collect();
         let mut pending: Vec<usize> = (0..ids.len()).collect();
@@ -523,24 +630,33 @@ impl RedisStore {
                     continue;
                 };
                 let mut stored = from.stored.clone();
-                match step(i, &mut stored) {
-                    (answer, true) => {
-                        writes.push(Write::of(i, from, stored));
-                        decided.push((i, answer));
+                let (answer, wrote) = step(i, &mut stored);
+                let notice = match wrote {
+                    Wrote::No if fresh => {
+                        answers[i] = Some(answer);
+                        continue;
                     }
-                    (answer, false) if fresh => answers[i] = Some(answer),
-                    (_, false) => {
+                    Wrote::No => {
                         read[i] = true;
                         again.push(i);
+                        continue;
                     }
-                }
+                    Wrote::Quiet => String::new(),
+                    Wrote::Notice(notice) => notice,
+                };
+                stored.claim_runs(&self.node);
+                writes.push(Write::of(i, from, stored, notice));
+                decided.push((i, answer));
             }
-            let lost = self.write(writes).await?;
+            let unwritten = self.write(writes, fenced).await?;
             for (i, answer) in decided {
-                if !lost.contains(&i) {
+                if unwritten.unowned.contains(&i) {
+                    answers[i] = Some(missing());
+                } else if !unwritten.lost.contains(&i) {
                     answers[i] = Some(answer);
                 }
             }
+            let lost = unwritten.lost;
             pending = lost;
             pending.extend(again);
             if pending.is_empty() {
@@ -562,12 +678,12 @@ impl RedisStore {
     async fn step_one<T>(
         &self,
         id: &TaskId,
-        mut step: impl FnMut(&mut Stored) -> (T, bool),
+        mut step: impl FnMut(&mut Stored) -> (T, Wrote),
     ) -> Result<Option<T>, StoreError> {
         let answers = self
-            .steps(std::slice::from_ref(id), || None, |_, stored| {
-                let (answer, changed) = step(stored);
-                (Some(answer), changed)
+            .steps(std::slice::from_ref(id), false, || None, |_, stored| {
+                let (answer, wrote) = step(stored);
+                (Some(answer), wrote)
             })
             .await?;
         Ok(answers.into_iter().next().flatten())
@@ -664,10 +780,8 @@ impl Store for RedisStore {
         let id = stored.record.id.clone();
         let shard = self.keys.shard_of(id.as_str());
         let field = codec::spec_field(&stored.record.spec);
-        let mut call = script::ScriptCall::new(&self.write_tasks);
-        call.key(self.keys.due(shard)).key(self.keys.ids(shard));
-        call.arg(1);
-        self.add_task(&mut call, &id, None, Some((&stored, &field)), None);
+        let mut call = self.write_call(shard, 1, None);
+        self.add_task(&mut call, &id, None, Some((&stored, &field)), None, changes::CHANGED);
         if let Some(request_id) = request_id {
             call.key(self.keys.request(request_id)).arg("1");
         }
@@ -737,7 +851,7 @@ impl Store for RedisStore {
         self.step_one(&id, |stored| {
             let updated = stored.update(record.clone());
             let changed = updated.is_some();
-            (updated, changed)
+            (updated, Wrote::control(changed))
         })
         .await?
         .flatten()
@@ -755,15 +869,19 @@ impl Store for RedisStore {
             return Err(conflict());
         }
         let request_id = from.stored.request_id.clone();
-        let lost = self
-            .write(vec![Write {
-                index: 0,
-                id: id.clone(),
-                from: Some(from),
-                stored: None,
-            }])
+        let unwritten = self
+            .write(
+                vec![Write {
+                    index: 0,
+                    id: id.clone(),
+                    from: Some(from),
+                    stored: None,
+                    notice: changes::CHANGED.to_string(),
+                }],
+                false,
+            )
             .await?;
-        if !lost.is_empty() {
+        if !unwritten.lost.is_empty() {
             return Err(conflict());
         }
         // The task is gone; its results (with their bytes) and request id
@@ -836,10 +954,27 @@ impl Store for RedisStore {
         // On error some firings of the batch may have applied: the caller
         // retries the batch with the retry flag, which answers those as
         // before.
-        self.steps(&ids, || Fired::Stale, |i, stored| {
-            let fired = stored.fire(batch[i].clone());
-            let changed = !matches!(fired, Fired::Stale | Fired::NotAhead);
-            (fired, changed)
+        self.steps(&ids, true, || Fired::Stale, |i, stored| {
+            let mut fired = stored.fire(batch[i].clone());
+            // A replayed answer hands out only this replica's own run: two
+            // replicas that armed one slot across an ownership move and
+            // both retried must not both start it.
+            if let Fired::Done(fire) | Fired::AlreadyClaimed(fire) = &mut fired
+                && let Dispatch::Start(start) = &fire.dispatch
+                && !start.record.runner.is_empty()
+                && start.record.runner != self.node
+            {
+                fire.dispatch = Dispatch::None;
+            }
+            let wrote = match &fired {
+                Fired::Stale | Fired::NotAhead => Wrote::No,
+                // Runs to cancel may be going on other replicas.
+                Fired::Done(fire) | Fired::AlreadyClaimed(fire) if !fire.cancel.is_empty() => {
+                    Wrote::Notice(changes::cancel_notice(&fire.cancel))
+                }
+                _ => Wrote::Quiet,
+            };
+            (fired, wrote)
         })
         .await
     }
@@ -853,8 +988,15 @@ impl Store for RedisStore {
         let answer = self
             .step_one(id, |stored| {
                 let triggered = stored.trigger(occurrence_id.clone(), now);
-                let changed = matches!(triggered, Triggered::Done(_));
-                (triggered, changed)
+                let wrote = match &triggered {
+                    Triggered::Done(fire) if !fire.cancel.is_empty() => {
+                        Wrote::Notice(changes::cancel_notice(&fire.cancel))
+                    }
+                    // The task's version moved: its owner arms it again.
+                    Triggered::Done(_) => Wrote::control(true),
+                    _ => Wrote::No,
+                };
+                (triggered, wrote)
             })
             .await?;
         Ok(answer.unwrap_or(Triggered::NotFound))
@@ -870,7 +1012,7 @@ impl Store for RedisStore {
             .step_one(id, |stored| {
                 let halted = stored.halt(halt.clone(), now);
                 let changed = matches!(halted, Halted::Done { .. });
-                (halted, changed)
+                (halted, Wrote::control(changed))
             })
             .await?;
         Ok(answer.unwrap_or(Halted::NotFound))
@@ -903,12 +1045,14 @@ impl Store for RedisStore {
         for id in ids {
             let taken = self
                 .step_one(id, |stored| {
-                    let (runs, lost) = stored.abandon();
+                    let (runs, lost) = stored.abandon(|runner| self.leases.gone(runner));
                     let changed = !runs.is_empty() || lost > 0;
-                    ((runs, lost), changed)
+                    ((runs, lost), if changed { Wrote::Quiet } else { Wrote::No })
                 })
                 .await?;
-            if let Some((runs, lost_results)) = taken {
+            if let Some((runs, lost_results)) = taken
+                && (!runs.is_empty() || lost_results > 0)
+            {
                 out.push(Abandoned {
                     task_id: id.clone(),
                     runs,
@@ -930,13 +1074,13 @@ impl Store for RedisStore {
             .map(|(id, runs)| (id.clone(), runs))
             .unzip();
         let started = self
-            .steps(&ids, Vec::new, |t, stored| {
+            .steps(&ids, false, Vec::new, |t, stored| {
                 let started: Vec<(usize, bool)> = of_task[t]
                     .iter()
                     .map(|&i| (i, stored.start(runs[i].record.run)))
                     .collect();
                 let changed = started.iter().any(|(_, s)| *s);
-                (started, changed)
+                (started, if changed { Wrote::Quiet } else { Wrote::No })
             })
             .await?;
         let mut answers = vec![false; runs.len()];
@@ -978,6 +1122,26 @@ impl Store for RedisStore {
 
     fn tails_log(&self) -> bool {
         true
+    }
+
+    fn lease_every(&self) -> Option<Duration> {
+        Some(Duration::from_millis(self.lease_ms / 5).max(Duration::from_millis(50)))
+    }
+
+    async fn lease(&self, mode: LeaseMode) -> Result<Option<LeaseChange>, StoreError> {
+        self.lease_step(mode).await.map(Some)
+    }
+
+    fn owns(&self, id: &TaskId) -> bool {
+        self.leases.fence(self.keys.shard_of(id.as_str())).is_some()
+    }
+
+    async fn follow_changes(
+        &self,
+        sink: tokio::sync::mpsc::UnboundedSender<Change>,
+        stop: CancellationToken,
+    ) {
+        self.follow_channel(sink, stop).await;
     }
 
     async fn append_ends(&self, ends: &[TaskId]) -> Result<(), StoreError> {

@@ -39,14 +39,12 @@ impl RedisStore {
         let mut restored = 0;
         for (shard, tasks) in by_shard {
             for chunk in tasks.chunks(512) {
-                let mut invocation = super::script::ScriptCall::new(&self.write_tasks);
-                invocation.key(self.keys.due(shard)).key(self.keys.ids(shard));
-                invocation.arg(chunk.len());
+                let mut invocation = self.write_call(shard, chunk.len(), None);
                 for (id, task) in chunk {
                     // Starting above every rev it had: a step that read it
                     // before the loss cannot match.
                     let start_rev = Some(task.rev + 1);
-                    self.add_task(&mut invocation, id, None, Some((&task.stored, &task.spec_field)), start_rev);
+                    self.add_task(&mut invocation, id, None, Some((&task.stored, &task.spec_field)), start_rev, "");
                 }
                 let lost: Vec<usize> = invocation
                     .invoke_async(&mut conn)

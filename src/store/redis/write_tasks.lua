@@ -3,34 +3,52 @@
 --
 -- KEYS[1] the shard's due index (zset id -> next fire time, ms)
 -- KEYS[2] the shard's id index (zset id, for listing in id order)
--- KEYS[2+i] task i's hash
--- ARGV[1] n; then per task 7 values:
+-- KEYS[3] the shard's lease (see lease.lua)
+-- KEYS[3+i] task i's hash
+-- ARGV[1] n; ARGV[2] the lease fence the caller holds ('' = the write is
+--   not fenced: control calls, which any replica may make); ARGV[3] the
+--   caller's node id; ARGV[4] the changes channel ('' = no notices);
+-- then per task 8 values:
 --   id, expected rev ('' = must not exist), rec ('' = delete),
 --   due ms ('' = not due), state, next_run_at (text, for operators),
 --   the rev a created hash starts at ('' = 1; a restore starts it above
---   every rev the task had, so a step that read it before cannot match)
+--   every rev the task had, so a step that read it before cannot match),
+--   a notice ('' = none): once written, "<node> <id> <rev> <notice>" is
+--   published on the channel, so the other replicas re-read the task
 -- then, optionally, '1' when the first task is created for a RegisterTask
--- request id: KEYS[3+n] is that id's key (its own hash slot: with Redis
+-- request id: KEYS[4+n] is that id's key (its own hash slot: with Redis
 -- Cluster this call would span slots, like record.lua). If the key already
 -- names a task, nothing is written and {-1, that task's id} is returned;
 -- else, once the task is written, the key names it for good. So a request
 -- id and its task are written together or not at all, and two
 -- registrations racing with one id make one task.
+-- A fenced call whose fence is not the lease's current one, or whose lease
+-- has expired by Redis's clock, writes nothing and returns {-2}: the
+-- caller no longer owns the shard.
 -- Each task is written only if its `rev` is the expected one (all or nothing
 -- per task); `rev` then grows by one. Returns the 1-based indexes of the
 -- tasks that were not written because their rev had moved.
 local n = tonumber(ARGV[1])
-local request = ARGV[2 + n * 7] == '1'
+local fence, node, channel = ARGV[2], ARGV[3], ARGV[4]
+local request = ARGV[5 + n * 8] == '1'
+if fence ~= '' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local l = redis.call('HMGET', KEYS[3], 'owner', 'until', 'fence')
+  if l[1] ~= node or l[3] ~= fence or tonumber(l[2] or '0') < now then
+    return {-2}
+  end
+end
 if request then
-  local earlier = redis.call('GET', KEYS[3 + n])
+  local earlier = redis.call('GET', KEYS[4 + n])
   if earlier then return {-1, earlier} end
 end
 local conflicts = {}
 for i = 1, n do
-  local b = 1 + (i - 1) * 7
-  local id, want, rec, due, state, nxt, base =
-    ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]
-  local key = KEYS[2 + i]
+  local b = 4 + (i - 1) * 8
+  local id, want, rec, due, state, nxt, base, notice =
+    ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
+  local key = KEYS[3 + i]
   local have = redis.call('HGET', key, 'rev')
   local ok
   if want == '' then ok = (have == false) else ok = (have == want) end
@@ -40,6 +58,9 @@ for i = 1, n do
     redis.call('DEL', key)
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
+    if notice ~= '' and channel ~= '' then
+      redis.call('PUBLISH', channel, node .. ' ' .. id .. ' 0 ' .. notice)
+    end
   else
     local rev = 1
     if have then
@@ -56,9 +77,12 @@ for i = 1, n do
     if have == false then
       redis.call('ZADD', KEYS[2], 0, id)
     end
+    if notice ~= '' and channel ~= '' then
+      redis.call('PUBLISH', channel, node .. ' ' .. id .. ' ' .. rev .. ' ' .. notice)
+    end
   end
 end
 if request and #conflicts == 0 then
-  redis.call('SET', KEYS[3 + n], ARGV[2])
+  redis.call('SET', KEYS[4 + n], ARGV[5])
 end
 return conflicts

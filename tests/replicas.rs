@@ -1,0 +1,568 @@
+//! Replicas sharing one Redis, seen from outside: `recur` processes on a
+//! private redis-server, driven over gRPC, their runs counted by an HTTP
+//! target (each run sends its occurrence id as the `Idempotency-Key`, so a
+//! slot started twice shows as a repeated key and a lost one as a hole).
+
+mod common;
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use ::redis::AsyncCommands;
+use chrono::{DateTime, Utc};
+use common::{
+    binary::Recur,
+    http_target::{Behaviour, HttpTarget, Received},
+    redis::OwnRedis,
+    *,
+};
+use recur::pb::v1::{self as pb, task_service_client::TaskServiceClient};
+use tonic::transport::Channel;
+
+/// Shards of the store (the default).
+const SHARDS: u32 = 16;
+/// The replicas' lease in these tests (seconds), renewed every fifth.
+const LEASE_SECS: f64 = 2.0;
+/// Longest a killed replica's tasks may wait to fire elsewhere: one
+/// interval (1 s) plus the lease plus one renewal, plus a second of slack
+/// for a debug build on a busy machine.
+const FAILOVER_BOUND: Duration = Duration::from_millis(1000 + 2000 + 400 + 1000);
+
+/// Starts replica `r<i>` for each of `ids` on `redis`.
+async fn start(redis: &OwnRedis, ids: &[usize]) -> Vec<Recur> {
+    let mut out = Vec::new();
+    for i in ids {
+        out.push(start_one(&redis.url(), *i).await);
+    }
+    out
+}
+
+async fn start_one(url: &str, i: usize) -> Recur {
+    let node = format!("r{i}");
+    let lease = LEASE_SECS.to_string();
+    Recur::start_with(url, "recur:", &["--node-id", &node, "--lease-secs", &lease]).await
+}
+
+/// The shard of a task id, as the store computes it (FNV-1a).
+fn shard_of(id: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in id.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash % SHARDS
+}
+
+/// The node id owning each shard, None where none does.
+async fn owners(url: &str) -> Vec<Option<String>> {
+    let mut conn = common::redis::connect(url).await;
+    let mut out = Vec::new();
+    for shard in 0..SHARDS {
+        let owner: Option<String> = conn
+            .hget(format!("recur:{{s{shard}}}:lease"), "owner")
+            .await
+            .expect("HGET");
+        // `r1/<incarnation>` -> `r1`
+        out.push(
+            owner
+                .filter(|o| !o.is_empty())
+                .and_then(|o| o.split('/').next().map(str::to_string)),
+        );
+    }
+    out
+}
+
+/// Waits until every shard is owned and the owners are exactly `nodes`.
+async fn wait_shared_by(url: &str, nodes: &[&str]) {
+    let want: BTreeSet<String> = nodes.iter().map(|n| n.to_string()).collect();
+    eventually(&format!("the shards are shared by {nodes:?}"), || {
+        let want = want.clone();
+        async move {
+            let owners = owners(url).await;
+            let have: BTreeSet<String> = owners.iter().flatten().cloned().collect();
+            owners.iter().all(Option::is_some) && have == want
+        }
+    })
+    .await;
+}
+
+/// The slot of a scheduled run's occurrence id, `<task>@<RFC 3339>`.
+fn slot_of(key: &str) -> Option<(String, DateTime<Utc>)> {
+    let (task, slot) = key.split_once('@')?;
+    let slot = DateTime::parse_from_rfc3339(slot).ok()?;
+    Some((task.to_string(), slot.with_timezone(&Utc)))
+}
+
+/// Per task, the slots its requests carried, in arrival order, with when
+/// each arrived.
+fn slots_by_task(received: &[Received]) -> HashMap<String, Vec<(DateTime<Utc>, Instant)>> {
+    let mut out: HashMap<String, Vec<(DateTime<Utc>, Instant)>> = HashMap::new();
+    for request in received {
+        let Some(key) = request.headers.get("idempotency-key") else {
+            continue;
+        };
+        let Some((task, slot)) = key.to_str().ok().and_then(slot_of) else {
+            continue;
+        };
+        out.entry(task).or_default().push((slot, request.at));
+    }
+    out
+}
+
+/// Asserts no slot of any task was started twice; returns each task's
+/// distinct slots in order.
+fn once_each(received: &[Received]) -> HashMap<String, Vec<DateTime<Utc>>> {
+    slots_by_task(received)
+        .into_iter()
+        .map(|(task, slots)| {
+            let mut seen = BTreeSet::new();
+            for (slot, _) in &slots {
+                assert!(seen.insert(*slot), "{task}: slot {slot} started twice");
+            }
+            (task, seen.into_iter().collect())
+        })
+        .collect()
+}
+
+/// Slots of a 1 s schedule missing between a task's first and last.
+fn holes(slots: &[DateTime<Utc>]) -> Vec<DateTime<Utc>> {
+    let mut missing = Vec::new();
+    for pair in slots.windows(2) {
+        let mut next = pair[0] + chrono::Duration::seconds(1);
+        while next < pair[1] {
+            missing.push(next);
+            next += chrono::Duration::seconds(1);
+        }
+    }
+    missing
+}
+
+/// Waits until every task of `ids` has had `n` runs.
+async fn wait_runs(target: &HttpTarget, ids: &[String], n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let slots = slots_by_task(&target.received());
+        let behind = ids
+            .iter()
+            .filter(|id| slots.get(*id).map_or(0, Vec::len) < n)
+            .count();
+        if behind == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{behind} of {} tasks had fewer than {n} runs",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Registers `ids` running every second against `target`, spread over
+/// `clients`.
+async fn register_every_second(
+    clients: &mut [TaskServiceClient<Channel>],
+    target: &HttpTarget,
+    ids: &[String],
+) {
+    let n = clients.len();
+    for (i, id) in ids.iter().enumerate() {
+        let spec = spec_every(Duration::from_secs(1), http_get(&target.url("/tick")));
+        register(&mut clients[i % n], id, spec).await;
+    }
+}
+
+async fn clients(replicas: &[Recur]) -> Vec<TaskServiceClient<Channel>> {
+    let mut out = Vec::new();
+    for replica in replicas {
+        out.push(replica.client().await);
+    }
+    out
+}
+
+#[tokio::test]
+async fn three_replicas_start_each_slot_of_a_one_second_task_once() {
+    let redis = OwnRedis::start();
+    let target = HttpTarget::start().await;
+    let replicas = start(&redis, &[0, 1, 2]).await;
+    wait_shared_by(&redis.url(), &["r0", "r1", "r2"]).await;
+    let mut clients = clients(&replicas).await;
+    let ids = vec!["tick".to_string()];
+    register_every_second(&mut clients, &target, &ids).await;
+    // The first run at registration, then 20 s of slots.
+    wait_runs(&target, &ids, 21).await;
+    let slots = once_each(&target.received());
+    assert_eq!(
+        holes(&slots["tick"]),
+        Vec::<DateTime<Utc>>::new(),
+        "no slot lost"
+    );
+    let task = get(&mut clients[2], "tick").await;
+    assert_eq!(task.skipped_count, 0);
+    for replica in replicas {
+        replica.terminate().await;
+    }
+}
+
+#[tokio::test]
+async fn three_replicas_share_a_thousand_tasks_each_slot_once() {
+    let redis = OwnRedis::start();
+    let target = HttpTarget::start().await;
+    let replicas = start(&redis, &[0, 1, 2]).await;
+    wait_shared_by(&redis.url(), &["r0", "r1", "r2"]).await;
+    // Each replica owns a share: 16 shards over 3 is 5 or 6 each.
+    let owners = owners(&redis.url()).await;
+    for node in ["r0", "r1", "r2"] {
+        let owned = owners.iter().flatten().filter(|o| *o == node).count();
+        assert!((5..=6).contains(&owned), "{node} owns {owned} shards");
+    }
+    let mut clients = clients(&replicas).await;
+    let ids: Vec<String> = (0..1000).map(|i| format!("t{i:04}")).collect();
+    register_every_second(&mut clients, &target, &ids).await;
+    wait_runs(&target, &ids, 10).await;
+    let slots = once_each(&target.received());
+    for id in &ids {
+        assert_eq!(
+            holes(&slots[id]),
+            Vec::<DateTime<Utc>>::new(),
+            "{id}: no slot lost"
+        );
+    }
+    for replica in replicas {
+        replica.terminate().await;
+    }
+}
+
+#[tokio::test]
+async fn a_replica_killed_with_kill_9_has_its_tasks_fire_elsewhere_within_the_bound() {
+    let redis = OwnRedis::start();
+    let target = HttpTarget::start().await;
+    let mut replicas = start(&redis, &[0, 1, 2]).await;
+    wait_shared_by(&redis.url(), &["r0", "r1", "r2"]).await;
+    let mut clients = clients(&replicas).await;
+    let ids: Vec<String> = (0..48).map(|i| format!("k{i:02}")).collect();
+    register_every_second(&mut clients, &target, &ids).await;
+    wait_runs(&target, &ids, 2).await;
+    let owners = owners(&redis.url()).await;
+    let victims: Vec<String> = ids
+        .iter()
+        .filter(|id| owners[shard_of(id) as usize].as_deref() == Some("r0"))
+        .cloned()
+        .collect();
+    assert!(!victims.is_empty(), "r0 fires some of the tasks");
+
+    let killed = Instant::now();
+    replicas.remove(0).kill();
+    wait_shared_by(&redis.url(), &["r1", "r2"]).await;
+    // Every task of r0's shards fires elsewhere, within the bound.
+    let deadline = killed + Duration::from_secs(30);
+    let resumed = loop {
+        let slots = slots_by_task(&target.received());
+        let first_after: Vec<Option<Instant>> = victims
+            .iter()
+            .map(|id| slots[id].iter().map(|(_, at)| *at).find(|at| *at > killed))
+            .collect();
+        if first_after.iter().all(Option::is_some) {
+            break first_after.into_iter().flatten().collect::<Vec<_>>();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "r0's tasks did not fire elsewhere"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let worst = resumed
+        .iter()
+        .map(|at| *at - killed)
+        .max()
+        .unwrap_or_default();
+    assert!(
+        worst <= FAILOVER_BOUND,
+        "the last of r0's tasks fired {worst:?} after the kill (bound {FAILOVER_BOUND:?})"
+    );
+    // Then they run every second again, and no slot was started twice.
+    wait_runs(&target, &ids, 8).await;
+    let slots = once_each(&target.received());
+    // What was missed in the failover is reported, never silent: each hole
+    // is a skipped slot (catch-up ran the latest) or a run r0 had claimed,
+    // reported ABANDONED.
+    let mut client = clients.pop().expect("a client");
+    let history = history(&mut client, "").await;
+    for id in &victims {
+        let missing = holes(&slots[id]).len() as u64;
+        let task = get(&mut client, id).await;
+        let abandoned = history
+            .iter()
+            .filter(|r| r.task_id == *id && outcome(r) == pb::Outcome::Abandoned)
+            .count() as u64;
+        assert!(
+            missing <= task.skipped_count + abandoned,
+            "{id}: {missing} slots missing, {} skipped, {abandoned} abandoned",
+            task.skipped_count
+        );
+    }
+    for replica in replicas {
+        replica.terminate().await;
+    }
+}
+
+#[tokio::test]
+async fn a_replica_stopped_gracefully_hands_its_tasks_over_with_no_gap() {
+    let redis = OwnRedis::start();
+    let target = HttpTarget::start().await;
+    let mut replicas = start(&redis, &[0, 1, 2]).await;
+    wait_shared_by(&redis.url(), &["r0", "r1", "r2"]).await;
+    let mut clients = clients(&replicas).await;
+    let ids: Vec<String> = (0..48).map(|i| format!("g{i:02}")).collect();
+    register_every_second(&mut clients, &target, &ids).await;
+    wait_runs(&target, &ids, 2).await;
+    let stopped = Instant::now();
+    replicas.remove(0).terminate().await;
+    // Handed over at once, not after the lease.
+    wait_shared_by(&redis.url(), &["r1", "r2"]).await;
+    let handed_over = stopped.elapsed();
+    assert!(
+        handed_over < Duration::from_secs_f64(LEASE_SECS),
+        "the shards moved {handed_over:?} after SIGTERM, not at once"
+    );
+    wait_runs(&target, &ids, 6).await;
+    let slots = once_each(&target.received());
+    let mut client = clients.pop().expect("a client");
+    for id in &ids {
+        assert_eq!(
+            holes(&slots[id]),
+            Vec::<DateTime<Utc>>::new(),
+            "{id}: no gap"
+        );
+        assert_eq!(get(&mut client, id).await.skipped_count, 0, "{id}");
+    }
+    for replica in replicas {
+        replica.terminate().await;
+    }
+}
+
+/// `spec` with its first slot `secs` seconds from now.
+fn starting_in(mut spec: pb::TaskSpec, secs: i64) -> pb::TaskSpec {
+    if let Some(schedule) = spec.schedule.as_mut() {
+        schedule.start_at = Some(prost_types::Timestamp {
+            seconds: Utc::now().timestamp() + secs,
+            nanos: 0,
+        });
+    }
+    spec
+}
+
+/// A task id whose shard `node` owns.
+fn id_owned_by(owners: &[Option<String>], node: &str, stem: &str) -> String {
+    (0..10_000)
+        .map(|i| format!("{stem}{i}"))
+        .find(|id| owners[shard_of(id) as usize].as_deref() == Some(node))
+        .expect("some id hashes to one of the node's shards")
+}
+
+#[tokio::test]
+async fn a_control_call_on_one_replica_takes_effect_on_the_one_that_fires() {
+    let redis = OwnRedis::start();
+    let target = HttpTarget::start().await;
+    let replicas = start(&redis, &[0, 1]).await;
+    wait_shared_by(&redis.url(), &["r0", "r1"]).await;
+    let id = id_owned_by(&owners(&redis.url()).await, "r1", "ctl");
+    let mut on_r0 = replicas[0].client().await;
+    let hour = Duration::from_secs(3600);
+
+    // Registered on r0, armed by r1: the first run, at start_at.
+    let asked = Instant::now();
+    let spec = starting_in(spec_every(hour, http_get(&target.url("/ctl"))), 1);
+    register(&mut on_r0, &id, spec).await;
+    let first = target.next_request().await;
+    assert!(
+        first.at - asked < Duration::from_millis(2500),
+        "the first run came {:?} after the registration",
+        first.at - asked
+    );
+
+    // Changed on r0 to every second: r1 fires at the new cadence.
+    on_r0
+        .update_task(pb::UpdateTaskRequest {
+            task_id: id.clone(),
+            spec: Some(spec_every(
+                Duration::from_secs(1),
+                http_get(&target.url("/ctl")),
+            )),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["schedule.every".into()],
+            }),
+        })
+        .await
+        .expect("update");
+    let updated = Instant::now();
+    let next = target.next_request().await;
+    assert!(
+        next.at - updated < Duration::from_millis(1500),
+        "the next run came {:?} after the update",
+        next.at - updated
+    );
+
+    // Paused on r0: nothing more starts. Resumed on r0: r1 fires again.
+    on_r0
+        .pause_task(pb::PauseTaskRequest {
+            task_id: id.clone(),
+            reason: "test".into(),
+        })
+        .await
+        .expect("pause");
+    let paused = Instant::now();
+    let resume_at = paused + Duration::from_millis(2500);
+    tokio::time::sleep_until(resume_at.into()).await;
+    let during: Vec<Received> = target
+        .received()
+        .into_iter()
+        .filter(|r| r.at > paused)
+        .collect();
+    assert!(
+        during.is_empty(),
+        "{} runs started while paused",
+        during.len()
+    );
+    on_r0
+        .resume_task(pb::ResumeTaskRequest {
+            task_id: id.clone(),
+        })
+        .await
+        .expect("resume");
+    let resumed = Instant::now();
+    let next = target.next_request().await;
+    assert!(
+        next.at - resumed < Duration::from_millis(1500),
+        "the first run after resuming came {:?} after it",
+        next.at - resumed
+    );
+    for replica in replicas {
+        replica.terminate().await;
+    }
+}
+
+#[tokio::test]
+async fn a_cancel_on_one_replica_stops_a_run_going_on_another_within_a_second() {
+    let redis = OwnRedis::start();
+    let target = HttpTarget::start().await;
+    target.set(
+        "/slow",
+        Behaviour {
+            hold: true,
+            ..Behaviour::default()
+        },
+    );
+    let replicas = start(&redis, &[0, 1]).await;
+    wait_shared_by(&redis.url(), &["r0", "r1"]).await;
+    let mut on_r0 = replicas[0].client().await;
+    let mut on_r1 = replicas[1].client().await;
+    let hour = Duration::from_secs(3600);
+    // Registered with its first slot an hour away, triggered on r1: the
+    // run goes on r1.
+    let spec = starting_in(spec_every(hour, http_get(&target.url("/slow"))), 3600);
+    register(&mut on_r1, "held", spec).await;
+    on_r1
+        .trigger_task(pb::TriggerTaskRequest {
+            task_id: "held".into(),
+        })
+        .await
+        .expect("trigger");
+    target.next_request().await;
+
+    on_r0
+        .cancel_task(pb::CancelTaskRequest {
+            task_id: "held".into(),
+            reason: "test".into(),
+        })
+        .await
+        .expect("cancel");
+    let cancelled_at = Utc::now();
+    eventually("the run going on r1 is cancelled", || {
+        let mut client = on_r0.clone();
+        async move {
+            let task = get(&mut client, "held").await;
+            task.last_result
+                .is_some_and(|r| outcome(&r) == pb::Outcome::Cancelled)
+        }
+    })
+    .await;
+    let result = get(&mut on_r0, "held")
+        .await
+        .last_result
+        .expect("a last result");
+    let finished = result.finished_at.expect("finished_at");
+    let finished =
+        DateTime::from_timestamp(finished.seconds, finished.nanos as u32).expect("a time");
+    assert!(
+        finished - cancelled_at < chrono::Duration::seconds(1),
+        "the run stopped {:?} after the cancel",
+        finished - cancelled_at
+    );
+    target.release();
+    for replica in replicas {
+        replica.terminate().await;
+    }
+}
+
+#[tokio::test]
+async fn registrations_racing_on_two_replicas_make_one_task() {
+    let redis = OwnRedis::start();
+    let target = HttpTarget::start().await;
+    let replicas = start(&redis, &[0, 1]).await;
+    let mut clients = clients(&replicas).await;
+    let hour = Duration::from_secs(3600);
+    let spec = spec_every(hour, http_get(&target.url("/race")));
+    for round in 0..20 {
+        // The same id on both at once.
+        let id = format!("race{round}");
+        let calls = clients.iter_mut().map(|client| {
+            client.register_task(pb::RegisterTaskRequest {
+                task_id: id.clone(),
+                spec: Some(spec.clone()),
+                request_id: String::new(),
+            })
+        });
+        let tasks: Vec<pb::Task> = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .map(|r| r.expect("an identical registration succeeds").into_inner())
+            .collect();
+        assert_eq!(tasks[0].created_at, tasks[1].created_at, "one task, {id}");
+        // The same request id, no task id, on both at once.
+        let request_id = format!("request-{round}");
+        let calls = clients.iter_mut().map(|client| {
+            client.register_task(pb::RegisterTaskRequest {
+                task_id: String::new(),
+                spec: Some(spec.clone()),
+                request_id: request_id.clone(),
+            })
+        });
+        let tasks: Vec<pb::Task> = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .map(|r| r.expect("a retried registration succeeds").into_inner())
+            .collect();
+        assert_eq!(
+            tasks[0].task_id, tasks[1].task_id,
+            "one task per request id"
+        );
+    }
+    let listed = clients[0]
+        .list_tasks(pb::ListTasksRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .tasks;
+    assert_eq!(listed.len(), 40, "20 by id, 20 by request id");
+    let distinct: HashSet<String> = listed.into_iter().map(|t| t.task_id).collect();
+    assert_eq!(distinct.len(), 40);
+    for replica in replicas {
+        replica.terminate().await;
+    }
+}
