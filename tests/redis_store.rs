@@ -596,13 +596,31 @@ async fn an_emptied_store_gets_the_definitions_back_and_old_cursors_are_data_los
     test.delete_keys().await;
 }
 
-#[tokio::test]
-async fn a_newer_store_format_is_refused() {
+/// Sets the store format and compat keys under `prefix`, opens a store
+/// there, and returns what it answered with the keys as left.
+async fn open_on_format(
+    format: &str,
+    compat: Option<&str>,
+) -> (Result<RedisStore, StoreError>, String, Option<String>) {
     let prefix = random_prefix();
     let mut conn = connect(SHARED_URL).await;
-    let key = format!("{prefix}{{meta}}:format");
-    let _: () = conn.set(&key, "2").await.unwrap();
+    let format_key = format!("{prefix}{{meta}}:format");
+    let compat_key = format!("{prefix}{{meta}}:compat");
+    let _: () = conn.set(&format_key, format).await.unwrap();
+    if let Some(compat) = compat {
+        let _: () = conn.set(&compat_key, compat).await.unwrap();
+    }
     let opened = RedisStore::open(pool().await, settings(&prefix, roomy()), decoder(&prefix)).await;
+    let format: String = conn.get(&format_key).await.unwrap();
+    let compat: Option<String> = conn.get(&compat_key).await.unwrap();
+    let keys: Vec<String> = conn.keys(format!("{prefix}*")).await.unwrap();
+    let _: () = conn.del(keys).await.unwrap();
+    (opened, format, compat)
+}
+
+#[tokio::test]
+async fn a_newer_store_format_that_does_not_allow_this_one_is_refused() {
+    let (opened, format, compat) = open_on_format("3", Some("3")).await;
     let Err(error) = opened else {
         panic!("a newer format must not be opened");
     };
@@ -611,13 +629,35 @@ async fn a_newer_store_format_is_refused() {
         "{error:?}"
     );
     assert!(error.to_string().contains("upgrade recur"), "{error}");
-    let format: String = redis::cmd("GET")
-        .arg(&key)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(format, "2", "left as found");
-    let _: () = conn.del(&key).await.unwrap();
+    assert!(error.to_string().contains("format 3"), "{error}");
+    assert_eq!(
+        (format.as_str(), compat.as_deref()),
+        ("3", Some("3")),
+        "left as found"
+    );
+}
+
+#[tokio::test]
+async fn adjacent_formats_share_a_store_when_the_newer_allows_it() {
+    // A newer build that declared this format may run beside it.
+    let (opened, format, compat) = open_on_format("3", Some("2")).await;
+    assert!(opened.is_ok(), "{:?}", opened.err());
+    assert_eq!(
+        (format.as_str(), compat.as_deref()),
+        ("3", Some("2")),
+        "not lowered"
+    );
+    // A store of the format before replicas is read and raised; builds of
+    // that format refuse it from then on (they only read format 1).
+    let (opened, format, compat) = open_on_format("1", None).await;
+    assert!(opened.is_ok(), "{:?}", opened.err());
+    assert_eq!((format.as_str(), compat.as_deref()), ("2", Some("2")));
+    // One older than this build reads is refused.
+    let (opened, _, _) = open_on_format("0", None).await;
+    assert!(matches!(
+        opened,
+        Err(StoreError::Format { newer: false, .. })
+    ));
 }
 
 #[tokio::test]

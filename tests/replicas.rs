@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use common::{
     binary::Recur,
     http_target::{Behaviour, HttpTarget, Received},
+    proxy::Proxy,
     redis::OwnRedis,
     *,
 };
@@ -565,4 +566,148 @@ async fn registrations_racing_on_two_replicas_make_one_task() {
     for replica in replicas {
         replica.terminate().await;
     }
+}
+
+#[tokio::test]
+async fn a_replica_cut_off_past_its_lease_has_its_run_given_up_and_its_late_result_fenced() {
+    let redis = OwnRedis::start();
+    let proxy = Proxy::start(redis.port).await;
+    let target = HttpTarget::start().await;
+    target.set(
+        "/held",
+        Behaviour {
+            hold: true,
+            ..Behaviour::default()
+        },
+    );
+    let r0 = start_one(&redis.url(), 0).await;
+    // r1 reaches Redis only through the proxy.
+    let r1 = start_one(&proxy.url(), 1).await;
+    wait_shared_by(&redis.url(), &["r0", "r1"]).await;
+    let mut on_r0 = r0.client().await;
+    let mut on_r1 = r1.client().await;
+    let spec = starting_in(
+        spec_every(Duration::from_secs(3600), http_get(&target.url("/held"))),
+        3600,
+    );
+    register(&mut on_r1, "cut", spec).await;
+    on_r1
+        .trigger_task(pb::TriggerTaskRequest {
+            task_id: "cut".into(),
+        })
+        .await
+        .expect("trigger");
+    target.next_request().await;
+
+    // Cut off: r1's lease lapses, r0 takes every shard and gives r1's run up.
+    proxy.freeze();
+    wait_shared_by(&redis.url(), &["r0"]).await;
+    eventually("r0 reports r1's run ABANDONED", || {
+        let mut client = on_r0.clone();
+        async move {
+            get(&mut client, "cut")
+                .await
+                .last_result
+                .is_some_and(|r| outcome(&r) == pb::Outcome::Abandoned)
+        }
+    })
+    .await;
+
+    // The run ends on r1 and, once r1 reaches Redis again, its result is
+    // recorded: as history, marked, changing nothing of the task.
+    target.release();
+    proxy.thaw();
+    eventually("r1's late result is in the history", || {
+        let mut client = on_r0.clone();
+        async move {
+            history(&mut client, "")
+                .await
+                .iter()
+                .any(|r| r.task_id == "cut" && r.claim_lapsed)
+        }
+    })
+    .await;
+    let results: Vec<pb::TaskResult> = history(&mut on_r0, "")
+        .await
+        .into_iter()
+        .filter(|r| r.task_id == "cut")
+        .collect();
+    let seen: Vec<(u64, pb::Outcome, bool)> = results
+        .iter()
+        .map(|r| (r.run, outcome(r), r.claim_lapsed))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, pb::Outcome::Abandoned, false),
+            (1, pb::Outcome::Succeeded, true)
+        ]
+    );
+    let task = get(&mut on_r0, "cut").await;
+    assert_eq!(
+        task.last_result.map(|r| outcome(&r)),
+        Some(pb::Outcome::Abandoned),
+        "the late result changed nothing of the task"
+    );
+    // Nothing of run 1 is left in flight: a manual run is not refused
+    // (SKIP would refuse it while one is).
+    target.set("/held", Behaviour::default());
+    on_r0
+        .trigger_task(pb::TriggerTaskRequest {
+            task_id: "cut".into(),
+        })
+        .await
+        .expect("a new run: none is in flight");
+    r0.terminate().await;
+    r1.terminate().await;
+}
+
+#[tokio::test]
+async fn a_replica_of_a_format_the_store_no_longer_allows_refuses_to_start_and_stops_firing() {
+    let redis = OwnRedis::start();
+    let r0 = start_one(&redis.url(), 0).await;
+    wait_shared_by(&redis.url(), &["r0"]).await;
+    // A newer build that cannot share the store with this one took over.
+    let mut conn = common::redis::connect(&redis.url()).await;
+    let _: () = conn.set("recur:{meta}:format", "3").await.expect("SET");
+    let _: () = conn.set("recur:{meta}:compat", "3").await.expect("SET");
+    // The running one stops renewing: its shards lapse.
+    eventually("r0's shards lapse", || {
+        let url = redis.url();
+        async move {
+            let mut conn = common::redis::connect(&url).await;
+            let mut lapsed = true;
+            for shard in 0..SHARDS {
+                let until: Option<i64> = conn
+                    .hget(format!("recur:{{s{shard}}}:lease"), "until")
+                    .await
+                    .expect("HGET");
+                let now = Utc::now().timestamp_millis();
+                lapsed &= until.is_none_or(|until| until < now);
+            }
+            lapsed
+        }
+    })
+    .await;
+    assert!(r0.log().contains("requires format 3"), "{}", r0.log());
+    // A new one refuses to start, saying why.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--redis-url",
+            &redis.url(),
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run recur");
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    assert!(
+        said.contains("format 3") && said.contains("upgrade recur"),
+        "{said}"
+    );
+    drop(r0);
 }

@@ -11,9 +11,21 @@
 
 use crate::task::TaskId;
 
-/// The store format this build writes. Bump it when a change would be
-/// misread by a process of the previous format.
-pub(crate) const STORE_FORMAT: u32 = 1;
+/// The store format this build writes. Bump it with any change of what is
+/// stored or how replicas share it; see format.lua and the README's
+/// "Upgrades" for how builds of two formats share a store.
+///
+/// 2: replicas (run records name their runner; shard leases fence firing).
+pub(crate) const STORE_FORMAT: u32 = 2;
+
+/// The oldest format whose replicas may run beside this build's. Format 1
+/// builds fire without leases and give up every run at their start, so
+/// none may share a store with a replica of format 2.
+pub(crate) const STORE_COMPAT: u32 = 2;
+
+/// The oldest store format this build reads (and raises to its own): a
+/// format 1 store has the same records, its runs without a runner.
+pub(crate) const STORE_READS_FROM: u32 = 1;
 
 /// Names of the store's keys under one prefix.
 #[derive(Debug, Clone)]
@@ -48,6 +60,12 @@ impl Keys {
     /// `<prefix>{meta}:format`: the store format (a number).
     pub(crate) fn format(&self) -> String {
         format!("{}{{meta}}:format", self.prefix)
+    }
+
+    /// `<prefix>{meta}:compat`: the oldest format that may still run
+    /// against the store (see format.lua).
+    pub(crate) fn compat(&self) -> String {
+        format!("{}{{meta}}:compat", self.prefix)
     }
 
     /// `<prefix>{meta}:epoch`: created when the store is first initialised;

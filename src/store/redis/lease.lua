@@ -5,7 +5,10 @@
 --   shards
 -- KEYS[2] runners (zset node -> lease expiry ms): replicas that may have
 --   runs going (members, and those stopping that finish theirs)
--- KEYS[2+s+1] shard s's lease (hash: owner, until ms, fence)
+-- KEYS[3] the store's compat (format.lua): a replica whose format is older
+--   is refused its step (an error naming both), so a newer build that
+--   cannot share the store stops it firing within a lease
+-- KEYS[3+s+1] shard s's lease (hash: owner, until ms, fence)
 -- ARGV[1] this replica's node id, ARGV[2] lease length (ms),
 -- ARGV[3] mode: 'member' (own a share of the shards), 'draining' (own
 --   none, keep running what is going), 'leave' (gone: its runner entry is
@@ -13,6 +16,7 @@
 --   gives up any run it left behind)
 -- ARGV[4] the changes channel: told when anything moved, so the others
 --   take their step at once instead of at their next tick
+-- ARGV[5] this replica's store format
 --
 -- Shard s belongs to the (s mod n)-th of the n live members in node-id
 -- order. A member holding a shard that is no longer its own hands it
@@ -27,6 +31,11 @@
 -- left, both removed by this step (their runs are to be given up; each is
 -- reported to exactly one replica); runners = those whose lease holds.
 local me, lease, mode, channel = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local compat = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
+if mode ~= 'leave' and compat > tonumber(ARGV[5]) then
+  return redis.error_reply('FORMAT the store now requires format ' .. compat ..
+    ' or later; this replica has format ' .. ARGV[5])
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local members, runners = KEYS[1], KEYS[2]
@@ -53,8 +62,8 @@ local live = redis.call('ZRANGE', members, 0, -1)
 table.sort(live)
 local n = #live
 local owned = {}
-for s = 0, #KEYS - 3 do
-  local key = KEYS[3 + s]
+for s = 0, #KEYS - 4 do
+  local key = KEYS[4 + s]
   local l = redis.call('HMGET', key, 'owner', 'until', 'fence')
   local owner, untl = l[1], tonumber(l[2] or '0')
   local target = false

@@ -73,7 +73,9 @@ impl RedisStore {
     /// this process.
     pub(super) async fn lease_step(&self, mode: LeaseMode) -> Result<LeaseChange, StoreError> {
         let mut call = super::script::ScriptCall::new(&self.lease);
-        call.key(self.keys.members()).key(self.keys.runners());
+        call.key(self.keys.members())
+            .key(self.keys.runners())
+            .key(self.keys.compat());
         for shard in 0..self.keys.shards() {
             call.key(self.keys.lease(shard));
         }
@@ -85,7 +87,8 @@ impl RedisStore {
         call.arg(&self.node)
             .arg(self.lease_ms)
             .arg(mode_name)
-            .arg(self.keys.changes());
+            .arg(self.keys.changes())
+            .arg(super::STORE_FORMAT);
         let mut conn = self.conn().await?;
         let (owned, dead, left, runners): LeaseReply =
             call.invoke_async(&mut conn).await.map_err(unavailable)?;

@@ -48,7 +48,7 @@ use redis::{self, AsyncCommands, Script};
 
 pub use codec::SpecDecoder;
 use held::{Held, HeldTasks};
-pub(crate) use keys::{Keys, STORE_FORMAT};
+pub(crate) use keys::{Keys, STORE_COMPAT, STORE_FORMAT, STORE_READS_FROM};
 
 use tokio_util::sync::CancellationToken;
 
@@ -252,25 +252,7 @@ impl RedisStore {
         let mut conn = pool.get().await.map_err(|e| StoreError::Unavailable {
             reason: e.to_string(),
         })?;
-        let format: Option<String> = conn.get(keys.format()).await.map_err(unavailable)?;
-        match format.as_deref().map(str::parse::<u32>) {
-            None => {
-                // First start on this prefix. NX: a process racing this one
-                // to initialise keeps whichever epoch landed first.
-                let _: bool = conn
-                    .set_nx(keys.format(), STORE_FORMAT)
-                    .await
-                    .map_err(unavailable)?;
-            }
-            Some(Ok(found)) if found == STORE_FORMAT => {}
-            Some(found) => {
-                return Err(StoreError::Format {
-                    found: format.clone().unwrap_or_default(),
-                    supported: STORE_FORMAT,
-                    newer: matches!(found, Ok(f) if f > STORE_FORMAT),
-                });
-            }
-        }
+        check_format(&mut conn, &keys).await?;
         let fresh = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let _: bool = conn
             .set_nx(keys.epoch(), &fresh)
@@ -733,6 +715,40 @@ impl RedisStore {
         ids.sort_unstable();
         ids.truncate(limit);
         Ok(ids)
+    }
+}
+
+/// Checks that this build may use the store and records its format (see
+/// format.lua): the first start on a prefix initialises it; a store of an
+/// adjacent format that allows this one is shared; any other is refused.
+pub(super) async fn check_format(
+    conn: &mut crate::redis_pool::RedisConnection,
+    keys: &Keys,
+) -> Result<(), StoreError> {
+    let script = Script::new(include_str!("format.lua"));
+    let mut call = script::ScriptCall::new(&script);
+    call.key(keys.format()).key(keys.compat());
+    call.arg(STORE_FORMAT).arg(STORE_COMPAT).arg(STORE_READS_FROM);
+    let reply: Vec<String> = call.invoke_async(conn).await.map_err(unavailable)?;
+    let refused = |found: String, newer: bool| StoreError::Format {
+        found,
+        supported: STORE_FORMAT,
+        newer,
+    };
+    match reply.as_slice() {
+        [ok, ..] if ok == "ok" => Ok(()),
+        [why, format, compat] if why == "newer" => Err(refused(
+            format!("{format} (which allows replicas of format {compat} and later)"),
+            true,
+        )),
+        [why, format, _] if why == "older" => Err(refused(
+            format!("{format} (older than format {STORE_READS_FROM}, the oldest this build reads)"),
+            false,
+        )),
+        [_, value, ..] => Err(refused(value.clone(), false)),
+        _ => Err(StoreError::Unavailable {
+            reason: format!("unexpected reply to the format check: {reply:?}"),
+        }),
     }
 }
 

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use redis::AsyncCommands;
 
-use super::{Held, RedisStore, STORE_FORMAT, unavailable};
+use super::{Held, RedisStore, unavailable};
 use crate::{
     store::{Checked, StoreError},
     task::TaskId,
@@ -22,10 +22,7 @@ impl RedisStore {
         }
         let _restoring = self.restoring.lock().await;
         let lost_epoch = self.epoch();
-        let _: bool = conn
-            .set_nx(self.keys.format(), STORE_FORMAT)
-            .await
-            .map_err(unavailable)?;
+        super::check_format(&mut conn, &self.keys).await?;
         // Write back every definition held, by shard; a task already there
         // (written since Redis came back) is newer and stays.
         let held: Vec<(TaskId, Arc<Held>)> = self.held.all();
