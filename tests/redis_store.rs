@@ -1074,3 +1074,82 @@ async fn deleting_a_task_leaves_a_request_id_that_names_another() {
     assert!(left.is_empty(), "{left:?}");
     test.delete_keys().await;
 }
+
+#[tokio::test]
+async fn replicas_writing_back_an_emptied_store_keep_the_newest_state_and_deletes() {
+    let a = TestStore::open(roomy()).await;
+    let b = TestStore::open_at(a.prefix.clone(), roomy()).await;
+    // b reads both tasks, then a moves them on: b holds older states.
+    let armed = insert(&a.store, "newest", OverlapPolicy::Allow).await;
+    let gone = insert(&a.store, "gone", OverlapPolicy::Skip).await;
+    b.store
+        .get_task(&armed.id)
+        .await
+        .unwrap()
+        .expect("read by b");
+    b.store
+        .get_task(&gone.id)
+        .await
+        .unwrap()
+        .expect("read by b");
+    let mut task = armed;
+    for _ in 0..2 {
+        let Fired::Done(fire) = fire_one(&a.store, firing(&task, false)).await else {
+            panic!("fires");
+        };
+        task = fire.task;
+    }
+    let Halted::Done {
+        task: cancelled, ..
+    } = a
+        .store
+        .halt(
+            &gone.id,
+            Halt::Cancel {
+                reason: "test".into(),
+                call: "c1".into(),
+            },
+            t(5),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("cancelled");
+    };
+    a.store
+        .delete_task(&gone.id, cancelled.version)
+        .await
+        .unwrap();
+
+    // Emptied twice, written back in both orders: the older holder first,
+    // then the newer, and the other way round.
+    for (first, second) in [(&b, &a), (&a, &b)] {
+        a.delete_keys().await;
+        assert!(matches!(
+            first.store.check().await.unwrap(),
+            Checked::Restored { .. }
+        ));
+        assert!(matches!(
+            second.store.check().await.unwrap(),
+            Checked::Restored { .. }
+        ));
+        for reader in [&a, &b] {
+            let back = reader
+                .store
+                .get_task(&task.id)
+                .await
+                .unwrap()
+                .expect("restored");
+            assert_eq!(
+                (back.version, back.run_count),
+                (task.version, 2),
+                "the newest state"
+            );
+            assert!(
+                reader.store.get_task(&gone.id).await.unwrap().is_none(),
+                "a deleted task stays deleted"
+            );
+        }
+    }
+    a.delete_keys().await;
+}

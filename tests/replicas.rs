@@ -711,3 +711,109 @@ async fn a_replica_of_a_format_the_store_no_longer_allows_refuses_to_start_and_s
     );
     drop(r0);
 }
+
+#[tokio::test]
+async fn redis_back_empty_gets_the_newest_state_any_replica_held() {
+    let mut redis = OwnRedis::start();
+    let target = HttpTarget::start().await;
+    let replicas = start(&redis, &[0, 1, 2]).await;
+    wait_shared_by(&redis.url(), &["r0", "r1", "r2"]).await;
+    let mut clients = clients(&replicas).await;
+    let ids: Vec<String> = (0..12).map(|i| format!("e{i:02}")).collect();
+    register_every_second(&mut clients, &target, &ids).await;
+    // Firing moves each task on its owner alone (no notice): the others
+    // hold it as registered.
+    wait_runs(&target, &ids, 3).await;
+    let (paused, cancelled, deleted) = (&ids[0], &ids[1], &ids[2]);
+    clients[0]
+        .pause_task(pb::PauseTaskRequest {
+            task_id: paused.clone(),
+            reason: "kept".into(),
+        })
+        .await
+        .expect("pause");
+    clients[1]
+        .cancel_task(pb::CancelTaskRequest {
+            task_id: cancelled.clone(),
+            reason: "kept".into(),
+        })
+        .await
+        .expect("cancel");
+    clients[2]
+        .cancel_task(pb::CancelTaskRequest {
+            task_id: deleted.clone(),
+            reason: "then deleted".into(),
+        })
+        .await
+        .expect("cancel");
+    eventually("the cancelled task can be deleted", || {
+        let mut client = clients[2].clone();
+        let id = deleted.clone();
+        async move {
+            client
+                .delete_task(pb::DeleteTaskRequest { task_id: id })
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    let mut before = HashMap::new();
+    for id in &ids[..2] {
+        before.insert(id.clone(), get(&mut clients[0], id).await);
+    }
+    let counted: HashMap<String, u64> = {
+        let mut out = HashMap::new();
+        for id in &ids[3..] {
+            out.insert(id.clone(), get(&mut clients[0], id).await.run_count);
+        }
+        out
+    };
+
+    redis.restart();
+    // Every definition is back, in the newest state any replica held: a
+    // task's runs as counted by the replica that fired it, a pause and a
+    // cancel as made, a delete still a delete.
+    for client in &clients {
+        eventually("each replica is on the restored store", || {
+            let mut client = client.clone();
+            let id = ids[11].clone();
+            async move {
+                client
+                    .get_task(pb::GetTaskRequest { task_id: id })
+                    .await
+                    .is_ok()
+            }
+        })
+        .await;
+    }
+    for client in &mut clients {
+        for (id, was) in &before {
+            let now = get(client, id).await;
+            assert_eq!(state(&now), state(was), "{id}");
+            assert_eq!(now.run_count, was.run_count, "{id}");
+        }
+        for (id, runs) in &counted {
+            let now = get(client, id).await;
+            assert!(
+                now.run_count >= *runs,
+                "{id}: {} runs, {runs} before",
+                now.run_count
+            );
+        }
+        let gone = client
+            .get_task(pb::GetTaskRequest {
+                task_id: deleted.clone(),
+            })
+            .await;
+        assert_eq!(
+            gone.err().map(|s| s.code()),
+            Some(tonic::Code::NotFound),
+            "{deleted}"
+        );
+    }
+    let logs: String = replicas.iter().map(Recur::log).collect();
+    assert!(logs.contains("the store came back empty"), "{logs}");
+    for replica in replicas {
+        replica.terminate().await;
+    }
+}

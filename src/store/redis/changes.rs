@@ -63,6 +63,10 @@ impl RedisStore {
                         let Some(change) = parse(message.get_payload_bytes(), &self.node) else {
                             continue;
                         };
+                        if let Change::Task { id, .. } = &change {
+                            // Whatever this process holds of it is older.
+                            self.held.doubt_any(id);
+                        }
                         if sink.send(change).is_err() {
                             return;
                         }

@@ -57,10 +57,22 @@ impl Held {
     }
 }
 
-/// The held tasks, by id.
+/// The held tasks, by id, and the tombstones of tasks deleted lately.
 #[derive(Default)]
 pub(super) struct HeldTasks {
     tasks: Mutex<HashMap<TaskId, Arc<Held>>>,
+    /// Tasks seen deleted, with the stamp of their deletion (registration
+    /// ms, last version plus one) and when: written back with the held
+    /// tasks by a restore, so a replica that missed a delete cannot bring
+    /// the task back. Kept for [`super::TOMBSTONE_TTL`].
+    tombs: Mutex<HashMap<TaskId, Tomb>>,
+}
+
+/// A deleted task's tombstone.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Tomb {
+    pub(super) stamp: (i64, u64),
+    at: std::time::Instant,
 }
 
 impl HeldTasks {
@@ -95,21 +107,66 @@ impl HeldTasks {
         self.lock().insert(id.clone(), held);
     }
 
-    /// Forgets `id`: it was deleted.
+    /// Forgets `id`: it was deleted; its tombstone is kept.
     pub(super) fn forget(&self, id: &TaskId) {
-        self.lock().remove(id);
+        let removed = self.lock().remove(id);
+        if let Some(held) = removed {
+            self.bury(id, &held);
+        }
+    }
+
+    /// Keeps the tombstone of `held`, deleted.
+    fn bury(&self, id: &TaskId, held: &Held) {
+        let task = &held.stored.record;
+        let stamp = (task.created_at.timestamp_millis(), task.version + 1);
+        let mut tombs = self.tombs.lock().unwrap_or_else(|e| e.into_inner());
+        // Pruned as they are added: a map of recent deletes stays small.
+        if tombs.len() % 1024 == 1023 {
+            tombs.retain(|_, tomb| tomb.at.elapsed() < super::TOMBSTONE_TTL);
+        }
+        tombs.insert(
+            id.clone(),
+            Tomb {
+                stamp,
+                at: std::time::Instant::now(),
+            },
+        );
+    }
+
+    /// The tombstones kept, for a restore.
+    pub(super) fn tombs(&self) -> Vec<(TaskId, Tomb)> {
+        let tombs = self.tombs.lock().unwrap_or_else(|e| e.into_inner());
+        tombs
+            .iter()
+            .filter(|(_, tomb)| tomb.at.elapsed() < super::TOMBSTONE_TTL)
+            .map(|(id, tomb)| (id.clone(), *tomb))
+            .collect()
+    }
+
+    /// Marks `id` in doubt whatever its rev: another replica changed it.
+    pub(super) fn doubt_any(&self, id: &TaskId) {
+        if let Some(held) = self.lock().get(id) {
+            held.doubted.store(true, Ordering::Release);
+        }
     }
 
     /// Forgets `id` if its state is in doubt: Redis (with the store's
     /// epoch) no longer has it, so it was deleted by a step whose reply was
     /// lost, and a restore must not bring it back.
     pub(super) fn forget_doubted(&self, id: &TaskId) {
-        let mut tasks = self.lock();
-        if tasks
-            .get(id)
-            .is_some_and(|held| held.doubted.load(Ordering::Acquire))
-        {
-            tasks.remove(id);
+        let removed = {
+            let mut tasks = self.lock();
+            if tasks
+                .get(id)
+                .is_some_and(|held| held.doubted.load(Ordering::Acquire))
+            {
+                tasks.remove(id)
+            } else {
+                None
+            }
+        };
+        if let Some(held) = removed {
+            self.bury(id, &held);
         }
     }
 

@@ -27,6 +27,10 @@ pub(crate) const STORE_COMPAT: u32 = 2;
 /// format 1 store has the same records, its runs without a runner.
 pub(crate) const STORE_READS_FROM: u32 = 1;
 
+/// How long a deleted task's tombstone is kept, in Redis and in each
+/// replica's memory.
+pub(crate) const TOMBSTONE_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Names of the store's keys under one prefix.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
@@ -106,6 +110,18 @@ impl Keys {
     pub(crate) fn task(&self, id: &TaskId) -> String {
         format!(
             "{}{{s{}}}:task:{}",
+            self.prefix,
+            self.shard_of(id.as_str()),
+            id
+        )
+    }
+
+    /// `<prefix>{s<N>}:tomb:<id>`: a deleted task's stamp (registration
+    /// ms and last version plus one), kept for [`TOMBSTONE_TTL`] so a
+    /// restore by a replica that missed the delete cannot bring it back.
+    pub(crate) fn tomb(&self, id: &TaskId) -> String {
+        format!(
+            "{}{{s{}}}:tomb:{}",
             self.prefix,
             self.shard_of(id.as_str()),
             id

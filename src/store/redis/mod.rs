@@ -48,7 +48,7 @@ use redis::{self, AsyncCommands, Script};
 
 pub use codec::SpecDecoder;
 use held::{Held, HeldTasks};
-pub(crate) use keys::{Keys, STORE_COMPAT, STORE_FORMAT, STORE_READS_FROM};
+pub(crate) use keys::{Keys, STORE_COMPAT, STORE_FORMAT, STORE_READS_FROM, TOMBSTONE_TTL};
 
 use tokio_util::sync::CancellationToken;
 
@@ -174,6 +174,23 @@ impl<T: redis::ToRedisArgs> redis::ToRedisArgs for OrEmpty<T> {
 
 /// A task as read, with the `rev` it had.
 type Loaded = (u64, Stored);
+
+/// What a task write expects of what Redis holds.
+#[derive(Debug, Clone, Copy)]
+enum Expected {
+    /// The task at this rev (compare-and-set).
+    Rev(u64),
+    /// No task: a create.
+    Absent,
+    /// No newer state of it, tombstone included: a restore.
+    Older,
+}
+
+/// A task's stamp (registration ms, version): orders its states across
+/// replicas and incarnations of its id.
+fn stamp(task: &crate::task::TaskRecord) -> (i64, u64) {
+    (task.created_at.timestamp_millis(), task.version)
+}
 
 /// What a step did to its task, for [`RedisStore::steps`].
 enum Wrote {
@@ -414,21 +431,31 @@ impl RedisStore {
         Ok(out)
     }
 
-    /// Adds task `id` to a `write_tasks.lua` call: its key and its seven
-    /// arguments. `expected`: the rev it must have (None: it must not
-    /// exist); `task`: its state and spec field (None: delete it);
-    /// `start_rev`: the rev a created hash starts at (None: 1).
+    /// Adds task `id` to a `write_tasks.lua` call: its key and its ten
+    /// arguments (its tombstone's key follows all tasks': see
+    /// [`RedisStore::write_call`]). `expected`: the rev it must have (None:
+    /// it must not exist); `task`: its state and spec field (None: delete
+    /// it); `start_rev`: the rev a created hash starts at (None: 1);
+    /// `stamp`: the task's registration time (ms) and version, its last
+    /// plus one for a delete.
+    #[allow(clippy::too_many_arguments)]
     fn add_task(
         &self,
         call: &mut script::ScriptCall<'_>,
         id: &TaskId,
-        expected: Option<u64>,
+        expected: Expected,
         task: Option<(&Stored, &[u8])>,
         start_rev: Option<u64>,
         notice: &str,
+        stamp: (i64, u64),
     ) {
         call.key(self.keys.task(id));
-        call.arg(id.as_str()).arg(OrEmpty(expected));
+        call.arg(id.as_str());
+        match expected {
+            Expected::Rev(rev) => call.arg(rev),
+            Expected::Absent => call.arg(""),
+            Expected::Older => call.arg("r"),
+        };
         match task {
             Some((stored, spec_field)) => {
                 let (due, state, next) = derived(stored);
@@ -441,11 +468,16 @@ impl RedisStore {
                 call.arg("").arg("").arg("").arg("");
             }
         }
-        call.arg(OrEmpty(start_rev)).arg(notice);
+        call.arg(OrEmpty(start_rev))
+            .arg(notice)
+            .arg(stamp.0)
+            .arg(stamp.1);
     }
 
-    /// A `write_tasks.lua` call on `shard` for `n` tasks; `fence`: the
-    /// lease fence a firing step holds (None: not fenced).
+    /// A `write_tasks.lua` call on `shard` for the tasks `ids` (added with
+    /// [`RedisStore::add_task`] in that order, then
+    /// [`RedisStore::add_tombs`]); `fence`: the lease fence a firing step
+    /// holds (None: not fenced).
     fn write_call(&self, shard: u32, n: usize, fence: Option<u64>) -> script::ScriptCall<'_> {
         let mut call = script::ScriptCall::new(&self.write_tasks);
         call.key(self.keys.due(shard))
@@ -454,8 +486,16 @@ impl RedisStore {
         call.arg(n)
             .arg(OrEmpty(fence))
             .arg(&self.node)
-            .arg(self.keys.changes());
+            .arg(self.keys.changes())
+            .arg(u64::try_from(TOMBSTONE_TTL.as_millis()).unwrap_or(u64::MAX));
         call
+    }
+
+    /// The tombstone keys of a `write_tasks.lua` call, after its tasks'.
+    fn add_tombs<'a>(&self, call: &mut script::ScriptCall<'_>, ids: impl Iterator<Item = &'a TaskId>) {
+        for id in ids {
+            call.key(self.keys.tomb(id));
+        }
     }
 
     /// Task `id`, if it exists and was created by a registration with
@@ -511,9 +551,20 @@ impl RedisStore {
                     _ => codec::spec_field(&stored.record.spec),
                 });
                 let task = write.stored.as_ref().zip(field.as_deref());
-                self.add_task(&mut invocation, &write.id, write.rev(), task, None, &write.notice);
+                let expected = write.rev().map_or(Expected::Absent, Expected::Rev);
+                let stamp = match (&write.stored, &write.from) {
+                    (Some(stored), _) => stamp(&stored.record),
+                    // A delete: the tombstone is newer than the last state.
+                    (None, Some(from)) => {
+                        let (born, version) = stamp(&from.stored.record);
+                        (born, version + 1)
+                    }
+                    (None, None) => (0, 0),
+                };
+                self.add_task(&mut invocation, &write.id, expected, task, None, &write.notice, stamp);
                 fields.push(field);
             }
+            self.add_tombs(&mut invocation, writes.iter().map(|w| &w.id));
             async move {
                 let reply: Vec<i64> = match invocation.invoke_async(&mut conn).await {
                     Ok(reply) => reply,
@@ -797,7 +848,16 @@ impl Store for RedisStore {
         let shard = self.keys.shard_of(id.as_str());
         let field = codec::spec_field(&stored.record.spec);
         let mut call = self.write_call(shard, 1, None);
-        self.add_task(&mut call, &id, None, Some((&stored, &field)), None, changes::CHANGED);
+        self.add_task(
+            &mut call,
+            &id,
+            Expected::Absent,
+            Some((&stored, &field)),
+            None,
+            changes::CHANGED,
+            stamp(&stored.record),
+        );
+        self.add_tombs(&mut call, std::iter::once(&id));
         if let Some(request_id) = request_id {
             call.key(self.keys.request(request_id)).arg("1");
         }

@@ -12,6 +12,20 @@ use crate::{
     task::TaskId,
 };
 
+/// One write of a restore: a held task, or a tombstone.
+enum Restoring<'a> {
+    Task(&'a TaskId, &'a Arc<Held>),
+    Tomb(&'a TaskId, (i64, u64)),
+}
+
+impl Restoring<'_> {
+    fn id(&self) -> &TaskId {
+        match self {
+            Restoring::Task(id, _) | Restoring::Tomb(id, _) => id,
+        }
+    }
+}
+
 impl RedisStore {
     /// See [`crate::store::Store::check`].
     pub(super) async fn check_epoch(&self) -> Result<Checked, StoreError> {
@@ -23,35 +37,73 @@ impl RedisStore {
         let _restoring = self.restoring.lock().await;
         let lost_epoch = self.epoch();
         super::check_format(&mut conn, &self.keys).await?;
-        // Write back every definition held, by shard; a task already there
-        // (written since Redis came back) is newer and stays.
+        // Write back every definition held and every tombstone, by shard.
+        // Other replicas do the same from what they hold: each write lands
+        // only over an older state of its task (write_tasks.lua), so the
+        // newest any of them held wins, and a deleted task stays deleted.
+        // Each write that lands is told to the others, whose older state
+        // of it is then read again.
         let held: Vec<(TaskId, Arc<Held>)> = self.held.all();
-        let mut by_shard: BTreeMap<u32, Vec<&(TaskId, Arc<Held>)>> = BTreeMap::new();
-        for task in &held {
+        let tombs = self.held.tombs();
+        let mut by_shard: BTreeMap<u32, Vec<Restoring<'_>>> = BTreeMap::new();
+        for (id, task) in &held {
             by_shard
-                .entry(self.keys.shard_of(task.0.as_str()))
+                .entry(self.keys.shard_of(id.as_str()))
                 .or_default()
-                .push(task);
+                .push(Restoring::Task(id, task));
+        }
+        for (id, tomb) in &tombs {
+            by_shard
+                .entry(self.keys.shard_of(id.as_str()))
+                .or_default()
+                .push(Restoring::Tomb(id, tomb.stamp));
         }
         let mut restored = 0;
-        for (shard, tasks) in by_shard {
-            for chunk in tasks.chunks(512) {
+        for (shard, writes) in by_shard {
+            for chunk in writes.chunks(512) {
                 let mut invocation = self.write_call(shard, chunk.len(), None);
-                for (id, task) in chunk {
-                    // Starting above every rev it had: a step that read it
-                    // before the loss cannot match.
-                    let start_rev = Some(task.rev + 1);
-                    self.add_task(&mut invocation, id, None, Some((&task.stored, &task.spec_field)), start_rev, "");
+                for write in chunk {
+                    match write {
+                        Restoring::Task(id, task) => {
+                            // Starting above every rev it had: a step that
+                            // read it before the loss cannot match.
+                            let start_rev = Some(task.rev + 1);
+                            let record = &task.stored.record;
+                            let stamp = (record.created_at.timestamp_millis(), record.version);
+                            self.add_task(
+                                &mut invocation,
+                                id,
+                                super::Expected::Older,
+                                Some((&task.stored, &task.spec_field)),
+                                start_rev,
+                                super::changes::CHANGED,
+                                stamp,
+                            );
+                        }
+                        Restoring::Tomb(id, stamp) => self.add_task(
+                            &mut invocation,
+                            id,
+                            super::Expected::Older,
+                            None,
+                            None,
+                            super::changes::CHANGED,
+                            *stamp,
+                        ),
+                    }
                 }
+                self.add_tombs(&mut invocation, chunk.iter().map(Restoring::id));
                 let lost: Vec<usize> = invocation
                     .invoke_async(&mut conn)
                     .await
                     .map_err(unavailable)?;
-                restored += chunk.len() - lost.len();
-                for (i, (id, task)) in chunk.iter().enumerate() {
+                for (i, write) in chunk.iter().enumerate() {
+                    let Restoring::Task(id, task) = write else { continue };
                     if lost.contains(&(i + 1)) {
+                        // Another replica held a newer state: read it next.
+                        self.held.doubt(id, task.rev);
                         continue;
                     }
+                    restored += 1;
                     if let Some(request_id) = &task.stored.request_id {
                         let _: bool = conn
                             .set_nx(self.keys.request(request_id), id.as_str())
