@@ -220,6 +220,8 @@ async fn three_replicas_share_a_thousand_tasks_each_slot_once() {
         assert!((5..=6).contains(&owned), "{node} owns {owned} shards");
     }
     let mut clients = clients(&replicas).await;
+    // One stream on r0 follows the results of every replica's runs.
+    let mut results = stream(&mut clients[0], &[], "", false).await;
     let ids: Vec<String> = (0..1000).map(|i| format!("t{i:04}")).collect();
     register_every_second(&mut clients, &target, &ids).await;
     wait_runs(&target, &ids, 10).await;
@@ -231,6 +233,21 @@ async fn three_replicas_share_a_thousand_tasks_each_slot_once() {
             "{id}: no slot lost"
         );
     }
+    let mut fired_by: BTreeSet<&str> = BTreeSet::new();
+    let mut last: Option<(u64, u64)> = None;
+    for _ in 0..3000 {
+        let result = next_result(&mut results)
+            .await
+            .expect("the stream goes on")
+            .expect("a result");
+        let seq = cursor_seq(&result.cursor);
+        assert!(last < Some(seq), "cursor {} out of order", result.cursor);
+        last = Some(seq);
+        if let Some(owner) = &owners[shard_of(&result.task_id) as usize] {
+            fired_by.insert(owner.as_str());
+        }
+    }
+    assert_eq!(fired_by, BTreeSet::from(["r0", "r1", "r2"]));
     for replica in replicas {
         replica.terminate().await;
     }
@@ -342,6 +359,29 @@ async fn a_replica_stopped_gracefully_hands_its_tasks_over_with_no_gap() {
     for replica in replicas {
         replica.terminate().await;
     }
+}
+
+/// A cursor's place in the log: `<epoch>-<ms>-<seq>`.
+fn cursor_seq(cursor: &str) -> (u64, u64) {
+    let mut parts = cursor.rsplitn(3, '-');
+    let seq = parts.next().and_then(|p| p.parse().ok());
+    let ms = parts.next().and_then(|p| p.parse().ok());
+    ms.zip(seq)
+        .unwrap_or_else(|| panic!("{cursor} is not a recur cursor"))
+}
+
+/// How many runs of task `id` reached the target.
+fn runs_of(received: &[Received], id: &str) -> usize {
+    let prefix = format!("{id}@");
+    received
+        .iter()
+        .filter(|r| {
+            r.headers
+                .get("idempotency-key")
+                .and_then(|k| k.to_str().ok())
+                .is_some_and(|k| k.starts_with(&prefix))
+        })
+        .count()
 }
 
 /// `spec` with its first slot `secs` seconds from now.
@@ -813,6 +853,78 @@ async fn redis_back_empty_gets_the_newest_state_any_replica_held() {
     }
     let logs: String = replicas.iter().map(Recur::log).collect();
     assert!(logs.contains("the store came back empty"), "{logs}");
+    for replica in replicas {
+        replica.terminate().await;
+    }
+}
+
+#[tokio::test]
+async fn overlap_policies_hold_across_replicas() {
+    let redis = OwnRedis::start();
+    let target = HttpTarget::start().await;
+    target.set(
+        "/hold",
+        Behaviour {
+            hold: true,
+            ..Behaviour::default()
+        },
+    );
+    let replicas = start(&redis, &[0, 1]).await;
+    wait_shared_by(&redis.url(), &["r0", "r1"]).await;
+    let owners = owners(&redis.url()).await;
+    // Both fired by r0; each gets a manual run going on r1 before its
+    // first slot.
+    let skip = id_owned_by(&owners, "r0", "skip");
+    let cancel = id_owned_by(&owners, "r0", "cancel");
+    let mut on_r1 = replicas[1].client().await;
+    for (id, policy) in [
+        (&skip, pb::OverlapPolicy::Skip),
+        (&cancel, pb::OverlapPolicy::CancelRunning),
+    ] {
+        let mut spec = starting_in(
+            spec_every(Duration::from_secs(3600), http_get(&target.url("/hold"))),
+            2,
+        );
+        spec.overlap = policy as i32;
+        register(&mut on_r1, id, spec).await;
+        on_r1
+            .trigger_task(pb::TriggerTaskRequest {
+                task_id: id.clone(),
+            })
+            .await
+            .expect("trigger");
+    }
+    // At the slot, r0 decides by the runs the store holds: SKIP passes the
+    // slot over; CANCEL_RUNNING cancels the run going on r1 and starts
+    // the slot's run.
+    eventually("the slot of the SKIP task is skipped", || {
+        let mut client = on_r1.clone();
+        let id = skip.clone();
+        async move { get(&mut client, &id).await.skipped_count == 1 }
+    })
+    .await;
+    eventually("r1's run of the CANCEL_RUNNING task is cancelled", || {
+        let mut client = on_r1.clone();
+        let id = cancel.clone();
+        async move {
+            history(&mut client, "")
+                .await
+                .iter()
+                .any(|r| r.task_id == id && r.run == 1 && outcome(r) == pb::Outcome::Cancelled)
+        }
+    })
+    .await;
+    eventually("the CANCEL_RUNNING slot's run started", || {
+        let started = runs_of(&target.received(), &cancel);
+        async move { started == 2 }
+    })
+    .await;
+    assert_eq!(
+        runs_of(&target.received(), &skip),
+        1,
+        "the SKIP task's slot did not start a run"
+    );
+    target.release();
     for replica in replicas {
         replica.terminate().await;
     }
