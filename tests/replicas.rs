@@ -46,14 +46,9 @@ async fn start_one(url: &str, i: usize) -> Recur {
     Recur::start_with(url, "recur:", &["--node-id", &node, "--lease-secs", &lease]).await
 }
 
-/// The shard of a task id, as the store computes it (FNV-1a).
+/// The shard of a task id, as the store computes it.
 fn shard_of(id: &str) -> u32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in id.bytes() {
-        hash ^= u32::from(byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    hash % SHARDS
+    recur::store::redis::shard_of(id, SHARDS)
 }
 
 /// The node id owning each shard, None where none does.

@@ -25,6 +25,9 @@ pub enum Scenario {
     /// Redis only: concurrent small commands through a pool checkout each
     /// against one shared multiplexed connection.
     Pool,
+    /// Redis only: three servers on one store sharing the firing, and the
+    /// failover when one is killed.
+    Replicas,
 }
 
 /// Where the measured server keeps its tasks.
@@ -230,6 +233,8 @@ pub struct Plan {
     pub recovery_tasks: usize,
     /// Restarts the recovery scenario times.
     pub recovery_restarts: usize,
+    /// Tasks of the replicas scenario.
+    pub replica_tasks: usize,
     /// Task counts of the peers scenario.
     pub peer_tasks: Vec<usize>,
     /// Peers to compare with.
@@ -281,7 +286,7 @@ impl Plan {
                 }
             }
             if redis {
-                all.extend([Scenario::Recovery, Scenario::Pool]);
+                all.extend([Scenario::Recovery, Scenario::Pool, Scenario::Replicas]);
             }
             all
         };
@@ -377,6 +382,7 @@ impl Plan {
             e2e_tasks: single(&args.tasks, 1_000, 50),
             recovery_tasks: single(&args.tasks, 100_000, 200),
             recovery_restarts: if quick { 1 } else { 3 },
+            replica_tasks: single(&args.tasks, 10_000, 300),
             peer_tasks: pick(&args.tasks, &[1_000, 10_000], &[200]),
             peers: if args.peer.is_empty() {
                 vec![Peer::Asyncio, Peer::Apscheduler, Peer::TokioCronScheduler]

@@ -27,7 +27,7 @@ use crate::{
 /// slot competes with firing and is noted in the row; a short overrun only
 /// moves early slots to the next slot of their grid, which the warm-up
 /// absorbs.
-fn lead(tasks: usize, store: StoreKind) -> Duration {
+pub fn lead(tasks: usize, store: StoreKind) -> Duration {
     let per_second = match store {
         StoreKind::Memory => 8_000.0,
         StoreKind::Redis => 4_000.0,
@@ -100,8 +100,10 @@ pub struct Firing {
     pub expected: u64,
     /// What the collector saw.
     pub tally: Tally,
-    /// Server CPU over the window, percent of one core.
+    /// Server CPU over the window, percent of one core (all replicas').
     pub cpu_percent: Option<f64>,
+    /// Each replica's share of it, when there are several.
+    pub replica_cpu_percent: Vec<Option<f64>>,
     /// CPU of the Redis the server stores in, over the same window, when
     /// it runs on this machine.
     pub redis_cpu_percent: Option<f64>,
@@ -155,6 +157,7 @@ impl Firing {
             "collector_unsettled_tasks": self.tally.unsettled,
             "every_s": self.every.as_secs_f64(),
             "server_cpu_percent_of_one_core": self.cpu_percent,
+            "replica_cpu_percent_of_one_core": self.replica_cpu_percent,
             "redis_cpu_percent_of_one_core": self.redis_cpu_percent,
             "redis_commands_in_window": self
                 .redis_commands
@@ -169,6 +172,14 @@ impl Firing {
     /// Notes for the table: anything that qualifies the numbers.
     pub fn notes(&self) -> Vec<String> {
         let mut notes = Vec::new();
+        if self.replica_cpu_percent.len() > 1 {
+            let each: Vec<String> = self
+                .replica_cpu_percent
+                .iter()
+                .map(|cpu| cpu.map_or_else(|| "?".to_string(), |c| format!("{c:.0}%")))
+                .collect();
+            notes.push(format!("replicas' CPU {}", each.join(" + ")));
+        }
         if let Some(redis) = self.redis_cpu_percent {
             notes.push(format!("redis-server CPU {redis:.0}%"));
         }
@@ -244,21 +255,41 @@ pub async fn measure(
     work: &Work,
     timing: Timing,
 ) -> Firing {
-    let rss_idle = procfs::rss_bytes(server.pid);
-    let collector = Collector::start(server.client().await, tasks, timing.window).await;
-    let clients = tasks::register_clients(server).await;
+    measure_on(&[server], store, tasks, phase, work, timing).await
+}
+
+/// [`measure`] on replicas sharing one store: registration is spread over
+/// them, the results are followed on the first (each replica's log reader
+/// sees every replica's), and the CPU is each one's, summed in the row.
+/// Memory per task is taken of a single server only.
+pub async fn measure_on(
+    servers: &[&ServerProcess],
+    store: &CaseStore,
+    tasks: usize,
+    phase: Phase,
+    work: &Work,
+    timing: Timing,
+) -> Firing {
+    let first = servers[0];
+    let rss_idle = procfs::rss_bytes(first.pid);
+    let collector = Collector::start(first.client().await, tasks, timing.window).await;
+    let mut clients = Vec::new();
+    for server in servers {
+        clients.extend(tasks::register_clients(server).await);
+    }
     let registration =
         tasks::register_all(&clients, tasks, work, phase, timing.every, timing.base).await;
     let registration_overran = Utc::now() >= timing.base;
-    let rss_registered = procfs::rss_bytes(server.pid);
+    let rss_registered = procfs::rss_bytes(first.pid);
     drop(clients);
 
     sleep_until(timing.window.start).await;
     let commands_before = store.redis_commandstats().await;
-    let cpu = CpuMeter::start(server.pid);
-    let redis_cpu = server.redis_pid.map(CpuMeter::start);
+    let cpus: Vec<CpuMeter> = servers.iter().map(|s| CpuMeter::start(s.pid)).collect();
+    let redis_cpu = first.redis_pid.map(CpuMeter::start);
     sleep_until(timing.window.end).await;
-    let cpu_percent = cpu.percent();
+    let replica_cpu_percent: Vec<Option<f64>> = cpus.iter().map(CpuMeter::percent).collect();
+    let cpu_percent = replica_cpu_percent.iter().copied().sum::<Option<f64>>();
     let redis_cpu_percent = redis_cpu.and_then(|m| m.percent());
     let redis_commands = match (commands_before, store.redis_commandstats().await) {
         (Some(before), Some(after)) => after.since(&before),
@@ -267,7 +298,10 @@ pub async fn measure(
     let tally = collector
         .finish(tasks, settle_limit(tasks, timing.every))
         .await;
-    let peak_rss = procfs::peak_rss_bytes(server.pid);
+    let peak_rss = servers
+        .iter()
+        .filter_map(|s| procfs::peak_rss_bytes(s.pid))
+        .max();
 
     let expected = (0..tasks)
         .map(|i| {
@@ -285,11 +319,18 @@ pub async fn measure(
         expected,
         tally,
         cpu_percent,
+        replica_cpu_percent: if servers.len() > 1 {
+            replica_cpu_percent
+        } else {
+            Vec::new()
+        },
         redis_cpu_percent,
         redis_commands,
         peak_rss,
         bytes_per_task: match (rss_idle, rss_registered) {
-            (Some(idle), Some(registered)) if tasks > 0 && !registration_overran => {
+            (Some(idle), Some(registered))
+                if tasks > 0 && !registration_overran && servers.len() == 1 =>
+            {
                 Some(registered.saturating_sub(idle) as f64 / tasks as f64)
             }
             _ => None,

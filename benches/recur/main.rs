@@ -15,7 +15,7 @@
 //! - `tasks.rs`: the tasks as gRPC requests, phases, parallel registration.
 //! - `collect.rs`: follows StreamResults and accounts for the window's runs.
 //! - `firing.rs`, `control.rs`, `streaming.rs`, `e2e.rs`, `peers.rs`,
-//!   `recovery.rs`, `pool.rs`: the scenarios.
+//!   `recovery.rs`, `pool.rs`, `replicas.rs`: the scenarios.
 //! - `tcs_peer.rs`: the `--tcs-peer` mode (tokio-cron-scheduler).
 //! - `stats.rs`, `report.rs`: percentiles, the table, the targets, the JSON.
 //!
@@ -37,6 +37,7 @@ mod peers;
 mod pool;
 mod procfs;
 mod recovery;
+mod replicas;
 mod report;
 mod server;
 mod stats;
@@ -118,6 +119,7 @@ async fn run(plan: &Plan) -> Report {
             Scenario::Peers => peers::run(plan, &mut report).await,
             Scenario::Recovery => recovery::run(plan, &mut report).await,
             Scenario::Pool => pool::run(plan, &mut report).await,
+            Scenario::Replicas => replicas::run(plan, &mut report).await,
         }
     }
     report

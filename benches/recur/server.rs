@@ -153,6 +153,16 @@ impl ServerProcess {
         }
     }
 
+    /// kill -9: no shutdown step runs; waits until it is gone.
+    pub async fn kill(self) {
+        let ServerProcess {
+            _child: mut child, ..
+        } = self;
+        if let Err(e) = child.kill().await {
+            eprintln!("  killing the server: {e}");
+        }
+    }
+
     /// A client on a new HTTP/2 connection.
     pub async fn client(&self) -> TaskServiceClient<Channel> {
         connect(self.addr).await

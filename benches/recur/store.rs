@@ -73,6 +73,23 @@ impl CaseStore {
         Some(CommandStats::parse(&info))
     }
 
+    /// The replica owning each of `shards` shards (`{s<N>}:lease`'s
+    /// owner, empty when none); empty for the memory store.
+    pub async fn lease_owners(&self, shards: u32) -> Vec<String> {
+        let CaseStore::Redis(p) = self else {
+            return Vec::new();
+        };
+        let mut pipe = redis::pipe();
+        for shard in 0..shards {
+            pipe.hget(format!("{}{{s{shard}}}:lease", p.prefix), "owner");
+        }
+        let owners: Vec<Option<String>> = pipe
+            .query_async(&mut p.conn.clone())
+            .await
+            .unwrap_or_default();
+        owners.into_iter().map(Option::unwrap_or_default).collect()
+    }
+
     /// Ends the case: deletes the prefix's keys (unless kept). Call after
     /// the servers on it have stopped, so none writes again.
     pub async fn finish(self) {

@@ -340,7 +340,7 @@ impl Scheduler {
         if lease_every.is_some() {
             inner.store.lease(store::LeaseMode::Member).await?;
         }
-        inner.rearm_all(true).await?;
+        inner.rearm_all().await?;
         let parts = inner.parts.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(parts) = parts else { return Ok(()) };
         let (writer, writer_rx) = parts.writer;
@@ -394,17 +394,23 @@ impl Scheduler {
             .spawn(async move { stats.summarise(stop).await });
         if let Some(every) = lease_every {
             let moved = Arc::new(tokio::sync::Notify::new());
+            let rearm = Arc::new(tokio::sync::Notify::new());
             let (changes_tx, changes_rx) = mpsc::unbounded_channel();
             let (store, stop) = (inner.store.clone(), inner.stopping.clone());
             inner
                 .tracker
                 .spawn(async move { store.follow_changes(changes_tx, stop).await });
+            inner.tracker.spawn(inner.clone().follow_changes(
+                changes_rx,
+                moved.clone(),
+                rearm.clone(),
+            ));
             inner
                 .tracker
-                .spawn(inner.clone().follow_changes(changes_rx, moved.clone()));
+                .spawn(inner.clone().rearm_loop(every, rearm.clone()));
             // Not tracked: it outlives the runs (see `stop`).
             *inner.lease_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(tokio::spawn(
-                inner.clone().lease_loop(every, moved, inner.leave.clone()),
+                inner.clone().lease_loop(every, moved, rearm, inner.leave.clone()),
             ));
         }
         Ok(())

@@ -44,6 +44,7 @@ impl Inner {
         self: Arc<Self>,
         every: Duration,
         moved: Arc<Notify>,
+        rearm: Arc<Notify>,
         leave: CancellationToken,
     ) {
         let mut failing = false;
@@ -60,7 +61,9 @@ impl Inner {
                         info!("lease renewed again");
                     }
                     failing = false;
-                    self.apply_lease(change).await;
+                    if self.apply_lease(change) {
+                        rearm.notify_one();
+                    }
                 }
                 Ok(None) => return,
                 Err(error) => {
@@ -88,8 +91,11 @@ impl Inner {
         }
     }
 
-    /// Acts on what a lease step changed.
-    pub(super) async fn apply_lease(&self, change: LeaseChange) {
+    /// Acts on what a lease step changed; true when every task is to be
+    /// read again (shards gained, replicas gone). Not that reading itself:
+    /// the lease loop must not wait on it, or a long read (100,000 tasks)
+    /// could let its own lease lapse.
+    fn apply_lease(&self, change: LeaseChange) -> bool {
         self.disarm_lost(&change);
         for node in &change.dead {
             warn!(replica = %node, "a replica's lease lapsed (killed, or cut off from Redis): its shards move, its runs still going are reported ABANDONED");
@@ -97,16 +103,34 @@ impl Inner {
         for node in &change.left {
             info!(replica = %node, "a replica left");
         }
-        if change.gained.is_empty() && change.dead.is_empty() && change.left.is_empty() {
-            return;
-        }
         if !change.gained.is_empty() {
             info!(shards = ?change.gained, "shards taken over");
         }
-        // The gained shards' tasks are read and armed; runs of replicas
-        // gone are found among every task's.
-        if let Err(error) = self.rearm_all(true).await {
-            warn!(%error, "could not read the tasks after a lease change; the next sweep arms them");
+        !(change.gained.is_empty() && change.dead.is_empty() && change.left.is_empty())
+    }
+
+    /// Reads every task again each time `rearm` is told to (coalesced),
+    /// arming those of the shards this process owns and giving up the runs
+    /// of replicas gone; until stopping. A read that fails is tried again
+    /// every `every`.
+    pub(super) async fn rearm_loop(self: Arc<Self>, every: Duration, rearm: Arc<Notify>) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.stopping.cancelled() => return,
+                _ = rearm.notified() => {}
+            }
+            let mut failing = false;
+            while let Err(error) = self.rearm_all().await {
+                if !failing {
+                    warn!(%error, "could not read the tasks after a lease change; trying again");
+                }
+                failing = true;
+                tokio::select! {
+                    _ = self.stopping.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
         }
     }
 
@@ -119,9 +143,9 @@ impl Inner {
         self.timer.retain(Keep(Arc::new(move |id: &TaskId| store.owns(id))));
     }
 
-    /// Reads every task and arms those this process owns; with `abandon`,
-    /// also gives up the runs of replicas gone.
-    pub(super) async fn rearm_all(&self, abandon: bool) -> Result<(), Error> {
+    /// Reads every task and arms those this process owns, and gives up the
+    /// runs of replicas gone (of this process's earlier runs, at a start).
+    pub(super) async fn rearm_all(&self) -> Result<(), Error> {
         let mut after: Option<TaskId> = None;
         let mut with_runs = Vec::new();
         loop {
@@ -138,10 +162,7 @@ impl Inner {
                 }
             }
         }
-        if abandon {
-            self.abandon_runs(&with_runs).await?;
-        }
-        Ok(())
+        self.abandon_runs(&with_runs).await
     }
 
     /// Applies what other replicas changed, read from `changes`, until
@@ -150,6 +171,7 @@ impl Inner {
         self: Arc<Self>,
         mut changes: mpsc::UnboundedReceiver<Change>,
         moved: Arc<Notify>,
+        rearm: Arc<Notify>,
     ) {
         let mut batch = Vec::new();
         loop {
@@ -163,7 +185,6 @@ impl Inner {
             }
             let mut ids: Vec<TaskId> = Vec::new();
             let mut seen: HashSet<TaskId> = HashSet::new();
-            let mut resync = false;
             for change in batch.drain(..) {
                 match change {
                     Change::Task { id, cancel } => {
@@ -182,11 +203,9 @@ impl Inner {
                         }
                     }
                     Change::Moved => moved.notify_one(),
-                    Change::Resync => resync = true,
+                    // Changes may have been missed: read every task.
+                    Change::Resync => rearm.notify_one(),
                 }
-            }
-            if resync && let Err(error) = self.rearm_all(false).await {
-                warn!(%error, "could not read the tasks again after missing changes; the next sweep does");
             }
             let reads = ids.iter().map(|id| self.store.get_task(id));
             let tasks = futures::future::join_all(reads).await;

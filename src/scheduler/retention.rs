@@ -53,7 +53,8 @@ impl Inner {
                 if shared {
                     self.arm(&task);
                 }
-                if task.has_ended() && task.updated_at < cutoff {
+                // With replicas, the owner of its shard removes it.
+                if task.has_ended() && task.updated_at < cutoff && self.store.owns(&task.id) {
                     match self.store.delete_task(&task.id, task.version).await {
                         Ok(()) => {
                             self.forget(&task.id);

@@ -31,6 +31,19 @@ pub(crate) const STORE_READS_FROM: u32 = 1;
 /// replica's memory.
 pub(crate) const TOMBSTONE_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
+/// The shard of `shards` a task id (or request id) belongs to: FNV-1a of
+/// the id, stable across processes and versions. Public so operators'
+/// tools (and the tests) can tell which replica fires a task: the owner
+/// of `{s<N>}:lease`.
+pub fn shard_of(id: &str, shards: u32) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in id.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash % shards.max(1)
+}
+
 /// Names of the store's keys under one prefix.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
@@ -50,15 +63,9 @@ impl Keys {
         self.shards
     }
 
-    /// The shard a task (or request id) belongs to: FNV-1a of the id, so it
-    /// is stable across processes and versions.
+    /// The shard a task (or request id) belongs to; see [`shard_of`].
     pub(crate) fn shard_of(&self, id: &str) -> u32 {
-        let mut hash: u32 = 0x811c_9dc5;
-        for byte in id.bytes() {
-            hash ^= u32::from(byte);
-            hash = hash.wrapping_mul(0x0100_0193);
-        }
-        hash % self.shards
+        shard_of(id, self.shards)
     }
 
     /// `<prefix>{meta}:format`: the store format (a number).

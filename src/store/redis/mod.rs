@@ -47,6 +47,9 @@ use chrono::{DateTime, Utc};
 use redis::{self, AsyncCommands, Script};
 
 pub use codec::SpecDecoder;
+// For tools and tests (the store is public with the `internals` feature).
+#[cfg_attr(not(feature = "internals"), allow(unused_imports))]
+pub use keys::shard_of;
 use held::{Held, HeldTasks};
 pub(crate) use keys::{Keys, STORE_COMPAT, STORE_FORMAT, STORE_READS_FROM, TOMBSTONE_TTL};
 
