@@ -21,7 +21,7 @@ use recur::{
     scheduler::schedule::{Limits, Schedule, ScheduleInput},
     store::{
         Checked, Dispatch, Fired, Firing, Halt, Halted, Inserted, LeaseMode, Recording, RunStart,
-        Store, StoreError, TaskFilter,
+        Store, StoreError, TaskFilter, Triggered,
         memory::Retention,
         redis::{RedisSettings, RedisStore},
     },
@@ -1151,5 +1151,85 @@ async fn replicas_writing_back_an_emptied_store_keep_the_newest_state_and_delete
             );
         }
     }
+    a.delete_keys().await;
+}
+
+#[tokio::test]
+async fn a_run_buffered_behind_one_given_up_is_promoted() {
+    let a = TestStore::open(roomy()).await;
+    let b = TestStore::open_at(a.prefix.clone(), roomy()).await;
+    let armed = insert(&a.store, "buffer", OverlapPolicy::BufferOne).await;
+    // A manual run going on b, then a slot fired by a buffered behind it.
+    let Triggered::Done(manual) = b
+        .store
+        .trigger(&armed.id, "buffer@manual".into(), t(1))
+        .await
+        .unwrap()
+    else {
+        panic!("triggered");
+    };
+    let Dispatch::Start(run1) = manual.dispatch else {
+        panic!("run 1");
+    };
+    assert_eq!(
+        b.store
+            .start_runs(std::slice::from_ref(&run1))
+            .await
+            .unwrap(),
+        [true]
+    );
+    let Fired::Done(slot) = fire_one(&a.store, firing(&manual.task, false)).await else {
+        panic!("fires");
+    };
+    assert!(matches!(slot.dispatch, Dispatch::Buffered));
+    // b is gone: a gives its run up, and starts the buffered one.
+    b.store.lease(LeaseMode::Leave).await.unwrap();
+    a.store.lease(LeaseMode::Member).await.unwrap();
+    let abandoned = a.store.abandon_runs(std::slice::from_ref(&armed.id)).await.unwrap();
+    assert_eq!(
+        abandoned[0].runs.iter().map(|r| r.run).collect::<Vec<_>>(),
+        [1]
+    );
+    let promoted = abandoned[0]
+        .promoted
+        .as_ref()
+        .expect("the buffered run goes");
+    assert_eq!(promoted.record.run, 2);
+    assert_eq!(
+        a.store
+            .start_runs(std::slice::from_ref(promoted))
+            .await
+            .unwrap(),
+        [true]
+    );
+    a.delete_keys().await;
+}
+
+#[tokio::test]
+async fn a_firing_retried_after_its_shard_moved_still_hands_out_its_run() {
+    let a = TestStore::open(roomy()).await;
+    let armed = insert(&a.store, "moved", OverlapPolicy::Skip).await;
+    // The firing applied; say its reply was lost.
+    let Fired::Done(_) = fire_one(&a.store, firing(&armed, false)).await else {
+        panic!("fires");
+    };
+    // Meanwhile the shard left this replica.
+    a.store.lease(LeaseMode::Draining).await.unwrap();
+    assert!(!a.store.owns(&armed.id));
+    // The retry is answered from the applied step: the run it dispatched is
+    // handed out, not left claimed and never started.
+    let Fired::Done(replayed) = fire_one(&a.store, firing(&armed, true)).await else {
+        panic!("the retry is answered as the firing was");
+    };
+    let Dispatch::Start(run) = replayed.dispatch else {
+        panic!("its run");
+    };
+    assert_eq!(run.record.run, 1);
+    // A new firing of the shard is refused.
+    let next = replayed.task;
+    assert!(matches!(
+        fire_one(&a.store, firing(&next, false)).await,
+        Fired::Stale
+    ));
     a.delete_keys().await;
 }

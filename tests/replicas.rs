@@ -70,15 +70,19 @@ async fn owners(url: &str) -> Vec<Option<String>> {
     out
 }
 
-/// Waits until every shard is owned and the owners are exactly `nodes`.
+/// Waits until the shards are shared by exactly `nodes` as the store
+/// assigns them: shard s to the (s mod n)-th in node-id order.
 async fn wait_shared_by(url: &str, nodes: &[&str]) {
-    let want: BTreeSet<String> = nodes.iter().map(|n| n.to_string()).collect();
+    let mut sorted: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+    sorted.sort();
     eventually(&format!("the shards are shared by {nodes:?}"), || {
-        let want = want.clone();
+        let sorted = sorted.clone();
         async move {
             let owners = owners(url).await;
-            let have: BTreeSet<String> = owners.iter().flatten().cloned().collect();
-            owners.iter().all(Option::is_some) && have == want
+            owners
+                .iter()
+                .enumerate()
+                .all(|(s, owner)| owner.as_deref() == Some(sorted[s % sorted.len()].as_str()))
         }
     })
     .await;
@@ -331,11 +335,13 @@ async fn a_replica_stopped_gracefully_hands_its_tasks_over_with_no_gap() {
     let ids: Vec<String> = (0..48).map(|i| format!("g{i:02}")).collect();
     register_every_second(&mut clients, &target, &ids).await;
     wait_runs(&target, &ids, 2).await;
+    let stopping = replicas.remove(0);
     let stopped = Instant::now();
-    replicas.remove(0).terminate().await;
+    stopping.sigterm();
     // Handed over at once, not after the lease.
     wait_shared_by(&redis.url(), &["r1", "r2"]).await;
     let handed_over = stopped.elapsed();
+    stopping.exited().await;
     assert!(
         handed_over < Duration::from_secs_f64(LEASE_SECS),
         "the shards moved {handed_over:?} after SIGTERM, not at once"
@@ -876,9 +882,10 @@ async fn overlap_policies_hold_across_replicas() {
         (&skip, pb::OverlapPolicy::Skip),
         (&cancel, pb::OverlapPolicy::CancelRunning),
     ] {
+        // Time enough to register and trigger both before it.
         let mut spec = starting_in(
             spec_every(Duration::from_secs(3600), http_get(&target.url("/hold"))),
-            2,
+            5,
         );
         spec.overlap = policy as i32;
         register(&mut on_r1, id, spec).await;

@@ -334,11 +334,13 @@ impl Scheduler {
         } else {
             None
         };
-        // Replicas: the shards free now are this process's before anything
-        // is armed (the others hand over the rest of its share shortly).
+        // Replicas: a runner first, not yet a member, so no shard is
+        // handed to this process before it follows changes and arms what
+        // it gains (the lease loop's first step joins); the step also
+        // tells which replicas are gone, whose runs are given up below.
         let lease_every = inner.store.lease_every();
         if lease_every.is_some() {
-            inner.store.lease(store::LeaseMode::Member).await?;
+            inner.store.lease(store::LeaseMode::Draining).await?;
         }
         inner.rearm_all().await?;
         let parts = inner.parts.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -822,6 +824,9 @@ impl Inner {
         for chunk in ids.chunks(1000) {
             for task in self.store.abandon_runs(chunk).await? {
                 lost += task.lost_results;
+                if let Some(promoted) = task.promoted {
+                    self.run_queue.push(promoted);
+                }
                 for run in &task.runs {
                     let result = if run.phase == RunPhase::Running {
                         abandoned += 1;
@@ -849,7 +854,9 @@ impl Inner {
             Stats::add(&self.stats.results_lost, lost as u64);
             error!(results = lost, "results lost: decided by a process that stopped before recording them");
         }
-        info!(abandoned, never_started, "runs of a stopped process reported");
+        if abandoned + never_started > 0 {
+            info!(abandoned, never_started, "runs of a stopped process reported");
+        }
         Ok(())
     }
     async fn load(&self, id: &TaskId) -> Result<TaskRecord, Error> {

@@ -48,12 +48,19 @@ impl Inner {
         leave: CancellationToken,
     ) {
         let mut failing = false;
+        // The first step at once: it joins.
+        let mut first = true;
         loop {
-            tokio::select! {
-                biased;
-                _ = self.stopping.cancelled() => break,
-                _ = moved.notified() => {}
-                _ = tokio::time::sleep(every) => {}
+            if !std::mem::take(&mut first) {
+                tokio::select! {
+                    biased;
+                    _ = self.stopping.cancelled() => break,
+                    _ = moved.notified() => {}
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
+            if self.stopping.is_cancelled() {
+                break;
             }
             match self.store.lease(LeaseMode::Member).await {
                 Ok(Some(change)) => {

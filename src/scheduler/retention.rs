@@ -28,22 +28,24 @@ impl Inner {
     }
 
     async fn sweep(&self) -> Result<(), Error> {
-        let Some(cutoff) = chrono::Duration::from_std(self.settings.terminal_retention)
+        // None: retention longer than the calendar, nothing is old enough
+        // (the sweep still arms and gives up runs, with replicas).
+        let cutoff = chrono::Duration::from_std(self.settings.terminal_retention)
             .ok()
-            .and_then(|keep| self.clock.now().checked_sub_signed(keep))
-        else {
-            // Retention longer than the calendar: nothing is old enough.
-            return Ok(());
-        };
+            .and_then(|keep| self.clock.now().checked_sub_signed(keep));
         let shared = self.store.lease_every().is_some();
         let mut after: Option<TaskId> = None;
+        let mut with_runs = Vec::new();
         loop {
             let page = self
                 .store
                 .list_tasks(after.as_ref(), 1000, &TaskFilter::default())
                 .await?;
             let Some(last) = page.last() else {
-                return Ok(());
+                // Replicas: runs of a replica gone whose lapse was told to
+                // no one that gave them up (it stopped, or the reply was
+                // lost) are given up here.
+                return self.abandon_runs(&with_runs).await;
             };
             after = Some(last.id.clone());
             for task in page {
@@ -52,9 +54,15 @@ impl Inner {
                 // never undoes a newer arming).
                 if shared {
                     self.arm(&task);
+                    if task.active_runs > 0 {
+                        with_runs.push(task.id.clone());
+                    }
                 }
                 // With replicas, the owner of its shard removes it.
-                if task.has_ended() && task.updated_at < cutoff && self.store.owns(&task.id) {
+                if task.has_ended()
+                    && cutoff.is_some_and(|cutoff| task.updated_at < cutoff)
+                    && self.store.owns(&task.id)
+                {
                     match self.store.delete_task(&task.id, task.version).await {
                         Ok(()) => {
                             self.forget(&task.id);

@@ -363,11 +363,13 @@ impl Store for MemoryStore {
         Ok(ids
             .iter()
             .filter_map(|id| {
-                let (runs, lost_results) = inner.tasks.get_mut(id)?.abandon(|_| true);
+                let (runs, lost_results, promoted) =
+                    inner.tasks.get_mut(id)?.abandon(|_| true);
                 Some(Abandoned {
                     task_id: id.clone(),
                     runs,
                     lost_results,
+                    promoted,
                 })
             })
             .collect())

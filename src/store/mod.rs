@@ -357,6 +357,9 @@ pub struct Abandoned {
     pub runs: Vec<RunRecord>,
     /// Results it was owed (decided before the stop, never recorded): lost.
     pub lost_results: usize,
+    /// A run buffered (BUFFER_ONE) behind the runs given up, promoted: the
+    /// caller starts it.
+    pub promoted: Option<RunStart>,
 }
 
 /// One result for [`Store::record`].

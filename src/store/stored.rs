@@ -325,7 +325,10 @@ impl Stored {
     /// were owed and are lost (decided, never recorded); those no longer
     /// hold the task. Owed results are not tied to a process, so they are
     /// taken as lost only when no run of a live process is left.
-    pub(crate) fn abandon(&mut self, gone: impl Fn(&str) -> bool) -> (Vec<RunRecord>, usize) {
+    pub(crate) fn abandon(
+        &mut self,
+        gone: impl Fn(&str) -> bool,
+    ) -> (Vec<RunRecord>, usize, Option<RunStart>) {
         let mut runs = self.drop_runs(|run| gone(&run.runner));
         let (running, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.runs)
             .into_iter()
@@ -338,7 +341,22 @@ impl Stored {
         };
         self.owed += running.len();
         runs.extend(running);
-        (runs, lost)
+        // A run a live replica buffered behind one given up here goes now,
+        // as it would have when that one finished (its result, ABANDONED,
+        // settles no run, so nothing else would promote it).
+        let mut promoted = None;
+        if !runs.is_empty()
+            && !self.runs.iter().any(|r| r.phase != RunPhase::Buffered)
+            && let Some(buffered) = self.runs.iter_mut().find(|r| r.phase == RunPhase::Buffered)
+        {
+            buffered.phase = RunPhase::Queued;
+            buffered.runner.clear();
+            promoted = Some(RunStart {
+                record: buffered.clone(),
+                spec: self.record.spec.clone(),
+            });
+        }
+        (runs, lost, promoted)
     }
 
     /// Marks the runs no replica has claimed yet (new, or promoted) as

@@ -69,13 +69,23 @@ impl Recur {
         super::connect(self.addr).await
     }
 
-    /// SIGTERM, then waits for a clean exit.
-    pub async fn terminate(mut self) {
+    /// Sends SIGTERM and returns at once.
+    pub fn sigterm(&self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .expect("kill");
         assert!(status.success());
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn terminate(self) {
+        self.sigterm();
+        self.exited().await;
+    }
+
+    /// Waits for a clean exit (after [`Recur::sigterm`]).
+    pub async fn exited(mut self) {
         let deadline = Instant::now() + START_WAIT;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {

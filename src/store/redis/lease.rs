@@ -13,6 +13,7 @@ use std::{
         RwLock,
         atomic::{AtomicU64, Ordering},
     },
+    time::{Duration, Instant},
 };
 
 use super::{RedisStore, unavailable};
@@ -24,15 +25,19 @@ pub(super) struct Leases {
     /// at 1).
     fences: Vec<AtomicU64>,
     /// Replicas whose runs are going (their lease holds), as of the last
-    /// step; None before the first.
-    runners: RwLock<Option<HashSet<String>>>,
+    /// step, and when that step was; None before the first.
+    runners: RwLock<Option<(HashSet<String>, Instant)>>,
+    /// How old that may be and still be trusted to say a replica is gone:
+    /// half a lease (an older one may miss a replica that joined since).
+    fresh_for: Duration,
 }
 
 impl Leases {
-    pub(super) fn new(shards: u32) -> Leases {
+    pub(super) fn new(shards: u32, lease: Duration) -> Leases {
         Leases {
             fences: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             runners: RwLock::new(None),
+            fresh_for: lease / 2,
         }
     }
 
@@ -53,13 +58,15 @@ impl Leases {
     }
 
     /// Whether runs claimed by `runner` are gone: its replica's lease
-    /// lapsed (or it left), or the run predates replicas (no runner).
+    /// lapsed (or it left), or the run predates replicas (no runner). Only
+    /// a recent lease step says so: with none, nothing is gone.
     pub(super) fn gone(&self, runner: &str) -> bool {
         let runners = self.runners.read().unwrap_or_else(|e| e.into_inner());
         match runners.as_ref() {
-            Some(live) => runner.is_empty() || !live.contains(runner),
-            // No lease step yet: nothing is known to be gone.
-            None => false,
+            Some((live, at)) if at.elapsed() <= self.fresh_for => {
+                runner.is_empty() || !live.contains(runner)
+            }
+            _ => false,
         }
     }
 }
@@ -115,7 +122,7 @@ impl RedisStore {
             }
         }
         *self.leases.runners.write().unwrap_or_else(|e| e.into_inner()) =
-            Some(runners.into_iter().collect());
+            Some((runners.into_iter().collect(), Instant::now()));
         Ok(change)
     }
 }

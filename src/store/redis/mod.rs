@@ -301,7 +301,7 @@ impl RedisStore {
             client_name: settings.client_name,
             node: settings.node,
             lease_ms: u64::try_from(settings.lease.as_millis()).unwrap_or(u64::MAX).max(1),
-            leases: Leases::new(keys_shards),
+            leases: Leases::new(keys_shards, settings.lease),
             lease: Script::new(include_str!("lease.lua")),
         })
     }
@@ -530,19 +530,24 @@ impl RedisStore {
                 .push(write);
         }
         let mut unwritten = Unwritten::default();
-        if fenced {
-            by_shard.retain(|&shard, writes| {
-                let owned = self.leases.fence(shard).is_some();
-                if !owned {
-                    unwritten.unowned.extend(writes.iter().map(|w| w.index));
-                }
-                owned
-            });
+        // Each shard's fence, read once: a lease step may take the shard
+        // away while this waits for a connection, and the write must then
+        // carry the fence it was decided under (Redis refuses it), not go
+        // out unfenced.
+        let mut calls_of: Vec<(u32, Option<u64>, Vec<Write>)> = Vec::with_capacity(by_shard.len());
+        for (shard, writes) in by_shard {
+            if !fenced {
+                calls_of.push((shard, None, writes));
+                continue;
+            }
+            match self.leases.fence(shard) {
+                Some(fence) => calls_of.push((shard, Some(fence), writes)),
+                None => unwritten.unowned.extend(writes.iter().map(|w| w.index)),
+            }
         }
         let conn = self.conn().await?;
-        let calls = by_shard.into_iter().map(|(shard, writes)| {
+        let calls = calls_of.into_iter().map(|(shard, fence, writes)| {
             let mut conn = conn.clone();
-            let fence = if fenced { self.leases.fence(shard) } else { None };
             let mut invocation = self.write_call(shard, writes.len(), fence);
             // Per write, the spec field it was encoded with.
             let mut fields: Vec<Option<Arc<[u8]>>> = Vec::with_capacity(writes.len());
@@ -1034,7 +1039,12 @@ impl Store for RedisStore {
         // retries the batch with the retry flag, which answers those as
         // before.
         self.steps(&ids, true, || Fired::Stale, |i, stored| {
+            let version = stored.record.version;
             let mut fired = stored.fire(batch[i].clone());
+            // A retry answered from the applied firing (its reply was
+            // lost) writes nothing: it is answered whoever owns the shard
+            // now, so the run it dispatched is handed out, not orphaned.
+            let replayed = stored.record.version == version;
             // A replayed answer hands out only this replica's own run: two
             // replicas that armed one slot across an ownership move and
             // both retried must not both start it.
@@ -1047,6 +1057,7 @@ impl Store for RedisStore {
             }
             let wrote = match &fired {
                 Fired::Stale | Fired::NotAhead => Wrote::No,
+                _ if replayed => Wrote::No,
                 // Runs to cancel may be going on other replicas.
                 Fired::Done(fire) | Fired::AlreadyClaimed(fire) if !fire.cancel.is_empty() => {
                     Wrote::Notice(changes::cancel_notice(&fire.cancel))
@@ -1124,18 +1135,19 @@ impl Store for RedisStore {
         for id in ids {
             let taken = self
                 .step_one(id, |stored| {
-                    let (runs, lost) = stored.abandon(|runner| self.leases.gone(runner));
+                    let (runs, lost, promoted) = stored.abandon(|runner| self.leases.gone(runner));
                     let changed = !runs.is_empty() || lost > 0;
-                    ((runs, lost), if changed { Wrote::Quiet } else { Wrote::No })
+                    ((runs, lost, promoted), if changed { Wrote::Quiet } else { Wrote::No })
                 })
                 .await?;
-            if let Some((runs, lost_results)) = taken
+            if let Some((runs, lost_results, promoted)) = taken
                 && (!runs.is_empty() || lost_results > 0)
             {
                 out.push(Abandoned {
                     task_id: id.clone(),
                     runs,
                     lost_results,
+                    promoted,
                 });
             }
         }
