@@ -99,7 +99,9 @@ fn settings(prefix: &str, retention: Retention) -> RedisSettings {
         url: SHARED_URL.into(),
         client_name: "recur:store-test".into(),
         node: format!("store-test/{}", random_prefix()),
-        lease: Duration::from_secs(5),
+        // Short: a Redis that came back empty is fired from again one
+        // lease after it was written back.
+        lease: Duration::from_secs(1),
     }
 }
 
@@ -799,10 +801,26 @@ async fn an_emptied_store_answers_unavailable_until_restored_never_not_found() {
         store.check().await.unwrap(),
         Checked::Restored { tasks: 1, .. }
     ));
-    // The leases went with the rest: the next lease step takes them again
-    // (a firing step before it is refused, and the task armed again by the
-    // gain it reports). The retry of that firing applies then.
+    // The leases went with the rest, and none is taken for one lease, so
+    // every replica can write back what it holds first: a firing meanwhile
+    // is refused (the task is armed again by the gain of the lease step
+    // that takes the shard).
     store.lease(LeaseMode::Member).await.unwrap();
+    assert!(!store.owns(&task.id), "no shard taken at once");
+    assert!(matches!(
+        fire_one(store, firing(&task, true)).await,
+        Fired::Stale
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !store.owns(&task.id) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the shard is taken after a lease"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        store.lease(LeaseMode::Member).await.unwrap();
+    }
+    // The retry of that firing applies then.
     assert!(matches!(
         fire_one(store, firing(&task, true)).await,
         Fired::Done(_)
@@ -1185,7 +1203,11 @@ async fn a_run_buffered_behind_one_given_up_is_promoted() {
     // b is gone: a gives its run up, and starts the buffered one.
     b.store.lease(LeaseMode::Leave).await.unwrap();
     a.store.lease(LeaseMode::Member).await.unwrap();
-    let abandoned = a.store.abandon_runs(std::slice::from_ref(&armed.id)).await.unwrap();
+    let abandoned = a
+        .store
+        .abandon_runs(std::slice::from_ref(&armed.id))
+        .await
+        .unwrap();
     assert_eq!(
         abandoned[0].runs.iter().map(|r| r.run).collect::<Vec<_>>(),
         [1]

@@ -143,6 +143,11 @@ impl HeldTasks {
             .collect()
     }
 
+    /// Forgets `id` without a tombstone, to hold it again as next read.
+    pub(super) fn drop_for_read(&self, id: &TaskId) {
+        self.lock().remove(id);
+    }
+
     /// Marks `id` in doubt whatever its rev: another replica changed it.
     pub(super) fn doubt_any(&self, id: &TaskId) {
         if let Some(held) = self.lock().get(id) {

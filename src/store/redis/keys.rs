@@ -98,6 +98,14 @@ impl Keys {
         format!("{}{{meta}}:runners", self.prefix)
     }
 
+    /// `<prefix>{meta}:quiet`: until when (ms, Redis's clock) no shard
+    /// may be taken: one lease after a Redis that came back empty was
+    /// written back, so every replica has written back what it holds
+    /// before any fires from it.
+    pub(crate) fn quiet(&self) -> String {
+        format!("{}{{meta}}:quiet", self.prefix)
+    }
+
     /// `<prefix>{meta}:changes`: the pub/sub channel of task changes and
     /// ownership moves (see `changes.rs`).
     pub(crate) fn changes(&self) -> String {

@@ -8,7 +8,9 @@
 -- KEYS[3] the store's compat (format.lua): a replica whose format is older
 --   is refused its step (an error naming both), so a newer build that
 --   cannot share the store stops it firing within a lease
--- KEYS[3+s+1] shard s's lease (hash: owner, until ms, fence)
+-- KEYS[4] until when no shard may be taken (ms; after a write-back of a
+--   Redis that came back empty: see restore.rs)
+-- KEYS[4+s+1] shard s's lease (hash: owner, until ms, fence)
 -- ARGV[1] this replica's node id, ARGV[2] lease length (ms),
 -- ARGV[3] mode: 'member' (own a share of the shards), 'draining' (own
 --   none, keep running what is going), 'leave' (gone: its runner entry is
@@ -58,12 +60,13 @@ else
   redis.call('ZADD', runners, 0, me)
   moved = true
 end
+local quiet = tonumber(redis.call('GET', KEYS[4]) or '0') or 0
 local live = redis.call('ZRANGE', members, 0, -1)
 table.sort(live)
 local n = #live
 local owned = {}
-for s = 0, #KEYS - 4 do
-  local key = KEYS[4 + s]
+for s = 0, #KEYS - 5 do
+  local key = KEYS[5 + s]
   local l = redis.call('HMGET', key, 'owner', 'until', 'fence')
   local owner, untl = l[1], tonumber(l[2] or '0')
   local target = false
@@ -82,7 +85,7 @@ for s = 0, #KEYS - 4 do
       redis.call('HSET', key, 'owner', '', 'until', 0)
     end
     moved = true
-  elseif target == me and (not owner or owner == '' or untl < now) then
+  elseif target == me and now >= quiet and (not owner or owner == '' or untl < now) then
     local fence = redis.call('HINCRBY', key, 'fence', 1)
     redis.call('HSET', key, 'owner', me, 'until', now + lease)
     owned[#owned + 1] = s

@@ -82,7 +82,8 @@ impl RedisStore {
         let mut call = super::script::ScriptCall::new(&self.lease);
         call.key(self.keys.members())
             .key(self.keys.runners())
-            .key(self.keys.compat());
+            .key(self.keys.compat())
+            .key(self.keys.quiet());
         for shard in 0..self.keys.shards() {
             call.key(self.keys.lease(shard));
         }

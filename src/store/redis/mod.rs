@@ -75,6 +75,14 @@ const MAX_CAS_ROUNDS: usize = 16;
 const CLEAR_IF_NAMES: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
+/// After a Redis came back empty: KEYS[1] (until when no shard may be
+/// taken) is set to one lease (ARGV[1] ms) from now by Redis's clock,
+/// unless it is later already, and the shard leases (KEYS[2..]) go.
+const QUIET: &str = "local t = redis.call('TIME') \
+local till = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1]) \
+if till > (tonumber(redis.call('GET', KEYS[1]) or '0') or 0) then redis.call('SET', KEYS[1], till) end \
+for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end";
+
 /// Settings of the Redis store.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
@@ -138,6 +146,8 @@ pub struct RedisStore {
     leases: Leases,
     /// `lease.lua`.
     lease: Script,
+    /// [`QUIET`].
+    quiet: Script,
 }
 
 fn unavailable(error: redis::RedisError) -> StoreError {
@@ -303,6 +313,7 @@ impl RedisStore {
             lease_ms: u64::try_from(settings.lease.as_millis()).unwrap_or(u64::MAX).max(1),
             leases: Leases::new(keys_shards, settings.lease),
             lease: Script::new(include_str!("lease.lua")),
+            quiet: Script::new(QUIET),
         })
     }
 

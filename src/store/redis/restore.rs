@@ -37,6 +37,18 @@ impl RedisStore {
         let _restoring = self.restoring.lock().await;
         let lost_epoch = self.epoch();
         super::check_format(&mut conn, &self.keys).await?;
+        // No replica fires from the store until every one has had a lease
+        // to write back what it holds: a replica that took a shard while
+        // Redis was empty would fire from the first state written back,
+        // which may be older than what another replica holds (a slot fired
+        // before the loss would fire again). Leases taken meanwhile go.
+        let mut quiet = super::script::ScriptCall::new(&self.quiet);
+        quiet.key(self.keys.quiet());
+        for shard in 0..self.keys.shards() {
+            quiet.key(self.keys.lease(shard));
+        }
+        quiet.arg(self.lease_ms);
+        let () = quiet.invoke_async(&mut conn).await.map_err(unavailable)?;
         // Write back every definition held and every tombstone, by shard.
         // Other replicas do the same from what they hold: each write lands
         // only over an older state of its task (write_tasks.lua), so the
@@ -59,6 +71,7 @@ impl RedisStore {
                 .push(Restoring::Tomb(id, tomb.stamp));
         }
         let mut restored = 0;
+        let mut superseded: Vec<TaskId> = Vec::new();
         for (shard, writes) in by_shard {
             for chunk in writes.chunks(512) {
                 let mut invocation = self.write_call(shard, chunk.len(), None);
@@ -70,6 +83,10 @@ impl RedisStore {
                             let start_rev = Some(task.rev + 1);
                             let record = &task.stored.record;
                             let stamp = (record.created_at.timestamp_millis(), record.version);
+                            // Ordered by (registration, version, rev): two
+                            // replicas may hold one version, the later
+                            // write (a run started, a result settled) with
+                            // the higher rev.
                             self.add_task(
                                 &mut invocation,
                                 id,
@@ -99,8 +116,8 @@ impl RedisStore {
                 for (i, write) in chunk.iter().enumerate() {
                     let Restoring::Task(id, task) = write else { continue };
                     if lost.contains(&(i + 1)) {
-                        // Another replica held a newer state: read it next.
-                        self.held.doubt(id, task.rev);
+                        // Another replica held a newer state: read below.
+                        superseded.push((*id).clone());
                         continue;
                     }
                     restored += 1;
@@ -127,6 +144,16 @@ impl RedisStore {
             .map_err(unavailable)?;
         let epoch: String = conn.get(self.keys.epoch()).await.map_err(unavailable)?;
         *self.epoch.write().unwrap_or_else(|e| e.into_inner()) = epoch.clone();
+        // What another replica wrote back over this one's: held again as
+        // read (revs of the lost store are no longer comparable with the
+        // new ones, so the held state is replaced, not kept by rev).
+        for id in &superseded {
+            self.held.drop_for_read(id);
+        }
+        for chunk in superseded.chunks(512) {
+            // A failed read leaves them to be read by the next step.
+            let _ = self.load_rows(chunk).await;
+        }
         Ok(Checked::Restored {
             tasks: restored,
             lost_epoch,

@@ -31,9 +31,9 @@
 -- caller no longer owns the shard.
 -- A delete leaves a tombstone (the task's stamp) for the time given.
 -- A restore (Redis came back empty; each replica writes back what it
--- holds) writes a task, or a tombstone, only over an older stamp: the
--- newest state any replica held wins, and a tombstone beats the older
--- states of its task.
+-- holds) writes a task, or a tombstone, only over an older stamp (then,
+-- for one version, a lower rev): the newest state any replica held wins,
+-- and a tombstone beats the older states of its task.
 -- Each task is written only if its `rev` is the expected one (all or nothing
 -- per task); `rev` then grows by one. Returns the 1-based indexes of the
 -- tasks that were not written because their rev had moved.
@@ -75,7 +75,10 @@ for i = 1, n do
     end
     if ok and have then
       local h = redis.call('HMGET', key, 'born', 'ver')
-      ok = newer(born, ver, tonumber(h[1] or '0'), tonumber(h[2] or '0'))
+      local hb, hv = tonumber(h[1] or '0'), tonumber(h[2] or '0')
+      -- One version held by two replicas: the later write (a higher rev)
+      -- wins; base is the rev this write would give it.
+      ok = newer(born, ver, hb, hv) or (born == hb and ver == hv and (tonumber(base) or 0) > tonumber(have))
     end
   elseif want == '' then
     ok = (have == false)
