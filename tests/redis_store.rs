@@ -1255,3 +1255,48 @@ async fn a_firing_retried_after_its_shard_moved_still_hands_out_its_run() {
     ));
     a.delete_keys().await;
 }
+
+#[tokio::test]
+async fn results_owed_by_a_replica_that_is_gone_are_lost_and_no_others() {
+    let a = TestStore::open(roomy()).await;
+    let b = TestStore::open_at(a.prefix.clone(), roomy()).await;
+    let armed = insert(&a.store, "owed", OverlapPolicy::CancelRunning).await;
+    // a fires slot 1 (run 1 queued); b's trigger drops it (b owes its
+    // CANCELLED result); a's slot 2 drops b's manual run (a owes that one).
+    let Fired::Done(_) = fire_one(&a.store, firing(&armed, false)).await else {
+        panic!("fires");
+    };
+    let Triggered::Done(manual) = b
+        .store
+        .trigger(&armed.id, "owed@manual".into(), t(2))
+        .await
+        .unwrap()
+    else {
+        panic!("triggered");
+    };
+    assert_eq!(
+        manual.dropped.iter().map(|r| r.run).collect::<Vec<_>>(),
+        [1]
+    );
+    let Fired::Done(second) = fire_one(&a.store, firing(&manual.task, false)).await else {
+        panic!("fires");
+    };
+    assert_eq!(
+        second.dropped.iter().map(|r| r.run).collect::<Vec<_>>(),
+        [2]
+    );
+    // b is gone before recording what it owed: that is lost, a's is not.
+    b.store.lease(LeaseMode::Leave).await.unwrap();
+    a.store.lease(LeaseMode::Member).await.unwrap();
+    let abandoned = a
+        .store
+        .abandon_runs(std::slice::from_ref(&armed.id))
+        .await
+        .unwrap();
+    assert_eq!(abandoned.len(), 1);
+    assert_eq!(abandoned[0].lost_results, 1, "b's result only");
+    assert!(abandoned[0].runs.is_empty(), "run 3 is a's, going on");
+    let task = a.store.get_task(&armed.id).await.unwrap().unwrap();
+    assert_eq!(task.active_runs, 2, "run 3, and the result a owes");
+    a.delete_keys().await;
+}

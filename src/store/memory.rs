@@ -402,7 +402,7 @@ impl Store for MemoryStore {
         {
             let result = self.append(&mut inner, result.clone());
             if let Some(stored) = inner.tasks.get_mut(&result.task_id) {
-                let (promoted, ended) = stored.settle(&result, *finishes_run);
+                let (promoted, ended) = stored.settle(&result, *finishes_run, "");
                 recorded.promoted.extend(promoted);
                 if ended {
                     recorded.ended.push(result.task_id.clone());

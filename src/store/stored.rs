@@ -28,9 +28,10 @@ pub(crate) struct Stored {
     /// Runs dispatched and not yet recorded, oldest first.
     pub(crate) runs: Vec<RunRecord>,
     /// Results decided but not yet recorded (a skipped slot, a catch-up
-    /// decision's, a run dropped before it started): the task has not ended
-    /// while any is owed.
-    pub(crate) owed: usize,
+    /// decision's, a run dropped before it started), by the replica that
+    /// decided them and records them: the task has not ended while any is
+    /// owed, and a replica that is gone owes none any more.
+    pub(crate) owed: Owed,
     /// Result of the most recent run (by run number).
     pub(crate) last_result: Option<Arc<TaskResult>>,
     /// What the last applied firing decided, so that a retry of it (its
@@ -39,6 +40,86 @@ pub(crate) struct Stored {
     pub(crate) last_fire: Option<LastFire>,
     /// What the last applied halt dropped, under its call's identity.
     pub(crate) last_halt: Option<LastHalt>,
+}
+
+/// Results owed, by the node id of the replica that decided them (and so
+/// records them). The step under way adds to the unclaimed count, which
+/// [`Stored::claim_runs`] gives to its replica once the step is decided
+/// (the memory store, one process, leaves them there).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Owed {
+    /// (node id, count), no zero count; "" for the unclaimed.
+    by: Vec<(String, u64)>,
+}
+
+impl Owed {
+    /// From what is stored.
+    pub(crate) fn from_parts(by: impl IntoIterator<Item = (String, u64)>) -> Owed {
+        let mut owed = Owed::default();
+        for (node, n) in by {
+            owed.add_to(&node, n);
+        }
+        owed
+    }
+
+    /// Each node's count.
+    pub(crate) fn parts(&self) -> &[(String, u64)] {
+        &self.by
+    }
+
+    /// Results owed in all.
+    pub(crate) fn total(&self) -> usize {
+        self.by.iter().map(|(_, n)| *n as usize).sum()
+    }
+
+    /// Owes `n` more, decided by the step under way.
+    fn add(&mut self, n: usize) {
+        self.add_to("", n as u64);
+    }
+
+    fn add_to(&mut self, node: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        match self.by.iter_mut().find(|(owner, _)| owner == node) {
+            Some((_, count)) => *count += n,
+            None => self.by.push((node.to_string(), n)),
+        }
+    }
+
+    /// A result `node` recorded settles one it owed (or an unclaimed one);
+    /// false when it owed none.
+    fn settle(&mut self, node: &str) -> bool {
+        let Some(i) = self
+            .by
+            .iter()
+            .position(|(owner, _)| owner == node)
+            .or_else(|| self.by.iter().position(|(owner, _)| owner.is_empty()))
+        else {
+            return false;
+        };
+        self.by[i].1 -= 1;
+        if self.by[i].1 == 0 {
+            self.by.remove(i);
+        }
+        true
+    }
+
+    /// Takes what replicas that are gone owed: lost.
+    fn take(&mut self, gone: impl Fn(&str) -> bool) -> usize {
+        let (lost, kept): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.by).into_iter().partition(|(node, _)| gone(node));
+        self.by = kept;
+        lost.iter().map(|(_, n)| *n as usize).sum()
+    }
+
+    /// Gives the unclaimed to `node`.
+    fn claim(&mut self, node: &str) {
+        if let Some(i) = self.by.iter().position(|(owner, _)| owner.is_empty()) {
+            let (_, n) = self.by.remove(i);
+            self.add_to(node, n);
+        }
+    }
 }
 
 /// The runs a halt dropped, for a caller that never saw its reply.
@@ -73,14 +154,14 @@ impl Stored {
     pub(crate) fn view(&self) -> TaskRecord {
         let mut record = self.record.clone();
         record.last_result = self.last_result.clone();
-        record.active_runs = self.runs.len() + self.owed;
+        record.active_runs = self.runs.len() + self.owed.total();
         record
     }
 
     /// Terminal with no run left and no result owed: the moment its end is
     /// announced.
     pub(crate) fn ended(&self) -> bool {
-        self.record.state.is_terminal() && self.runs.is_empty() && self.owed == 0
+        self.record.state.is_terminal() && self.runs.is_empty() && self.owed.total() == 0
     }
 
     /// A task as first stored.
@@ -94,7 +175,7 @@ impl Stored {
             request_id: request_id.map(str::to_string),
             last_claimed: None,
             runs: Vec::new(),
-            owed: 0,
+            owed: Owed::default(),
             last_result: None,
             last_fire: None,
             last_halt: None,
@@ -235,6 +316,7 @@ impl Stored {
         &mut self,
         result: &Arc<TaskResult>,
         finishes_run: bool,
+        node: &str,
     ) -> (Option<RunStart>, bool) {
         if result.run > 0
             && self
@@ -278,9 +360,7 @@ impl Stored {
             }
             self.runs.len() < before
         } else {
-            let owed = self.owed > 0;
-            self.owed = self.owed.saturating_sub(1);
-            owed
+            self.owed.settle(node)
         };
         // Only a result that settled something can end the task, so its end
         // is reported once.
@@ -321,10 +401,9 @@ impl Stored {
     /// Takes the run records of processes that stopped (`gone(runner)`;
     /// found at a start, or when a replica's lease lapsed): runs not
     /// started are dropped as at a pause, running ones are given up; each
-    /// is then owed a result. Returns them with the number of results that
-    /// were owed and are lost (decided, never recorded); those no longer
-    /// hold the task. Owed results are not tied to a process, so they are
-    /// taken as lost only when no run of a live process is left.
+    /// is then owed a result. Returns them with the number of results the
+    /// processes gone owed, now lost (decided, never recorded; they no
+    /// longer hold the task), and a run buffered behind them, promoted.
     pub(crate) fn abandon(
         &mut self,
         gone: impl Fn(&str) -> bool,
@@ -334,12 +413,8 @@ impl Stored {
             .into_iter()
             .partition(|run| gone(&run.runner));
         self.runs = kept;
-        let lost = if self.runs.is_empty() {
-            std::mem::take(&mut self.owed)
-        } else {
-            0
-        };
-        self.owed += running.len();
+        let lost = self.owed.take(&gone);
+        self.owed.add(running.len());
         runs.extend(running);
         // A run a live replica buffered behind one given up here goes now,
         // as it would have when that one finished (its result, ABANDONED,
@@ -360,11 +435,13 @@ impl Stored {
     }
 
     /// Marks the runs no replica has claimed yet (new, or promoted) as
-    /// `runner`'s: the replica whose step dispatched them runs them.
+    /// `runner`'s, and the results owed that the step decided: the replica
+    /// whose step dispatched them runs them, and records those.
     pub(crate) fn claim_runs(&mut self, runner: &str) {
         for run in self.runs.iter_mut().filter(|run| run.runner.is_empty()) {
             run.runner = runner.to_string();
         }
+        self.owed.claim(runner);
     }
 
     /// Drops the runs `drop` selects, which have not started: each still
@@ -381,7 +458,7 @@ impl Stored {
             .count() as u64;
         let task = &mut self.record;
         task.scheduled_run_count = task.scheduled_run_count.saturating_sub(scheduled);
-        self.owed += dropped.len();
+        self.owed.add(dropped.len());
         dropped
     }
 
@@ -397,7 +474,7 @@ impl Stored {
         let mut dropped = Vec::new();
         let dispatch = match decision {
             Decision::Skip => {
-                self.owed += 1;
+                self.owed.add(1);
                 Dispatch::Skipped
             }
             Decision::Start | Decision::CancelThenStart => {
@@ -500,7 +577,7 @@ impl Stored {
         {
             return Fired::Stale;
         }
-        if f.ahead && (!self.runs.is_empty() || self.owed > 0) {
+        if f.ahead && (!self.runs.is_empty() || self.owed.total() > 0) {
             return Fired::NotAhead;
         }
         if self.last_claimed.is_some_and(|claimed| f.slot <= claimed) {
@@ -532,7 +609,7 @@ impl Stored {
         self.last_claimed = Some(f.slot);
         if f.passed > 0 {
             // The one catch-up result the caller records for them.
-            self.owed += 1;
+            self.owed.add(1);
         }
         let task = &mut self.record;
         task.skipped_count = task.skipped_count.saturating_add(f.passed);

@@ -13,7 +13,7 @@ use crate::{
     pb::v1 as pb,
     store::{
         RunPhase, RunRecord,
-        stored::{LastFire, LastHalt, Stored},
+        stored::{LastFire, LastHalt, Owed, Stored},
     },
     task::{Outcome, TaskId, TaskRecord, TaskResult, TaskSpec, TaskState, Trigger},
 };
@@ -150,7 +150,14 @@ pub(super) fn encode_task(stored: &Stored, spec_field: &[u8]) -> Vec<u8> {
         request_id: stored.request_id.clone().unwrap_or_default(),
         last_claimed: stored.last_claimed.map(time),
         runs: stored.runs.iter().map(run).collect(),
-        owed: stored.owed as u64,
+        owed: stored.owed.total() as u64,
+        owed_by: stored
+            .owed
+            .parts()
+            .iter()
+            .filter(|(node, _)| !node.is_empty())
+            .cloned()
+            .collect(),
         // Appended below, encoded once per result.
         last_result: None,
         last_fire: stored.last_fire.as_ref().map(|f| proto::LastFire {
@@ -272,7 +279,16 @@ pub(super) fn decode_task(
         request_id: (!t.request_id.is_empty()).then_some(t.request_id),
         last_claimed: from_time(t.last_claimed),
         runs,
-        owed: usize::try_from(t.owed).map_err(|e| e.to_string())?,
+        owed: {
+            // What no node is named for (format 1, or a step's own before
+            // it was claimed) stays unattributed.
+            let named: u64 = t.owed_by.values().sum();
+            Owed::from_parts(
+                t.owed_by
+                    .into_iter()
+                    .chain(std::iter::once((String::new(), t.owed.saturating_sub(named)))),
+            )
+        },
         last_result,
         last_fire,
         last_halt,

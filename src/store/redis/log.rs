@@ -266,7 +266,8 @@ impl RedisStore {
                 pending.push(result.clone());
                 let result = &result;
                 if let Some(Some((_, stored, last))) = tasks.get_mut(t) {
-                    let (promoted, task_ended) = stored.settle(result, recording.finishes_run);
+                    let (promoted, task_ended) =
+                        stored.settle(result, recording.finishes_run, &self.node);
                     // A promoted run runs here.
                     stored.claim_runs(&self.node);
                     recorded.promoted.extend(promoted);
