@@ -192,6 +192,9 @@ pub struct Args {
     /// none serves the memory store.
     #[arg(long, hide = true)]
     pub key_prefix: Option<String>,
+    /// Node id of the served recur (replicas tell theirs apart by it).
+    #[arg(long, hide = true)]
+    pub node_id: Option<String>,
     /// Run tokio-cron-scheduler as a peer (with --peer-tasks, --phase, --base).
     #[arg(long, hide = true)]
     pub tcs_peer: bool,

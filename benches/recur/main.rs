@@ -63,7 +63,7 @@ fn main() {
             .key_prefix
             .clone()
             .map(|prefix| (args.redis_url.clone(), prefix));
-        server::serve(args.max_tasks, redis);
+        server::serve(args.max_tasks, redis, args.node_id.clone());
         return;
     }
     if args.tcs_peer {

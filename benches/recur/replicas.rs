@@ -7,6 +7,10 @@
 //!   each replica and of Redis. Registration is spread over the three and
 //!   the results are followed on the first, whose log reader sees every
 //!   replica's.
+//! - Propagation: a task registered on one replica and fired by another,
+//!   one at a time: from the RegisterTask reply to the run's start on the
+//!   other (its first slot is the moment of the call), i.e. how long a
+//!   control call takes to reach the replica that fires.
 //! - Failover: 10,000 tasks every second at random phases on the three;
 //!   one is killed with kill -9. Measured: how long until its shards are
 //!   owned by the others (its lease lapses first: 5 s by default), and how
@@ -48,19 +52,121 @@ const AFTER_KILL: Duration = Duration::from_secs(15);
 /// How long the replicas may take to share the shards at start.
 const BALANCE_LIMIT: Duration = Duration::from_secs(30);
 
-/// Both parts, each on a fresh prefix with three fresh servers.
+/// Every part, each on a fresh prefix with three fresh servers.
 pub async fn run(plan: &Plan, report: &mut Report) {
     for phase in [Phase::Random, Phase::Herd] {
         firing_case(plan, report, phase).await;
     }
+    propagation_case(plan, report).await;
     failover_case(plan, report).await;
+}
+
+/// Tasks registered one by one in the propagation case.
+const PROPAGATION_TASKS: usize = 200;
+
+async fn propagation_case(plan: &Plan, report: &mut Report) {
+    let count = if plan.replica_tasks < 1_000 {
+        20
+    } else {
+        PROPAGATION_TASKS
+    };
+    eprintln!("replicas: propagation, {count} registrations");
+    let store = CaseStore::open(StoreKind::Redis, &plan.redis_url, plan.keep_redis_keys).await;
+    let servers = start_replicas(&store, count).await;
+    let owners = store.lease_owners(SHARDS).await;
+    let mut called = servers[0].client().await;
+    let mut follower = servers[0].client().await;
+    let mut stream = follower
+        .stream_results(StreamResultsRequest {
+            task_ids: Vec::new(),
+            after_cursor: String::new(),
+            history_only: false,
+        })
+        .await
+        .expect("StreamResults for the propagation")
+        .into_inner();
+    // Tasks whose shard another replica than the one called owns.
+    let ids: Vec<String> = (0..)
+        .map(tasks::task_id)
+        .filter(|id| {
+            let shard = recur::store::redis::shard_of(id, SHARDS) as usize;
+            !owners[shard].starts_with("replica0/")
+        })
+        .take(count)
+        .collect();
+    let mut waits_us: Vec<i64> = Vec::with_capacity(count);
+    for (i, id) in ids.iter().enumerate() {
+        let start_at = Utc::now() + chrono::Duration::milliseconds(1);
+        let request = recur::pb::v1::RegisterTaskRequest {
+            task_id: id.clone(),
+            spec: Some(tasks::spec(
+                &Work::Noop,
+                i,
+                Duration::from_secs(3600),
+                start_at,
+            )),
+            request_id: String::new(),
+        };
+        called.register_task(request).await.expect("RegisterTask");
+        let replied = Utc::now();
+        // Its first run's result, on the stream.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let message = tokio::time::timeout_at(deadline, stream.message()).await;
+            let Ok(Ok(Some(result))) = message else {
+                eprintln!("  no result for {id} within 10 s");
+                break;
+            };
+            if result.task_id == *id {
+                if let Some(started) = result.started_at.as_ref() {
+                    let started = tasks::instant(Some(started));
+                    waits_us.push(tasks::micros_between(replied, started).max(0));
+                }
+                break;
+            }
+        }
+    }
+    drop(stream);
+    for server in servers {
+        server.stop().await;
+    }
+    store.finish().await;
+    let measured = waits_us.len();
+    let waits = Percentiles::of_micros(&mut waits_us);
+    report.add(Row {
+        scenario: "replicas".to_string(),
+        subject: "recur x3, redis store".to_string(),
+        case: format!("register on one, fired by its shard's owner, x{count}"),
+        measure: "from reply to start".to_string(),
+        latency: waits,
+        count: format!("{measured}/{count} started"),
+        missed_doubled: String::new(),
+        cpu_percent: None,
+        peak_rss: None,
+        bytes_per_task: None,
+        notes: vec![
+            "registered one at a time on one replica, each fired by another; its first slot 1 ms after the call".to_string(),
+        ],
+        json: json!({
+            "registrations": count,
+            "started": measured,
+            "reply_to_start": waits.map(Percentiles::to_json),
+        }),
+    });
+    report.target(Target::at_most(
+        "replicas: a control call takes effect on every replica within 100 ms (p99, register to start)".to_string(),
+        waits.map(|w| w.p99).filter(|_| measured == count),
+        100.0,
+        "ms",
+    ));
 }
 
 /// Three servers on `store`, once each owns a share of the shards.
 async fn start_replicas(store: &CaseStore, tasks: usize) -> Vec<ServerProcess> {
     let mut servers = Vec::with_capacity(REPLICAS);
     for _ in 0..REPLICAS {
-        servers.push(ServerProcess::start(tasks + 1_000, store).await);
+        let name = format!("replica{}", servers.len());
+        servers.push(ServerProcess::start_named(tasks + 1_000, store, Some(&name)).await);
     }
     let deadline = tokio::time::Instant::now() + BALANCE_LIMIT;
     loop {

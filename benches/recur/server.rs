@@ -44,7 +44,7 @@ impl TaskHandler for Noop {
 /// The `--serve` mode: serves recur on 127.0.0.1:0 until stdin closes (the
 /// parent exited or dropped its handle), printing `listening <addr>` first.
 /// With `redis` (URL, key prefix) Redis is the system of record.
-pub fn serve(max_tasks: usize, redis: Option<(String, String)>) {
+pub fn serve(max_tasks: usize, redis: Option<(String, String)>, node_id: Option<String>) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -64,6 +64,9 @@ pub fn serve(max_tasks: usize, redis: Option<(String, String)>) {
         if let Some((url, prefix)) = redis {
             config.redis_url = Some(url);
             config.key_prefix = prefix;
+        }
+        if let Some(node_id) = node_id {
+            config.node_id = node_id;
         }
         let stdin_closed = async {
             let mut stdin = tokio::io::stdin();
@@ -101,10 +104,20 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `<this binary> --serve` holding up to `max_tasks` tasks on `store`.
     pub async fn start(max_tasks: usize, store: &CaseStore) -> ServerProcess {
+        Self::start_named(max_tasks, store, None).await
+    }
+
+    /// [`ServerProcess::start`] with a node id (a replica's name).
+    pub async fn start_named(
+        max_tasks: usize,
+        store: &CaseStore,
+        node_id: Option<&str>,
+    ) -> ServerProcess {
         let exe = std::env::current_exe().expect("path of the bench binary");
         let mut child = Command::new(exe)
             .args(["--serve", "--max-tasks", &max_tasks.to_string()])
             .args(store.serve_args())
+            .args(node_id.map(|id| ["--node-id", id]).into_iter().flatten())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -16,10 +16,11 @@ use super::Inner;
 use crate::store::Checked;
 
 /// Farthest this process's clock may be from the store's before it says
-/// so at WARN. Slots fire by this process's clock; Redis's stamps the log
-/// and judges its age, and replicas (a later version) will judge claims by
-/// it: one process off by more than this fires its slots that much off
-/// from the others. NTP keeps clocks within milliseconds.
+/// so at WARN. Slots fire by this process's clock; Redis's stamps the log,
+/// judges its age and judges every replica's lease: a replica off by more
+/// than this fires its slots that much off from the others (never twice:
+/// the claim and the lease fence decide that). NTP keeps clocks within
+/// milliseconds.
 pub(crate) const CLOCK_SKEW_BOUND: chrono::Duration = chrono::Duration::seconds(1);
 
 /// How often the store's clock is read: clocks drift slowly.

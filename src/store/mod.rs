@@ -1,6 +1,6 @@
 //! Where tasks, runs and results live. The [`Store`] trait is the contract a
-//! store shared by replicas (Redis, in a later version) implements too, so
-//! every operation that decides something is one atomic step:
+//! store shared by replicas (Redis) implements too, so every operation that
+//! decides something is one atomic step:
 //!
 //! - a task write is a compare-and-set on its version;
 //! - firing a due slot ([`Store::fire`]) checks the version and state,

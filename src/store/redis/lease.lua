@@ -16,8 +16,9 @@
 --   none, keep running what is going), 'leave' (gone: its runner entry is
 --   expired at once, at 0, so the next member's step reports it left and
 --   gives up any run it left behind)
--- ARGV[4] the changes channel: told when anything moved, so the others
---   take their step at once instead of at their next tick
+-- ARGV[4] the changes channel: told when anything moved (a new runner
+--   included: a replica alone stops telling changes, see lease.rs), so the
+--   others take their step at once instead of at their next tick
 -- ARGV[5] this replica's store format
 --
 -- Shard s belongs to the (s mod n)-th of the n live members in node-id
@@ -51,10 +52,10 @@ end
 if redis.call('ZREMRANGEBYSCORE', members, '-inf', lapsed) > 0 then moved = true end
 if mode == 'member' then
   if redis.call('ZADD', members, now + lease, me) == 1 then moved = true end
-  redis.call('ZADD', runners, now + lease, me)
+  if redis.call('ZADD', runners, now + lease, me) == 1 then moved = true end
 elseif mode == 'draining' then
   if redis.call('ZREM', members, me) == 1 then moved = true end
-  redis.call('ZADD', runners, now + lease, me)
+  if redis.call('ZADD', runners, now + lease, me) == 1 then moved = true end
 else
   redis.call('ZREM', members, me)
   redis.call('ZADD', runners, 0, me)

@@ -51,6 +51,21 @@ impl Leases {
         }
     }
 
+    /// Whether `me` is the only replica running, as a recent lease step
+    /// says: then nobody follows the changes it would tell. A replica that
+    /// starts registers as a runner first and that step tells the others,
+    /// which step at once, so they stop being alone before it arms
+    /// anything.
+    pub(super) fn alone(&self, me: &str) -> bool {
+        let runners = self.runners.read().unwrap_or_else(|e| e.into_inner());
+        matches!(
+            runners.as_ref(),
+            Some((live, at)) if at.elapsed() <= self.fresh_for
+                && live.len() == 1
+                && live.contains(me)
+        )
+    }
+
     /// The fence shard `shard` is owned under, None when not owned.
     pub(super) fn fence(&self, shard: u32) -> Option<u64> {
         let fence = self.fences.get(shard as usize)?.load(Ordering::Acquire);

@@ -1,6 +1,7 @@
 //! The Redis store: Redis as the system of record, so tasks, runs and
-//! results survive a restart of the process (and, with the next version,
-//! are shared by replicas).
+//! results survive a restart of the process, and any number of replicas
+//! share them (leases and fencing in lease.rs, changes told to the others
+//! in changes.rs).
 //!
 //! Every decision is the same state machine the memory store runs
 //! ([`super::stored::Stored`]), applied optimistically: the step is decided
@@ -67,8 +68,10 @@ use crate::{
 };
 
 /// How many times a step reads again after its compare-and-set lost to a
-/// concurrent write before reporting the store unavailable. One process
-/// races only its own result writer, which settles within a round or two.
+/// concurrent write before reporting the store unavailable. A step races
+/// its own process's result writer and the other replicas' writes to the
+/// same task (control calls, results of runs going there), which settle
+/// within a round or two.
 const MAX_CAS_ROUNDS: usize = 16;
 
 /// Deletes KEYS[1] if it still holds ARGV[1].
@@ -497,10 +500,17 @@ impl RedisStore {
         call.key(self.keys.due(shard))
             .key(self.keys.ids(shard))
             .key(self.keys.lease(shard));
+        // A replica alone tells no one (11,000 registrations/s each
+        // published and read back cost it measurably: benches/README.md).
+        let channel = if self.leases.alone(&self.node) {
+            String::new()
+        } else {
+            self.keys.changes()
+        };
         call.arg(n)
             .arg(OrEmpty(fence))
             .arg(&self.node)
-            .arg(self.keys.changes())
+            .arg(channel)
             .arg(u64::try_from(TOMBSTONE_TTL.as_millis()).unwrap_or(u64::MAX));
         call
     }
