@@ -47,8 +47,12 @@ impl TestStore {
     }
 
     async fn open_at(prefix: String, retention: Retention) -> TestStore {
+        Self::open_with(prefix.clone(), settings(&prefix, retention)).await
+    }
+
+    async fn open_with(prefix: String, settings: RedisSettings) -> TestStore {
         let pool = pool().await;
-        let store = RedisStore::open(pool, settings(&prefix, retention), decoder(&prefix))
+        let store = RedisStore::open(pool, settings, decoder(&prefix))
             .await
             .expect("open the store");
         // The only replica: it owns every shard, so it may fire.
@@ -99,9 +103,17 @@ fn settings(prefix: &str, retention: Retention) -> RedisSettings {
         url: SHARED_URL.into(),
         client_name: "recur:store-test".into(),
         node: format!("store-test/{}", random_prefix()),
-        // Short: a Redis that came back empty is fired from again one
-        // lease after it was written back.
-        lease: Duration::from_secs(1),
+        // Test stores take one lease step at open and do not renew it.
+        lease: Duration::from_secs(5),
+    }
+}
+
+/// [`settings`] with a short lease: a Redis that came back empty is fired
+/// from again one lease after it was written back.
+fn settings_short_lease(prefix: &str, retention: Retention) -> RedisSettings {
+    RedisSettings {
+        lease: Duration::from_millis(500),
+        ..settings(prefix, retention)
     }
 }
 
@@ -555,7 +567,8 @@ async fn retention_by_count_per_task_and_bytes_is_detected_as_loss() {
 
 #[tokio::test]
 async fn an_emptied_store_gets_the_definitions_back_and_old_cursors_are_data_loss() {
-    let test = TestStore::open(roomy()).await;
+    let prefix = random_prefix();
+    let test = TestStore::open_with(prefix.clone(), settings_short_lease(&prefix, roomy())).await;
     let store = &test.store;
     let task = insert_requested(store, "kept", OverlapPolicy::Skip, Some("req-kept")).await;
     let before = append(store, result("kept", 1, 1)).await;
@@ -589,7 +602,28 @@ async fn an_emptied_store_gets_the_definitions_back_and_old_cursors_are_data_los
         store.results_after(Some(&before.cursor), none, 10).await,
         Err(StoreError::CursorExpired { .. })
     ));
-    let after = append(store, result("kept", 2, 1)).await;
+    // Nothing is recorded until the write-back window (one lease) is over:
+    // every replica writes back what it holds first.
+    let recording = Recording {
+        result: result("kept", 2, 1),
+        finishes_run: false,
+        fence: 0,
+    };
+    assert!(matches!(
+        store.record(std::slice::from_ref(&recording)).await,
+        Err(StoreError::Unavailable { .. })
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        match store.record(std::slice::from_ref(&recording)).await {
+            Ok(mut recorded) => break recorded.results.remove(0),
+            Err(StoreError::Unavailable { .. }) => {
+                assert!(tokio::time::Instant::now() < deadline, "the window ends");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    };
     assert!(
         after.cursor.starts_with(&epoch),
         "{} under {epoch}",
@@ -784,7 +818,8 @@ async fn a_batch_tried_again_after_a_lost_reply_is_recorded_once() {
 
 #[tokio::test]
 async fn an_emptied_store_answers_unavailable_until_restored_never_not_found() {
-    let test = TestStore::open(roomy()).await;
+    let prefix = random_prefix();
+    let test = TestStore::open_with(prefix.clone(), settings_short_lease(&prefix, roomy())).await;
     let store = &test.store;
     let task = insert(store, "kept", OverlapPolicy::Skip).await;
     test.delete_keys().await;

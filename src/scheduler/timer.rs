@@ -70,7 +70,8 @@ pub(crate) enum TimerCmd {
     /// Forgets a deleted task.
     Forget { id: TaskId },
     /// Disarms every task `keep` rejects (shards this replica no longer
-    /// owns); their stamps stay, so an older arming still loses.
+    /// owns), but a retry of a failed firing; their stamps stay, so an
+    /// older arming still loses.
     Retain { keep: Keep },
 }
 
@@ -183,7 +184,11 @@ impl Queue {
             TimerCmd::Retain { keep } => {
                 let mut dropped = Vec::new();
                 for (id, entry) in &mut self.entries {
-                    if entry.armed.is_some() && !(keep.0)(id) {
+                    // A retry stays: its firing may have applied with its
+                    // reply lost, and only the retry hands out the run it
+                    // claimed (answered whoever owns the shard now).
+                    let retry = entry.armed.as_ref().is_some_and(|(_, armed)| armed.retry);
+                    if entry.armed.is_some() && !retry && !(keep.0)(id) {
                         dropped.extend(entry.armed.take());
                     }
                 }

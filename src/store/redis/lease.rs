@@ -66,6 +66,13 @@ impl Leases {
         )
     }
 
+    /// Forgets every shard: Redis lost its leases (it came back empty).
+    pub(super) fn forget_all(&self) {
+        for held in &self.fences {
+            held.store(0, Ordering::Release);
+        }
+    }
+
     /// The fence shard `shard` is owned under, None when not owned.
     pub(super) fn fence(&self, shard: u32) -> Option<u64> {
         let fence = self.fences.get(shard as usize)?.load(Ordering::Acquire);

@@ -46,6 +46,14 @@ pub(super) fn emptied() -> StoreError {
     }
 }
 
+/// The write-back window after a Redis that came back empty (quiet.lua):
+/// a step waits for it to end rather than decide from what is there.
+pub(super) fn writing_back() -> StoreError {
+    StoreError::Unavailable {
+        reason: "the store came back empty and the replicas are writing back what they hold; retry shortly".into(),
+    }
+}
+
 impl RedisStore {
     /// A call of `record.lua` for the batch identified by `token` (the same
     /// for every try of one batch; None: no marker, the batch is harmless
@@ -58,7 +66,8 @@ impl RedisStore {
             .key(self.keys.log_meta())
             .key(self.keys.evicted())
             .key(self.keys.epoch())
-            .key(self.keys.applied(token.unwrap_or(0)));
+            .key(self.keys.applied(token.unwrap_or(0)))
+            .key(self.keys.quiet());
         invocation
             .arg(self.keys.history_prefix())
             .arg(self.retention.per_task)
@@ -337,6 +346,7 @@ impl RedisStore {
             match reply.first() {
                 Some(redis::Value::Int(1)) => {}
                 Some(redis::Value::Int(2)) => return Err(emptied()),
+                Some(redis::Value::Int(4)) => return Err(writing_back()),
                 Some(redis::Value::Int(3)) => {
                     // An earlier try applied it and its reply was lost:
                     // nothing is appended or settled twice (readers got it

@@ -78,14 +78,6 @@ const MAX_CAS_ROUNDS: usize = 16;
 const CLEAR_IF_NAMES: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
-/// After a Redis came back empty: KEYS[1] (until when no shard may be
-/// taken) is set to one lease (ARGV[1] ms) from now by Redis's clock,
-/// unless it is later already, and the shard leases (KEYS[2..]) go.
-const QUIET: &str = "local t = redis.call('TIME') \
-local till = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1]) \
-if till > (tonumber(redis.call('GET', KEYS[1]) or '0') or 0) then redis.call('SET', KEYS[1], till) end \
-for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end";
-
 /// Settings of the Redis store.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
@@ -149,8 +141,10 @@ pub struct RedisStore {
     leases: Leases,
     /// `lease.lua`.
     lease: Script,
-    /// [`QUIET`].
+    /// `quiet.lua`.
     quiet: Script,
+    /// The lost epoch this process opened the write-back window for.
+    quiet_for: std::sync::Mutex<Option<String>>,
 }
 
 fn unavailable(error: redis::RedisError) -> StoreError {
@@ -316,7 +310,8 @@ impl RedisStore {
             lease_ms: u64::try_from(settings.lease.as_millis()).unwrap_or(u64::MAX).max(1),
             leases: Leases::new(keys_shards, settings.lease),
             lease: Script::new(include_str!("lease.lua")),
-            quiet: Script::new(QUIET),
+            quiet: Script::new(include_str!("quiet.lua")),
+            quiet_for: std::sync::Mutex::new(None),
         })
     }
 
@@ -609,6 +604,14 @@ impl RedisStore {
                     }
                 };
                 let mut unwritten = Unwritten::default();
+                if reply.first() == Some(&-3) {
+                    for write in &writes {
+                        if let Some(rev) = write.rev() {
+                            self.held.doubt(&write.id, rev);
+                        }
+                    }
+                    return Err(log::writing_back());
+                }
                 if reply.first() == Some(&-2) {
                     // The lease lapsed or moved: Redis refused the fence.
                     // Or Redis came back empty, lease and all: then the
@@ -906,6 +909,7 @@ impl Store for RedisStore {
                 [redis::Value::Int(-1), redis::Value::SimpleString(earlier)] => earlier.clone(),
                 // The task's own index: its id is taken.
                 [redis::Value::Int(1)] => return Err(StoreError::Exists { task_id: id }),
+                [redis::Value::Int(-3)] => return Err(log::writing_back()),
                 other => {
                     return Err(StoreError::Unavailable {
                         reason: format!("unexpected reply to a registration: {other:?}"),

@@ -10,7 +10,8 @@
 -- KEYS[1] the log (stream), KEYS[2] log meta (hash: bytes, evicted, last),
 -- KEYS[3] evicted marks per task (hash task -> highest id dropped),
 -- KEYS[4] the store's epoch, KEYS[5] the batch's applied-marker,
--- KEYS[5+t] task t's hash
+-- KEYS[6] until when the store is being written back (quiet.lua): nothing
+--   is recorded before ({4} is returned), KEYS[6+t] task t's hash
 -- ARGV[1] hist key prefix (+ task id = list of the task's held ids)
 -- ARGV[2] per-task cap, ARGV[3] total cap, ARGV[4] byte cap, ARGV[5] max age ms
 -- ARGV[6] the epoch the caller read its tasks under: if the store's epoch
@@ -33,6 +34,11 @@ local hist = ARGV[1]
 local per_task, total, max_bytes, max_age =
   tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 if redis.call('GET', KEYS[4]) ~= ARGV[6] then return {2} end
+local quiet = tonumber(redis.call('GET', KEYS[6]) or '0') or 0
+if quiet > 0 then
+  local now = redis.call('TIME')
+  if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) < quiet then return {4} end
+end
 local applied = redis.call('GET', KEYS[5])
 if applied then return {3, applied} end
 local r = tonumber(ARGV[8])
@@ -42,7 +48,7 @@ local t = tonumber(ARGV[tbase])
 local conflicts = {0}
 for i = 1, t do
   local want = ARGV[tbase + 1 + (i - 1) * 3]
-  if redis.call('HGET', KEYS[5 + i], 'rev') ~= want then
+  if redis.call('HGET', KEYS[6 + i], 'rev') ~= want then
     conflicts[#conflicts + 1] = i
   end
 end
@@ -122,9 +128,10 @@ if evicted_max then redis.call('HSET', meta, 'evicted', evicted_max) end
 
 for i = 1, t do
   local b = tbase + 1 + (i - 1) * 3
-  local key = KEYS[5 + i]
+  local key = KEYS[6 + i]
   redis.call('HINCRBY', key, 'rev', 1)
-  redis.call('HSET', key, 'rec', ARGV[b + 1])
+  -- Decided here: no longer a write-back another may replace.
+  redis.call('HSET', key, 'rec', ARGV[b + 1], 'restored', '')
   local last = tonumber(ARGV[b + 2])
   if last > 0 then redis.call('HSET', key, 'lc', ids[1 + last]) end
 end

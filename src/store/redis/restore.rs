@@ -27,6 +27,23 @@ impl Restoring<'_> {
 }
 
 impl RedisStore {
+    /// Opens (`take`: every shard taken from its owner too) or extends the
+    /// write-back window; see quiet.lua.
+    async fn window(
+        &self,
+        conn: &mut crate::redis_pool::RedisConnection,
+        take: bool,
+    ) -> Result<(), StoreError> {
+        let mut quiet = super::script::ScriptCall::new(&self.quiet);
+        quiet.key(self.keys.quiet());
+        for shard in 0..self.keys.shards() {
+            quiet.key(self.keys.lease(shard));
+        }
+        quiet.arg(self.lease_ms).arg(if take { "1" } else { "0" });
+        let _till: i64 = quiet.invoke_async(conn).await.map_err(unavailable)?;
+        Ok(())
+    }
+
     /// See [`crate::store::Store::check`].
     pub(super) async fn check_epoch(&self) -> Result<Checked, StoreError> {
         let mut conn = self.conn().await?;
@@ -37,18 +54,24 @@ impl RedisStore {
         let _restoring = self.restoring.lock().await;
         let lost_epoch = self.epoch();
         super::check_format(&mut conn, &self.keys).await?;
-        // No replica fires from the store until every one has had a lease
-        // to write back what it holds: a replica that took a shard while
-        // Redis was empty would fire from the first state written back,
-        // which may be older than what another replica holds (a slot fired
-        // before the loss would fire again). Leases taken meanwhile go.
-        let mut quiet = super::script::ScriptCall::new(&self.quiet);
-        quiet.key(self.keys.quiet());
-        for shard in 0..self.keys.shards() {
-            quiet.key(self.keys.lease(shard));
-        }
-        quiet.arg(self.lease_ms);
-        let () = quiet.invoke_async(&mut conn).await.map_err(unavailable)?;
+        // The write-back window (quiet.lua): no replica takes a shard, and
+        // nothing but the write-back writes, until one lease after the last
+        // replica finished writing back what it holds: a replica that took
+        // a shard while Redis was empty would fire from the first state
+        // written back, which may be older than what another replica holds
+        // (a slot fired before the loss would fire again). Opened once per
+        // loss by this replica (a write-back that keeps failing does not
+        // hold the window open), extended when it is done. This process's
+        // leases went with Redis: the next step that takes a shard reports
+        // it gained, and its tasks are read again.
+        let first_try = {
+            let mut opened = self.quiet_for.lock().unwrap_or_else(|e| e.into_inner());
+            let first = opened.as_deref() != Some(lost_epoch.as_str());
+            *opened = Some(lost_epoch.clone());
+            first
+        };
+        self.window(&mut conn, first_try).await?;
+        self.leases.forget_all();
         // Write back every definition held and every tombstone, by shard.
         // Other replicas do the same from what they hold: each write lands
         // only over an older state of its task (write_tasks.lua), so the
@@ -134,6 +157,7 @@ impl RedisStore {
                 }
             }
         }
+        self.window(&mut conn, false).await?;
         // The epoch last: until it is there every step answers UNAVAILABLE,
         // and a crash midway leaves no epoch, so the next start does not
         // take a half-restored store for a whole one without saying so.

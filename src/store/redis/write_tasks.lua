@@ -28,12 +28,16 @@
 -- registrations racing with one id make one task.
 -- A fenced call whose fence is not the lease's current one, or whose lease
 -- has expired by Redis's clock, writes nothing and returns {-2}: the
--- caller no longer owns the shard.
+-- caller no longer owns the shard. Any call but a write-back (its first
+-- task expected 'r') within the shard's write-back window (the lease's
+-- `quiet`, see quiet.lua) writes nothing and returns {-3}.
 -- A delete leaves a tombstone (the task's stamp) for the time given.
 -- A restore (Redis came back empty; each replica writes back what it
--- holds) writes a task, or a tombstone, only over an older stamp (then,
--- for one version, a lower rev): the newest state any replica held wins,
--- and a tombstone beats the older states of its task.
+-- holds) writes a task, or a tombstone, where there is none, or over
+-- another replica's write-back (`restored` = '1'; any other write clears
+-- it) with an older stamp (then, for one version, a lower rev): the newest
+-- state any replica held wins, a tombstone beats the older states of its
+-- task, and a write-back that comes late never undoes a later decision.
 -- Each task is written only if its `rev` is the expected one (all or nothing
 -- per task); `rev` then grows by one. Returns the 1-based indexes of the
 -- tasks that were not written because their rev had moved.
@@ -41,11 +45,15 @@ local n = tonumber(ARGV[1])
 local fence, node, channel, tomb_ms = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local W = 10
 local request = ARGV[6 + n * W] == '1'
-if fence ~= '' then
+local l = redis.call('HMGET', KEYS[3], 'owner', 'until', 'fence', 'quiet')
+if fence ~= '' or l[4] then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local l = redis.call('HMGET', KEYS[3], 'owner', 'until', 'fence')
-  if l[1] ~= node or l[3] ~= fence or tonumber(l[2] or '0') < now then
+  -- The write-back window (quiet.lua): only the write-back writes.
+  if l[4] and now < (tonumber(l[4]) or 0) and ARGV[7] ~= 'r' then
+    return {-3}
+  end
+  if fence ~= '' and (l[1] ~= node or l[3] ~= fence or tonumber(l[2] or '0') < now) then
     return {-2}
   end
 end
@@ -74,11 +82,14 @@ for i = 1, n do
       ok = newer(born, ver, tonumber(tb), tonumber(tv))
     end
     if ok and have then
-      local h = redis.call('HMGET', key, 'born', 'ver')
+      local h = redis.call('HMGET', key, 'born', 'ver', 'restored')
       local hb, hv = tonumber(h[1] or '0'), tonumber(h[2] or '0')
-      -- One version held by two replicas: the later write (a higher rev)
-      -- wins; base is the rev this write would give it.
-      ok = newer(born, ver, hb, hv) or (born == hb and ver == hv and (tonumber(base) or 0) > tonumber(have))
+      -- Only another replica's write-back is replaced, never a state a
+      -- step decided since (its revs are of the new store, no longer
+      -- comparable). One version held by two replicas: the later write (a
+      -- higher rev of the lost store) wins; base is that rev plus one.
+      ok = h[3] == '1' and (newer(born, ver, hb, hv)
+        or (born == hb and ver == hv and (tonumber(base) or 0) > tonumber(have)))
     end
   elseif want == '' then
     ok = (have == false)
@@ -99,8 +110,10 @@ for i = 1, n do
     local rev = 1
     if base ~= '' then rev = tonumber(base) end
     if have and tonumber(have) + 1 > rev then rev = tonumber(have) + 1 end
+    local restored = ''
+    if want == 'r' then restored = '1' end
     redis.call('HSET', key, 'rev', rev, 'rec', rec, 'state', state, 'next', nxt,
-      'born', born, 'ver', ver)
+      'born', born, 'ver', ver, 'restored', restored)
     if due == '' then
       redis.call('ZREM', KEYS[1], id)
     else
