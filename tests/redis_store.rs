@@ -567,8 +567,7 @@ async fn retention_by_count_per_task_and_bytes_is_detected_as_loss() {
 
 #[tokio::test]
 async fn an_emptied_store_gets_the_definitions_back_and_old_cursors_are_data_loss() {
-    let prefix = random_prefix();
-    let test = TestStore::open_with(prefix.clone(), settings_short_lease(&prefix, roomy())).await;
+    let test = TestStore::open(roomy()).await;
     let store = &test.store;
     let task = insert_requested(store, "kept", OverlapPolicy::Skip, Some("req-kept")).await;
     let before = append(store, result("kept", 1, 1)).await;
@@ -602,28 +601,9 @@ async fn an_emptied_store_gets_the_definitions_back_and_old_cursors_are_data_los
         store.results_after(Some(&before.cursor), none, 10).await,
         Err(StoreError::CursorExpired { .. })
     ));
-    // Nothing is recorded until the write-back window (one lease) is over:
-    // every replica writes back what it holds first.
-    let recording = Recording {
-        result: result("kept", 2, 1),
-        finishes_run: false,
-        fence: 0,
-    };
-    assert!(matches!(
-        store.record(std::slice::from_ref(&recording)).await,
-        Err(StoreError::Unavailable { .. })
-    ));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let after = loop {
-        match store.record(std::slice::from_ref(&recording)).await {
-            Ok(mut recorded) => break recorded.results.remove(0),
-            Err(StoreError::Unavailable { .. }) => {
-                assert!(tokio::time::Instant::now() < deadline, "the window ends");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(other) => panic!("{other:?}"),
-        }
-    };
+    // Alone before the loss, the process opens no write-back window: no
+    // other replica holds anything to write back.
+    let after = append(store, result("kept", 2, 1)).await;
     assert!(
         after.cursor.starts_with(&epoch),
         "{} under {epoch}",
@@ -821,6 +801,9 @@ async fn an_emptied_store_answers_unavailable_until_restored_never_not_found() {
     let prefix = random_prefix();
     let test = TestStore::open_with(prefix.clone(), settings_short_lease(&prefix, roomy())).await;
     let store = &test.store;
+    // Not alone: another replica shares the store.
+    let _other = TestStore::open_with(prefix.clone(), settings_short_lease(&prefix, roomy())).await;
+    store.lease(LeaseMode::Member).await.unwrap();
     let task = insert(store, "kept", OverlapPolicy::Skip).await;
     test.delete_keys().await;
     // A firing now must not find "no such task" (it would drop the timer).
@@ -836,12 +819,22 @@ async fn an_emptied_store_answers_unavailable_until_restored_never_not_found() {
         store.check().await.unwrap(),
         Checked::Restored { tasks: 1, .. }
     ));
-    // The leases went with the rest, and none is taken for one lease, so
-    // every replica can write back what it holds first: a firing meanwhile
-    // is refused (the task is armed again by the gain of the lease step
-    // that takes the shard).
+    // The leases went with the rest, and for one lease none is taken and
+    // nothing but a write-back is written, so every replica can write back
+    // what it holds first: a firing meanwhile is refused (the task is armed
+    // again by the gain of the lease step that takes the shard), and so is
+    // a result.
     store.lease(LeaseMode::Member).await.unwrap();
     assert!(!store.owns(&task.id), "no shard taken at once");
+    let recording = Recording {
+        result: result("kept", 9, 1),
+        finishes_run: false,
+        fence: 0,
+    };
+    assert!(matches!(
+        store.record(std::slice::from_ref(&recording)).await,
+        Err(StoreError::Unavailable { .. })
+    ));
     assert!(matches!(
         fire_one(store, firing(&task, true)).await,
         Fired::Stale

@@ -280,14 +280,15 @@ pub(super) fn decode_task(
         last_claimed: from_time(t.last_claimed),
         runs,
         owed: {
-            // What no node is named for (format 1, or a step's own before
-            // it was claimed) stays unattributed.
+            // What no node is named for (a record of format 1) belongs to
+            // no live replica: `UNATTRIBUTED` is no runner's name, so the
+            // next start or lapse gives it up as lost, and no step claims
+            // it as its own.
             let named: u64 = t.owed_by.values().sum();
-            Owed::from_parts(
-                t.owed_by
-                    .into_iter()
-                    .chain(std::iter::once((String::new(), t.owed.saturating_sub(named)))),
-            )
+            Owed::from_parts(t.owed_by.into_iter().chain(std::iter::once((
+                UNATTRIBUTED.to_string(),
+                t.owed.saturating_sub(named),
+            ))))
         },
         last_result,
         last_fire,
@@ -295,6 +296,9 @@ pub(super) fn decode_task(
     };
     Ok((stored, field))
 }
+
+/// The owner of owed results a record names no replica for.
+const UNATTRIBUTED: &str = "?";
 
 /// A result as a log entry's `r` field holds it (its cursor is the entry id).
 pub(super) fn encode_result(result: &TaskResult) -> &[u8] {

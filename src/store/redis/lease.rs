@@ -66,6 +66,14 @@ impl Leases {
         )
     }
 
+    /// Whether the last lease step, however old, showed `me` alone: then
+    /// no other replica holds a state of the tasks that a Redis which came
+    /// back empty could be written back from.
+    pub(super) fn was_alone(&self, me: &str) -> bool {
+        let runners = self.runners.read().unwrap_or_else(|e| e.into_inner());
+        matches!(runners.as_ref(), Some((live, _)) if live.len() == 1 && live.contains(me))
+    }
+
     /// Forgets every shard: Redis lost its leases (it came back empty).
     pub(super) fn forget_all(&self) {
         for held in &self.fences {

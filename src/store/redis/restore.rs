@@ -64,13 +64,18 @@ impl RedisStore {
         // hold the window open), extended when it is done. This process's
         // leases went with Redis: the next step that takes a shard reports
         // it gained, and its tasks are read again.
+        // A process that was alone (the one process of a store) needs no
+        // window: nobody else holds a state to write back.
+        let window = !self.leases.was_alone(&self.node);
         let first_try = {
             let mut opened = self.quiet_for.lock().unwrap_or_else(|e| e.into_inner());
             let first = opened.as_deref() != Some(lost_epoch.as_str());
             *opened = Some(lost_epoch.clone());
             first
         };
-        self.window(&mut conn, first_try).await?;
+        if window {
+            self.window(&mut conn, first_try).await?;
+        }
         self.leases.forget_all();
         // Write back every definition held and every tombstone, by shard.
         // Other replicas do the same from what they hold: each write lands
@@ -157,7 +162,9 @@ impl RedisStore {
                 }
             }
         }
-        self.window(&mut conn, false).await?;
+        if window {
+            self.window(&mut conn, false).await?;
+        }
         // The epoch last: until it is there every step answers UNAVAILABLE,
         // and a crash midway leaves no epoch, so the next start does not
         // take a half-restored store for a whole one without saying so.
