@@ -169,7 +169,13 @@ impl Inner {
                 }
             }
         }
-        self.abandon_runs(&with_runs).await
+        // Giving runs up may wait (a Redis being written back answers
+        // UNAVAILABLE): the retention sweep gives them up later, and a
+        // start does not fail on it.
+        if let Err(error) = self.abandon_runs(&with_runs).await {
+            warn!(%error, "could not give up the runs of stopped processes yet; the retention sweep will");
+        }
+        Ok(())
     }
 
     /// Applies what other replicas changed, read from `changes`, until

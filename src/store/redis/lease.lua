@@ -10,7 +10,11 @@
 --   cannot share the store stops it firing within a lease
 -- KEYS[4] until when no shard may be taken (ms; after a write-back of a
 --   Redis that came back empty: see restore.rs)
--- KEYS[4+s+1] shard s's lease (hash: owner, until ms, fence)
+-- KEYS[5] the store's epoch: a replica that has not seen the current one
+--   (Redis came back empty and it has not written back yet) is refused its
+--   step, so it neither takes a shard from an empty Redis nor learns from
+--   it that it is alone
+-- KEYS[5+s+1] shard s's lease (hash: owner, until ms, fence)
 -- ARGV[1] this replica's node id, ARGV[2] lease length (ms),
 -- ARGV[3] mode: 'member' (own a share of the shards), 'draining' (own
 --   none, keep running what is going), 'leave' (gone: its runner entry is
@@ -19,7 +23,7 @@
 -- ARGV[4] the changes channel: told when anything moved (a new runner
 --   included: a replica alone stops telling changes, see lease.rs), so the
 --   others take their step at once instead of at their next tick
--- ARGV[5] this replica's store format
+-- ARGV[5] this replica's store format, ARGV[6] the epoch it holds
 --
 -- Shard s belongs to the (s mod n)-th of the n live members in node-id
 -- order. A member holding a shard that is no longer its own hands it
@@ -34,6 +38,9 @@
 -- left, both removed by this step (their runs are to be given up; each is
 -- reported to exactly one replica); runners = those whose lease holds.
 local me, lease, mode, channel = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+if redis.call('GET', KEYS[5]) ~= ARGV[6] then
+  return redis.error_reply('EPOCH the store is not the one this replica knows (it came back empty); write it back first')
+end
 local compat = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
 if mode ~= 'leave' and compat > tonumber(ARGV[5]) then
   return redis.error_reply('FORMAT the store now requires format ' .. compat ..
@@ -66,8 +73,8 @@ local live = redis.call('ZRANGE', members, 0, -1)
 table.sort(live)
 local n = #live
 local owned = {}
-for s = 0, #KEYS - 5 do
-  local key = KEYS[5 + s]
+for s = 0, #KEYS - 6 do
+  local key = KEYS[6 + s]
   local l = redis.call('HMGET', key, 'owner', 'until', 'fence')
   local owner, untl = l[1], tonumber(l[2] or '0')
   local target = false

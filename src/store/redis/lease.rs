@@ -113,7 +113,8 @@ impl RedisStore {
         call.key(self.keys.members())
             .key(self.keys.runners())
             .key(self.keys.compat())
-            .key(self.keys.quiet());
+            .key(self.keys.quiet())
+            .key(self.keys.epoch());
         for shard in 0..self.keys.shards() {
             call.key(self.keys.lease(shard));
         }
@@ -126,7 +127,8 @@ impl RedisStore {
             .arg(self.lease_ms)
             .arg(mode_name)
             .arg(self.keys.changes())
-            .arg(super::STORE_FORMAT);
+            .arg(super::STORE_FORMAT)
+            .arg(self.epoch());
         let mut conn = self.conn().await?;
         let (owned, dead, left, runners): LeaseReply =
             call.invoke_async(&mut conn).await.map_err(unavailable)?;

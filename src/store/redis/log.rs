@@ -454,6 +454,7 @@ impl RedisStore {
             .map_err(unavailable)?;
         match reply.first() {
             Some(redis::Value::Int(2)) => Err(emptied()),
+            Some(redis::Value::Int(4)) => Err(writing_back()),
             _ => Ok(()),
         }
     }

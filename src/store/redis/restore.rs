@@ -60,23 +60,28 @@ impl RedisStore {
         // a shard while Redis was empty would fire from the first state
         // written back, which may be older than what another replica holds
         // (a slot fired before the loss would fire again). Opened once per
-        // loss by this replica (a write-back that keeps failing does not
-        // hold the window open), extended when it is done. This process's
+        // loss by this replica, on its first try (a write-back that keeps
+        // failing does not hold the window open), extended while it goes on
+        // and when it is done. This process's
         // leases went with Redis: the next step that takes a shard reports
         // it gained, and its tasks are read again.
         // A process that was alone (the one process of a store) needs no
         // window: nobody else holds a state to write back.
         let window = !self.leases.was_alone(&self.node);
-        let first_try = {
-            let mut opened = self.quiet_for.lock().unwrap_or_else(|e| e.into_inner());
-            let first = opened.as_deref() != Some(lost_epoch.as_str());
-            *opened = Some(lost_epoch.clone());
-            first
-        };
-        if window {
-            self.window(&mut conn, first_try).await?;
+        let first_try = self
+            .quiet_for
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_deref()
+            != Some(lost_epoch.as_str());
+        if window && first_try {
+            self.window(&mut conn, true).await?;
+            *self.quiet_for.lock().unwrap_or_else(|e| e.into_inner()) = Some(lost_epoch.clone());
         }
         self.leases.forget_all();
+        // Kept open while this write-back lasts (it may outlast a lease).
+        let mut extended = std::time::Instant::now();
+        let half_lease = std::time::Duration::from_millis(self.lease_ms / 2);
         // Write back every definition held and every tombstone, by shard.
         // Other replicas do the same from what they hold: each write lands
         // only over an older state of its task (write_tasks.lua), so the
@@ -102,6 +107,10 @@ impl RedisStore {
         let mut superseded: Vec<TaskId> = Vec::new();
         for (shard, writes) in by_shard {
             for chunk in writes.chunks(512) {
+                if window && extended.elapsed() >= half_lease {
+                    self.window(&mut conn, false).await?;
+                    extended = std::time::Instant::now();
+                }
                 let mut invocation = self.write_call(shard, chunk.len(), None);
                 for write in chunk {
                     match write {

@@ -78,8 +78,10 @@ for i = 1, n do
     ok = true
     local t = redis.call('GET', tomb)
     if t then
+      -- A tombstone another write-back wrote (' r') is weighed; one a
+      -- delete wrote since is a decision, never undone.
       local tb, tv = string.match(t, '(%d+) (%d+)')
-      ok = newer(born, ver, tonumber(tb), tonumber(tv))
+      ok = string.sub(t, -2) == ' r' and newer(born, ver, tonumber(tb), tonumber(tv))
     end
     if ok and have then
       local h = redis.call('HMGET', key, 'born', 'ver', 'restored')
@@ -102,7 +104,9 @@ for i = 1, n do
     redis.call('DEL', key)
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
-    redis.call('SET', tomb, born .. ' ' .. ver, 'PX', tomb_ms)
+    local mark = ''
+    if want == 'r' then mark = ' r' end
+    redis.call('SET', tomb, born .. ' ' .. ver .. mark, 'PX', tomb_ms)
     if notice ~= '' and channel ~= '' then
       redis.call('PUBLISH', channel, node .. ' ' .. id .. ' 0 ' .. notice)
     end
