@@ -1330,3 +1330,36 @@ async fn results_owed_by_a_replica_that_is_gone_are_lost_and_no_others() {
     assert_eq!(task.active_runs, 2, "run 3, and the result a owes");
     a.delete_keys().await;
 }
+
+#[tokio::test]
+async fn a_replay_of_another_replicas_firing_starts_and_records_nothing() {
+    let a = TestStore::open(roomy()).await;
+    let b = TestStore::open_at(a.prefix.clone(), roomy()).await;
+    let armed = insert(&a.store, "replayed", OverlapPolicy::Skip).await;
+    // a fires the slot, two missed ones passed over; say its reply was
+    // lost, and b, which had armed the same slot, retries it too.
+    let firing = Firing {
+        passed: 2,
+        ..firing(&armed, false)
+    };
+    let Fired::Done(first) = fire_one(&a.store, firing.clone()).await else {
+        panic!("fires");
+    };
+    assert_eq!(first.passed, 2);
+    let retry = Firing {
+        retry: true,
+        ..firing
+    };
+    let Fired::Done(on_b) = fire_one(&b.store, retry.clone()).await else {
+        panic!("answered as the firing was");
+    };
+    assert!(matches!(on_b.dispatch, Dispatch::None), "b starts nothing");
+    assert_eq!(on_b.passed, 0, "and records no catch-up result");
+    // a's own retry gets its run and its result to record.
+    let Fired::Done(on_a) = fire_one(&a.store, retry).await else {
+        panic!("answered as the firing was");
+    };
+    assert!(matches!(on_a.dispatch, Dispatch::Start(ref s) if s.record.run == 1));
+    assert_eq!(on_a.passed, 2);
+    a.delete_keys().await;
+}

@@ -145,6 +145,9 @@ pub(crate) struct LastFire {
     pub(crate) passed: u64,
     /// The slot had been claimed before: the firing only advanced the task.
     pub(crate) claimed_before: bool,
+    /// The replica whose step it was ("" until claimed, and in the memory
+    /// store).
+    pub(crate) node: String,
     pub(crate) cancel: Vec<u64>,
     pub(crate) dropped: Vec<RunRecord>,
     pub(crate) ended: bool,
@@ -442,6 +445,11 @@ impl Stored {
             run.runner = runner.to_string();
         }
         self.owed.claim(runner);
+        if let Some(last) = self.last_fire.as_mut()
+            && last.node.is_empty()
+        {
+            last.node = runner.to_string();
+        }
     }
 
     /// Drops the runs `drop` selects, which have not started: each still
@@ -595,6 +603,7 @@ impl Stored {
                 cancel: Vec::new(),
                 dropped: Vec::new(),
                 ended: self.ended(),
+                node: String::new(),
             });
             self.record.version += 1;
             return Fired::AlreadyClaimed(Fire {
@@ -657,6 +666,7 @@ impl Stored {
             cancel: cancel.clone(),
             dropped: dropped.clone(),
             ended: self.ended(),
+            node: String::new(),
         });
         self.record.version += 1;
         Fired::Done(Fire {

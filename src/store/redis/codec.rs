@@ -171,6 +171,7 @@ pub(super) fn encode_task(stored: &Stored, spec_field: &[u8]) -> Vec<u8> {
             passed_over: f.passed_over,
             passed: f.passed,
             claimed_before: f.claimed_before,
+            node: f.node.clone(),
         }),
         last_halt: stored.last_halt.as_ref().map(|h| proto::LastHalt {
             call: h.call.clone(),
@@ -245,6 +246,7 @@ pub(super) fn decode_task(
             passed_over: f.passed_over,
             passed: f.passed,
             claimed_before: f.claimed_before,
+            node: f.node,
         }),
         None => None,
     };

@@ -1070,15 +1070,21 @@ impl Store for RedisStore {
             // lost) writes nothing: it is answered whoever owns the shard
             // now, so the run it dispatched is handed out, not orphaned.
             let replayed = stored.record.version == version;
-            // A replayed answer hands out only this replica's own run: two
-            // replicas that armed one slot across an ownership move and
-            // both retried must not both start it.
-            if let Fired::Done(fire) | Fired::AlreadyClaimed(fire) = &mut fired
-                && let Dispatch::Start(start) = &fire.dispatch
-                && !start.record.runner.is_empty()
-                && start.record.runner != self.node
+            // A replayed answer is another replica's (two replicas armed
+            // one slot across an ownership move and both retried): it
+            // starts nothing and records nothing here; that replica does.
+            if replayed
+                && let Fired::Done(fire) | Fired::AlreadyClaimed(fire) = &mut fired
+                && stored
+                    .last_fire
+                    .as_ref()
+                    .is_some_and(|last| !last.node.is_empty() && last.node != self.node)
             {
                 fire.dispatch = Dispatch::None;
+                fire.passed = 0;
+                fire.cancel.clear();
+                fire.dropped.clear();
+                fire.ended = false;
             }
             let wrote = match &fired {
                 Fired::Stale | Fired::NotAhead => Wrote::No,
