@@ -1162,27 +1162,31 @@ impl Store for RedisStore {
     }
 
     async fn abandon_runs(&self, ids: &[TaskId]) -> Result<Vec<Abandoned>, StoreError> {
-        let mut out = Vec::new();
-        for id in ids {
-            let taken = self
-                .step_one(id, |stored| {
-                    let (runs, lost, promoted) = stored.abandon(|runner| self.leases.gone(runner));
-                    let changed = !runs.is_empty() || lost > 0;
-                    ((runs, lost, promoted), if changed { Wrote::Quiet } else { Wrote::No })
-                })
-                .await?;
-            if let Some((runs, lost_results, promoted)) = taken
-                && (!runs.is_empty() || lost_results > 0)
-            {
-                out.push(Abandoned {
+        // All in one round of steps (the sweep asks for every task with
+        // runs, most of them of live replicas: nothing to give up).
+        let taken = self
+            .steps(ids, false, || None, |_, stored| {
+                let (runs, lost, promoted) = stored.abandon(|runner| self.leases.gone(runner));
+                let changed = !runs.is_empty() || lost > 0;
+                (
+                    Some((runs, lost, promoted)),
+                    if changed { Wrote::Quiet } else { Wrote::No },
+                )
+            })
+            .await?;
+        Ok(ids
+            .iter()
+            .zip(taken)
+            .filter_map(|(id, taken)| {
+                let (runs, lost_results, promoted) = taken?;
+                (!runs.is_empty() || lost_results > 0).then(|| Abandoned {
                     task_id: id.clone(),
                     runs,
                     lost_results,
                     promoted,
-                });
-            }
-        }
-        Ok(out)
+                })
+            })
+            .collect())
     }
 
     async fn start_runs(&self, runs: &[RunStart]) -> Result<Vec<bool>, StoreError> {
