@@ -127,12 +127,12 @@ impl Store for FlakyStore {
     ) -> Result<Option<(Vec<recur::store::RunRecord>, bool)>, StoreError> {
         self.inner.halt_dropped(id, call).await
     }
-    async fn queued_run(
+    async fn applied_trigger(
         &self,
         id: &TaskId,
         occurrence_id: &str,
-    ) -> Result<Option<RunStart>, StoreError> {
-        self.inner.queued_run(id, occurrence_id).await
+    ) -> Result<Option<recur::store::Fire>, StoreError> {
+        self.inner.applied_trigger(id, occurrence_id).await
     }
     async fn abandon_runs(&self, ids: &[TaskId]) -> Result<Vec<Abandoned>, StoreError> {
         self.inner.abandon_runs(ids).await

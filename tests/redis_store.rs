@@ -955,15 +955,65 @@ async fn a_trigger_tried_again_is_one_run_and_its_queued_run_can_be_found() {
         .unwrap());
     assert_eq!(first, (1, 1));
     assert_eq!(again, (1, 1), "no second run");
-    let queued = store.queued_run(&task.id, &occurrence).await.unwrap();
-    assert_eq!(queued.map(|s| s.record.run), Some(1));
+    let applied = store.applied_trigger(&task.id, &occurrence).await.unwrap();
+    assert!(matches!(
+        applied.map(|f| f.dispatch),
+        Some(Dispatch::Start(s)) if s.record.run == 1
+    ));
     assert!(
         store
-            .queued_run(&task.id, "manual@other")
+            .applied_trigger(&task.id, "manual@other")
             .await
             .unwrap()
             .is_none()
     );
+    test.delete_keys().await;
+}
+
+#[tokio::test]
+async fn a_trigger_whose_reply_was_lost_still_has_the_runs_it_dropped_recorded() {
+    let test = TestStore::open(roomy()).await;
+    let store = &test.store;
+    let armed = insert(store, "dropper", OverlapPolicy::CancelRunning).await;
+    // A slot's run waits in the queue; a trigger drops it (CANCEL_RUNNING),
+    // and its reply is lost: the follow-up still gets the dropped run, whose
+    // CANCELLED result the task owes, and the trigger's own run.
+    let Fired::Done(_) = fire_one(store, firing(&armed, false)).await else {
+        panic!("fires");
+    };
+    let occurrence = "dropper@manual".to_string();
+    let Triggered::Done(_) = store
+        .trigger(&armed.id, occurrence.clone(), t(2))
+        .await
+        .unwrap()
+    else {
+        panic!("triggered");
+    };
+    let applied = store
+        .applied_trigger(&armed.id, &occurrence)
+        .await
+        .unwrap()
+        .expect("it applied");
+    assert_eq!(
+        applied.dropped.iter().map(|r| r.run).collect::<Vec<_>>(),
+        [1]
+    );
+    assert!(matches!(applied.dispatch, Dispatch::Start(ref s) if s.record.run == 2));
+    // Recorded, the dropped run's result settles what the task owed.
+    let recorded = store
+        .record(&[Recording {
+            result: TaskResult {
+                outcome: Outcome::Cancelled,
+                ..result("dropper", 1, 0)
+            },
+            finishes_run: false,
+            fence: 0,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(recorded.results.len(), 1);
+    let task = store.get_task(&armed.id).await.unwrap().unwrap();
+    assert_eq!(task.active_runs, 1, "only run 2, queued");
     test.delete_keys().await;
 }
 

@@ -2,8 +2,11 @@
 //! may or may not have applied. Once the store answers again every one is
 //! followed up as the store has it, so a change applied unseen is neither
 //! lost nor done twice: the task is re-armed as stored, a trigger that
-//! applied has its queued run started (one that did not is not dispatched
-//! late), a pause or cancel that applied has the runs it dropped recorded.
+//! applied has its queued run started and the runs it cancelled recorded
+//! (one that did not apply is not dispatched late), a pause or cancel that
+//! applied has the runs it dropped recorded.
+
+use std::sync::Arc;
 
 use tracing::info;
 
@@ -46,7 +49,7 @@ impl Inner {
 
     /// Follows up every uncertain step; one the store still cannot answer
     /// waits for the next call.
-    pub(super) async fn settle_uncertain(&self) {
+    pub(super) async fn settle_uncertain(self: &Arc<Self>) {
         let steps = std::mem::take(&mut *self.uncertain.lock().unwrap_or_else(|e| e.into_inner()));
         for step in steps {
             if let Err(error) = self.follow_up(&step).await {
@@ -55,7 +58,7 @@ impl Inner {
         }
     }
 
-    async fn follow_up(&self, step: &Uncertain) -> Result<(), StoreError> {
+    async fn follow_up(self: &Arc<Self>, step: &Uncertain) -> Result<(), StoreError> {
         // Whatever the step was, the task is armed as the store has it: a
         // change applied unseen leaves no timer of the old version.
         if let Some(task) = self.store.get_task(step.task()).await? {
@@ -64,9 +67,10 @@ impl Inner {
         match step {
             Uncertain::Change(_) => {}
             Uncertain::Trigger(id, occurrence) => {
-                if let Some(start) = self.store.queued_run(id, occurrence).await? {
-                    info!(task_id = %id, run = start.record.run, "a trigger whose reply was lost did apply: its run starts now");
-                    self.run_queue.push(start);
+                if let Some(fire) = self.store.applied_trigger(id, occurrence).await? {
+                    info!(task_id = %id, dropped = fire.dropped.len(), "a trigger whose reply was lost did apply: its run starts now, and the runs it cancelled are recorded");
+                    // As its reply would have been applied.
+                    self.apply_fire(fire, None, None, None);
                 }
             }
             Uncertain::Halt(id, call, dropped_as) => {

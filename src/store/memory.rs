@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Abandoned, RunRecord, Fired, Firing, Halt, Halted, Inserted, Recorded, Recording, RunStart, Store, StoreError, TaskFilter,
+    Abandoned, Fire, RunRecord, Fired, Firing, Halt, Halted, Inserted, Recorded, Recording, RunStart, Store, StoreError, TaskFilter,
     Triggered, stored::Stored,
 };
 use crate::task::{TaskId, TaskRecord, TaskResult};
@@ -346,16 +346,16 @@ impl Store for MemoryStore {
             .and_then(|stored| stored.halt_dropped(call)))
     }
 
-    async fn queued_run(
+    async fn applied_trigger(
         &self,
         id: &TaskId,
         occurrence_id: &str,
-    ) -> Result<Option<RunStart>, StoreError> {
+    ) -> Result<Option<Fire>, StoreError> {
         Ok(self
             .lock()
             .tasks
             .get(id)
-            .and_then(|stored| stored.queued_run(occurrence_id)))
+            .and_then(|stored| stored.applied_trigger(occurrence_id)))
     }
 
     async fn abandon_runs(&self, ids: &[TaskId]) -> Result<Vec<Abandoned>, StoreError> {

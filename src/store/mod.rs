@@ -427,14 +427,16 @@ pub trait Store: Send + Sync + 'static {
         occurrence_id: String,
         now: DateTime<Utc>,
     ) -> Result<Triggered, StoreError>;
-    /// The run a trigger dispatched with `occurrence_id`, if it is still
-    /// queued: how a trigger whose reply was lost is followed up without
-    /// dispatching anything new.
-    async fn queued_run(
+    /// What the trigger with `occurrence_id` did, if it applied: its run
+    /// if still queued, and the runs its overlap policy cancelled or
+    /// dropped (while it is the task's last trigger), as the task is now.
+    /// How a trigger whose reply was lost is followed up without
+    /// dispatching anything new; None when there is nothing to follow up.
+    async fn applied_trigger(
         &self,
         id: &TaskId,
         occurrence_id: &str,
-    ) -> Result<Option<RunStart>, StoreError>;
+    ) -> Result<Option<Fire>, StoreError>;
     /// What the halt identified by `call` dropped, if it is the task's last
     /// halt and applied: its dropped runs and whether the task ended. For a
     /// halt whose reply was lost; nothing changes.

@@ -40,6 +40,18 @@ pub(crate) struct Stored {
     pub(crate) last_fire: Option<LastFire>,
     /// What the last applied halt dropped, under its call's identity.
     pub(crate) last_halt: Option<LastHalt>,
+    /// What the last applied trigger cancelled and dropped, under its
+    /// occurrence id, for a caller that never saw its reply.
+    pub(crate) last_trigger: Option<LastTrigger>,
+}
+
+/// What a trigger's overlap policy did to the runs before it
+/// (CANCEL_RUNNING), for a caller that never saw its reply.
+#[derive(Clone)]
+pub(crate) struct LastTrigger {
+    pub(crate) occurrence_id: String,
+    pub(crate) cancel: Vec<u64>,
+    pub(crate) dropped: Vec<RunRecord>,
 }
 
 /// Results owed, by the node id of the replica that decided them (and so
@@ -182,6 +194,7 @@ impl Stored {
             last_result: None,
             last_fire: None,
             last_halt: None,
+            last_trigger: None,
         }
     }
 
@@ -238,10 +251,41 @@ impl Stored {
             fence: self.record.version,
             runner: String::new(),
         };
+        let occurrence_id = run.occurrence_id.clone();
         let (dispatch, cancel, dropped) = self.apply(decision, run);
+        self.last_trigger = Some(LastTrigger {
+            occurrence_id,
+            cancel: cancel.clone(),
+            dropped: dropped.clone(),
+        });
         Triggered::Done(Fire {
             task: self.view(),
             dispatch,
+            passed: 0,
+            cancel,
+            dropped,
+            ended: false,
+        })
+    }
+
+    /// What the trigger with `occurrence_id` did, if it applied and left
+    /// something to do (its run still queued; runs it cancelled or dropped,
+    /// while it is the task's last trigger): for a caller that never saw
+    /// its reply. None when it did not apply, or nothing is left to do.
+    pub(crate) fn applied_trigger(&self, occurrence_id: &str) -> Option<Fire> {
+        let start = self.queued_run(occurrence_id);
+        let (cancel, dropped) = match &self.last_trigger {
+            Some(last) if last.occurrence_id == occurrence_id => {
+                (last.cancel.clone(), last.dropped.clone())
+            }
+            _ => (Vec::new(), Vec::new()),
+        };
+        if start.is_none() && cancel.is_empty() && dropped.is_empty() {
+            return None;
+        }
+        Some(Fire {
+            task: self.view(),
+            dispatch: start.map_or(Dispatch::None, Dispatch::Start),
             passed: 0,
             cancel,
             dropped,

@@ -13,7 +13,7 @@ use crate::{
     pb::v1 as pb,
     store::{
         RunPhase, RunRecord,
-        stored::{LastFire, LastHalt, Owed, Stored},
+        stored::{LastFire, LastHalt, LastTrigger, Owed, Stored},
     },
     task::{Outcome, TaskId, TaskRecord, TaskResult, TaskSpec, TaskState, Trigger},
 };
@@ -178,6 +178,11 @@ pub(super) fn encode_task(stored: &Stored, spec_field: &[u8]) -> Vec<u8> {
             dropped: h.dropped.iter().map(run).collect(),
             ended: h.ended,
         }),
+        last_trigger: stored.last_trigger.as_ref().map(|t| proto::LastTrigger {
+            occurrence_id: t.occurrence_id.clone(),
+            cancel: t.cancel.clone(),
+            dropped: t.dropped.iter().map(run).collect(),
+        }),
     };
     // The cursor lives in the hash's `lc` field: it is only known once the
     // log has the result, inside the recording script.
@@ -228,6 +233,18 @@ pub(super) fn decode_task(
             result.cursor = last_cursor.unwrap_or_default();
             Some(Arc::new(result))
         }
+        None => None,
+    };
+    let last_trigger = match t.last_trigger {
+        Some(l) => Some(LastTrigger {
+            occurrence_id: l.occurrence_id,
+            cancel: l.cancel,
+            dropped: l
+                .dropped
+                .into_iter()
+                .map(|r| from_run(&id, r))
+                .collect::<Result<_, _>>()?,
+        }),
         None => None,
     };
     let last_fire = match t.last_fire {
@@ -295,6 +312,7 @@ pub(super) fn decode_task(
         last_result,
         last_fire,
         last_halt,
+        last_trigger,
     };
     Ok((stored, field))
 }

@@ -1150,15 +1150,15 @@ impl Store for RedisStore {
             .and_then(|(_, stored)| stored.halt_dropped(call)))
     }
 
-    async fn queued_run(
+    async fn applied_trigger(
         &self,
         id: &TaskId,
         occurrence_id: &str,
-    ) -> Result<Option<RunStart>, StoreError> {
+    ) -> Result<Option<super::Fire>, StoreError> {
         Ok(self
             .load_one(id)
             .await?
-            .and_then(|(_, stored)| stored.queued_run(occurrence_id)))
+            .and_then(|(_, stored)| stored.applied_trigger(occurrence_id)))
     }
 
     async fn abandon_runs(&self, ids: &[TaskId]) -> Result<Vec<Abandoned>, StoreError> {
