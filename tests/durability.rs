@@ -48,13 +48,6 @@ async fn all_tasks(client: &mut TaskServiceClient<Channel>) -> Vec<pb::Task> {
         .tasks
 }
 
-async fn trigger(client: &mut TaskServiceClient<Channel>, id: &str) {
-    client
-        .trigger_task(pb::TriggerTaskRequest { task_id: id.into() })
-        .await
-        .unwrap_or_else(|s| panic!("trigger {id}: {s:?}"));
-}
-
 /// The cursor before every result of the log `cursor` belongs to.
 fn log_start(cursor: &str) -> String {
     let (epoch, _) = cursor.split_once('-').expect("a recur cursor");

@@ -506,12 +506,7 @@ async fn a_cancel_on_one_replica_stops_a_run_going_on_another_within_a_second() 
     // run goes on r1.
     let spec = starting_in(spec_every(hour, http_get(&target.url("/slow"))), 3600);
     register(&mut on_r1, "held", spec).await;
-    on_r1
-        .trigger_task(pb::TriggerTaskRequest {
-            task_id: "held".into(),
-        })
-        .await
-        .expect("trigger");
+    trigger(&mut on_r1, "held").await;
     target.next_request().await;
 
     on_r0
@@ -632,12 +627,7 @@ async fn a_replica_cut_off_past_its_lease_has_its_run_given_up_and_its_late_resu
         3600,
     );
     register(&mut on_r1, "cut", spec).await;
-    on_r1
-        .trigger_task(pb::TriggerTaskRequest {
-            task_id: "cut".into(),
-        })
-        .await
-        .expect("trigger");
+    trigger(&mut on_r1, "cut").await;
     target.next_request().await;
 
     // Cut off: r1's lease lapses, r0 takes every shard and gives r1's run up.
@@ -693,12 +683,7 @@ async fn a_replica_cut_off_past_its_lease_has_its_run_given_up_and_its_late_resu
     // Nothing of run 1 is left in flight: a manual run is not refused
     // (SKIP would refuse it while one is).
     target.set("/held", Behaviour::default());
-    on_r0
-        .trigger_task(pb::TriggerTaskRequest {
-            task_id: "cut".into(),
-        })
-        .await
-        .expect("a new run: none is in flight");
+    trigger(&mut on_r0, "cut").await;
     r0.terminate().await;
     r1.terminate().await;
 }
@@ -889,12 +874,7 @@ async fn overlap_policies_hold_across_replicas() {
         );
         spec.overlap = policy as i32;
         register(&mut on_r1, id, spec).await;
-        on_r1
-            .trigger_task(pb::TriggerTaskRequest {
-                task_id: id.clone(),
-            })
-            .await
-            .expect("trigger");
+        trigger(&mut on_r1, id).await;
     }
     // At the slot, r0 decides by the runs the store holds: SKIP passes the
     // slot over; CANCEL_RUNNING cancels the run going on r1 and starts

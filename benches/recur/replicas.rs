@@ -75,16 +75,7 @@ async fn propagation_case(plan: &Plan, report: &mut Report) {
     let servers = start_replicas(&store, count).await;
     let owners = store.lease_owners(SHARDS).await;
     let mut called = servers[0].client().await;
-    let mut follower = servers[0].client().await;
-    let mut stream = follower
-        .stream_results(StreamResultsRequest {
-            task_ids: Vec::new(),
-            after_cursor: String::new(),
-            history_only: false,
-        })
-        .await
-        .expect("StreamResults for the propagation")
-        .into_inner();
+    let mut stream = follow_all(&servers[0]).await;
     // Tasks whose shard another replica than the one called owns.
     let ids: Vec<String> = (0..)
         .map(tasks::task_id)
@@ -251,16 +242,7 @@ async fn failover_case(plan: &Plan, report: &mut Report) {
     firing::sleep_until(base + chrono::Duration::from_std(plan.warmup).unwrap_or_default()).await;
 
     // Followed on a replica that stays.
-    let mut follower = servers[0].client().await;
-    let mut stream = follower
-        .stream_results(StreamResultsRequest {
-            task_ids: Vec::new(),
-            after_cursor: String::new(),
-            history_only: false,
-        })
-        .await
-        .expect("StreamResults for the failover")
-        .into_inner();
+    let mut stream = follow_all(&servers[0]).await;
     let owners_before = store.lease_owners(SHARDS).await;
     let victim = servers.pop().expect("three servers");
     let killed_at = Utc::now();
@@ -394,6 +376,21 @@ async fn failover_case(plan: &Plan, report: &mut Report) {
         0.0,
         "doubled",
     ));
+}
+
+/// A live stream of every result, on `server`.
+async fn follow_all(server: &ServerProcess) -> tonic::Streaming<TaskResult> {
+    server
+        .client()
+        .await
+        .stream_results(StreamResultsRequest {
+            task_ids: Vec::new(),
+            after_cursor: String::new(),
+            history_only: false,
+        })
+        .await
+        .expect("StreamResults on a replica")
+        .into_inner()
 }
 
 fn seen_of(result: &TaskResult) -> Option<Seen> {

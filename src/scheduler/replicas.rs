@@ -153,22 +153,9 @@ impl Inner {
     /// Reads every task and arms those this process owns, and gives up the
     /// runs of replicas gone (of this process's earlier runs, at a start).
     pub(super) async fn rearm_all(&self) -> Result<(), Error> {
-        let mut after: Option<TaskId> = None;
         let mut with_runs = Vec::new();
-        loop {
-            let page = self
-                .store
-                .list_tasks(after.as_ref(), 1000, &TaskFilter::default())
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id.clone());
-            for task in &page {
-                self.arm(task);
-                if task.active_runs > 0 {
-                    with_runs.push(task.id.clone());
-                }
-            }
-        }
+        self.each_task(|task| self.arm_noting_runs(task, &mut with_runs))
+            .await?;
         // Giving runs up may wait (a Redis being written back answers
         // UNAVAILABLE): the retention sweep gives them up later, and a
         // start does not fail on it.
@@ -176,6 +163,32 @@ impl Inner {
             warn!(%error, "could not give up the runs of stopped processes yet; the retention sweep will");
         }
         Ok(())
+    }
+
+    /// Arms `task` (where this process owns it) and notes it in
+    /// `with_runs` when it has runs, which may be of replicas gone.
+    pub(super) fn arm_noting_runs(&self, task: &TaskRecord, with_runs: &mut Vec<TaskId>) {
+        self.arm(task);
+        if task.active_runs > 0 {
+            with_runs.push(task.id.clone());
+        }
+    }
+
+    /// Hands every task to `visit`, in id order, reading a page of 1,000
+    /// at a time.
+    pub(super) async fn each_task(&self, mut visit: impl FnMut(&TaskRecord)) -> Result<(), Error> {
+        let mut after: Option<TaskId> = None;
+        loop {
+            let page = self
+                .store
+                .list_tasks(after.as_ref(), 1000, &TaskFilter::default())
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.id.clone());
+            page.iter().for_each(&mut visit);
+        }
     }
 
     /// Applies what other replicas changed, read from `changes`, until

@@ -7,7 +7,7 @@ use tracing::{debug, warn};
 
 use super::{Error, Inner};
 use crate::{
-    store::{StoreError, TaskFilter},
+    store::StoreError,
     task::TaskId,
 };
 
@@ -34,45 +34,36 @@ impl Inner {
             .ok()
             .and_then(|keep| self.clock.now().checked_sub_signed(keep));
         let shared = self.store.lease_every().is_some();
-        let mut after: Option<TaskId> = None;
         let mut with_runs = Vec::new();
-        loop {
-            let page = self
-                .store
-                .list_tasks(after.as_ref(), 1000, &TaskFilter::default())
-                .await?;
-            let Some(last) = page.last() else {
-                // Replicas: runs of a replica gone whose lapse was told to
-                // no one that gave them up (it stopped, or the reply was
-                // lost) are given up here.
-                return self.abandon_runs(&with_runs).await;
-            };
-            after = Some(last.id.clone());
-            for task in page {
-                // Replicas: the backstop of change messages lost on the
-                // way (arming is ordered by version, so an older read
-                // never undoes a newer arming).
-                if shared {
-                    self.arm(&task);
-                    if task.active_runs > 0 {
-                        with_runs.push(task.id.clone());
-                    }
+        let mut expired: Vec<(TaskId, u64)> = Vec::new();
+        self.each_task(|task| {
+            // Replicas: the backstop of change messages lost on the way
+            // (arming is ordered by version, so an older read never undoes
+            // a newer arming), and of runs of a replica gone whose lapse
+            // was told to no one that gave them up (it stopped, or the
+            // reply was lost).
+            if shared {
+                self.arm_noting_runs(task, &mut with_runs);
+            }
+            // With replicas, the owner of its shard removes it.
+            if task.has_ended()
+                && cutoff.is_some_and(|cutoff| task.updated_at < cutoff)
+                && self.store.owns(&task.id)
+            {
+                expired.push((task.id.clone(), task.version));
+            }
+        })
+        .await?;
+        for (id, version) in expired {
+            match self.store.delete_task(&id, version).await {
+                Ok(()) => {
+                    self.forget(&id);
+                    debug!(task_id = %id, "terminal task removed by retention");
                 }
-                // With replicas, the owner of its shard removes it.
-                if task.has_ended()
-                    && cutoff.is_some_and(|cutoff| task.updated_at < cutoff)
-                    && self.store.owns(&task.id)
-                {
-                    match self.store.delete_task(&task.id, task.version).await {
-                        Ok(()) => {
-                            self.forget(&task.id);
-                            debug!(task_id = %task.id, "terminal task removed by retention");
-                        }
-                        Err(StoreError::Conflict { .. }) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
             }
         }
+        self.abandon_runs(&with_runs).await
     }
 }

@@ -241,6 +241,14 @@ pub async fn get(client: &mut TaskServiceClient<Channel>, id: &str) -> pb::Task 
         .into_inner()
 }
 
+/// Triggers a manual run of `id`, failing the test if it is refused.
+pub async fn trigger(client: &mut TaskServiceClient<Channel>, id: &str) {
+    client
+        .trigger_task(pb::TriggerTaskRequest { task_id: id.into() })
+        .await
+        .unwrap_or_else(|s| panic!("trigger {id}: {s:?}"));
+}
+
 /// Every result retained after `start` ("": all), replayed.
 pub async fn history(client: &mut TaskServiceClient<Channel>, start: &str) -> Vec<pb::TaskResult> {
     let mut replay = stream(client, &[], start, true).await;

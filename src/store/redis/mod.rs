@@ -589,27 +589,27 @@ impl RedisStore {
                 fields.push(field);
             }
             self.add_tombs(&mut invocation, writes.iter().map(|w| &w.id));
+            // Not written, or not known to be: the next step reads Redis.
+            let doubt_all = |writes: &[Write]| {
+                for write in writes {
+                    if let Some(rev) = write.rev() {
+                        self.held.doubt(&write.id, rev);
+                    }
+                }
+            };
             async move {
                 let reply: Vec<i64> = match invocation.invoke_async(&mut conn).await {
                     Ok(reply) => reply,
                     Err(error) => {
                         // It may have landed, its reply lost: the next step
                         // reads what Redis has.
-                        for write in &writes {
-                            if let Some(rev) = write.rev() {
-                                self.held.doubt(&write.id, rev);
-                            }
-                        }
+                        doubt_all(&writes);
                         return Err(unavailable(error));
                     }
                 };
                 let mut unwritten = Unwritten::default();
                 if reply.first() == Some(&-3) {
-                    for write in &writes {
-                        if let Some(rev) = write.rev() {
-                            self.held.doubt(&write.id, rev);
-                        }
-                    }
+                    doubt_all(&writes);
                     return Err(log::writing_back());
                 }
                 if reply.first() == Some(&-2) {
