@@ -2,7 +2,7 @@
 //! and the reason for it, and the check that the values can work together.
 //! No clap types here; the binary maps flags onto this.
 
-use std::time::Duration;
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use redis::IntoConnectionInfo;
 use tokio::sync::Semaphore;
@@ -137,6 +137,56 @@ pub struct Config {
     /// after the window plus that attempt (bounded by the connect and
     /// response timeouts).
     pub redis_startup_window: Duration,
+    /// Serve TLS with this certificate and key; with a client CA, mTLS.
+    /// The files are watched and reloaded without dropping connections.
+    pub tls: Option<TlsFiles>,
+    /// The access file (`--auth-tokens`): bearer tokens and certificate
+    /// subjects with their scopes and namespaces. Watched and reloaded.
+    pub auth_tokens: Option<PathBuf>,
+    /// Serve beyond loopback without TLS or authentication
+    /// (`--insecure`), for a TLS-terminating proxy or a mesh in front;
+    /// warned about at every start.
+    pub insecure: bool,
+    /// Reflection needs no token (`--open-reflection`); by default it
+    /// needs the `read` scope once authentication is on.
+    pub open_reflection: bool,
+    /// CIDRs HTTP actions may connect to although a built-in rule denies
+    /// them (`--http-allow`); the most specific prefix decides.
+    pub http_allow: Vec<String>,
+    /// CIDRs HTTP actions may not connect to (`--http-deny`), such as the
+    /// private ranges when internal services are off limits.
+    pub http_deny: Vec<String>,
+}
+
+/// The PEM files of the server's TLS.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first (`--tls-cert`).
+    pub cert: PathBuf,
+    /// Its private key (`--tls-key`).
+    pub key: PathBuf,
+    /// CA certificates that sign client certificates (`--tls-client-ca`):
+    /// when set, every client must present one it signed, and the
+    /// certificate's subject is the caller's identity.
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// TLS with `cert` and `key`, no client certificates.
+    pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> TlsFiles {
+        TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+            client_ca: None,
+        }
+    }
+
+    /// Requires client certificates signed by the CA in `ca`.
+    pub fn client_ca(mut self, ca: impl Into<PathBuf>) -> TlsFiles {
+        self.client_ca = Some(ca.into());
+        self
+    }
 }
 
 impl Default for Config {
@@ -175,6 +225,12 @@ impl Default for Config {
             redis_response_timeout: Duration::from_secs(5),
             redis_pool_size: 2,
             redis_startup_window: Duration::from_secs(30),
+            tls: None,
+            auth_tokens: None,
+            insecure: false,
+            open_reflection: false,
+            http_allow: Vec::new(),
+            http_deny: Vec::new(),
         }
     }
 }
@@ -277,6 +333,14 @@ impl Config {
             ));
         }
         self.validate_node_id()?;
+        self.address_policy()?;
+        if let Some(tls) = &self.tls {
+            for (setting, path) in [("--tls-cert", &tls.cert), ("--tls-key", &tls.key)] {
+                if path.as_os_str().is_empty() {
+                    return Err(invalid(setting, "must name a PEM file".into()));
+                }
+            }
+        }
         if let Some(url) = &self.redis_url {
             // The URL is not repeated: it may carry a password.
             url.as_str()
@@ -284,6 +348,49 @@ impl Config {
                 .map_err(|e| invalid("--redis-url", format!("not a Redis URL: {e}")))?;
         }
         Ok(())
+    }
+
+    /// The address policy of HTTP actions from `http_allow` and `http_deny`.
+    pub(crate) fn address_policy(
+        &self,
+    ) -> Result<crate::action::address::AddressPolicy, ConfigError> {
+        crate::action::address::AddressPolicy::new(&self.http_allow, &self.http_deny).map_err(|e| {
+            ConfigError::Invalid {
+                setting: e.setting,
+                reason: format!("{:?} is not a CIDR such as 10.0.0.0/8 or fd00::/8", e.value),
+            }
+        })
+    }
+
+    /// Whether calls are authenticated: with an access file, or with mTLS
+    /// (a certificate signed by the client CA is then the credential).
+    pub fn authenticates(&self) -> bool {
+        self.auth_tokens.is_some() || self.tls.as_ref().is_some_and(|t| t.client_ca.is_some())
+    }
+
+    /// Secure by default: loopback needs nothing; any other address needs
+    /// authentication, and tokens need TLS (they would travel in clear
+    /// otherwise), unless `insecure` says a proxy or mesh does that.
+    /// [`crate::Server::run`] checks it against the bound address; the
+    /// binary checks it before binding.
+    pub fn check_exposure(&self, listen: SocketAddr) -> Result<(), ConfigError> {
+        if listen.ip().to_canonical().is_loopback() || self.insecure {
+            return Ok(());
+        }
+        let problem = match (&self.tls, self.authenticates()) {
+            (Some(_), true) => return Ok(()),
+            (None, true) => "bearer tokens would travel in clear without TLS",
+            (Some(_), false) => "TLS alone lets anyone who reaches the port in",
+            (None, false) => "anyone who reaches the port could run any task",
+        };
+        Err(invalid(
+            "--listen",
+            format!(
+                "{listen} is beyond loopback and {problem}: give --tls-cert and --tls-key with \
+                 --auth-tokens (or --tls-client-ca for mTLS), or --insecure if a TLS-terminating \
+                 proxy or mesh authenticates callers"
+            ),
+        ))
     }
 
     /// The node id names Redis connections (`CLIENT SETNAME recur:<id>`),
@@ -415,5 +522,40 @@ mod tests {
     fn a_redis_url_password_is_not_repeated() {
         let message = error_of(|c| c.redis_url = Some("nosuch://user:hunter2@host/".into()));
         assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn beyond_loopback_needs_authentication_over_tls_or_insecure() {
+        let any: SocketAddr = "0.0.0.0:50051".parse().expect("addr");
+        for loopback in ["127.0.0.1:1", "[::1]:1", "[::ffff:127.0.0.1]:1"] {
+            let addr = loopback.parse().expect("addr");
+            assert_eq!(Config::default().check_exposure(addr), Ok(()), "{loopback}");
+        }
+        let refused: [Change; 3] = [
+            |_| {},
+            |c| c.auth_tokens = Some("tokens.yaml".into()),
+            |c| c.tls = Some(TlsFiles::new("c.pem", "k.pem")),
+        ];
+        for change in refused {
+            let mut config = Config::default();
+            change(&mut config);
+            let message = config.check_exposure(any).expect_err("refused").to_string();
+            for flag in ["--tls-cert", "--auth-tokens", "--insecure"] {
+                assert!(message.contains(flag), "{message}");
+            }
+        }
+        let allowed: [Change; 3] = [
+            |c| {
+                c.tls = Some(TlsFiles::new("c.pem", "k.pem"));
+                c.auth_tokens = Some("tokens.yaml".into());
+            },
+            |c| c.tls = Some(TlsFiles::new("c.pem", "k.pem").client_ca("ca.pem")),
+            |c| c.insecure = true,
+        ];
+        for change in allowed {
+            let mut config = Config::default();
+            change(&mut config);
+            assert_eq!(config.check_exposure(any), Ok(()));
+        }
     }
 }

@@ -23,6 +23,7 @@
 //! # Layout
 //! - `config`: every bound, with defaults, and the check that a config can run.
 //! - `server`: start-up, serving, ordered shutdown; the only module that knows sockets.
+//! - `access`: callers, scopes, namespaces, the access file and the layer that checks them.
 //! - `api`: the gRPC handlers, proto <-> domain conversion, the one error -> status mapping.
 //! - `scheduler`: control calls, timer, firing, the run queue, schedule maths, watching the store.
 //! - `store`: the storage contract (atomic firing, run records, result log), the
@@ -62,6 +63,7 @@ internal_modules! {
     task;
 }
 
+pub mod access;
 pub mod config;
 pub mod pb;
 pub mod server;
@@ -71,8 +73,8 @@ pub use action::{HandlerContext, HandlerError, TaskHandler};
 /// Implement [`TaskHandler`] with `#[recur::async_trait]`, without a
 /// direct dependency on the async-trait crate.
 pub use async_trait::async_trait;
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, TlsFiles};
 pub use redis_pool::RedisPool;
 pub use results::stream::StreamGauge;
-pub use server::{Server, ServerError};
+pub use server::{ReloadTrigger, Server, ServerError};
 pub use task::TaskId;

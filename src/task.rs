@@ -40,7 +40,16 @@ impl TaskId {
 
     /// A fresh server-generated id.
     pub fn generate() -> TaskId {
-        TaskId(Arc::from(format!("t-{}", uuid::Uuid::new_v4().simple())))
+        TaskId::generate_in("")
+    }
+
+    /// A fresh server-generated id starting with `namespace` (itself a
+    /// valid id prefix, so the result is a valid id).
+    pub fn generate_in(namespace: &str) -> TaskId {
+        TaskId(Arc::from(format!(
+            "{namespace}t-{}",
+            uuid::Uuid::new_v4().simple()
+        )))
     }
 
     /// The id as text.

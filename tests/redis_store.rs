@@ -124,6 +124,7 @@ fn decoder(prefix: &str) -> recur::store::redis::SpecDecoder {
         total_timeout: Duration::from_secs(1),
         max_redirects: 0,
         output_cap: 1024,
+        addresses: Default::default(),
     })
     .expect("http client");
     stored_spec_decoder(

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use reqwest::{Method, StatusCode, Url, header::HeaderName, header::HeaderValue};
 
-use super::{Failure, Output};
+use super::{
+    Failure, Output,
+    address::{AddressPolicy, NOT_ALLOWED, NotAllowed},
+};
 use crate::task::HttpAction;
 
 /// Methods an HTTP action may use.
@@ -21,7 +24,7 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Settings of the shared client.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct HttpSettings {
     /// TCP connect bound.
     pub connect_timeout: Duration,
@@ -34,6 +37,8 @@ pub struct HttpSettings {
     pub max_redirects: usize,
     /// Largest body kept.
     pub output_cap: usize,
+    /// Where requests may go.
+    pub addresses: AddressPolicy,
 }
 
 /// Runs HTTP actions.
@@ -45,10 +50,13 @@ pub struct HttpRunner {
 
 impl HttpRunner {
     /// Builds the shared client: no system proxy (a scheduler must call what
-    /// the task says, not what the environment says), no automatic
-    /// redirects, bounded connect and read.
+    /// the task says, not what the environment says; a proxy would also
+    /// hide the real destination from the address policy), no automatic
+    /// redirects, bounded connect and read, and every name resolved through
+    /// the address policy.
     pub fn new(settings: HttpSettings) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
+            .dns_resolver(settings.addresses.resolver())
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(settings.connect_timeout)
@@ -75,6 +83,11 @@ impl HttpRunner {
         let mut hops = 0;
         let started = Instant::now();
         let response = loop {
+            // reqwest connects to a literal IP without asking the resolver,
+            // so those are judged here, on every hop.
+            if literal_ip(&url).is_some_and(|ip| !self.settings.addresses.allows(ip)) {
+                return Err(Failure::new(NOT_ALLOWED));
+            }
             let mut request = self.client.request(method.clone(), url.clone());
             let client_sets_key = action
                 .headers
@@ -99,6 +112,9 @@ impl HttpRunner {
                 request = request.body(b.clone());
             }
             let response = request.send().await.map_err(|e| {
+                if refused(&e) {
+                    return Failure::new(NOT_ALLOWED);
+                }
                 Failure::new(format!(
                     "request to {} failed: {}",
                     redact(&url),
@@ -172,6 +188,31 @@ impl HttpRunner {
             })
         }
     }
+}
+
+/// The host of `url` when it is an IP address. The URL parser has already
+/// turned every IPv4 spelling (`0x7f000001`, `2130706433`, `127.1`) into
+/// dotted form; IPv6 comes in brackets.
+fn literal_ip(url: &Url) -> Option<std::net::IpAddr> {
+    let host = url.host_str()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.parse().ok()
+}
+
+/// Whether the request failed because the resolver hook refused every
+/// address of the host.
+fn refused(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<NotAllowed>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Reads at most `cap` bytes, then stops reading: a huge or endless body

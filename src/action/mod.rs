@@ -2,6 +2,7 @@
 //! embedding program registers. This module runs one attempt; timeouts,
 //! retries and overlap belong to the scheduler.
 
+pub mod address;
 pub mod http;
 pub mod redis;
 

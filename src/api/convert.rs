@@ -265,6 +265,14 @@ fn http_action(field: &str, raw: pb::HttpAction) -> Result<HttpAction, Error> {
     if url.host_str().is_none_or(str::is_empty) {
         return Err(invalid(format!("{field}.url"), "has no host"));
     }
+    // Credentials in a URL end up in logs, proxies and error messages;
+    // they belong in a header.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            format!("{field}.url"),
+            "must not carry user info (user:password@); send credentials in a header",
+        ));
+    }
     if raw.headers.len() > MAX_HEADERS {
         return Err(invalid(
             format!("{field}.headers"),

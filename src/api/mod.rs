@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    access::Caller,
     pb::v1::{self as pb, task_service_server::TaskService},
     results::stream::{self, StreamGauge, StreamRequest},
     scheduler::{Error, Scheduler},
@@ -85,6 +86,30 @@ impl TaskApi {
     }
 }
 
+/// The caller the access layer put on the request. Its absence means the
+/// layer was bypassed, and the call is refused rather than let through.
+fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(status::no_caller)
+}
+
+/// Parses the task id in `field` and checks it is in the caller's
+/// namespace: another namespace's task is NOT_FOUND, the same answer as a
+/// task that does not exist, so a tenant learns nothing of the others.
+fn visible_task(caller: &Caller, field: &str, raw: &str) -> Result<crate::task::TaskId, Status> {
+    let id = convert::task_id(field, raw)?;
+    if !caller.sees(id.as_str()) {
+        return Err(Error::NotFound {
+            task_id: id.to_string(),
+        }
+        .into());
+    }
+    Ok(id)
+}
+
 type ResultStream = Pin<Box<dyn Stream<Item = Result<pb::TaskResult, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -93,17 +118,26 @@ impl TaskService for TaskApi {
         &self,
         request: Request<pb::RegisterTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
+        let caller = caller(&request)?;
         let req = request.into_inner();
         let id = if req.task_id.is_empty() {
             None
         } else {
-            Some(convert::task_id("task_id", &req.task_id)?)
+            let id = convert::task_id("task_id", &req.task_id)?;
+            if !caller.sees(id.as_str()) {
+                return Err(status::outside_namespace(&caller, "task_id"));
+            }
+            Some(id)
         };
         let request_id = convert::text("request_id", req.request_id, convert::MAX_REQUEST_ID)?;
         let spec = convert::spec("spec", req.spec, &self.spec_context())?;
+        let namespace = caller.namespace.as_deref().unwrap_or("");
+        // Request ids are scoped to the namespace like task ids, so one
+        // tenant's retry can never be answered with another tenant's task.
+        let request_id = (!request_id.is_empty()).then(|| format!("{namespace}{request_id}"));
         let task = self
             .scheduler
-            .register(id, spec, (!request_id.is_empty()).then_some(request_id))
+            .register_in(namespace, id, spec, request_id)
             .await?;
         Ok(Response::new(convert::task_to_proto(&task)))
     }
@@ -112,8 +146,9 @@ impl TaskService for TaskApi {
         &self,
         request: Request<pb::UpdateTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
+        let caller = caller(&request)?;
         let req = request.into_inner();
-        let id = convert::task_id("task_id", &req.task_id)?;
+        let id = visible_task(&caller, "task_id", &req.task_id)?;
         let paths = mask::parse(&req.update_mask.unwrap_or_default().paths)?;
         let task = if paths.is_empty() {
             let spec = convert::spec("spec", req.spec, &self.spec_context())?;
@@ -141,7 +176,8 @@ impl TaskService for TaskApi {
         &self,
         request: Request<pb::DeleteTaskRequest>,
     ) -> Result<Response<pb::DeleteTaskResponse>, Status> {
-        let id = convert::task_id("task_id", &request.into_inner().task_id)?;
+        let caller = caller(&request)?;
+        let id = visible_task(&caller, "task_id", &request.into_inner().task_id)?;
         self.scheduler.delete(&id).await?;
         Ok(Response::new(pb::DeleteTaskResponse {}))
     }
@@ -150,7 +186,8 @@ impl TaskService for TaskApi {
         &self,
         request: Request<pb::GetTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let id = convert::task_id("task_id", &request.into_inner().task_id)?;
+        let caller = caller(&request)?;
+        let id = visible_task(&caller, "task_id", &request.into_inner().task_id)?;
         let task = self.scheduler.get(&id).await?;
         Ok(Response::new(convert::task_to_proto(&task)))
     }
@@ -159,6 +196,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let caller = caller(&request)?;
         let req = request.into_inner();
         let limit = match req.page_size as usize {
             0 => DEFAULT_PAGE_SIZE,
@@ -175,6 +213,7 @@ impl TaskService for TaskApi {
         let filter = TaskFilter {
             state: convert::state_filter(req.state)?,
             labels: convert::labels("labels", req.labels)?,
+            id_prefix: caller.namespace.clone(),
         };
         let (tasks, more) = self.scheduler.list(after.as_ref(), limit, &filter).await?;
         let next_page_token = match tasks.last() {
@@ -191,8 +230,9 @@ impl TaskService for TaskApi {
         &self,
         request: Request<pb::PauseTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
+        let caller = caller(&request)?;
         let req = request.into_inner();
-        let id = convert::task_id("task_id", &req.task_id)?;
+        let id = visible_task(&caller, "task_id", &req.task_id)?;
         let reason = convert::text("reason", req.reason, convert::MAX_REASON)?;
         let task = self.scheduler.pause(&id, reason).await?;
         Ok(Response::new(convert::task_to_proto(&task)))
@@ -202,7 +242,8 @@ impl TaskService for TaskApi {
         &self,
         request: Request<pb::ResumeTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let id = convert::task_id("task_id", &request.into_inner().task_id)?;
+        let caller = caller(&request)?;
+        let id = visible_task(&caller, "task_id", &request.into_inner().task_id)?;
         let task = self.scheduler.resume(&id).await?;
         Ok(Response::new(convert::task_to_proto(&task)))
     }
@@ -211,8 +252,9 @@ impl TaskService for TaskApi {
         &self,
         request: Request<pb::CancelTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
+        let caller = caller(&request)?;
         let req = request.into_inner();
-        let id = convert::task_id("task_id", &req.task_id)?;
+        let id = visible_task(&caller, "task_id", &req.task_id)?;
         let reason = convert::text("reason", req.reason, convert::MAX_REASON)?;
         let task = self.scheduler.cancel(&id, reason).await?;
         Ok(Response::new(convert::task_to_proto(&task)))
@@ -222,7 +264,8 @@ impl TaskService for TaskApi {
         &self,
         request: Request<pb::TriggerTaskRequest>,
     ) -> Result<Response<pb::TriggerTaskResponse>, Status> {
-        let id = convert::task_id("task_id", &request.into_inner().task_id)?;
+        let caller = caller(&request)?;
+        let id = visible_task(&caller, "task_id", &request.into_inner().task_id)?;
         let run = self.scheduler.trigger(&id).await?;
         Ok(Response::new(pb::TriggerTaskResponse { run }))
     }
@@ -233,6 +276,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<pb::StreamResultsRequest>,
     ) -> Result<Response<Self::StreamResultsStream>, Status> {
+        let caller = caller(&request)?;
         let req = request.into_inner();
         if req.task_ids.len() > MAX_STREAM_TASKS {
             return Err(Error::InvalidArgument {
@@ -245,7 +289,7 @@ impl TaskService for TaskApi {
             .task_ids
             .iter()
             .enumerate()
-            .map(|(i, raw)| convert::task_id(&format!("task_ids[{i}]"), raw))
+            .map(|(i, raw)| visible_task(&caller, &format!("task_ids[{i}]"), raw))
             .collect::<Result<Vec<_>, _>>()?;
         let permit =
             self.streams
@@ -260,6 +304,7 @@ impl TaskService for TaskApi {
                 tasks,
                 after: (!req.after_cursor.is_empty()).then_some(req.after_cursor),
                 history_only: req.history_only,
+                namespace: caller.namespace,
             },
             self.streams_shutdown.clone(),
             permit,

@@ -53,6 +53,21 @@ impl From<Error> for Status {
     }
 }
 
+/// A call that reached a handler without passing the access layer.
+pub fn no_caller() -> Status {
+    Status::unauthenticated("no credentials were checked for this call")
+}
+
+/// A task id the caller's namespace does not cover, where the caller is
+/// naming a new task (for an existing one the answer is NOT_FOUND).
+pub fn outside_namespace(caller: &crate::access::Caller, field: &str) -> Status {
+    Status::permission_denied(format!(
+        "{field}: must start with {:?}, the namespace of {:?}",
+        caller.namespace.as_deref().unwrap_or(""),
+        &*caller.name
+    ))
+}
+
 /// The status a stream ends with; None for a clean end (OK).
 pub fn stream_end(end: StreamEnd) -> Option<Status> {
     let (mut status, resume) = match end {

@@ -2,7 +2,7 @@
 //! bind, and [`recur::Server::run_with_signals`] until SIGINT or SIGTERM (a
 //! second one cuts the shutdown delay short).
 
-use std::{io::IsTerminal, net::SocketAddr, process::ExitCode, time::Duration};
+use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -29,7 +29,32 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(Serve),
+    Serve(Box<Serve>),
+    /// Bearer tokens for the access file (--auth-tokens).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a fresh random token once, and the access-file entry that
+    /// lets it in (only its SHA-256 is stored).
+    ///
+    /// Example: recur token new --name ci --scopes read,write --namespace team-a.
+    New(NewToken),
+}
+
+#[derive(Args)]
+struct NewToken {
+    /// Shown in audit events and errors instead of the token.
+    #[arg(long)]
+    name: String,
+    /// Comma-separated: read, write, admin.
+    #[arg(long, value_delimiter = ',', required = true)]
+    scopes: Vec<String>,
+    /// The task-id prefix the token is confined to (e.g. team-a.).
+    #[arg(long)]
+    namespace: Option<String>,
 }
 
 #[derive(Args)]
@@ -99,6 +124,40 @@ struct Serve {
     /// Most runs going at once; more wait in a queue (see the summary log).
     #[arg(long, env = "RECUR_MAX_RUNS_IN_FLIGHT", default_value_t = 4096)]
     max_runs_in_flight: usize,
+    /// Serve TLS with this certificate chain (PEM, leaf first). Reloaded
+    /// when the file changes or on SIGHUP.
+    #[arg(long, env = "RECUR_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "RECUR_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mTLS. The
+    /// certificate's subject is the caller's identity.
+    #[arg(long, env = "RECUR_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// The access file: bearer tokens and certificate subjects with their
+    /// scopes and namespaces (YAML; see the README). Reloaded when it
+    /// changes or on SIGHUP.
+    #[arg(long, env = "RECUR_AUTH_TOKENS")]
+    auth_tokens: Option<PathBuf>,
+    /// Allow a listen address beyond loopback without TLS or
+    /// authentication, for a TLS-terminating proxy or mesh that provides
+    /// both. Warned about at every start.
+    #[arg(long, env = "RECUR_INSECURE")]
+    insecure: bool,
+    /// Let reflection be used without a token (it describes the API, not
+    /// the tasks); by default it needs the read scope.
+    #[arg(long, env = "RECUR_OPEN_REFLECTION")]
+    open_reflection: bool,
+    /// CIDRs HTTP actions may reach although a built-in rule denies them
+    /// (link-local, multicast, ...); repeat or comma-separate. The most
+    /// specific prefix wins, deny on a tie.
+    #[arg(long, env = "RECUR_HTTP_ALLOW", value_delimiter = ',')]
+    http_allow: Vec<String>,
+    /// CIDRs HTTP actions may not reach, e.g. the private ranges:
+    /// 10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,127.0.0.0/8,::1/128,fc00::/7
+    #[arg(long, env = "RECUR_HTTP_DENY", value_delimiter = ',')]
+    http_deny: Vec<String>,
 }
 
 fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
@@ -129,6 +188,21 @@ impl Serve {
         config.max_open_streams = self.max_open_streams;
         config.max_runs_in_flight = self.max_runs_in_flight;
         config.redis_startup_window = seconds("--redis-startup-secs", self.redis_startup_secs)?;
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            let mut tls = recur::TlsFiles::new(cert, key);
+            if let Some(ca) = &self.tls_client_ca {
+                tls = tls.client_ca(ca);
+            }
+            config.tls = Some(tls);
+        }
+        config.auth_tokens = self.auth_tokens.clone();
+        config.insecure = self.insecure;
+        config.open_reflection = self.open_reflection;
+        config.http_allow = self.http_allow.clone();
+        config.http_deny = self.http_deny.clone();
+        config
+            .check_exposure(self.listen)
+            .map_err(|e| e.to_string())?;
         // Checked here as well as in `run`, so a bad flag is a usage error
         // (exit 2) before the port is bound.
         config.validate().map_err(|e| e.to_string())?;
@@ -139,7 +213,10 @@ impl Serve {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Serve(serve) = cli.command;
+    let serve = match cli.command {
+        Command::Serve(serve) => serve,
+        Command::Token(TokenCommand::New(new)) => return new_token(&new),
+    };
     init_logging(serve.log_json);
     let config = match serve.config() {
         Ok(config) => config,
@@ -156,7 +233,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let served = recur::Server::new(config)
+    let server = recur::Server::new(config);
+    reload_on_sighup(server.reload_trigger());
+    let served = server
         .run_with_signals(
             listener,
             shutdown.cancelled_owned(),
@@ -170,6 +249,57 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `recur token new`: the token on stdout's first line (once: only its
+/// digest is kept), then the entry for the access file.
+fn new_token(new: &NewToken) -> ExitCode {
+    let scopes: Vec<&str> = new.scopes.iter().map(|s| s.trim()).collect();
+    if let Some(bad) = scopes
+        .iter()
+        .find(|s| recur::access::Scope::parse(s).is_none())
+    {
+        eprintln!("recur: invalid --scopes: {bad:?} is not one of read, write, admin");
+        return ExitCode::from(2);
+    }
+    if let Some(ns) = &new.namespace
+        && let Err(reason) = recur::TaskId::parse(ns)
+    {
+        eprintln!("recur: invalid --namespace: {reason}");
+        return ExitCode::from(2);
+    }
+    let token = match recur::access::token::new_token() {
+        Ok(token) => token,
+        Err(e) => {
+            eprintln!("recur: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{token}");
+    println!();
+    println!("# Add to the tokens: list of the access file (--auth-tokens).");
+    println!("# The token above is shown only now; the file keeps its SHA-256.");
+    print!(
+        "{}",
+        recur::access::token::yaml_entry(&new.name, &scopes, new.namespace.as_deref(), &token)
+    );
+    ExitCode::SUCCESS
+}
+
+/// SIGHUP reloads the TLS and access files at once (they also reload by
+/// themselves when they change).
+fn reload_on_sighup(trigger: recur::ReloadTrigger) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install the SIGHUP handler; files still reload when they change");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP received, reloading the tls and access files");
+            trigger.reload();
+        }
+    });
 }
 
 /// Logs go to stderr, stdout being the program's output by convention, with

@@ -36,6 +36,9 @@ pub struct StreamRequest {
     pub after: Option<String>,
     /// Replay only.
     pub history_only: bool,
+    /// Only results of tasks whose id starts with this (the caller's
+    /// namespace): filtered here, on the server, never by the client.
+    pub namespace: Option<Arc<str>>,
 }
 
 /// Why a stream ended.
@@ -244,14 +247,24 @@ impl ResultStream {
 
     /// The next result of the current page or batch.
     fn take_current(&mut self) -> Option<Arc<TaskResult>> {
-        let (results, index) = self.current.as_mut()?;
-        let Some(result) = results.get(*index).cloned() else {
-            self.current = None;
-            return None;
-        };
-        *index += 1;
-        self.last_sent = Some(result.clone());
-        Some(result)
+        loop {
+            let (results, index) = self.current.as_mut()?;
+            let Some(result) = results.get(*index) else {
+                self.current = None;
+                return None;
+            };
+            *index += 1;
+            // Another namespace's result is skipped, not sent: resuming
+            // from the last one sent reads past it again and skips it again.
+            if let Some(ns) = &self.request.namespace
+                && !result.task_id.as_str().starts_with(&**ns)
+            {
+                continue;
+            }
+            let result = result.clone();
+            self.last_sent = Some(result.clone());
+            return Some(result);
+        }
     }
 
     async fn read_page(&mut self) -> Result<(), StreamEnd> {

@@ -454,6 +454,18 @@ impl Scheduler {
         spec: TaskSpec,
         request_id: Option<String>,
     ) -> Result<TaskRecord, Error> {
+        self.register_in("", id, spec, request_id).await
+    }
+
+    /// [`Scheduler::register`], generating the id (when `id` is None)
+    /// under `namespace`.
+    pub async fn register_in(
+        &self,
+        namespace: &str,
+        id: Option<TaskId>,
+        spec: TaskSpec,
+        request_id: Option<String>,
+    ) -> Result<TaskRecord, Error> {
         let inner = &self.inner;
         if inner.stopping.is_cancelled() {
             return Err(Error::ShuttingDown);
@@ -461,7 +473,7 @@ impl Scheduler {
         // A request id makes a retry of a registration without a task id
         // idempotent; with a task id, the id itself does.
         let request_id = request_id.filter(|_| id.is_none());
-        let id = id.unwrap_or_else(TaskId::generate);
+        let id = id.unwrap_or_else(|| TaskId::generate_in(namespace));
         let now = inner.clock.now();
         let next = slot_after(&spec, now, now)?;
         let spec = Arc::new(spec);

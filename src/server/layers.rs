@@ -2,16 +2,28 @@
 
 use tonic::{service::Routes, transport::Server};
 use tonic_health::pb::health_server::{Health, HealthServer};
+use tower::layer::util::{Identity, Stack};
 
-use crate::{Config, api::TaskApi, pb, pb::v1::task_service_server::TaskServiceServer};
+use crate::{
+    Config,
+    access::layer::{AccessLayer, Gate},
+    api::TaskApi,
+    pb,
+    pb::v1::task_service_server::TaskServiceServer,
+};
+
+/// Every service behind the access layer.
+pub(super) type Router = tonic::transport::server::Router<Stack<AccessLayer, Identity>>;
 
 /// The router with every service and limit: TaskService, health, and
-/// reflection v1 and v1alpha (grpcurl before 1.9 speaks only v1alpha).
+/// reflection v1 and v1alpha (grpcurl before 1.9 speaks only v1alpha), all
+/// behind `gate`, which checks every call's credentials and scope.
 pub(super) fn router<H: Health>(
     config: &Config,
     api: TaskApi,
     health: HealthServer<H>,
-) -> Result<tonic::transport::server::Router, super::ServerError> {
+    gate: Gate,
+) -> Result<Router, super::ServerError> {
     // Both reflection versions list every service, themselves included.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -42,5 +54,6 @@ pub(super) fn router<H: Health>(
         .concurrency_limit_per_connection(config.concurrency_per_connection)
         .load_shed(true)
         .trace_fn(|req| tracing::debug_span!("rpc", path = %req.uri().path()))
+        .layer(AccessLayer::new(gate))
         .add_routes(routes.routes()))
 }

@@ -4,6 +4,11 @@
 
 mod health;
 mod layers;
+mod reload;
+mod tls;
+
+pub use reload::ReloadTrigger;
+pub use tls::TlsError;
 
 use std::{collections::HashMap, future::Future, sync::Arc};
 
@@ -15,6 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     Config,
+    access::{AccessFile, AccessFileError, AccessHandle, layer::Gate},
     action::{
         Actions, TaskHandler,
         http::{HttpRunner, HttpSettings},
@@ -55,6 +61,12 @@ pub enum ServerError {
     /// A reflection service could not be built.
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The TLS files cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The access file cannot be used.
+    #[error(transparent)]
+    Access(#[from] AccessFileError),
 }
 
 /// A server to be run, with its custom task kinds.
@@ -68,6 +80,8 @@ pub struct Server {
     clock: Clock,
     /// Created before `run` so a caller can watch it while the server runs.
     open_streams: StreamGauge,
+    /// Pulled to reload the TLS and access files at once.
+    reload: ReloadTrigger,
 }
 
 impl Server {
@@ -78,7 +92,14 @@ impl Server {
             handlers: HashMap::new(),
             clock: Clock::System,
             open_streams: StreamGauge::default(),
+            reload: ReloadTrigger::default(),
         }
+    }
+
+    /// Reloads the TLS and access files when pulled (the binary pulls it on
+    /// SIGHUP); they also reload by themselves when they change.
+    pub fn reload_trigger(&self) -> ReloadTrigger {
+        self.reload.clone()
     }
 
     /// Registers a custom task kind: tasks with `CustomAction{kind}` run `handler`.
@@ -148,6 +169,30 @@ impl Server {
     ) -> Result<(), ServerError> {
         let config = self.config;
         config.validate()?;
+        let local = listener.local_addr();
+        if let Ok(addr) = local {
+            config.check_exposure(addr)?;
+            if config.insecure && !addr.ip().to_canonical().is_loopback() {
+                warn!(%addr, "--insecure: serving beyond loopback without TLS or authentication; a proxy or mesh in front must provide both");
+            }
+        }
+        // Read before anything is opened: a bad file is a start-up error.
+        let tls = match &config.tls {
+            Some(files) => Some((
+                files.clone(),
+                Arc::new(tls::TlsConfig::new(tls::load(files)?)),
+            )),
+            None => None,
+        };
+        let access = AccessHandle::new(match &config.auth_tokens {
+            Some(path) => Some(AccessFile::load(path)?),
+            None => None,
+        });
+        let gate = Gate::new(
+            config.authenticates(),
+            access.clone(),
+            config.open_reflection,
+        );
         tokio::pin!(shutdown);
         let pool = match &config.redis_url {
             Some(url) => {
@@ -177,6 +222,7 @@ impl Server {
             self.clock,
             self.open_streams,
             pool.clone(),
+            gate,
         )
         .await;
         let Started {
@@ -196,15 +242,29 @@ impl Server {
             }
         };
 
-        let local = listener.local_addr();
         let stop_accepting = CancellationToken::new();
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let watching = CancellationToken::new();
+        tokio::spawn(reload::watch(
+            reload::Watched {
+                tls: tls.clone(),
+                access: config.auth_tokens.clone().map(|path| (path, access)),
+            },
+            self.reload,
+            watching.clone(),
+        ));
+        let _stop_watching = watching.drop_guard();
         let mut serve = {
             let stop = stop_accepting.clone();
-            tokio::spawn(
-                router
-                    .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
-            )
+            let stop = async move { stop.cancelled().await };
+            match tls {
+                Some((_, tls)) => tokio::spawn(
+                    router.serve_with_incoming_shutdown(tls::incoming(listener, tls), stop),
+                ),
+                None => {
+                    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                    tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop))
+                }
+            }
         };
         match local {
             Ok(addr) => info!(%addr, "serving"),
@@ -296,7 +356,7 @@ struct Started {
     /// Stopped in step 4 of shutdown.
     scheduler: Scheduler,
     /// Every service and limit, ready to serve.
-    router: tonic::transport::server::Router,
+    router: layers::Router,
     /// Turned to NOT_SERVING in step 1 of shutdown.
     health: HealthReporter,
     /// Mirrors the store's status into the task service's health until
@@ -320,6 +380,7 @@ async fn start(
     clock: Clock,
     open_streams: StreamGauge,
     pool: Option<RedisPool>,
+    gate: Gate,
 ) -> Result<Started, ServerError> {
     let http = HttpRunner::new(HttpSettings {
         connect_timeout: config.http_connect_timeout,
@@ -327,6 +388,7 @@ async fn start(
         total_timeout: config.max_timeout,
         max_redirects: config.max_redirects,
         output_cap: config.output_cap,
+        addresses: config.address_policy()?,
     })?;
     let actions = Actions::new(http, pool.clone(), handlers, config.output_cap);
     let retention = Retention {
@@ -406,6 +468,7 @@ async fn start(
         &config,
         api,
         health::service(health.clone(), streams_shutdown.clone()),
+        gate,
     )?;
     scheduler.start().await?;
     // The task service is only as healthy as its store: a balancer moves

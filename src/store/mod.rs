@@ -112,12 +112,18 @@ pub struct TaskFilter {
     pub state: Option<TaskState>,
     /// Only tasks carrying all of these labels.
     pub labels: BTreeMap<String, String>,
+    /// Only tasks whose id starts with this (a caller's namespace).
+    pub id_prefix: Option<Arc<str>>,
 }
 
 impl TaskFilter {
     /// Whether `task` passes.
     pub fn matches(&self, task: &TaskRecord) -> bool {
         self.state.is_none_or(|s| s == task.state)
+            && self
+                .id_prefix
+                .as_deref()
+                .is_none_or(|p| task.id.as_str().starts_with(p))
             && self
                 .labels
                 .iter()

@@ -6,6 +6,7 @@
 pub mod binary;
 pub mod handlers;
 pub mod http_target;
+pub mod pki;
 pub mod proxy;
 pub mod redis;
 

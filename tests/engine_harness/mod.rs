@@ -192,6 +192,7 @@ pub fn http_runner() -> HttpRunner {
         total_timeout: secs(5),
         max_redirects: 0,
         output_cap: OUTPUT_CAP,
+        addresses: Default::default(),
     })
     .expect("http client")
 }

@@ -45,6 +45,7 @@ static ACTIONS: LazyLock<Actions> = LazyLock::new(|| {
         total_timeout: Duration::from_secs(1),
         max_redirects: 0,
         output_cap: 1024,
+        addresses: Default::default(),
     })
     .expect("http client");
     let handlers: HashMap<String, Arc<dyn TaskHandler>> =

@@ -1,0 +1,141 @@
+//! Which scope each RPC needs: the one table. A method missing here is
+//! refused to everyone but admin (fail closed), and a test walks every
+//! method of every service the server registers, so a new RPC cannot ship
+//! without a line here.
+
+use super::Scope;
+
+/// What a call needs before it reaches its service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needed {
+    /// Nothing: health checks, which probes make without credentials.
+    Open,
+    /// The caller must hold this scope.
+    Scope(Scope),
+}
+
+/// Every TaskService RPC with its scope.
+pub const TASK_SERVICE: &[(&str, Scope)] = &[
+    ("/recur.v1.TaskService/GetTask", Scope::Read),
+    ("/recur.v1.TaskService/ListTasks", Scope::Read),
+    ("/recur.v1.TaskService/StreamResults", Scope::Read),
+    ("/recur.v1.TaskService/RegisterTask", Scope::Write),
+    ("/recur.v1.TaskService/UpdateTask", Scope::Write),
+    ("/recur.v1.TaskService/PauseTask", Scope::Write),
+    ("/recur.v1.TaskService/ResumeTask", Scope::Write),
+    ("/recur.v1.TaskService/TriggerTask", Scope::Write),
+    ("/recur.v1.TaskService/CancelTask", Scope::Write),
+    ("/recur.v1.TaskService/DeleteTask", Scope::Write),
+];
+
+/// Health: open, so load balancers and kubelets probe without a token.
+const HEALTH: &str = "/grpc.health.v1.Health/";
+
+/// Reflection, both versions: it describes the API, not the tasks.
+const REFLECTION: [&str; 2] = [
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+/// What a call to `path` (`/package.Service/Method`) needs.
+/// `open_reflection` makes reflection open like health (`--open-reflection`).
+pub fn needed(path: &str, open_reflection: bool) -> Needed {
+    if let Some((_, scope)) = TASK_SERVICE.iter().find(|(p, _)| *p == path) {
+        return Needed::Scope(*scope);
+    }
+    if path.starts_with(HEALTH) {
+        return Needed::Open;
+    }
+    if REFLECTION.iter().any(|prefix| path.starts_with(prefix)) {
+        return if open_reflection {
+            Needed::Open
+        } else {
+            Needed::Scope(Scope::Read)
+        };
+    }
+    Needed::Scope(Scope::Admin)
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use prost_types::FileDescriptorSet;
+
+    use super::*;
+
+    /// `/package.Service/Method` of every method in `set`.
+    fn methods(set: &[u8]) -> Vec<String> {
+        let set = FileDescriptorSet::decode(set).expect("descriptor set");
+        let mut paths = Vec::new();
+        for file in set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    paths.push(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+        paths
+    }
+
+    #[test]
+    fn every_task_service_rpc_has_its_own_line() {
+        let rpcs = methods(crate::pb::FILE_DESCRIPTOR_SET);
+        assert!(rpcs.len() >= 10, "{rpcs:?}");
+        for rpc in &rpcs {
+            assert!(
+                TASK_SERVICE.iter().any(|(p, _)| p == rpc),
+                "{rpc} has no scope in access::methods::TASK_SERVICE: add one"
+            );
+        }
+        for (path, _) in TASK_SERVICE {
+            assert!(rpcs.contains(&path.to_string()), "{path} is not an RPC");
+        }
+    }
+
+    #[test]
+    fn the_issue_assigns_the_scopes() {
+        let scope = |m: &str| needed(&format!("/recur.v1.TaskService/{m}"), false);
+        for m in ["GetTask", "ListTasks", "StreamResults"] {
+            assert_eq!(scope(m), Needed::Scope(Scope::Read), "{m}");
+        }
+        for m in [
+            "RegisterTask",
+            "UpdateTask",
+            "PauseTask",
+            "ResumeTask",
+            "TriggerTask",
+            "CancelTask",
+            "DeleteTask",
+        ] {
+            assert_eq!(scope(m), Needed::Scope(Scope::Write), "{m}");
+        }
+    }
+
+    #[test]
+    fn health_is_open_reflection_needs_read_and_the_rest_admin() {
+        for rpc in methods(tonic_health::pb::FILE_DESCRIPTOR_SET) {
+            assert_eq!(needed(&rpc, false), Needed::Open, "{rpc}");
+        }
+        for set in [
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ] {
+            let rpcs = methods(set);
+            assert!(!rpcs.is_empty());
+            for rpc in rpcs {
+                assert_eq!(needed(&rpc, false), Needed::Scope(Scope::Read), "{rpc}");
+                assert_eq!(needed(&rpc, true), Needed::Open, "{rpc}");
+            }
+        }
+        assert_eq!(
+            needed("/recur.v1.TaskService/DropEverything", false),
+            Needed::Scope(Scope::Admin)
+        );
+        assert_eq!(needed("/", false), Needed::Scope(Scope::Admin));
+    }
+}
