@@ -156,6 +156,11 @@ pub struct Config {
     /// CIDRs HTTP actions may not connect to (`--http-deny`), such as the
     /// private ranges when internal services are off limits.
     pub http_deny: Vec<String>,
+    /// Append one JSON line per call that changes a task to this file
+    /// (`--audit-log`): time, caller, namespace, method, task id, outcome.
+    pub audit_log: Option<PathBuf>,
+    /// Audit reads (GetTask, ListTasks, StreamResults) too (`--audit-reads`).
+    pub audit_reads: bool,
 }
 
 /// The PEM files of the server's TLS.
@@ -231,6 +236,8 @@ impl Default for Config {
             open_reflection: false,
             http_allow: Vec::new(),
             http_deny: Vec::new(),
+            audit_log: None,
+            audit_reads: false,
         }
     }
 }

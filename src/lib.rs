@@ -24,6 +24,7 @@
 //! - `config`: every bound, with defaults, and the check that a config can run.
 //! - `server`: start-up, serving, ordered shutdown; the only module that knows sockets.
 //! - `access`: callers, scopes, namespaces, the access file and the layer that checks them.
+//! - `audit`: the audit trail of calls, a JSON-lines file of its own.
 //! - `api`: the gRPC handlers, proto <-> domain conversion, the one error -> status mapping.
 //! - `scheduler`: control calls, timer, firing, the run queue, schedule maths, watching the store.
 //! - `store`: the storage contract (atomic firing, run records, result log), the
@@ -56,6 +57,7 @@ macro_rules! internal_modules {
 internal_modules! {
     action;
     api;
+    audit;
     redis_pool;
     results;
     scheduler;

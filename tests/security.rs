@@ -648,3 +648,87 @@ async fn a_tenant_sees_creates_and_streams_only_its_namespace() {
         .expect("open");
     assert_eq!(seen.task_id, "team-b.fetch", "team-b saw {seen:?}");
 }
+
+#[tokio::test]
+async fn calls_that_change_tasks_leave_one_audit_line_each() {
+    let dir = tempfile::tempdir().expect("dir");
+    let audit_path = dir.path().join("audit.jsonl");
+    let mut config = test_config();
+    config.auth_tokens = Some(pki::write(dir.path(), "access.yaml", &access_file()));
+    config.audit_log = Some(audit_path.clone());
+    let server = TestServer::start_with(config, |s| s).await;
+    let channel = pki::channel(server.addr).await;
+    let mut a = with_token(channel.clone(), Some(TEAM_A));
+    let mut reader = with_token(channel, Some(READER));
+
+    a.register_task(pb::RegisterTaskRequest {
+        task_id: "team-a.audited".into(),
+        spec: Some(a_spec()),
+        request_id: String::new(),
+    })
+    .await
+    .expect("register");
+    a.pause_task(pb::PauseTaskRequest {
+        task_id: "team-a.audited".into(),
+        reason: String::new(),
+    })
+    .await
+    .expect("pause");
+    a.get_task(pb::GetTaskRequest {
+        task_id: "team-a.audited".into(),
+    })
+    .await
+    .expect("reads are not audited by default");
+    let status = a
+        .resume_task(pb::ResumeTaskRequest {
+            task_id: "team-b.other".into(),
+        })
+        .await
+        .expect_err("another namespace");
+    assert_eq!(status.code(), Code::NotFound);
+    reader
+        .cancel_task(pb::CancelTaskRequest {
+            task_id: "team-a.audited".into(),
+            reason: String::new(),
+        })
+        .await
+        .expect_err("read scope");
+
+    let read_lines = || {
+        std::fs::read_to_string(&audit_path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+            .collect::<Vec<_>>()
+    };
+    common::eventually("four audit lines", || async { read_lines().len() >= 4 }).await;
+    let lines = read_lines();
+    let summary: Vec<(String, String, String, String)> = lines
+        .iter()
+        .map(|l| {
+            let text = |k: &str| l[k].as_str().unwrap_or("").to_string();
+            (
+                text("caller"),
+                text("method"),
+                text("task_id"),
+                text("outcome"),
+            )
+        })
+        .collect();
+    let row = |c: &str, m: &str, t: &str, o: &str| (c.into(), m.into(), t.into(), o.into());
+    assert_eq!(
+        summary,
+        vec![
+            row("team-a", "RegisterTask", "team-a.audited", "OK"),
+            row("team-a", "PauseTask", "team-a.audited", "OK"),
+            row("team-a", "ResumeTask", "team-b.other", "NOT_FOUND"),
+            row("reader", "CancelTask", "", "PERMISSION_DENIED"),
+        ]
+    );
+    assert_eq!(lines[0]["namespace"], "team-a.");
+    assert!(lines[0]["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    let raw = std::fs::read_to_string(&audit_path).expect("audit file");
+    for secret in [TEAM_A, READER] {
+        assert!(!raw.contains(secret), "a token in the audit log");
+    }
+}

@@ -10,7 +10,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use futures::future::{Either, Ready, ready};
+use futures::future::{BoxFuture, Either};
 use tonic::{
     Status,
     codegen::http::{self, HeaderMap},
@@ -19,7 +19,8 @@ use tonic::{
 use tower::{Layer, Service};
 use x509_cert::der::Decode;
 
-use super::{AccessHandle, Caller, Scopes, methods};
+use super::{AccessHandle, Caller, Scope, Scopes, methods};
+use crate::audit::{AuditLog, Event};
 
 /// How calls are authenticated.
 #[derive(Debug, Clone)]
@@ -31,16 +32,55 @@ pub struct Gate {
     access: AccessHandle,
     /// Reflection needs no token (`--open-reflection`).
     open_reflection: bool,
+    /// Refused calls to the task service are audited like answered ones.
+    audit: AuditLog,
 }
 
 impl Gate {
     /// A gate; `enabled` false lets every call through as anonymous.
-    pub fn new(enabled: bool, access: AccessHandle, open_reflection: bool) -> Gate {
+    pub fn new(
+        enabled: bool,
+        access: AccessHandle,
+        open_reflection: bool,
+        audit: AuditLog,
+    ) -> Gate {
         Gate {
             enabled,
             access,
             open_reflection,
+            audit,
         }
+    }
+
+    /// The audit event of a refused call to `path`, when one is wanted:
+    /// only task-service methods, reads only with `--audit-reads`.
+    fn refusal(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        peer: Option<&[u8]>,
+        status: &Status,
+    ) -> Option<Event> {
+        let (method_path, scope) = methods::TASK_SERVICE.iter().find(|(p, _)| *p == path)?;
+        if !self.audit.wants(*scope == Scope::Read) {
+            return None;
+        }
+        // Who it was, as far as known: a known token or subject that lacked
+        // the scope, else nobody.
+        let caller = self.identify(headers, peer).ok();
+        Some(Event {
+            at: chrono::Utc::now(),
+            caller: caller
+                .as_ref()
+                .map_or_else(|| Arc::from("unauthenticated"), |c| c.name.clone()),
+            namespace: caller.and_then(|c| c.namespace),
+            method: method_path.rsplit('/').next().unwrap_or(method_path),
+            task_id: None,
+            outcome: match status.code() {
+                tonic::Code::PermissionDenied => "PERMISSION_DENIED",
+                _ => "UNAUTHENTICATED",
+            },
+        })
     }
 
     /// The caller of a call to `path`, or the status refusing it.
@@ -164,10 +204,11 @@ pub struct Access<S> {
 impl<S, B> Service<http::Request<B>> for Access<S>
 where
     S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Error: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Either<S::Future, Ready<Result<S::Response, S::Error>>>;
+    type Future = Either<S::Future, BoxFuture<'static, Result<S::Response, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -187,7 +228,18 @@ where
                 request.extensions_mut().insert(caller);
                 Either::Left(self.inner.call(request))
             }
-            Err(status) => Either::Right(ready(Ok(status.into_http()))),
+            Err(status) => {
+                let event =
+                    self.gate
+                        .refusal(request.uri().path(), request.headers(), peer, &status);
+                let audit = self.gate.audit.clone();
+                Either::Right(Box::pin(async move {
+                    if let Some(event) = event {
+                        audit.record(event).await;
+                    }
+                    Ok(status.into_http())
+                }))
+            }
         }
     }
 }
@@ -203,7 +255,7 @@ mod tests {
             token::digest_hex("r")
         );
         let access = AccessHandle::new(Some(AccessFile::parse(&text).expect("valid")));
-        Gate::new(true, access, false)
+        Gate::new(true, access, false, AuditLog::default())
     }
 
     fn headers(authorization: &str) -> HeaderMap {
@@ -255,7 +307,7 @@ mod tests {
 
     #[test]
     fn off_lets_everyone_in_as_anonymous_with_every_scope() {
-        let caller = Gate::new(false, AccessHandle::default(), false)
+        let caller = Gate::new(false, AccessHandle::default(), false, AuditLog::default())
             .check("/recur.v1.TaskService/DeleteTask", &HeaderMap::new(), None)
             .expect("off");
         assert!(caller.scopes.allow(Scope::Admin));

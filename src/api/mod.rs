@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     access::Caller,
+    audit::{self, AuditLog},
     pb::v1::{self as pb, task_service_server::TaskService},
     results::stream::{self, StreamGauge, StreamRequest},
     scheduler::{Error, Scheduler},
@@ -54,6 +55,8 @@ pub struct TaskApi {
     gauge: StreamGauge,
     /// Cancelled at shutdown: every stream ends with UNAVAILABLE.
     streams_shutdown: CancellationToken,
+    /// Where each call's audit event goes (off unless `--audit-log`).
+    audit: AuditLog,
 }
 
 impl TaskApi {
@@ -64,8 +67,10 @@ impl TaskApi {
         max_open_streams: usize,
         gauge: StreamGauge,
         streams_shutdown: CancellationToken,
+        audit: AuditLog,
     ) -> Self {
         Self {
+            audit,
             scheduler,
             settings,
             streams: Arc::new(Semaphore::new(max_open_streams)),
@@ -112,20 +117,78 @@ fn visible_task(caller: &Caller, field: &str, raw: &str) -> Result<crate::task::
 
 type ResultStream = Pin<Box<dyn Stream<Item = Result<pb::TaskResult, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl TaskService for TaskApi {
-    async fn register_task(
-        &self,
-        request: Request<pb::RegisterTaskRequest>,
-    ) -> Result<Response<pb::Task>, Status> {
-        let caller = caller(&request)?;
-        let req = request.into_inner();
+/// The gRPC name of a status code, as the audit log records it.
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// One audited answer: `task_id` is the id the call named, or the one it
+/// created.
+async fn audit<T>(
+    log: &AuditLog,
+    caller: &Caller,
+    method: &'static str,
+    read: bool,
+    task_id: Option<String>,
+    result: &Result<T, Status>,
+) {
+    if !log.wants(read) {
+        return;
+    }
+    let outcome = match result {
+        Ok(_) => "OK",
+        Err(status) => code_name(status.code()),
+    };
+    record(log, caller, method, task_id, outcome).await;
+}
+
+async fn record(
+    log: &AuditLog,
+    caller: &Caller,
+    method: &'static str,
+    task_id: Option<String>,
+    outcome: &'static str,
+) {
+    log.record(audit::Event {
+        at: chrono::Utc::now(),
+        caller: caller.name.clone(),
+        namespace: caller.namespace.clone(),
+        method,
+        task_id: task_id.filter(|id| !id.is_empty()),
+        outcome,
+    })
+    .await;
+}
+
+/// The calls, each taking the caller the access layer established; the
+/// trait methods below only add the caller and the audit event.
+impl TaskApi {
+    async fn register(&self, caller: &Caller, req: pb::RegisterTaskRequest) -> Result<pb::Task, Status> {
         let id = if req.task_id.is_empty() {
             None
         } else {
             let id = convert::task_id("task_id", &req.task_id)?;
             if !caller.sees(id.as_str()) {
-                return Err(status::outside_namespace(&caller, "task_id"));
+                return Err(status::outside_namespace(caller, "task_id"));
             }
             Some(id)
         };
@@ -139,16 +202,11 @@ impl TaskService for TaskApi {
             .scheduler
             .register_in(namespace, id, spec, request_id)
             .await?;
-        Ok(Response::new(convert::task_to_proto(&task)))
+        Ok(convert::task_to_proto(&task))
     }
 
-    async fn update_task(
-        &self,
-        request: Request<pb::UpdateTaskRequest>,
-    ) -> Result<Response<pb::Task>, Status> {
-        let caller = caller(&request)?;
-        let req = request.into_inner();
-        let id = visible_task(&caller, "task_id", &req.task_id)?;
+    async fn update(&self, caller: &Caller, req: pb::UpdateTaskRequest) -> Result<pb::Task, Status> {
+        let id = visible_task(caller, "task_id", &req.task_id)?;
         let paths = mask::parse(&req.update_mask.unwrap_or_default().paths)?;
         let task = if paths.is_empty() {
             let spec = convert::spec("spec", req.spec, &self.spec_context())?;
@@ -169,35 +227,10 @@ impl TaskService for TaskApi {
                 })
                 .await?
         };
-        Ok(Response::new(convert::task_to_proto(&task)))
+        Ok(convert::task_to_proto(&task))
     }
 
-    async fn delete_task(
-        &self,
-        request: Request<pb::DeleteTaskRequest>,
-    ) -> Result<Response<pb::DeleteTaskResponse>, Status> {
-        let caller = caller(&request)?;
-        let id = visible_task(&caller, "task_id", &request.into_inner().task_id)?;
-        self.scheduler.delete(&id).await?;
-        Ok(Response::new(pb::DeleteTaskResponse {}))
-    }
-
-    async fn get_task(
-        &self,
-        request: Request<pb::GetTaskRequest>,
-    ) -> Result<Response<pb::Task>, Status> {
-        let caller = caller(&request)?;
-        let id = visible_task(&caller, "task_id", &request.into_inner().task_id)?;
-        let task = self.scheduler.get(&id).await?;
-        Ok(Response::new(convert::task_to_proto(&task)))
-    }
-
-    async fn list_tasks(
-        &self,
-        request: Request<pb::ListTasksRequest>,
-    ) -> Result<Response<pb::ListTasksResponse>, Status> {
-        let caller = caller(&request)?;
-        let req = request.into_inner();
+    async fn list(&self, caller: &Caller, req: pb::ListTasksRequest) -> Result<pb::ListTasksResponse, Status> {
         let limit = match req.page_size as usize {
             0 => DEFAULT_PAGE_SIZE,
             n if n > MAX_PAGE_SIZE => {
@@ -220,64 +253,13 @@ impl TaskService for TaskApi {
             Some(last) if more => convert::page_token(&last.id),
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListTasksResponse {
+        Ok(pb::ListTasksResponse {
             tasks: tasks.iter().map(convert::task_to_proto).collect(),
             next_page_token,
-        }))
+        })
     }
 
-    async fn pause_task(
-        &self,
-        request: Request<pb::PauseTaskRequest>,
-    ) -> Result<Response<pb::Task>, Status> {
-        let caller = caller(&request)?;
-        let req = request.into_inner();
-        let id = visible_task(&caller, "task_id", &req.task_id)?;
-        let reason = convert::text("reason", req.reason, convert::MAX_REASON)?;
-        let task = self.scheduler.pause(&id, reason).await?;
-        Ok(Response::new(convert::task_to_proto(&task)))
-    }
-
-    async fn resume_task(
-        &self,
-        request: Request<pb::ResumeTaskRequest>,
-    ) -> Result<Response<pb::Task>, Status> {
-        let caller = caller(&request)?;
-        let id = visible_task(&caller, "task_id", &request.into_inner().task_id)?;
-        let task = self.scheduler.resume(&id).await?;
-        Ok(Response::new(convert::task_to_proto(&task)))
-    }
-
-    async fn cancel_task(
-        &self,
-        request: Request<pb::CancelTaskRequest>,
-    ) -> Result<Response<pb::Task>, Status> {
-        let caller = caller(&request)?;
-        let req = request.into_inner();
-        let id = visible_task(&caller, "task_id", &req.task_id)?;
-        let reason = convert::text("reason", req.reason, convert::MAX_REASON)?;
-        let task = self.scheduler.cancel(&id, reason).await?;
-        Ok(Response::new(convert::task_to_proto(&task)))
-    }
-
-    async fn trigger_task(
-        &self,
-        request: Request<pb::TriggerTaskRequest>,
-    ) -> Result<Response<pb::TriggerTaskResponse>, Status> {
-        let caller = caller(&request)?;
-        let id = visible_task(&caller, "task_id", &request.into_inner().task_id)?;
-        let run = self.scheduler.trigger(&id).await?;
-        Ok(Response::new(pb::TriggerTaskResponse { run }))
-    }
-
-    type StreamResultsStream = ResultStream;
-
-    async fn stream_results(
-        &self,
-        request: Request<pb::StreamResultsRequest>,
-    ) -> Result<Response<Self::StreamResultsStream>, Status> {
-        let caller = caller(&request)?;
-        let req = request.into_inner();
+    async fn stream(&self, caller: &Caller, req: pb::StreamResultsRequest) -> Result<ResultStream, Status> {
         if req.task_ids.len() > MAX_STREAM_TASKS {
             return Err(Error::InvalidArgument {
                 field: "task_ids".into(),
@@ -289,7 +271,7 @@ impl TaskService for TaskApi {
             .task_ids
             .iter()
             .enumerate()
-            .map(|(i, raw)| visible_task(&caller, &format!("task_ids[{i}]"), raw))
+            .map(|(i, raw)| visible_task(caller, &format!("task_ids[{i}]"), raw))
             .collect::<Result<Vec<_>, _>>()?;
         let permit =
             self.streams
@@ -304,7 +286,7 @@ impl TaskService for TaskApi {
                 tasks,
                 after: (!req.after_cursor.is_empty()).then_some(req.after_cursor),
                 history_only: req.history_only,
-                namespace: caller.namespace,
+                namespace: caller.namespace.clone(),
             },
             self.streams_shutdown.clone(),
             permit,
@@ -317,6 +299,163 @@ impl TaskService for TaskApi {
                 Err(end) => status::stream_end(end).map(|s| (Err(s), opened)),
             }
         });
-        Ok(Response::new(Box::pin(out)))
+        Ok(Box::pin(out))
+    }
+}
+
+#[tonic::async_trait]
+impl TaskService for TaskApi {
+    async fn register_task(
+        &self,
+        request: Request<pb::RegisterTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let named = req.task_id.clone();
+        let result = self.register(&caller, req).await;
+        let id = match &result {
+            Ok(task) => task.task_id.clone(),
+            Err(_) => named,
+        };
+        audit(&self.audit, &caller, "RegisterTask", false, Some(id), &result).await;
+        result.map(Response::new)
+    }
+
+    async fn update_task(
+        &self,
+        request: Request<pb::UpdateTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let id = req.task_id.clone();
+        let result = self.update(&caller, req).await;
+        audit(&self.audit, &caller, "UpdateTask", false, Some(id), &result).await;
+        result.map(Response::new)
+    }
+
+    async fn delete_task(
+        &self,
+        request: Request<pb::DeleteTaskRequest>,
+    ) -> Result<Response<pb::DeleteTaskResponse>, Status> {
+        let caller = caller(&request)?;
+        let raw = request.into_inner().task_id;
+        let result = async {
+            let id = visible_task(&caller, "task_id", &raw)?;
+            self.scheduler.delete(&id).await?;
+            Ok(pb::DeleteTaskResponse {})
+        }
+        .await;
+        audit(&self.audit, &caller, "DeleteTask", false, Some(raw), &result).await;
+        result.map(Response::new)
+    }
+
+    async fn get_task(
+        &self,
+        request: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let caller = caller(&request)?;
+        let raw = request.into_inner().task_id;
+        let result = async {
+            let id = visible_task(&caller, "task_id", &raw)?;
+            let task = self.scheduler.get(&id).await?;
+            Ok(convert::task_to_proto(&task))
+        }
+        .await;
+        audit(&self.audit, &caller, "GetTask", true, Some(raw), &result).await;
+        result.map(Response::new)
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let caller = caller(&request)?;
+        let result = self.list(&caller, request.into_inner()).await;
+        audit(&self.audit, &caller, "ListTasks", true, None, &result).await;
+        result.map(Response::new)
+    }
+
+    async fn pause_task(
+        &self,
+        request: Request<pb::PauseTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let raw = req.task_id.clone();
+        let result = async {
+            let id = visible_task(&caller, "task_id", &req.task_id)?;
+            let reason = convert::text("reason", req.reason, convert::MAX_REASON)?;
+            let task = self.scheduler.pause(&id, reason).await?;
+            Ok(convert::task_to_proto(&task))
+        }
+        .await;
+        audit(&self.audit, &caller, "PauseTask", false, Some(raw), &result).await;
+        result.map(Response::new)
+    }
+
+    async fn resume_task(
+        &self,
+        request: Request<pb::ResumeTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let caller = caller(&request)?;
+        let raw = request.into_inner().task_id;
+        let result = async {
+            let id = visible_task(&caller, "task_id", &raw)?;
+            let task = self.scheduler.resume(&id).await?;
+            Ok(convert::task_to_proto(&task))
+        }
+        .await;
+        audit(&self.audit, &caller, "ResumeTask", false, Some(raw), &result).await;
+        result.map(Response::new)
+    }
+
+    async fn cancel_task(
+        &self,
+        request: Request<pb::CancelTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let raw = req.task_id.clone();
+        let result = async {
+            let id = visible_task(&caller, "task_id", &req.task_id)?;
+            let reason = convert::text("reason", req.reason, convert::MAX_REASON)?;
+            let task = self.scheduler.cancel(&id, reason).await?;
+            Ok(convert::task_to_proto(&task))
+        }
+        .await;
+        audit(&self.audit, &caller, "CancelTask", false, Some(raw), &result).await;
+        result.map(Response::new)
+    }
+
+    async fn trigger_task(
+        &self,
+        request: Request<pb::TriggerTaskRequest>,
+    ) -> Result<Response<pb::TriggerTaskResponse>, Status> {
+        let caller = caller(&request)?;
+        let raw = request.into_inner().task_id;
+        let result = async {
+            let id = visible_task(&caller, "task_id", &raw)?;
+            let run = self.scheduler.trigger(&id).await?;
+            Ok(pb::TriggerTaskResponse { run })
+        }
+        .await;
+        audit(&self.audit, &caller, "TriggerTask", false, Some(raw), &result).await;
+        result.map(Response::new)
+    }
+
+    type StreamResultsStream = ResultStream;
+
+    async fn stream_results(
+        &self,
+        request: Request<pb::StreamResultsRequest>,
+    ) -> Result<Response<Self::StreamResultsStream>, Status> {
+        let caller = caller(&request)?;
+        let result = self.stream(&caller, request.into_inner()).await;
+        if self.audit.wants(true) {
+            // The stream itself is not Sync: only its outcome is kept across the await.
+            let outcome = result.as_ref().map_or_else(|s| code_name(s.code()), |_| "OK");
+            record(&self.audit, &caller, "StreamResults", None, outcome).await;
+        }
+        result.map(Response::new)
     }
 }

@@ -158,6 +158,13 @@ struct Serve {
     /// 10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,127.0.0.0/8,::1/128,fc00::/7
     #[arg(long, env = "RECUR_HTTP_DENY", value_delimiter = ',')]
     http_deny: Vec<String>,
+    /// Append one JSON line per call that changes a task to this file:
+    /// time, caller, namespace, method, task id, outcome.
+    #[arg(long, env = "RECUR_AUDIT_LOG")]
+    audit_log: Option<PathBuf>,
+    /// Audit reads (GetTask, ListTasks, StreamResults) too.
+    #[arg(long, env = "RECUR_AUDIT_READS", requires = "audit_log")]
+    audit_reads: bool,
 }
 
 fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
@@ -200,6 +207,8 @@ impl Serve {
         config.open_reflection = self.open_reflection;
         config.http_allow = self.http_allow.clone();
         config.http_deny = self.http_deny.clone();
+        config.audit_log = self.audit_log.clone();
+        config.audit_reads = self.audit_reads;
         config
             .check_exposure(self.listen)
             .map_err(|e| e.to_string())?;

@@ -26,6 +26,7 @@ use crate::{
         http::{HttpRunner, HttpSettings},
     },
     api::{ApiSettings, TaskApi},
+    audit::{AuditError, AuditLog},
     redis_pool::{PoolError, PoolSettings, RedisPool},
     results::stream::StreamGauge,
     scheduler::{FireAhead, Scheduler, SchedulerSettings, clock::Clock},
@@ -67,6 +68,9 @@ pub enum ServerError {
     /// The access file cannot be used.
     #[error(transparent)]
     Access(#[from] AccessFileError),
+    /// The audit log cannot be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 /// A server to be run, with its custom task kinds.
@@ -188,10 +192,15 @@ impl Server {
             Some(path) => Some(AccessFile::load(path)?),
             None => None,
         });
+        let audit = match &config.audit_log {
+            Some(path) => AuditLog::open(path, config.audit_reads)?,
+            None => AuditLog::default(),
+        };
         let gate = Gate::new(
             config.authenticates(),
             access.clone(),
             config.open_reflection,
+            audit.clone(),
         );
         tokio::pin!(shutdown);
         let pool = match &config.redis_url {
@@ -223,6 +232,7 @@ impl Server {
             self.open_streams,
             pool.clone(),
             gate,
+            audit,
         )
         .await;
         let Started {
@@ -381,6 +391,7 @@ async fn start(
     open_streams: StreamGauge,
     pool: Option<RedisPool>,
     gate: Gate,
+    audit: AuditLog,
 ) -> Result<Started, ServerError> {
     let http = HttpRunner::new(HttpSettings {
         connect_timeout: config.http_connect_timeout,
@@ -459,6 +470,7 @@ async fn start(
         config.max_open_streams,
         open_streams,
         streams_shutdown.clone(),
+        audit,
     );
     let health = HealthReporter::new();
     health
