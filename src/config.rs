@@ -161,6 +161,14 @@ pub struct Config {
     pub audit_log: Option<PathBuf>,
     /// Audit reads (GetTask, ListTasks, StreamResults) too (`--audit-reads`).
     pub audit_reads: bool,
+    /// Redis actions may only touch keys under this prefix
+    /// (`--redis-action-prefix`); commands whose keys cannot be known from
+    /// Redis's key specifications are then refused.
+    pub redis_action_prefix: Option<String>,
+    /// Redis actions run on their own connection to this URL
+    /// (`--redis-action-url`), typically as an ACL user confined to the
+    /// action prefix, instead of the server's own pool.
+    pub redis_action_url: Option<String>,
 }
 
 /// The PEM files of the server's TLS.
@@ -238,6 +246,8 @@ impl Default for Config {
             http_deny: Vec::new(),
             audit_log: None,
             audit_reads: false,
+            redis_action_prefix: None,
+            redis_action_url: None,
         }
     }
 }

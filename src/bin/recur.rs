@@ -165,6 +165,14 @@ struct Serve {
     /// Audit reads (GetTask, ListTasks, StreamResults) too.
     #[arg(long, env = "RECUR_AUDIT_READS", requires = "audit_log")]
     audit_reads: bool,
+    /// Confine Redis actions to keys under this prefix (e.g. app:); commands
+    /// whose keys Redis's key specs cannot tell are refused.
+    #[arg(long, env = "RECUR_REDIS_ACTION_PREFIX")]
+    redis_action_prefix: Option<String>,
+    /// Run Redis actions on their own connection to this URL, e.g. as an
+    /// ACL user limited to the action prefix (see the README).
+    #[arg(long, env = "RECUR_REDIS_ACTION_URL")]
+    redis_action_url: Option<String>,
 }
 
 fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
@@ -209,6 +217,8 @@ impl Serve {
         config.http_deny = self.http_deny.clone();
         config.audit_log = self.audit_log.clone();
         config.audit_reads = self.audit_reads;
+        config.redis_action_prefix = self.redis_action_prefix.clone();
+        config.redis_action_url = self.redis_action_url.clone().filter(|u| !u.is_empty());
         config
             .check_exposure(self.listen)
             .map_err(|e| e.to_string())?;
