@@ -1,39 +1,68 @@
 //! Runs the client walkthrough against a running `recur serve`:
 //!
 //! ```text
-//! cargo run --example client -- [ENDPOINT] [TARGET_URL]
+//! cargo run --example client -- [--server ADDR] [--token TOKEN] [--ca FILE]
+//!     [--cert FILE --key FILE] [--target URL] [SERVER] [TARGET_URL]
 //! ```
 //!
-//! ENDPOINT defaults to `http://127.0.0.1:50051` (a bare `host:port` gets
-//! `http://` prepended); TARGET_URL, the URL the task GETs, defaults to
-//! `http://127.0.0.1:8080/`.
+//! The server defaults to `http://127.0.0.1:50051` (a bare `host:port` is
+//! plaintext, `https://` means TLS); the task GETs `http://127.0.0.1:8080/`
+//! unless told otherwise. Every connection option also comes from its
+//! environment variable (`RECUR_SERVER`, `RECUR_TOKEN`, `RECUR_CA`,
+//! `RECUR_CERT`, `RECUR_KEY`); `--help` lists them.
 
+#[path = "connect.rs"]
+mod connect;
+#[path = "options.rs"]
+mod options;
 #[path = "walkthrough.rs"]
 mod walkthrough;
 
 use std::process::ExitCode;
 
-/// Where `recur serve` listens by default.
-const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:50051";
-/// A local web server the task calls; anything answering 2xx makes the
-/// triggered run SUCCEEDED, anything else shows how a failure is reported.
-const DEFAULT_TARGET: &str = "http://127.0.0.1:8080/";
+use options::Parsed;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let endpoint = args.next().unwrap_or_else(|| DEFAULT_ENDPOINT.into());
-    let endpoint = if endpoint.contains("://") {
-        endpoint
-    } else {
-        format!("http://{endpoint}")
+    // args_os: a non-UTF-8 argument is a usage error here, not a panic.
+    let args = match std::env::args_os()
+        .skip(1)
+        .map(|arg| arg.into_string())
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(args) => args,
+        Err(arg) => {
+            eprintln!("client: argument {arg:?} is not valid UTF-8");
+            return ExitCode::from(2);
+        }
     };
-    let target = args.next().unwrap_or_else(|| DEFAULT_TARGET.into());
+    let options = match options::parse(args, |name| std::env::var(name)) {
+        Ok(Parsed::Run(options)) => options,
+        Ok(Parsed::Help) => {
+            print!("{}", options::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("client: {e}\n\n{}", options::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let server = options.connection.server().to_string();
 
-    let summary = match walkthrough::walkthrough(endpoint.clone(), target).await {
+    let client = match options.connection.connect().await {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("client: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let summary = match walkthrough::walkthrough(client, options.target).await {
         Ok(summary) => summary,
         Err(e) => {
-            eprintln!("walkthrough against {endpoint} failed: {e}");
+            eprintln!(
+                "walkthrough against {server} failed: {}",
+                connect::causes(&*e)
+            );
             return ExitCode::FAILURE;
         }
     };

@@ -3,18 +3,18 @@
 //! run's result on a stream, and cancel the task.
 //!
 //! Written as a library file so the example binary (`main.rs`) and the
-//! integration test (`tests/client_examples.rs`) run the same code.
+//! integration test (`tests/client_examples.rs`) run the same code; the
+//! including crate declares `connect` (connect.rs) beside it, which makes
+//! the client: plaintext, TLS or mTLS, with or without a token.
 
 use std::time::Duration;
 
-use recur::pb::v1::{self as pb, task_service_client::TaskServiceClient};
-use tonic::transport::Channel;
+use recur::pb::v1 as pb;
+
+use crate::connect::Client;
 
 /// How often the example task runs on its own.
 const INTERVAL: Duration = Duration::from_secs(5);
-
-/// Bound on connecting to the server, so a wrong address fails fast.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Bound on waiting for the triggered run's result on the stream; a run's
 /// own timeout defaults to 30 s, so this leaves room for one full attempt.
@@ -46,15 +46,9 @@ pub struct Summary {
     pub final_state: pb::TaskState,
 }
 
-/// Runs the tour against the server at `endpoint` (e.g.
-/// `http://127.0.0.1:50051`), with a task that GETs `target_url`.
-pub async fn walkthrough(endpoint: String, target_url: String) -> Result<Summary, BoxError> {
-    let channel = Channel::from_shared(endpoint)?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .connect()
-        .await?;
-    let mut client = TaskServiceClient::new(channel);
-
+/// Runs the tour with `client` (from [`crate::connect::Connection`]), with
+/// a task that GETs `target_url`.
+pub async fn walkthrough(mut client: Client, target_url: String) -> Result<Summary, BoxError> {
     // Register. An empty task_id lets the server pick one; the request_id
     // makes a retry of this very call return the same task, not a second one.
     let spec = pb::TaskSpec {

@@ -149,3 +149,20 @@ pub async fn channel(addr: SocketAddr) -> Channel {
         .await
         .expect("connect")
 }
+
+/// Where [`Pem::write_into`] put a certificate and its key.
+pub struct PemFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Pem {
+    /// Writes the certificate and key into `dir` as `<name>.pem` and
+    /// `<name>-key.pem`, for clients and servers that take file paths.
+    pub fn write_into(&self, dir: &std::path::Path, name: &str) -> PemFiles {
+        PemFiles {
+            cert: write(dir, &format!("{name}.pem"), &self.cert),
+            key: write(dir, &format!("{name}-key.pem"), &self.key),
+        }
+    }
+}
