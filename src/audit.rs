@@ -54,7 +54,12 @@ pub struct AuditLog {
     tx: Option<mpsc::Sender<Event>>,
     /// Reads are audited too.
     reads: bool,
+    /// The writer thread, joined by [`AuditLog::finish`].
+    writer: Option<Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>>,
 }
+
+/// How long shutdown waits for the audit writer to write what is queued.
+const FINISH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why the audit log cannot be opened.
 #[derive(Debug, thiserror::Error)]
@@ -97,14 +102,30 @@ impl AuditLog {
                 }
             });
         match spawned {
-            Ok(_) => Ok(AuditLog {
+            Ok(handle) => Ok(AuditLog {
                 tx: Some(tx),
                 reads,
+                writer: Some(Arc::new(std::sync::Mutex::new(Some(handle)))),
             }),
             Err(source) => Err(AuditError {
                 path: path.display().to_string(),
                 source,
             }),
+        }
+    }
+
+    /// Waits until the writer has written every event and closed the file,
+    /// once every other handle is gone (shutdown calls it last), for at
+    /// most [`FINISH_WAIT`]; events still queued after it are reported.
+    pub async fn finish(self) {
+        let AuditLog { tx, writer, .. } = self;
+        drop(tx);
+        let Some(handle) = writer.and_then(|w| w.lock().ok().and_then(|mut h| h.take())) else {
+            return;
+        };
+        let joined = tokio::task::spawn_blocking(move || handle.join());
+        if tokio::time::timeout(FINISH_WAIT, joined).await.is_err() {
+            tracing::error!("the audit log was not finished in time; its last events may be lost");
         }
     }
 

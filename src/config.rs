@@ -121,6 +121,10 @@ pub struct Config {
     pub concurrency_per_connection: usize,
     /// Largest request message accepted (after decompression).
     pub max_message_size: usize,
+    /// A connection that sends nothing for this long after it was accepted
+    /// (no TLS handshake finished, no HTTP/2 preface) is closed, so idle
+    /// connections cannot pile up; after the preface, keepalive applies.
+    pub first_byte_timeout: Duration,
     /// HTTP/2 keepalive ping interval, so half-open clients are reaped.
     pub keepalive_interval: Duration,
     /// How long a keepalive ping may go unanswered before the connection is closed.
@@ -161,6 +165,13 @@ pub struct Config {
     pub audit_log: Option<PathBuf>,
     /// Audit reads (GetTask, ListTasks, StreamResults) too (`--audit-reads`).
     pub audit_reads: bool,
+    /// Named secrets that `secret_headers` refer to (`--secrets-file`, a
+    /// YAML map of name to value); `RECUR_SECRET_<NAME>` variables too.
+    pub secrets_file: Option<PathBuf>,
+    /// Keys encrypting header values in the Redis store
+    /// (`--secret-key-file`, repeated): the first encrypts, all decrypt,
+    /// so a key can be rotated.
+    pub secret_key_files: Vec<PathBuf>,
     /// Redis actions may only touch keys under this prefix
     /// (`--redis-action-prefix`); commands whose keys cannot be known from
     /// Redis's key specifications are then refused.
@@ -232,6 +243,7 @@ impl Default for Config {
             max_concurrent_streams_per_connection: 256,
             concurrency_per_connection: 256,
             max_message_size: 1024 * 1024,
+            first_byte_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             redis_connect_timeout: Duration::from_secs(2),
@@ -246,6 +258,8 @@ impl Default for Config {
             http_deny: Vec::new(),
             audit_log: None,
             audit_reads: false,
+            secrets_file: None,
+            secret_key_files: Vec::new(),
             redis_action_prefix: None,
             redis_action_url: None,
         }
@@ -330,6 +344,7 @@ impl Config {
             ("Config::http_connect_timeout", self.http_connect_timeout),
             ("Config::http_read_timeout", self.http_read_timeout),
             ("Config::keepalive_interval", self.keepalive_interval),
+            ("Config::first_byte_timeout", self.first_byte_timeout),
             ("Config::keepalive_timeout", self.keepalive_timeout),
             ("Config::redis_connect_timeout", self.redis_connect_timeout),
             (
@@ -351,6 +366,28 @@ impl Config {
         }
         self.validate_node_id()?;
         self.address_policy()?;
+        if let Some(prefix) = &self.redis_action_prefix {
+            if self.redis_url.is_none() && self.redis_action_url.is_none() {
+                return Err(invalid(
+                    "--redis-action-prefix",
+                    "needs --redis-url or --redis-action-url: there is no Redis for actions".into(),
+                ));
+            }
+            if prefix.is_empty() || prefix.starts_with(&self.key_prefix) {
+                return Err(invalid(
+                    "--redis-action-prefix",
+                    format!(
+                        "must be non-empty and outside --key-prefix {:?}, whose keys actions may never touch, got {prefix:?}",
+                        self.key_prefix
+                    ),
+                ));
+            }
+        }
+        if let Some(url) = &self.redis_action_url {
+            url.as_str()
+                .into_connection_info()
+                .map_err(|e| invalid("--redis-action-url", format!("not a Redis URL: {e}")))?;
+        }
         if let Some(tls) = &self.tls {
             for (setting, path) in [("--tls-cert", &tls.cert), ("--tls-key", &tls.key)] {
                 if path.as_os_str().is_empty() {

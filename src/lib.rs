@@ -33,6 +33,7 @@
 //! - `results`: the one result writer, fan-out to subscribers, result streams.
 //! - `action`: HTTP, Redis and custom actions ([`TaskHandler`]).
 //! - `redis_pool`: the managed Redis pool.
+//! - `secrets`: named secrets for headers, and the keys that encrypt header values at rest.
 //! - `task`: the domain model.
 //! - `stats`: engine counters for the periodic summary.
 //! - `pb`: generated code.
@@ -68,6 +69,7 @@ internal_modules! {
 pub mod access;
 pub mod config;
 pub mod pb;
+pub mod secrets;
 pub mod server;
 mod stats;
 

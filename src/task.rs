@@ -150,6 +150,9 @@ pub struct HttpAction {
     pub url: reqwest::Url,
     /// Headers as given; values are secret (never logged, redacted on read).
     pub headers: BTreeMap<String, String>,
+    /// Headers whose values are server-side secrets: lower-case header
+    /// name -> secret name, resolved at run time.
+    pub secret_headers: BTreeMap<String, String>,
     /// Request body.
     pub body: Bytes,
 }
@@ -162,6 +165,7 @@ impl fmt::Debug for HttpAction {
             .field("method", &self.method)
             .field("url", &crate::action::http::redact(&self.url))
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("secret_headers", &self.secret_headers)
             .field("body_len", &self.body.len())
             .finish()
     }
@@ -456,6 +460,7 @@ mod tests {
             url: reqwest::Url::parse("https://user:pw@example.com/x?token=abc").unwrap(),
             headers: [("authorization".to_string(), "Bearer s3cr3t".to_string())].into(),
             body: Bytes::new(),
+            secret_headers: Default::default(),
         };
         let shown = format!("{action:?}");
         assert!(shown.contains("authorization"));

@@ -89,6 +89,9 @@ impl Store for FlakyStore {
     async fn count_tasks(&self) -> Result<usize, StoreError> {
         self.inner.count_tasks().await
     }
+    async fn count_tasks_in(&self, prefix: &str) -> Result<usize, StoreError> {
+        self.inner.count_tasks_in(prefix).await
+    }
     async fn fire(&self, batch: Vec<Firing>) -> Result<Vec<Fired>, StoreError> {
         let call = self.fire_calls.fetch_add(1, Ordering::SeqCst) + 1;
         match self.fail_fire {

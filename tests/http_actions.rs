@@ -338,6 +338,7 @@ async fn redirects_drop_client_headers_when_the_host_changes() {
             ]
             .into(),
             body: vec![],
+            ..Default::default()
         })
     };
     for path in ["/same", "/cross", "/loop"] {
@@ -427,6 +428,7 @@ async fn post_sends_method_body_and_headers() {
         url: target.url("/hook"),
         headers: [("Content-Type".to_string(), "application/json".to_string())].into(),
         body: br#"{"a":1}"#.to_vec(),
+        ..Default::default()
     });
     register(
         &mut client,

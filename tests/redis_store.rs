@@ -105,6 +105,7 @@ fn settings(prefix: &str, retention: Retention) -> RedisSettings {
         node: format!("store-test/{}", random_prefix()),
         // Test stores take one lease step at open and do not renew it.
         lease: Duration::from_secs(5),
+        secret_keys: None,
     }
 }
 
@@ -113,6 +114,7 @@ fn settings(prefix: &str, retention: Retention) -> RedisSettings {
 fn settings_short_lease(prefix: &str, retention: Retention) -> RedisSettings {
     RedisSettings {
         lease: Duration::from_secs(2),
+        secret_keys: None,
         ..settings(prefix, retention)
     }
 }
@@ -125,6 +127,7 @@ fn decoder(prefix: &str) -> recur::store::redis::SpecDecoder {
         max_redirects: 0,
         output_cap: 1024,
         addresses: Default::default(),
+        secrets: Default::default(),
     })
     .expect("http client");
     stored_spec_decoder(
@@ -159,6 +162,7 @@ fn record(id: &str, overlap: OverlapPolicy) -> TaskRecord {
             method: reqwest::Method::POST,
             url: reqwest::Url::parse("http://127.0.0.1:9/hook").unwrap(),
             headers: [("authorization".to_string(), "Bearer s3cr3t".to_string())].into(),
+            secret_headers: Default::default(),
             body: Bytes::from_static(b"{}"),
         }),
         timeout: Duration::from_secs(1),
@@ -311,6 +315,21 @@ async fn a_task_reads_back_as_it_was_written_from_a_second_store() {
     // Listing pages through every shard in id order; filters apply.
     for id in ["b", "c", "d"] {
         insert(&second.store, id, OverlapPolicy::Skip).await;
+    }
+    // A namespace is counted across every shard by its prefix alone.
+    let mut namespaced = Vec::new();
+    for id in ["team-a.x", "team-a.y", "team-a", "team-b.x"] {
+        namespaced.push(insert(&second.store, id, OverlapPolicy::Skip).await);
+    }
+    assert_eq!(second.store.count_tasks_in("team-a.").await.unwrap(), 2);
+    assert_eq!(second.store.count_tasks_in("team-").await.unwrap(), 4);
+    assert_eq!(second.store.count_tasks_in("none.").await.unwrap(), 0);
+    for task in namespaced {
+        second
+            .store
+            .delete_task(&task.id, task.version)
+            .await
+            .unwrap();
     }
     let all = TaskFilter::default();
     let ids = |tasks: Vec<TaskRecord>| {

@@ -558,6 +558,7 @@ async fn header_values_are_redacted_and_compared_on_the_server() {
             url: "http://127.0.0.1:9/hook".into(),
             headers: [("Authorization".to_string(), format!("Bearer {secret}"))].into(),
             body: b"{}".to_vec(),
+            secret_headers: Default::default(),
         })
     };
     let task = register(
@@ -698,6 +699,7 @@ fn http_with_secret(url: &str, secret: &str) -> pb::action::Kind {
         url: url.into(),
         headers: [("Authorization".to_string(), format!("Bearer {secret}"))].into(),
         body: b"{}".to_vec(),
+        secret_headers: Default::default(),
     })
 }
 
@@ -918,6 +920,7 @@ async fn the_redaction_placeholder_is_refused_naming_the_header() {
         url: "http://127.0.0.1:9/hook".into(),
         headers: [("authorization".to_string(), "<redacted>".to_string())].into(),
         body: Vec::new(),
+        secret_headers: Default::default(),
     });
     let field = r#"spec.action.http.headers["authorization"]"#;
 

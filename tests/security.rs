@@ -647,6 +647,39 @@ async fn a_tenant_sees_creates_and_streams_only_its_namespace() {
         .expect("result")
         .expect("open");
     assert_eq!(seen.task_id, "team-b.fetch", "team-b saw {seen:?}");
+
+    // History: more than a replay page (256) of team-b's results, then
+    // team-a's replay skips them all and ends, holding only its own.
+    for _ in 0..300 {
+        b.trigger_task(pb::TriggerTaskRequest {
+            task_id: "team-b.fetch".into(),
+        })
+        .await
+        .expect("trigger");
+        let result = tokio::time::timeout(WAIT, b_stream.message())
+            .await
+            .expect("in time")
+            .expect("result")
+            .expect("open");
+        assert_eq!(result.task_id, "team-b.fetch");
+    }
+    let mut history = a
+        .stream_results(pb::StreamResultsRequest {
+            history_only: true,
+            ..Default::default()
+        })
+        .await
+        .expect("history")
+        .into_inner();
+    let mut replayed = Vec::new();
+    while let Some(result) = tokio::time::timeout(WAIT, history.message())
+        .await
+        .expect("the replay ends")
+        .expect("replay")
+    {
+        replayed.push(result.task_id);
+    }
+    assert_eq!(replayed, ["team-a.fetch"]);
 }
 
 #[tokio::test]
@@ -730,5 +763,115 @@ async fn calls_that_change_tasks_leave_one_audit_line_each() {
     let raw = std::fs::read_to_string(&audit_path).expect("audit file");
     for secret in [TEAM_A, READER] {
         assert!(!raw.contains(secret), "a token in the audit log");
+    }
+}
+
+#[tokio::test]
+async fn quotas_bind_one_namespace_and_spare_the_others() {
+    use tonic_types::StatusExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let token = |name: &str, ns: &str| {
+        format!(
+            "  - name: {name}\n    sha256: {}\n    scopes: [read, write]\n    namespace: {ns}\n",
+            digest_hex(&format!("{name}-token"))
+        )
+    };
+    let file = format!(
+        "tokens:\n{}{}{}quotas:\n  default:\n    max_tasks: 2\n    max_streams: 1\n  namespaces:\n    \
+         a.:\n      min_interval: 10s\n    c.:\n      calls_per_second: 0.5\n      burst: 3\n",
+        token("a", "a."),
+        token("b", "b."),
+        token("c", "c."),
+    );
+    let mut config = test_config();
+    config.auth_tokens = Some(pki::write(dir.path(), "access.yaml", &file));
+    config.min_interval = Duration::from_millis(50);
+    let server = TestServer::start_with(config, |s| s).await;
+    let channel = pki::channel(server.addr).await;
+    let mut a = with_token(channel.clone(), Some("a-token"));
+    let mut b = with_token(channel.clone(), Some("b-token"));
+    let mut c = with_token(channel, Some("c-token"));
+    let every = |secs: u64, id: &str| pb::RegisterTaskRequest {
+        task_id: id.into(),
+        spec: Some(spec_every(
+            Duration::from_secs(secs),
+            common::http_get("http://127.0.0.1:9/"),
+        )),
+        request_id: String::new(),
+    };
+
+    // min_interval: a's own quota, not b's.
+    let status = a
+        .register_task(every(1, "a.fast"))
+        .await
+        .expect_err("too often");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains("min_interval"), "{status:?}");
+    assert!(
+        status.get_details_retry_info().is_none(),
+        "waiting does not help"
+    );
+    b.register_task(every(1, "b.fast"))
+        .await
+        .expect("b has no min_interval");
+
+    // max_tasks, counted in the store: a's third task is refused, b goes on.
+    a.register_task(every(60, "a.one")).await.expect("first");
+    a.register_task(every(60, "a.two")).await.expect("second");
+    let status = a
+        .register_task(every(60, "a.three"))
+        .await
+        .expect_err("third");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains("max_tasks"), "{status:?}");
+    b.register_task(every(60, "b.two"))
+        .await
+        .expect("b is under its own count");
+
+    // max_streams: a's second stream waits for its first, b's opens.
+    let stream = |client: &mut TokenClient| {
+        let mut client = client.clone();
+        async move {
+            client
+                .stream_results(pb::StreamResultsRequest::default())
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let first = stream(&mut a).await.expect("a's first stream");
+    let status = stream(&mut a).await.expect_err("a's second stream");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains("max_streams"), "{status:?}");
+    assert!(status.get_details_retry_info().is_some(), "{status:?}");
+    let _b_stream = stream(&mut b).await.expect("b's stream");
+    drop(first);
+    common::eventually("a's stream slot is free again", || {
+        let mut a = a.clone();
+        async move { stream(&mut a).await.is_ok() }
+    })
+    .await;
+
+    // calls_per_second: c's burst of 3, then RetryInfo; b is not slowed.
+    for _ in 0..3 {
+        c.list_tasks(pb::ListTasksRequest::default())
+            .await
+            .expect("within the burst");
+    }
+    let status = c
+        .list_tasks(pb::ListTasksRequest::default())
+        .await
+        .expect_err("over the rate");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains("calls_per_second"), "{status:?}");
+    let retry = status.get_details_retry_info().expect("RetryInfo");
+    let delay = retry.retry_delay.expect("a delay");
+    assert!(
+        delay > Duration::ZERO && delay <= Duration::from_secs(2),
+        "{delay:?}"
+    );
+    for _ in 0..10 {
+        b.list_tasks(pb::ListTasksRequest::default())
+            .await
+            .expect("b is not rate limited");
     }
 }

@@ -68,6 +68,37 @@ pub async fn run(plan: &Plan, report: &mut Report) {
         let server = ServerProcess::start(2_000_000, &store).await;
         run_on(plan, kind, &server, report).await;
         server.stop().await;
+        // RegisterTask again with every call written to the audit trail.
+        if plan.callers.contains(&64) {
+            let dir = tempfile::tempdir().expect("a directory for the audit log");
+            let server =
+                ServerProcess::start_audited(2_000_000, &store, &dir.path().join("audit.jsonl"))
+                    .await;
+            // Ids above any the first server used: the Redis store keeps them.
+            let next_id = Arc::new(AtomicUsize::new(10_000_000));
+            let (per_second, latency) = measure(
+                plan,
+                kind,
+                &server,
+                Op::Register,
+                64,
+                None,
+                &next_id,
+                report,
+            )
+            .await;
+            register_rows(
+                plan,
+                kind,
+                &server,
+                " with --audit-log",
+                (per_second, latency),
+                &next_id,
+                report,
+            )
+            .await;
+            server.stop().await;
+        }
         store.finish().await;
     }
 }
@@ -101,43 +132,65 @@ async fn run_on(plan: &Plan, kind: StoreKind, server: &ServerProcess, report: &m
             let (per_second, latency) =
                 measure(plan, kind, server, op, callers, None, &next_id, report).await;
             if matches!(op, Op::Register) && callers == 64 {
-                let on = match kind {
-                    StoreKind::Memory => "",
-                    StoreKind::Redis => " (redis store)",
-                };
-                let floor = register_target(kind);
-                let name = format!("RegisterTask x64{on}");
-                rate_and_p99(
-                    report,
-                    &name,
-                    "",
-                    " (back to back, at saturation)",
-                    floor,
-                    per_second,
-                    latency,
-                );
-                // The same 64 callers asking for a tenth more than the
-                // target rate (so that the rate served is at least the
-                // target, ramp and tail included): the latency a client sees
-                // while the server serves that rate, apart from the
-                // queueing of a saturated server.
-                let asked = floor * 1.1;
-                let (served, paced) = measure(
+                register_rows(
                     plan,
                     kind,
                     server,
-                    op,
-                    callers,
-                    Some(asked),
+                    "",
+                    (per_second, latency),
                     &next_id,
                     report,
                 )
                 .await;
-                let name = format!("{name} at {}/s", fmt_count(asked as u64));
-                rate_and_p99(report, &name, " served", "", floor, served, paced);
             }
         }
     }
+}
+
+/// The RegisterTask x64 rows of `server`, named with `suffix`: the
+/// back-to-back measurement already made, then the same 64 callers asking
+/// for a tenth more than the target rate (so that the rate served is at
+/// least the target, ramp and tail included): the latency a client sees
+/// while the server serves that rate, apart from the queueing of a
+/// saturated server.
+async fn register_rows(
+    plan: &Plan,
+    kind: StoreKind,
+    server: &ServerProcess,
+    suffix: &str,
+    (per_second, latency): (f64, Option<Percentiles>),
+    next_id: &Arc<AtomicUsize>,
+    report: &mut Report,
+) {
+    let on = match kind {
+        StoreKind::Memory => "",
+        StoreKind::Redis => " (redis store)",
+    };
+    let floor = register_target(kind);
+    let name = format!("RegisterTask x64{on}{suffix}");
+    rate_and_p99(
+        report,
+        &name,
+        "",
+        " (back to back, at saturation)",
+        floor,
+        per_second,
+        latency,
+    );
+    let asked = floor * 1.1;
+    let (served, paced) = measure(
+        plan,
+        kind,
+        server,
+        Op::Register,
+        64,
+        Some(asked),
+        next_id,
+        report,
+    )
+    .await;
+    let name = format!("{name} at {}/s", fmt_count(asked as u64));
+    rate_and_p99(report, &name, " served", "", floor, served, paced);
 }
 
 /// The two targets of a RegisterTask x64 row: at least `floor` calls a

@@ -41,6 +41,9 @@ impl TaskHandler for Noop {
     }
 }
 
+/// Names the audit log of a `--serve` process, when set.
+const AUDIT_LOG_ENV: &str = "RECUR_BENCH_AUDIT_LOG";
+
 /// The `--serve` mode: serves recur on 127.0.0.1:0 until stdin closes (the
 /// parent exited or dropped its handle), printing `listening <addr>` first.
 /// With `redis` (URL, key prefix) Redis is the system of record.
@@ -67,6 +70,10 @@ pub fn serve(max_tasks: usize, redis: Option<(String, String)>, node_id: Option<
         }
         if let Some(node_id) = node_id {
             config.node_id = node_id;
+        }
+        // The RegisterTask row with the audit trail on (issue 8).
+        if let Some(path) = std::env::var_os(AUDIT_LOG_ENV) {
+            config.audit_log = Some(path.into());
         }
         let stdin_closed = async {
             let mut stdin = tokio::io::stdin();
@@ -113,8 +120,30 @@ impl ServerProcess {
         store: &CaseStore,
         node_id: Option<&str>,
     ) -> ServerProcess {
+        Self::spawn(max_tasks, store, node_id, None).await
+    }
+
+    /// [`ServerProcess::start`] writing its audit trail to `audit_log`.
+    pub async fn start_audited(
+        max_tasks: usize,
+        store: &CaseStore,
+        audit_log: &std::path::Path,
+    ) -> ServerProcess {
+        Self::spawn(max_tasks, store, None, Some(audit_log)).await
+    }
+
+    async fn spawn(
+        max_tasks: usize,
+        store: &CaseStore,
+        node_id: Option<&str>,
+        audit_log: Option<&std::path::Path>,
+    ) -> ServerProcess {
         let exe = std::env::current_exe().expect("path of the bench binary");
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        if let Some(path) = audit_log {
+            command.env(AUDIT_LOG_ENV, path);
+        }
+        let mut child = command
             .args(["--serve", "--max-tasks", &max_tasks.to_string()])
             .args(store.serve_args())
             .args(node_id.map(|id| ["--node-id", id]).into_iter().flatten())

@@ -61,6 +61,8 @@ pub struct AccessFile {
     tokens: Vec<([u8; 32], Entry)>,
     /// Certificate subjects, in file order.
     subjects: Vec<(String, Entry)>,
+    /// Quotas per namespace.
+    quotas: super::quota::Quotas,
 }
 
 #[derive(serde::Deserialize)]
@@ -70,6 +72,8 @@ struct Raw {
     tokens: Vec<RawToken>,
     #[serde(default)]
     subjects: Vec<RawSubject>,
+    #[serde(default)]
+    quotas: super::quota::RawQuotas,
 }
 
 #[derive(serde::Deserialize)]
@@ -108,6 +112,7 @@ impl AccessFile {
             Raw {
                 tokens: Vec::new(),
                 subjects: Vec::new(),
+                quotas: Default::default(),
             }
         } else {
             serde_saphyr::from_str(text).map_err(|e| e.to_string())?
@@ -144,7 +149,12 @@ impl AccessFile {
                 entry(subject.subject.clone(), &subject.scopes, subject.namespace).map_err(at)?;
             subjects.push((subject.subject, e));
         }
-        Ok(AccessFile { tokens, subjects })
+        let quotas = raw.quotas.check()?;
+        Ok(AccessFile {
+            tokens,
+            subjects,
+            quotas,
+        })
     }
 
     /// The entry of the token `presented`. Every stored digest is compared
@@ -171,6 +181,11 @@ impl AccessFile {
             .map(|(_, e)| e)
     }
 
+    /// The quotas binding `namespace`.
+    pub fn quota(&self, namespace: &str) -> super::quota::Quota {
+        self.quotas.of(namespace)
+    }
+
     /// How many tokens and subjects it holds, for the reload log.
     pub fn counts(&self) -> (usize, usize) {
         (self.tokens.len(), self.subjects.len())
@@ -184,8 +199,7 @@ fn entry(name: String, scopes: &[Scope], namespace: Option<String>) -> Result<En
     let namespace = match namespace {
         None => None,
         Some(ns) => {
-            // A namespace is a prefix of task ids, so it must be one.
-            crate::task::TaskId::parse(&ns).map_err(|r| format!("namespace {ns:?}: {r}"))?;
+            check_namespace(&ns).map_err(|r| format!("namespace {ns:?}: {r}"))?;
             Some(Arc::from(ns))
         }
     };
@@ -194,6 +208,25 @@ fn entry(name: String, scopes: &[Scope], namespace: Option<String>) -> Result<En
         scopes: scopes.iter().copied().collect(),
         namespace,
     })
+}
+
+/// Room left in a task id after a namespace for a generated id (`t-` and
+/// 32 hex digits).
+const GENERATED_ID_LEN: usize = 34;
+
+/// A namespace is a task-id prefix ending in a separator (`.`, `-` or
+/// `_`), so `team-a.` never covers `team-ab.x`, and short enough that ids
+/// generated under it are still ids.
+pub fn check_namespace(ns: &str) -> Result<(), String> {
+    crate::task::TaskId::parse(ns)?;
+    if !ns.ends_with(['.', '-', '_']) {
+        return Err("must end with \".\", \"-\" or \"_\" (such as team-a.)".into());
+    }
+    let max = crate::task::MAX_TASK_ID_LEN - GENERATED_ID_LEN;
+    if ns.len() > max {
+        return Err(format!("longer than {max} characters"));
+    }
+    Ok(())
 }
 
 fn parse_digest(hex: &str) -> Result<[u8; 32], String> {

@@ -19,7 +19,7 @@ use tonic::{
 use tower::{Layer, Service};
 use x509_cert::der::Decode;
 
-use super::{AccessHandle, Caller, Scope, Scopes, methods};
+use super::{AccessHandle, Caller, Scope, Scopes, methods, quota::RateLimits};
 use crate::audit::{AuditLog, Event};
 
 /// How calls are authenticated.
@@ -34,6 +34,8 @@ pub struct Gate {
     open_reflection: bool,
     /// Refused calls to the task service are audited like answered ones.
     audit: AuditLog,
+    /// The `calls_per_second` buckets of this process.
+    rates: Arc<RateLimits>,
 }
 
 impl Gate {
@@ -49,6 +51,7 @@ impl Gate {
             access,
             open_reflection,
             audit,
+            rates: Arc::default(),
         }
     }
 
@@ -78,6 +81,7 @@ impl Gate {
             task_id: None,
             outcome: match status.code() {
                 tonic::Code::PermissionDenied => "PERMISSION_DENIED",
+                tonic::Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
                 _ => "UNAUTHENTICATED",
             },
         })
@@ -110,6 +114,20 @@ impl Gate {
                 &*caller.name,
                 needed.name()
             )));
+        }
+        if let (Some(ns), Some(access)) = (&caller.namespace, self.access.current()) {
+            let quota = access.quota(ns);
+            if let Err(wait) = self.rates.take(ns, &quota, std::time::Instant::now()) {
+                return Err(crate::api::status::quota_exceeded(
+                    "calls_per_second",
+                    ns,
+                    &format!(
+                        "{} calls per second in this process",
+                        quota.calls_per_second.unwrap_or_default()
+                    ),
+                    Some(wait),
+                ));
+            }
         }
         Ok(caller)
     }

@@ -7,6 +7,7 @@
 pub mod file;
 pub mod layer;
 pub mod methods;
+pub mod quota;
 pub mod token;
 
 use std::sync::{Arc, RwLock};

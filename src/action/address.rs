@@ -88,6 +88,18 @@ impl AddressPolicy {
     /// (`::ffff:127.0.0.1`) is judged as the IPv4 address it is.
     pub fn allows(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
+        // An IPv4 address carried inside IPv6 (NAT64, IPv4-compatible,
+        // 6to4) reaches that IPv4 host: both must be allowed.
+        if let IpAddr::V6(v6) = ip
+            && let Some(v4) = embedded_v4(v6)
+            && !self.allows_one(IpAddr::V4(v4))
+        {
+            return false;
+        }
+        self.allows_one(ip)
+    }
+
+    fn allows_one(&self, ip: IpAddr) -> bool {
         let mut best: Option<(u8, Verdict)> = None;
         for (net, verdict) in self.rules.iter() {
             if !net.contains(&ip) {
@@ -110,6 +122,21 @@ impl AddressPolicy {
         Arc::new(GuardedResolver {
             policy: self.clone(),
         })
+    }
+}
+
+/// The IPv4 address inside a NAT64 (`64:ff9b::/96`), IPv4-compatible
+/// (`::a.b.c.d`, not `::` or `::1`) or 6to4 (`2002::/16`) address.
+fn embedded_v4(ip: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = ip.segments();
+    let last = |hi: u16, lo: u16| std::net::Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    match s {
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(last(hi, lo)),
+        [0, 0, 0, 0, 0, 0, hi, lo] if (hi, lo) != (0, 0) && (hi, lo) != (0, 1) => {
+            Some(last(hi, lo))
+        }
+        [0x2002, hi, lo, ..] => Some(last(hi, lo)),
+        _ => None,
     }
 }
 

@@ -39,6 +39,8 @@ pub struct HttpSettings {
     pub output_cap: usize,
     /// Where requests may go.
     pub addresses: AddressPolicy,
+    /// Values of the secrets `secret_headers` name.
+    pub secrets: crate::secrets::NamedSecrets,
 }
 
 /// Runs HTTP actions.
@@ -75,7 +77,12 @@ impl HttpRunner {
 
     /// One attempt: the request, up to `max_redirects` redirects, and the
     /// body read up to the cap. Non-2xx is a failure carrying the body.
-    pub async fn run(&self, action: &HttpAction, occurrence_id: &str) -> Result<Output, Failure> {
+    pub async fn run(
+        &self,
+        action: &HttpAction,
+        task_id: &str,
+        occurrence_id: &str,
+    ) -> Result<Output, Failure> {
         let mut method = action.method.clone();
         let mut url = action.url.clone();
         let mut body = Some(action.body.clone());
@@ -92,8 +99,27 @@ impl HttpRunner {
             let client_sets_key = action
                 .headers
                 .keys()
+                .chain(action.secret_headers.keys())
                 .any(|k| k.eq_ignore_ascii_case(IDEMPOTENCY_KEY));
             if send_client_headers {
+                for (name, secret) in &action.secret_headers {
+                    // Checked at registration, but the secret may have been
+                    // removed since: the run fails naming it, never its value.
+                    let value = self.settings.secrets.get(secret, task_id).ok_or_else(|| {
+                        Failure::new(format!(
+                            "secret {secret:?} (header {name:?}) is not defined for this task on this server"
+                        ))
+                    })?;
+                    let (Ok(n), Ok(v)) = (
+                        HeaderName::from_bytes(name.as_bytes()),
+                        HeaderValue::from_str(&value),
+                    ) else {
+                        return Err(Failure::new(format!(
+                            "secret {secret:?} is not a valid value for header {name:?}"
+                        )));
+                    };
+                    request = request.header(n, v);
+                }
                 for (name, value) in &action.headers {
                     // Validated at registration; a failure here is skipped
                     // rather than trusted.

@@ -5,6 +5,7 @@
 pub mod address;
 pub mod http;
 pub mod redis;
+pub mod redis_keys;
 
 use std::{collections::HashMap, fmt, panic::AssertUnwindSafe, sync::Arc};
 
@@ -123,14 +124,28 @@ pub struct Attempt {
 /// Runs actions with the server's shared clients.
 #[derive(Clone)]
 pub struct Actions {
+    /// HTTP actions' shared client and address policy.
     http: http::HttpRunner,
+    /// The server's pool, handed to custom handlers.
     redis: Option<RedisPool>,
+    /// What Redis actions run on and may touch; None refuses them.
+    redis_actions: Option<redis::RedisActions>,
+    /// Set on the copy that reads specs back from the store: a task
+    /// registered before `--redis-action-prefix` was set (or Redis's key
+    /// specs were consulted) must stay readable, cancellable and
+    /// deletable, so only the command's shape is checked there; its runs
+    /// are refused instead, by the full check before each attempt.
+    stored_specs: bool,
+    /// Custom kinds by name.
     handlers: Arc<HashMap<String, Arc<dyn TaskHandler>>>,
+    /// Most bytes of output a result keeps.
     output_cap: usize,
 }
 
 impl Actions {
-    /// Bundles the shared clients and the registered handlers.
+    /// Bundles the shared clients and the registered handlers. `redis` is
+    /// the server's pool, for custom handlers; Redis actions run once
+    /// [`Actions::with_redis_actions`] gives them their connection.
     pub fn new(
         http: http::HttpRunner,
         redis: Option<RedisPool>,
@@ -140,9 +155,41 @@ impl Actions {
         Self {
             http,
             redis,
+            redis_actions: None,
+            stored_specs: false,
             handlers: Arc::new(handlers),
             output_cap,
         }
+    }
+
+    /// Lets Redis actions run, on `redis_actions`' connection and rules.
+    pub fn with_redis_actions(mut self, redis_actions: Option<redis::RedisActions>) -> Self {
+        self.redis_actions = redis_actions;
+        self
+    }
+
+    /// The copy that checks specs read back from the store: see
+    /// `stored_specs`.
+    pub fn for_stored_specs(&self) -> Self {
+        Self {
+            stored_specs: true,
+            ..self.clone()
+        }
+    }
+
+    /// Checks a Redis action's command at registration; `key_prefix` is
+    /// the server's own, which no key may be under. Without Redis only the
+    /// command's shape is checked: the action is refused for that anyway.
+    pub fn check_redis(
+        &self,
+        args: &[String],
+        key_prefix: &str,
+    ) -> Result<(), redis::CommandError> {
+        let check = match &self.redis_actions {
+            Some(actions) if !self.stored_specs => actions.key_check(),
+            _ => redis::KeyCheck::Shape,
+        };
+        redis::check_command(args, check, key_prefix)
     }
 
     /// The handler registered as `kind`.
@@ -152,19 +199,23 @@ impl Actions {
 
     /// Whether Redis actions can run.
     pub fn has_redis(&self) -> bool {
-        self.redis.is_some()
+        self.redis_actions.is_some()
     }
 
     /// Runs one attempt of `action`. Cancellation and timeouts are the
     /// caller's: it drops this future.
     pub async fn run(&self, action: &Action, attempt: &Attempt) -> Result<Output, Failure> {
         match action {
-            Action::Http(http) => self.http.run(http, &attempt.occurrence_id).await,
+            Action::Http(http) => {
+                self.http
+                    .run(http, attempt.task_id.as_str(), &attempt.occurrence_id)
+                    .await
+            }
             Action::Redis(cmd) => {
-                let Some(pool) = &self.redis else {
+                let Some(redis) = &self.redis_actions else {
                     return Err(Failure::new("no Redis configured on this server"));
                 };
-                redis::run(pool, cmd, self.output_cap).await
+                redis.run(cmd, self.output_cap).await
             }
             Action::Custom(custom) => {
                 let Some(handler) = self.handlers.get(&custom.kind) else {

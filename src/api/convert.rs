@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderName, HeaderValue};
 
 use crate::{
-    action::{Actions, http::ALLOWED_METHODS, redis::check_command},
+    action::{Actions, http::ALLOWED_METHODS},
     pb::v1 as pb,
     scheduler::{
         Error,
@@ -56,6 +56,13 @@ pub struct SpecContext<'a> {
     pub key_prefix: &'a str,
     /// Registered handlers and whether Redis is there.
     pub actions: &'a Actions,
+    /// Secrets that `secret_headers` may name; `None` skips the check
+    /// (a stored task stays readable after its secret was removed: the
+    /// run fails instead, naming it).
+    pub secrets: Option<&'a crate::secrets::NamedSecrets>,
+    /// The namespace of the caller whose spec this is (`None`: not
+    /// confined): it may only name secrets given to it.
+    pub namespace: Option<&'a str>,
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
@@ -193,7 +200,11 @@ fn action(field: &str, raw: Option<pb::Action>, ctx: &SpecContext<'_>) -> Result
     match raw.kind {
         None => Err(invalid(field, "set one of http, redis or custom")),
         Some(pb::action::Kind::Http(http)) => {
-            Ok(Action::Http(http_action(&format!("{field}.http"), http)?))
+            Ok(Action::Http(http_action(
+                &format!("{field}.http"),
+                http,
+                ctx.secrets.map(|s| (s, ctx.namespace)),
+            )?))
         }
         Some(pb::action::Kind::Redis(redis)) => {
             let field = format!("{field}.redis");
@@ -203,12 +214,16 @@ fn action(field: &str, raw: Option<pb::Action>, ctx: &SpecContext<'_>) -> Result
                     format!("more than {MAX_REDIS_ARGS} arguments"),
                 ));
             }
-            check_command(&redis.args, ctx.key_prefix)
-                .map_err(|r| invalid(format!("{field}.args"), r))?;
+            ctx.actions
+                .check_redis(&redis.args, ctx.key_prefix)
+                .map_err(|e| {
+                    let at = e.arg().map(|i| format!("[{i}]")).unwrap_or_default();
+                    invalid(format!("{field}.args{at}"), e.to_string())
+                })?;
             if !ctx.actions.has_redis() {
                 return Err(Error::Unsupported {
                     field,
-                    reason: "this server has no Redis configured (start it with --redis-url)"
+                    reason: "this server has no Redis configured for actions (start it with --redis-url or --redis-action-url)"
                         .into(),
                 });
             }
@@ -233,7 +248,11 @@ fn action(field: &str, raw: Option<pb::Action>, ctx: &SpecContext<'_>) -> Result
     }
 }
 
-fn http_action(field: &str, raw: pb::HttpAction) -> Result<HttpAction, Error> {
+fn http_action(
+    field: &str,
+    raw: pb::HttpAction,
+    secrets: Option<(&crate::secrets::NamedSecrets, Option<&str>)>,
+) -> Result<HttpAction, Error> {
     let method = if raw.method.is_empty() {
         "GET".to_string()
     } else {
@@ -307,6 +326,13 @@ fn http_action(field: &str, raw: pb::HttpAction) -> Result<HttpAction, Error> {
                 ),
             ));
         }
+        // Such a value would be taken for an encrypted one when read back.
+        if crate::secrets::SecretKeys::is_sealed(&value) {
+            return Err(invalid(
+                format!("{field}.headers[{name:?}]"),
+                "must not start with \"enc:v1:\", which marks values encrypted at rest",
+            ));
+        }
         // The value is secret: name the header, never echo the value.
         if HeaderValue::from_str(&value).is_err() {
             return Err(invalid(
@@ -316,12 +342,64 @@ fn http_action(field: &str, raw: pb::HttpAction) -> Result<HttpAction, Error> {
         }
         headers.insert(name.to_ascii_lowercase(), value);
     }
+    let secret_headers = secret_headers(field, raw.secret_headers, &headers, secrets)?;
     Ok(HttpAction {
         method,
         url,
         headers,
+        secret_headers,
         body: Bytes::from(raw.body),
     })
+}
+
+/// Checks `secret_headers`: header names as for `headers`, never both, and
+/// secret names the server knows.
+fn secret_headers(
+    field: &str,
+    raw: std::collections::HashMap<String, String>,
+    headers: &BTreeMap<String, String>,
+    secrets: Option<(&crate::secrets::NamedSecrets, Option<&str>)>,
+) -> Result<BTreeMap<String, String>, Error> {
+    if raw.len() + headers.len() > MAX_HEADERS {
+        return Err(invalid(
+            format!("{field}.secret_headers"),
+            format!("more than {MAX_HEADERS} headers with headers"),
+        ));
+    }
+    let mut out = BTreeMap::new();
+    // Sorted, so the first error is the same on every call.
+    let mut raw: Vec<_> = raw.into_iter().collect();
+    raw.sort();
+    for (name, secret) in raw {
+        let at = format!("{field}.secret_headers[{name:?}]");
+        let lower = name.to_ascii_lowercase();
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(invalid(at, "is not a valid header name"));
+        }
+        if headers.contains_key(&lower) || out.contains_key(&lower) {
+            return Err(invalid(
+                at,
+                "is given twice (in headers too, or in another spelling)",
+            ));
+        }
+        crate::secrets::named::check_name(&secret)
+            .map_err(|r| invalid(at.clone(), format!("secret name {secret:?}: {r}")))?;
+        // Unknown and not given to the caller read the same, so a tenant
+        // learns nothing of others' secret names.
+        if let Some((secrets, namespace)) = secrets
+            && !secrets.allows(&secret, namespace)
+        {
+            return Err(invalid(
+                at,
+                format!(
+                    "names secret {secret:?}, which this server does not have for this caller (in --secrets-file, given to its namespace, or {}{secret} for unconfined callers)",
+                    crate::secrets::named::ENV_PREFIX
+                ),
+            ));
+        }
+        out.insert(lower, secret);
+    }
+    Ok(out)
 }
 
 fn retry(field: &str, raw: Option<pb::RetryPolicy>) -> Result<RetryPolicy, Error> {
@@ -447,6 +525,8 @@ pub fn stored_spec_decoder(
             max_timeout: Duration::from_secs(u64::from(u32::MAX)),
             key_prefix: &key_prefix,
             actions: &actions,
+            secrets: None,
+            namespace: None,
         };
         spec("spec", Some(raw), &ctx).map_err(|e| e.to_string())
     })
@@ -494,6 +574,11 @@ fn spec_to_proto_with(spec: &TaskSpec, header_values: HeaderValues) -> pb::TaskS
                 })
                 .collect(),
             body: h.body.to_vec(),
+            secret_headers: h
+                .secret_headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }),
         Action::Redis(r) => pb::action::Kind::Redis(pb::RedisAction {
             args: r.args.clone(),

@@ -42,6 +42,8 @@ pub enum SpecPath {
     HttpHeaders,
     /// `action.http.body`.
     HttpBody,
+    /// `action.http.secret_headers`, the whole map.
+    HttpSecretHeaders,
     /// `action.redis`.
     Redis,
     /// `action.redis.args`.
@@ -71,7 +73,7 @@ pub enum SpecPath {
 }
 
 /// Every path a mask may name, spelled as in the proto.
-const PATHS: [(&str, SpecPath); 28] = [
+const PATHS: [(&str, SpecPath); 29] = [
     ("*", SpecPath::All),
     ("schedule", SpecPath::Schedule),
     ("schedule.every", SpecPath::ScheduleEvery),
@@ -87,6 +89,7 @@ const PATHS: [(&str, SpecPath); 28] = [
     ("action.http.url", SpecPath::HttpUrl),
     ("action.http.headers", SpecPath::HttpHeaders),
     ("action.http.body", SpecPath::HttpBody),
+    ("action.http.secret_headers", SpecPath::HttpSecretHeaders),
     ("action.redis", SpecPath::Redis),
     ("action.redis.args", SpecPath::RedisArgs),
     ("action.custom", SpecPath::Custom),
@@ -103,7 +106,22 @@ const PATHS: [(&str, SpecPath); 28] = [
 ];
 
 /// Map fields: a mask replaces them whole and cannot name one entry.
-const MAP_PATHS: [&str; 2] = ["labels", "action.http.headers"];
+const MAP_PATHS: [&str; 3] = [
+    "labels",
+    "action.http.headers",
+    "action.http.secret_headers",
+];
+
+/// Whether a masked update keeps the stored header values (it names
+/// neither the headers nor anything that holds them).
+pub fn keeps_headers(paths: &[SpecPath]) -> bool {
+    !paths.iter().any(|p| {
+        matches!(
+            p,
+            SpecPath::All | SpecPath::Action | SpecPath::Http | SpecPath::HttpHeaders
+        )
+    })
+}
 
 /// Parses a mask's paths; an unknown one is INVALID_ARGUMENT naming
 /// `update_mask.paths[i]`.
@@ -199,6 +217,9 @@ fn copy(to: &mut pb::TaskSpec, from: &pb::TaskSpec, path: SpecPath) {
         SpecPath::HttpUrl => with_http(to, |http| http.url = http_of(from).url),
         SpecPath::HttpHeaders => with_http(to, |http| http.headers = http_of(from).headers),
         SpecPath::HttpBody => with_http(to, |http| http.body = http_of(from).body),
+        SpecPath::HttpSecretHeaders => with_http(to, |http| {
+            http.secret_headers = http_of(from).secret_headers
+        }),
         SpecPath::RedisArgs => {
             let args = match from_kind {
                 Some(Kind::Redis(r)) => r.args.clone(),
@@ -321,6 +342,7 @@ mod tests {
                     url: "http://example.com/hook".into(),
                     headers: [("authorization".to_string(), "Bearer s3cr3t".to_string())].into(),
                     body: b"{}".to_vec(),
+                    secret_headers: Default::default(),
                 })),
             }),
             labels: [("team".to_string(), "ops".to_string())].into(),

@@ -6,7 +6,7 @@ pub mod convert;
 pub mod mask;
 pub mod status;
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
 use tokio::sync::Semaphore;
@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    access::Caller,
+    access::{Caller, quota::Quota},
+    scheduler::schedule::{Cadence, Schedule},
+    task::TaskSpec,
     audit::{self, AuditLog},
     pb::v1::{self as pb, task_service_server::TaskService},
     results::stream::{self, StreamGauge, StreamRequest},
@@ -27,6 +29,10 @@ use convert::SpecContext;
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 /// Largest ListTasks page.
 pub const MAX_PAGE_SIZE: usize = 1000;
+/// When a namespace's streams are all open, how long a client is told to
+/// wait before trying again (streams end when their readers go).
+const STREAM_RETRY: Duration = Duration::from_secs(1);
+
 /// Most task ids one StreamResults may name.
 pub const MAX_STREAM_TASKS: usize = 1000;
 
@@ -41,12 +47,18 @@ pub struct ApiSettings {
     pub max_timeout: Duration,
     /// The server's Redis key prefix.
     pub key_prefix: String,
+    /// Secrets that `secret_headers` may name.
+    pub secrets: crate::secrets::NamedSecrets,
+    /// The access file in force, for namespace quotas.
+    pub access: crate::access::AccessHandle,
 }
 
-/// The TaskService implementation.
+/// The TaskService implementation; cheap to clone (shared parts), so an
+/// audited call can run as a task of its own.
+#[derive(Clone)]
 pub struct TaskApi {
     scheduler: Scheduler,
-    settings: ApiSettings,
+    settings: Arc<ApiSettings>,
     /// Caps open result streams; a concurrency limit would not, since it
     /// releases its slot once response headers are out.
     streams: Arc<Semaphore>,
@@ -57,6 +69,8 @@ pub struct TaskApi {
     streams_shutdown: CancellationToken,
     /// Where each call's audit event goes (off unless `--audit-log`).
     audit: AuditLog,
+    /// Result streams open per namespace in this process.
+    namespace_streams: Arc<std::sync::Mutex<HashMap<Arc<str>, usize>>>,
 }
 
 impl TaskApi {
@@ -71,8 +85,9 @@ impl TaskApi {
     ) -> Self {
         Self {
             audit,
+            namespace_streams: Arc::default(),
             scheduler,
-            settings,
+            settings: Arc::new(settings),
             streams: Arc::new(Semaphore::new(max_open_streams)),
             max_open_streams,
             gauge,
@@ -80,13 +95,15 @@ impl TaskApi {
         }
     }
 
-    fn spec_context(&self) -> SpecContext<'_> {
+    fn spec_context<'a>(&'a self, caller: &'a Caller) -> SpecContext<'a> {
         SpecContext {
             min_interval: self.settings.min_interval,
             default_timeout: self.settings.default_timeout,
             max_timeout: self.settings.max_timeout,
             key_prefix: &self.settings.key_prefix,
             actions: self.scheduler.actions(),
+            secrets: Some(&self.settings.secrets),
+            namespace: caller.namespace.as_deref(),
         }
     }
 }
@@ -113,6 +130,86 @@ fn visible_task(caller: &Caller, field: &str, raw: &str) -> Result<crate::task::
         .into());
     }
     Ok(id)
+}
+
+/// The quota binding `caller`, if confined to a namespace.
+fn quota_of(settings: &ApiSettings, caller: &Caller) -> Option<(Arc<str>, Quota)> {
+    let ns = caller.namespace.clone()?;
+    let quota = settings.access.current()?.quota(&ns);
+    Some((ns, quota))
+}
+
+/// The shortest time between two fires of `schedule` from `now`: exact for
+/// `every`, the smallest gap among the next [`GAP_SAMPLES`] fires for cron.
+fn shortest_gap(schedule: &Schedule, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    if let Cadence::Every(every) = schedule.cadence {
+        return Some(every);
+    }
+    let mut previous = schedule.next_slot_after(now, now)?;
+    let mut shortest: Option<Duration> = None;
+    for _ in 0..GAP_SAMPLES {
+        let Some(next) = schedule.next_slot_after(now, previous) else {
+            break;
+        };
+        let gap = (next - previous).to_std().unwrap_or_default();
+        shortest = Some(shortest.map_or(gap, |s| s.min(gap)));
+        previous = next;
+    }
+    shortest
+}
+
+/// Fires of a cron schedule sampled for its shortest gap.
+const GAP_SAMPLES: usize = 100;
+
+/// Checks a spec against its namespace's `min_interval` quota.
+fn check_min_interval(ns: &str, quota: &Quota, spec: &TaskSpec) -> Result<(), Error> {
+    let Some(min) = quota.min_interval else {
+        return Ok(());
+    };
+    match shortest_gap(&spec.schedule, chrono::Utc::now()) {
+        Some(gap) if gap < min => Err(Error::QuotaExceeded {
+            quota: "min_interval",
+            namespace: ns.to_string(),
+            detail: format!(
+                "spec.schedule fires {gap:?} apart, the namespace allows at least {min:?}"
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Where an HTTP action's URL points (host and port), and whether the
+/// action carries header values or secret references; `None` otherwise.
+fn http_destination(spec: &pb::TaskSpec) -> Option<(String, bool)> {
+    let Some(pb::action::Kind::Http(http)) = spec.action.as_ref().and_then(|a| a.kind.as_ref())
+    else {
+        return None;
+    };
+    let url = reqwest::Url::parse(&http.url).ok()?;
+    let host = format!(
+        "{}:{}",
+        url.host_str().unwrap_or_default(),
+        url.port_or_known_default().unwrap_or_default()
+    );
+    Some((host, !http.headers.is_empty() || !http.secret_headers.is_empty()))
+}
+
+/// A namespace's count of open streams, held by its stream.
+struct NamespaceStream {
+    counts: Arc<std::sync::Mutex<HashMap<Arc<str>, usize>>>,
+    namespace: Arc<str>,
+}
+
+impl Drop for NamespaceStream {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.namespace) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.namespace);
+            }
+        }
+    }
 }
 
 type ResultStream = Pin<Box<dyn Stream<Item = Result<pb::TaskResult, Status>> + Send>>;
@@ -193,23 +290,51 @@ impl TaskApi {
             Some(id)
         };
         let request_id = convert::text("request_id", req.request_id, convert::MAX_REQUEST_ID)?;
-        let spec = convert::spec("spec", req.spec, &self.spec_context())?;
+        let spec = convert::spec("spec", req.spec, &self.spec_context(caller))?;
+        if let Some((ns, quota)) = quota_of(&self.settings, caller) {
+            check_min_interval(&ns, &quota, &spec)?;
+            if let Some(max) = quota.max_tasks {
+                let count = self.scheduler.store().count_tasks_in(&ns).await.map_err(Error::from)?;
+                if count >= max {
+                    return Err(Error::QuotaExceeded {
+                        quota: "max_tasks",
+                        namespace: ns.to_string(),
+                        detail: format!("{count} of {max} tasks exist; delete some first"),
+                    }
+                    .into());
+                }
+            }
+        }
         let namespace = caller.namespace.as_deref().unwrap_or("");
         // Request ids are scoped to the namespace like task ids, so one
         // tenant's retry can never be answered with another tenant's task.
-        let request_id = (!request_id.is_empty()).then(|| format!("{namespace}{request_id}"));
+        // The namespace's length comes first, so no two (namespace, id)
+        // pairs make the same key ("a." + "b.x" and "a.b." + "x" differ).
+        let request_id = (!request_id.is_empty()).then(|| match namespace {
+            "" => request_id,
+            ns => format!("{}:{ns}{request_id}", ns.len()),
+        });
         let task = self
             .scheduler
             .register_in(namespace, id, spec, request_id)
             .await?;
+        // Belt and braces: whatever the store answers with must be the
+        // caller's to see.
+        if !caller.sees(task.id.as_str()) {
+            return Err(status::outside_namespace(caller, "request_id"));
+        }
         Ok(convert::task_to_proto(&task))
     }
 
     async fn update(&self, caller: &Caller, req: pb::UpdateTaskRequest) -> Result<pb::Task, Status> {
         let id = visible_task(caller, "task_id", &req.task_id)?;
         let paths = mask::parse(&req.update_mask.unwrap_or_default().paths)?;
+        let quota = quota_of(&self.settings, caller);
         let task = if paths.is_empty() {
-            let spec = convert::spec("spec", req.spec, &self.spec_context())?;
+            let spec = convert::spec("spec", req.spec, &self.spec_context(caller))?;
+            if let Some((ns, quota)) = &quota {
+                check_min_interval(ns, quota, &spec)?;
+            }
             self.scheduler.update(&id, spec).await?
         } else {
             let patch = req.spec.ok_or_else(|| Error::InvalidArgument {
@@ -219,11 +344,28 @@ impl TaskApi {
             // The merge runs inside the scheduler's compare-and-set, on the
             // spec as stored at that moment: an update landing in between
             // makes it run again, never lose that update's other fields.
-            let ctx = self.spec_context();
+            let ctx = self.spec_context(caller);
             self.scheduler
                 .update_with(&id, |stored| {
                     let stored = convert::spec_to_proto_unredacted(stored);
-                    convert::spec("spec", Some(mask::apply(stored, &patch, &paths)), &ctx)
+                    let before = http_destination(&stored);
+                    let merged = mask::apply(stored, &patch, &paths);
+                    // Stored header values go where the URL goes: moving
+                    // the task to another host takes resending them.
+                    if let Some((host, true)) = before
+                        && mask::keeps_headers(&paths)
+                        && http_destination(&merged).is_some_and(|(h, _)| h != host)
+                    {
+                        return Err(Error::InvalidArgument {
+                            field: "update_mask".into(),
+                            reason: "moving action.http.url to another host would send the stored header values there; name action.http.headers (and action.http.secret_headers) in the mask and send them".into(),
+                        });
+                    }
+                    let spec = convert::spec("spec", Some(merged), &ctx)?;
+                    if let Some((ns, quota)) = &quota {
+                        check_min_interval(ns, quota, &spec)?;
+                    }
+                    Ok(spec)
                 })
                 .await?
         };
@@ -259,6 +401,40 @@ impl TaskApi {
         })
     }
 
+    /// Runs a call that changes a task and writes its audit event. With
+    /// the audit trail on, the two run as a task of their own: a client
+    /// that goes away mid-call drops only its wait, never the event of a
+    /// change that landed. `created` gives the task id from the answer
+    /// (RegisterTask's generated id), else `task_id` is recorded.
+    async fn audited<T, Fut>(
+        &self,
+        caller: Caller,
+        method: &'static str,
+        task_id: String,
+        created: fn(&T) -> Option<String>,
+        call: impl FnOnce(TaskApi, Caller) -> Fut + Send + 'static,
+    ) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        Fut: std::future::Future<Output = Result<T, Status>> + Send + 'static,
+    {
+        if !self.audit.wants(false) {
+            return call(self.clone(), caller).await;
+        }
+        let api = self.clone();
+        let handle = tokio::spawn(async move {
+            let result = call(api.clone(), caller.clone()).await;
+            let id = result.as_ref().ok().and_then(created).unwrap_or(task_id);
+            // Only the outcome is held across the await: `T` need not be Sync.
+            let outcome = result.as_ref().map_or_else(|s| code_name(s.code()), |_| "OK");
+            record(&api.audit, &caller, method, Some(id), outcome).await;
+            result
+        });
+        handle
+            .await
+            .map_err(|e| Status::internal(format!("{method} failed: {e}")))?
+    }
+
     async fn stream(&self, caller: &Caller, req: pb::StreamResultsRequest) -> Result<ResultStream, Status> {
         if req.task_ids.len() > MAX_STREAM_TASKS {
             return Err(Error::InvalidArgument {
@@ -273,6 +449,26 @@ impl TaskApi {
             .enumerate()
             .map(|(i, raw)| visible_task(caller, &format!("task_ids[{i}]"), raw))
             .collect::<Result<Vec<_>, _>>()?;
+        let namespace_stream = match quota_of(&self.settings, caller) {
+            Some((ns, quota)) => {
+                let mut counts = self.namespace_streams.lock().unwrap_or_else(|e| e.into_inner());
+                let open = counts.entry(ns.clone()).or_default();
+                if quota.max_streams.is_some_and(|max| *open >= max) {
+                    return Err(status::quota_exceeded(
+                        "max_streams",
+                        &ns,
+                        &format!("{open} result streams are open in this process"),
+                        Some(STREAM_RETRY),
+                    ));
+                }
+                *open += 1;
+                Some(NamespaceStream {
+                    counts: self.namespace_streams.clone(),
+                    namespace: ns,
+                })
+            }
+            None => None,
+        };
         let permit =
             self.streams
                 .clone()
@@ -293,10 +489,11 @@ impl TaskApi {
             &self.gauge,
         )
         .await?;
-        let out = futures::stream::unfold(opened, |mut opened| async move {
+        // The namespace's count goes with the stream, released when it ends.
+        let out = futures::stream::unfold((opened, namespace_stream), |(mut opened, held)| async move {
             match opened.next().await? {
-                Ok(result) => Some((Ok(convert::result_to_wire(&result)), opened)),
-                Err(end) => status::stream_end(end).map(|s| (Err(s), opened)),
+                Ok(result) => Some((Ok(convert::result_to_wire(&result)), (opened, held))),
+                Err(end) => status::stream_end(end).map(|s| (Err(s), (opened, held))),
             }
         });
         Ok(Box::pin(out))
@@ -312,13 +509,15 @@ impl TaskService for TaskApi {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let named = req.task_id.clone();
-        let result = self.register(&caller, req).await;
-        let id = match &result {
-            Ok(task) => task.task_id.clone(),
-            Err(_) => named,
-        };
-        audit(&self.audit, &caller, "RegisterTask", false, Some(id), &result).await;
-        result.map(Response::new)
+        self.audited(
+            caller,
+            "RegisterTask",
+            named,
+            |task: &pb::Task| Some(task.task_id.clone()),
+            |api, caller| async move { api.register(&caller, req).await },
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn update_task(
@@ -328,9 +527,11 @@ impl TaskService for TaskApi {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let id = req.task_id.clone();
-        let result = self.update(&caller, req).await;
-        audit(&self.audit, &caller, "UpdateTask", false, Some(id), &result).await;
-        result.map(Response::new)
+        self.audited(caller, "UpdateTask", id, |_| None, |api, caller| async move {
+            api.update(&caller, req).await
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn delete_task(
@@ -339,14 +540,13 @@ impl TaskService for TaskApi {
     ) -> Result<Response<pb::DeleteTaskResponse>, Status> {
         let caller = caller(&request)?;
         let raw = request.into_inner().task_id;
-        let result = async {
+        self.audited(caller, "DeleteTask", raw.clone(), |_| None, |api, caller| async move {
             let id = visible_task(&caller, "task_id", &raw)?;
-            self.scheduler.delete(&id).await?;
+            api.scheduler.delete(&id).await?;
             Ok(pb::DeleteTaskResponse {})
-        }
-        .await;
-        audit(&self.audit, &caller, "DeleteTask", false, Some(raw), &result).await;
-        result.map(Response::new)
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn get_task(
@@ -382,15 +582,14 @@ impl TaskService for TaskApi {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let raw = req.task_id.clone();
-        let result = async {
+        self.audited(caller, "PauseTask", raw, |_| None, |api, caller| async move {
             let id = visible_task(&caller, "task_id", &req.task_id)?;
             let reason = convert::text("reason", req.reason, convert::MAX_REASON)?;
-            let task = self.scheduler.pause(&id, reason).await?;
+            let task = api.scheduler.pause(&id, reason).await?;
             Ok(convert::task_to_proto(&task))
-        }
-        .await;
-        audit(&self.audit, &caller, "PauseTask", false, Some(raw), &result).await;
-        result.map(Response::new)
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn resume_task(
@@ -399,14 +598,13 @@ impl TaskService for TaskApi {
     ) -> Result<Response<pb::Task>, Status> {
         let caller = caller(&request)?;
         let raw = request.into_inner().task_id;
-        let result = async {
+        self.audited(caller, "ResumeTask", raw.clone(), |_| None, |api, caller| async move {
             let id = visible_task(&caller, "task_id", &raw)?;
-            let task = self.scheduler.resume(&id).await?;
+            let task = api.scheduler.resume(&id).await?;
             Ok(convert::task_to_proto(&task))
-        }
-        .await;
-        audit(&self.audit, &caller, "ResumeTask", false, Some(raw), &result).await;
-        result.map(Response::new)
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn cancel_task(
@@ -416,15 +614,14 @@ impl TaskService for TaskApi {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let raw = req.task_id.clone();
-        let result = async {
+        self.audited(caller, "CancelTask", raw, |_| None, |api, caller| async move {
             let id = visible_task(&caller, "task_id", &req.task_id)?;
             let reason = convert::text("reason", req.reason, convert::MAX_REASON)?;
-            let task = self.scheduler.cancel(&id, reason).await?;
+            let task = api.scheduler.cancel(&id, reason).await?;
             Ok(convert::task_to_proto(&task))
-        }
-        .await;
-        audit(&self.audit, &caller, "CancelTask", false, Some(raw), &result).await;
-        result.map(Response::new)
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn trigger_task(
@@ -433,14 +630,13 @@ impl TaskService for TaskApi {
     ) -> Result<Response<pb::TriggerTaskResponse>, Status> {
         let caller = caller(&request)?;
         let raw = request.into_inner().task_id;
-        let result = async {
+        self.audited(caller, "TriggerTask", raw.clone(), |_| None, |api, caller| async move {
             let id = visible_task(&caller, "task_id", &raw)?;
-            let run = self.scheduler.trigger(&id).await?;
+            let run = api.scheduler.trigger(&id).await?;
             Ok(pb::TriggerTaskResponse { run })
-        }
-        .await;
-        audit(&self.audit, &caller, "TriggerTask", false, Some(raw), &result).await;
-        result.map(Response::new)
+        })
+        .await
+        .map(Response::new)
     }
 
     type StreamResultsStream = ResultStream;

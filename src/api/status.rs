@@ -31,6 +31,11 @@ impl From<Error> for Status {
                 Status::resource_exhausted(message)
             }
             Error::ShuttingDown => Status::unavailable(message),
+            Error::QuotaExceeded {
+                quota,
+                namespace,
+                detail,
+            } => quota_exceeded(quota, &namespace, &detail, None),
             Error::Contended { .. } => Status::aborted(message),
             Error::Store(store) => match store {
                 StoreError::Conflict { .. } => Status::aborted(message),
@@ -66,6 +71,28 @@ pub fn outside_namespace(caller: &crate::access::Caller, field: &str) -> Status 
         caller.namespace.as_deref().unwrap_or(""),
         &*caller.name
     ))
+}
+
+/// A namespace quota that a call would exceed: RESOURCE_EXHAUSTED naming
+/// the quota, with a `google.rpc.RetryInfo` detail when waiting helps.
+pub fn quota_exceeded(
+    quota: &str,
+    namespace: &str,
+    detail: &str,
+    retry_after: Option<std::time::Duration>,
+) -> Status {
+    let message = format!("quota {quota} of namespace {namespace:?} exceeded: {detail}");
+    match retry_after {
+        Some(delay) => {
+            use tonic_types::{ErrorDetails, StatusExt};
+            Status::with_error_details(
+                tonic::Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_retry_info(Some(delay)),
+            )
+        }
+        None => Status::resource_exhausted(message),
+    }
 }
 
 /// The status a stream ends with; None for a clean end (OK).

@@ -33,6 +33,21 @@ enum Command {
     /// Bearer tokens for the access file (--auth-tokens).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Keys for encrypting header values at rest (--secret-key-file).
+    #[command(subcommand)]
+    SecretKey(SecretKeyCommand),
+}
+
+#[derive(Subcommand)]
+enum SecretKeyCommand {
+    /// Write a fresh random 32-byte key to FILE (created, mode 0600; an
+    /// existing file is never overwritten).
+    ///
+    /// Example: recur secret-key new /etc/recur/secret.key
+    New {
+        /// Where to write the key.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -165,6 +180,15 @@ struct Serve {
     /// Audit reads (GetTask, ListTasks, StreamResults) too.
     #[arg(long, env = "RECUR_AUDIT_READS", requires = "audit_log")]
     audit_reads: bool,
+    /// Named secrets for HttpAction.secret_headers: a YAML map of name to
+    /// value, reloaded when it changes. RECUR_SECRET_<NAME> works too.
+    #[arg(long, env = "RECUR_SECRETS_FILE")]
+    secrets_file: Option<PathBuf>,
+    /// Encrypt header values in the Redis store with this key (32 bytes,
+    /// from `recur secret-key new`). Repeat to rotate: the first encrypts,
+    /// every one given decrypts.
+    #[arg(long, env = "RECUR_SECRET_KEY_FILE", value_delimiter = ',')]
+    secret_key_file: Vec<PathBuf>,
     /// Confine Redis actions to keys under this prefix (e.g. app:); commands
     /// whose keys Redis's key specs cannot tell are refused.
     #[arg(long, env = "RECUR_REDIS_ACTION_PREFIX")]
@@ -217,6 +241,8 @@ impl Serve {
         config.http_deny = self.http_deny.clone();
         config.audit_log = self.audit_log.clone();
         config.audit_reads = self.audit_reads;
+        config.secrets_file = self.secrets_file.clone();
+        config.secret_key_files = self.secret_key_file.clone();
         config.redis_action_prefix = self.redis_action_prefix.clone();
         config.redis_action_url = self.redis_action_url.clone().filter(|u| !u.is_empty());
         config
@@ -235,6 +261,7 @@ async fn main() -> ExitCode {
     let serve = match cli.command {
         Command::Serve(serve) => serve,
         Command::Token(TokenCommand::New(new)) => return new_token(&new),
+        Command::SecretKey(SecretKeyCommand::New { file }) => return new_secret_key(&file),
     };
     init_logging(serve.log_json);
     let config = match serve.config() {
@@ -282,7 +309,7 @@ fn new_token(new: &NewToken) -> ExitCode {
         return ExitCode::from(2);
     }
     if let Some(ns) = &new.namespace
-        && let Err(reason) = recur::TaskId::parse(ns)
+        && let Err(reason) = recur::access::file::check_namespace(ns)
     {
         eprintln!("recur: invalid --namespace: {reason}");
         return ExitCode::from(2);
@@ -303,6 +330,34 @@ fn new_token(new: &NewToken) -> ExitCode {
         recur::access::token::yaml_entry(&new.name, &scopes, new.namespace.as_deref(), &token)
     );
     ExitCode::SUCCESS
+}
+
+/// `recur secret-key new FILE`: a key only its owner can read.
+fn new_secret_key(file: &std::path::Path) -> ExitCode {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let key = match recur::secrets::SecretKeys::new_key() {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("recur: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+        .and_then(|mut f| f.write_all(&key).and_then(|()| f.sync_all()));
+    match written {
+        Ok(()) => {
+            println!("wrote a new key to {}", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("recur: {}: {e}", file.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// SIGHUP reloads the TLS and access files at once (they also reload by

@@ -100,6 +100,10 @@ pub struct ResultStream {
     start: String,
     /// The last result sent; its cursor is the resume point.
     last_sent: Option<Arc<TaskResult>>,
+    /// The last result taken from a page or batch, sent or skipped (another
+    /// namespace's): replay pages on from here, or a page of nothing but
+    /// skipped results would be read again and again.
+    read_to: Option<Arc<TaskResult>>,
     /// Set once a live result newer than everything replayed was seen:
     /// from there on live results (in cursor order) are all new, and none
     /// needs its cursor read.
@@ -151,6 +155,7 @@ pub async fn open(
         remaining,
         start,
         last_sent: None,
+        read_to: None,
         seam_crossed: false,
         replaying: true,
         current: None,
@@ -222,6 +227,14 @@ impl ResultStream {
         }
     }
 
+    /// Where reading goes on from: after the last result taken.
+    fn read_point(&self) -> String {
+        match &self.read_to {
+            Some(result) => result.cursor.clone(),
+            None => self.resume(),
+        }
+    }
+
     /// Where a reader resumes: after the last result sent.
     fn resume(&self) -> String {
         self.last_sent
@@ -235,7 +248,7 @@ impl ResultStream {
     fn take_live(&mut self, results: Arc<[Arc<TaskResult>]>) {
         let mut from = 0;
         if !self.seam_crossed {
-            let seen = self.store.cursor_seq(&self.resume()).unwrap_or(0);
+            let seen = self.store.cursor_seq(&self.read_point()).unwrap_or(0);
             from = results.partition_point(|r| self.store.cursor_seq(&r.cursor).unwrap_or(0) <= seen);
             if from == results.len() {
                 return;
@@ -254,22 +267,24 @@ impl ResultStream {
                 return None;
             };
             *index += 1;
-            // Another namespace's result is skipped, not sent: resuming
-            // from the last one sent reads past it again and skips it again.
-            if let Some(ns) = &self.request.namespace
-                && !result.task_id.as_str().starts_with(&**ns)
-            {
-                continue;
-            }
             let result = result.clone();
+            // Another namespace's result is skipped, not sent: a reader
+            // resuming from the last one sent reads past it again and skips
+            // it again.
+            if let Some(ns) = &self.request.namespace {
+                self.read_to = Some(result.clone());
+                if !result.task_id.as_str().starts_with(&**ns) {
+                    continue;
+                }
+            }
             self.last_sent = Some(result.clone());
             return Some(result);
         }
     }
 
     async fn read_page(&mut self) -> Result<(), StreamEnd> {
-        let resume = self.resume();
-        let after = (!resume.is_empty()).then_some(resume);
+        let from = self.read_point();
+        let after = (!from.is_empty()).then_some(from);
         let page = self
             .store
             .results_after(after.as_deref(), &self.request.tasks, REPLAY_PAGE)

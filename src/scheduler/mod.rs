@@ -129,6 +129,16 @@ pub enum Error {
         /// The task.
         task_id: TaskId,
     },
+    /// A namespace quota would be exceeded, and waiting does not help.
+    #[error("quota {quota} of namespace {namespace:?} exceeded: {detail}")]
+    QuotaExceeded {
+        /// The quota, as the access file names it (`max_tasks`, ...).
+        quota: &'static str,
+        /// The namespace.
+        namespace: String,
+        /// What was asked against what is allowed.
+        detail: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -447,6 +457,8 @@ impl Scheduler {
     }
 
     /// Registers a task, or returns the existing one for an identical retry.
+    // The API registers through `register_in`; the engine tests call this.
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
     #[instrument(skip_all, fields(task_id = id.as_ref().map(|i| i.as_str())))]
     pub async fn register(
         &self,

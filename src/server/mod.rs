@@ -2,6 +2,7 @@
 //! scheduler, serve gRPC on an already-bound listener, and shut down in a
 //! written order. The only module that knows sockets and layers.
 
+mod accept;
 mod health;
 mod layers;
 mod reload;
@@ -14,7 +15,6 @@ use std::{collections::HashMap, future::Future, sync::Arc};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{error, info, warn};
 
@@ -24,12 +24,14 @@ use crate::{
     action::{
         Actions, TaskHandler,
         http::{HttpRunner, HttpSettings},
+        redis::{RedisActionSettings, RedisActions, RedisActionsError},
     },
     api::{ApiSettings, TaskApi},
     audit::{AuditError, AuditLog},
     redis_pool::{PoolError, PoolSettings, RedisPool},
     results::stream::StreamGauge,
     scheduler::{FireAhead, Scheduler, SchedulerSettings, clock::Clock},
+    secrets::{KeyError, NamedSecrets, SecretKeys, SecretsFileError},
     store::{
         Store,
         memory::{MemoryStore, Retention},
@@ -71,6 +73,15 @@ pub enum ServerError {
     /// The audit log cannot be opened.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// Redis actions cannot be confined as configured.
+    #[error(transparent)]
+    RedisActions(#[from] RedisActionsError),
+    /// The secrets file cannot be used.
+    #[error(transparent)]
+    Secrets(#[from] SecretsFileError),
+    /// A secret key file cannot be used.
+    #[error(transparent)]
+    SecretKey(#[from] KeyError),
 }
 
 /// A server to be run, with its custom task kinds.
@@ -141,8 +152,9 @@ impl Server {
     /// 5. result streams and health watches end with UNAVAILABLE (results
     ///    with a resume cursor); connections get `connection_drain` to close,
     ///    then the server stops waiting for them;
-    /// 6. the Redis pool is closed: no connection of ours is left in
-    ///    `CLIENT LIST` when this returns.
+    /// 6. the Redis pools (the server's, and Redis actions' own with
+    ///    `redis_action_url`) are closed, at once: no connection of ours is
+    ///    left in `CLIENT LIST` when this returns.
     ///
     /// So shutdown takes at most `shutdown_delay` + `shutdown_grace` +
     /// `connection_drain`, plus a second for Redis to answer QUIT: the sum
@@ -192,6 +204,14 @@ impl Server {
             Some(path) => Some(AccessFile::load(path)?),
             None => None,
         });
+        let secrets = NamedSecrets::default();
+        if let Some(path) = &config.secrets_file {
+            secrets.replace(NamedSecrets::load(path)?);
+        }
+        let secret_keys = SecretKeys::load(&config.secret_key_files)?;
+        if let Some(keys) = &secret_keys {
+            info!(key_id = %keys.current_id(), "header values are encrypted at rest");
+        }
         let audit = match &config.audit_log {
             Some(path) => AuditLog::open(path, config.audit_reads)?,
             None => AuditLog::default(),
@@ -202,6 +222,8 @@ impl Server {
             config.open_reflection,
             audit.clone(),
         );
+        // Finished last, when every call that could write to it is gone.
+        let audit_trail = audit.clone();
         tokio::pin!(shutdown);
         let pool = match &config.redis_url {
             Some(url) => {
@@ -225,14 +247,31 @@ impl Server {
             }
             None => None,
         };
+        let opened = open_redis_actions(&config, pool.as_ref(), &mut shutdown).await;
+        let (action_pool, redis_actions) = match opened {
+            Ok(Some(opened)) => opened,
+            // Shutdown during start-up (Ok(None)), or an error.
+            done => {
+                if let Some(pool) = &pool {
+                    pool.close().await;
+                }
+                return done.map(drop);
+            }
+        };
         let started = self::start(
             config.clone(),
             self.handlers,
             self.clock,
             self.open_streams,
             pool.clone(),
-            gate,
-            audit,
+            redis_actions,
+            Guards {
+                gate,
+                audit,
+                secrets: secrets.clone(),
+                secret_keys,
+                access: access.clone(),
+            },
         )
         .await;
         let Started {
@@ -245,9 +284,7 @@ impl Server {
         } = match started {
             Ok(started) => started,
             Err(e) => {
-                if let Some(pool) = pool {
-                    pool.close().await;
-                }
+                close_pools([pool, action_pool]).await;
                 return Err(e);
             }
         };
@@ -258,6 +295,7 @@ impl Server {
             reload::Watched {
                 tls: tls.clone(),
                 access: config.auth_tokens.clone().map(|path| (path, access)),
+                secrets: config.secrets_file.clone().map(|path| (path, secrets)),
             },
             self.reload,
             watching.clone(),
@@ -266,12 +304,14 @@ impl Server {
         let mut serve = {
             let stop = stop_accepting.clone();
             let stop = async move { stop.cancelled().await };
+            let deadline = config.first_byte_timeout;
             match tls {
-                Some((_, tls)) => tokio::spawn(
-                    router.serve_with_incoming_shutdown(tls::incoming(listener, tls), stop),
-                ),
+                Some((_, tls)) => {
+                    let incoming = accept::prepared(listener, deadline, tls::handshake(tls));
+                    tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop))
+                }
                 None => {
-                    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                    let incoming = accept::prepared(listener, deadline, accept::first_bytes);
                     tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop))
                 }
             }
@@ -336,10 +376,11 @@ impl Server {
         drop(scheduler);
         root.cancel();
         // 6.
-        if let Some(pool) = pool {
-            pool.close().await;
+        if pool.is_some() || action_pool.is_some() {
+            close_pools([pool, action_pool]).await;
             info!("redis pool closed");
         }
+        audit_trail.finish().await;
         info!("shutdown complete");
         match serve_result {
             Some(Ok(Err(e))) => Err(e.into()),
@@ -358,8 +399,86 @@ fn log_serve_end(result: &Result<Result<(), tonic::transport::Error>, tokio::tas
     }
 }
 
+/// Closes the pools that are open, at once, so closing two takes no
+/// longer than closing one (shutdown's documented bound counts on it).
+async fn close_pools(pools: [Option<RedisPool>; 2]) {
+    let closing = pools.into_iter().flatten().map(|pool| async move {
+        pool.close().await;
+    });
+    futures::future::join_all(closing).await;
+}
+
+/// Opens what Redis actions run on and reads the commands' key
+/// specifications: a pool of their own on `redis_action_url` (typically an
+/// ACL user confined to the action prefix), else the server's `pool`.
+/// Returns the actions' own pool, for shutdown to close, and None when
+/// `shutdown` completed while waiting for Redis. On an error nothing of
+/// its own is left open.
+async fn open_redis_actions(
+    config: &Config,
+    pool: Option<&RedisPool>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Option<(Option<RedisPool>, Option<RedisActions>)>, ServerError> {
+    let action_pool = match &config.redis_action_url {
+        Some(url) => {
+            let open = RedisPool::open(PoolSettings {
+                url: url.clone(),
+                client_name: format!("recur:{}:actions", config.node_id),
+                size: config.redis_pool_size,
+                connect_timeout: config.redis_connect_timeout,
+                response_timeout: config.redis_response_timeout,
+                startup_window: config.redis_startup_window,
+            });
+            tokio::select! {
+                action_pool = open => Some(action_pool?),
+                _ = shutdown => {
+                    info!("shutdown requested during start-up");
+                    return Ok(None);
+                }
+            }
+        }
+        None => None,
+    };
+    let Some(runs_on) = action_pool.clone().or_else(|| pool.cloned()) else {
+        return Ok(Some((None, None)));
+    };
+    let settings = RedisActionSettings {
+        action_prefix: config.redis_action_prefix.clone(),
+        own_prefix: config.key_prefix.clone(),
+    };
+    match RedisActions::open(runs_on, settings).await {
+        Ok(actions) => {
+            info!(
+                own_connection = action_pool.is_some(),
+                prefix = config.redis_action_prefix.as_deref().unwrap_or_default(),
+                "redis actions ready"
+            );
+            Ok(Some((action_pool, Some(actions))))
+        }
+        Err(e) => {
+            close_pools([action_pool, None]).await;
+            Err(e.into())
+        }
+    }
+}
+
 /// Full name of the task service, as health and reflection know it.
 const TASK_SERVICE: &str = "recur.v1.TaskService";
+
+/// The security pieces `run` reads before opening anything and `start`
+/// hands to the router, the API, the actions and the store.
+struct Guards {
+    /// Checks every call's credentials and scope.
+    gate: Gate,
+    /// The audit trail.
+    audit: AuditLog,
+    /// Named secrets for `secret_headers`.
+    secrets: NamedSecrets,
+    /// Keys encrypting header values in the Redis store.
+    secret_keys: Option<SecretKeys>,
+    /// The access file in force, for quotas.
+    access: AccessHandle,
+}
 
 /// What `start` hands to `run`.
 struct Started {
@@ -390,9 +509,16 @@ async fn start(
     clock: Clock,
     open_streams: StreamGauge,
     pool: Option<RedisPool>,
-    gate: Gate,
-    audit: AuditLog,
+    redis_actions: Option<RedisActions>,
+    guards: Guards,
 ) -> Result<Started, ServerError> {
+    let Guards {
+        gate,
+        audit,
+        secrets,
+        secret_keys,
+        access,
+    } = guards;
     let http = HttpRunner::new(HttpSettings {
         connect_timeout: config.http_connect_timeout,
         read_timeout: config.http_read_timeout,
@@ -400,8 +526,10 @@ async fn start(
         max_redirects: config.max_redirects,
         output_cap: config.output_cap,
         addresses: config.address_policy()?,
+        secrets: secrets.clone(),
     })?;
-    let actions = Actions::new(http, pool.clone(), handlers, config.output_cap);
+    let actions = Actions::new(http, pool.clone(), handlers, config.output_cap)
+        .with_redis_actions(redis_actions);
     let retention = Retention {
         per_task: config.results_per_task,
         total: config.results_total,
@@ -426,11 +554,12 @@ async fn start(
                         &uuid::Uuid::new_v4().simple().to_string()[..8]
                     ),
                     lease: config.lease,
+                    secret_keys,
                 },
                 crate::api::convert::stored_spec_decoder(
                     config.default_timeout,
                     config.key_prefix.clone(),
-                    actions.clone(),
+                    actions.for_stored_specs(),
                 ),
             )
             .await
@@ -466,6 +595,8 @@ async fn start(
             default_timeout: config.default_timeout,
             max_timeout: config.max_timeout,
             key_prefix: config.key_prefix.clone(),
+            secrets,
+            access,
         },
         config.max_open_streams,
         open_streams,

@@ -1,4 +1,4 @@
-//! Reloading the TLS files and the access file while serving: when a file
+//! Reloading the TLS files, the access file and the secrets file while serving: when a file
 //! changes (checked every [`POLL`]) or on demand ([`ReloadTrigger`], which
 //! the binary pulls on SIGHUP). A file that does not load keeps the one in
 //! force and logs why; it is tried again when it changes again.
@@ -17,6 +17,7 @@ use super::tls::{self, TlsConfig};
 use crate::{
     access::{AccessFile, AccessHandle},
     config::TlsFiles,
+    secrets::NamedSecrets,
 };
 
 /// How often the files' modification time and size are looked at.
@@ -64,6 +65,8 @@ pub(super) struct Watched {
     pub tls: Option<(TlsFiles, Arc<TlsConfig>)>,
     /// The access file and the handle it feeds.
     pub access: Option<(PathBuf, AccessHandle)>,
+    /// The secrets file and the secrets it feeds.
+    pub secrets: Option<(PathBuf, NamedSecrets)>,
 }
 
 /// What a file looked like when last loaded: a change of either means a
@@ -87,6 +90,7 @@ fn stamps(files: &TlsFiles) -> [Stamp; 3] {
 pub(super) async fn watch(watched: Watched, trigger: ReloadTrigger, stop: CancellationToken) {
     let mut tls_seen = watched.tls.as_ref().map(|(files, _)| stamps(files));
     let mut access_seen = watched.access.as_ref().map(|(path, _)| stamp(path));
+    let mut secrets_seen = watched.secrets.as_ref().map(|(path, _)| stamp(path));
     loop {
         let forced = tokio::select! {
             _ = stop.cancelled() => return,
@@ -117,6 +121,22 @@ pub(super) async fn watch(watched: Watched, trigger: ReloadTrigger, stop: Cancel
                         info!(path = %path.display(), tokens, subjects, "access file reloaded");
                     }
                     Err(e) => warn!(error = %e, "access file not reloaded, the one in force stays"),
+                }
+            }
+        }
+        if let (Some((path, secrets)), Some(seen)) = (&watched.secrets, &mut secrets_seen) {
+            let now = stamp(path);
+            if forced || now != *seen {
+                *seen = now;
+                match NamedSecrets::load(path) {
+                    Ok(values) => {
+                        let count = values.len();
+                        secrets.replace(values);
+                        info!(path = %path.display(), secrets = count, "secrets file reloaded");
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "secrets file not reloaded, the one in force stays")
+                    }
                 }
             }
         }

@@ -1,43 +1,23 @@
-//! TLS for the gRPC port through our own rustls acceptor: tonic's built-in
-//! TLS cannot change its certificate while serving, ours takes the config
-//! in force at each handshake, so a renewed certificate or a new client CA
-//! applies to new connections while open ones go on untouched.
+//! TLS for the gRPC port through our own rustls acceptor (fed by
+//! [`super::accept`]): tonic's built-in TLS cannot change its certificate
+//! while serving, ours takes the config in force at each handshake, so a
+//! renewed certificate or a new client CA applies to new connections while
+//! open ones go on untouched.
 
 use std::{
     path::Path,
     sync::{Arc, RwLock},
-    time::Duration,
 };
 
-use futures::Stream;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::{Semaphore, mpsc},
-};
+use tokio::net::TcpStream;
 use tokio_rustls::{
     TlsAcceptor,
     rustls::{self, ServerConfig, server::WebPkiClientVerifier},
     server::TlsStream,
 };
-use tracing::{debug, warn};
 
 use crate::config::TlsFiles;
-
-/// A client that has not finished its handshake by then is dropped, so
-/// idle connections that never speak cannot pile up.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Most handshakes under way at once; accepting waits beyond it, so a
-/// flood of connections that never finish costs a bounded amount of memory.
-const MAX_HANDSHAKES: usize = 1024;
-
-/// Finished handshakes waiting for the gRPC server to take them.
-const HANDED_OVER: usize = 64;
-
-/// After an accept error (such as too many open files), the pause before
-/// trying again, so the loop does not spin.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// Why the TLS files cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -142,51 +122,16 @@ impl TlsConfig {
     }
 }
 
-/// Connections from `listener` once their TLS handshake finished, for
-/// `serve_with_incoming_shutdown`. Handshakes run side by side (one slow
-/// client delays nobody) and are bounded in number and time; a failed one
-/// is logged at debug, since port scanners make them all day. The listener
-/// is closed once the server stops taking connections (drops the stream).
-pub fn incoming(
-    listener: TcpListener,
+/// Finishes the TLS handshake of an accepted connection with the config
+/// in force when it starts.
+pub fn handshake(
     tls: Arc<TlsConfig>,
-) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> {
-    let (tx, rx) = mpsc::channel(HANDED_OVER);
-    tokio::spawn(async move {
-        let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-        loop {
-            let permit = tokio::select! {
-                permit = handshakes.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-                _ = tx.closed() => break,
-            };
-            let (tcp, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        warn!(error = %e, "accepting a connection failed");
-                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                        continue;
-                    }
-                },
-                _ = tx.closed() => break,
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = TlsAcceptor::from(tls.current());
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
-                    }
-                    Ok(Err(e)) => debug!(%peer, error = %e, "tls handshake failed"),
-                    Err(_) => debug!(%peer, "tls handshake timed out"),
-                }
-            });
-        }
-    });
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|s| (s, rx)) })
+) -> impl Fn(TcpStream) -> futures::future::BoxFuture<'static, std::io::Result<TlsStream<TcpStream>>>
++ Send
++ Sync
++ 'static {
+    move |tcp| {
+        let acceptor = TlsAcceptor::from(tls.current());
+        Box::pin(async move { acceptor.accept(tcp).await })
+    }
 }

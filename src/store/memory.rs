@@ -297,6 +297,15 @@ impl Store for MemoryStore {
         Ok(self.lock().tasks.len())
     }
 
+    async fn count_tasks_in(&self, prefix: &str) -> Result<usize, StoreError> {
+        Ok(self
+            .lock()
+            .tasks
+            .keys()
+            .filter(|id| id.as_str().starts_with(prefix))
+            .count())
+    }
+
     async fn fire(&self, batch: Vec<Firing>) -> Result<Vec<Fired>, StoreError> {
         let mut inner = self.lock();
         Ok(batch

@@ -423,6 +423,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<TaskRecord>, StoreError>;
     /// Number of tasks held.
     async fn count_tasks(&self) -> Result<usize, StoreError>;
+    /// Number of tasks held whose id starts with `prefix` (a namespace's),
+    /// as the store holds them, so a quota holds across replicas.
+    async fn count_tasks_in(&self, prefix: &str) -> Result<usize, StoreError>;
     /// Fires a batch of due slots, each all or nothing; one outcome per
     /// firing, in order. An error means none of the batch was applied.
     async fn fire(&self, batch: Vec<Firing>) -> Result<Vec<Fired>, StoreError>;

@@ -193,6 +193,7 @@ pub fn http_runner() -> HttpRunner {
         max_redirects: 0,
         output_cap: OUTPUT_CAP,
         addresses: Default::default(),
+        secrets: Default::default(),
     })
     .expect("http client")
 }

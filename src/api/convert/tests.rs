@@ -46,6 +46,7 @@ static ACTIONS: LazyLock<Actions> = LazyLock::new(|| {
         max_redirects: 0,
         output_cap: 1024,
         addresses: Default::default(),
+        secrets: Default::default(),
     })
     .expect("http client");
     let handlers: HashMap<String, Arc<dyn TaskHandler>> =
@@ -60,6 +61,8 @@ fn ctx() -> SpecContext<'static> {
         max_timeout: Duration::from_secs(86_400),
         key_prefix: "recur:",
         actions: &ACTIONS,
+        secrets: None,
+        namespace: None,
     }
 }
 
@@ -76,6 +79,7 @@ fn secret_spec() -> pb::TaskSpec {
                 url: "https://example.com/hook".into(),
                 headers: [("Authorization".to_string(), "Bearer s3cr3t".to_string())].into(),
                 body: b"{}".to_vec(),
+                secret_headers: Default::default(),
             })),
         }),
         ..Default::default()
@@ -320,6 +324,7 @@ fn http(wild_too: bool) -> BoxedStrategy<pb::HttpAction> {
             url,
             headers,
             body,
+            secret_headers: Default::default(),
         })
         .boxed()
 }

@@ -11,6 +11,7 @@ use super::proto;
 use crate::{
     api::convert::{result_to_proto, spec_to_proto_unredacted},
     pb::v1 as pb,
+    secrets::{KeyError, SecretKeys},
     store::{
         RunPhase, RunRecord,
         stored::{LastFire, LastHalt, LastTrigger, Owed, Stored},
@@ -32,8 +33,16 @@ pub(super) type SpecOf<'a> =
 /// The spec field of a stored task (`StoredTask.spec`, tag and length
 /// included), encoded once per spec: a task is written at every step, its
 /// spec only when it changes.
-pub(super) fn spec_field(spec: &TaskSpec) -> Arc<[u8]> {
-    raw_spec_field(&spec_to_proto_unredacted(spec))
+/// With `keys`, header values are encrypted in it.
+pub(super) fn spec_field(
+    spec: &TaskSpec,
+    keys: Option<&SecretKeys>,
+) -> Result<Arc<[u8]>, KeyError> {
+    let mut raw = spec_to_proto_unredacted(spec);
+    if let Some(keys) = keys {
+        keys.seal_spec(&mut raw)?;
+    }
+    Ok(raw_spec_field(&raw))
 }
 
 fn raw_spec_field(spec: &pb::TaskSpec) -> Arc<[u8]> {

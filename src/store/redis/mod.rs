@@ -100,6 +100,9 @@ pub struct RedisSettings {
     /// How long a replica's lease (membership and shards) lasts without
     /// being renewed; renewed every fifth of it.
     pub lease: Duration,
+    /// Keys encrypting header values at rest; `None` stores them as given
+    /// (and still reads values encrypted earlier only with the keys).
+    pub secret_keys: Option<crate::secrets::SecretKeys>,
 }
 
 /// The Redis store.
@@ -122,6 +125,8 @@ pub struct RedisStore {
     max_age: Duration,
     /// Reads stored specs back.
     decode_spec: SpecDecoder,
+    /// Encrypt and decrypt header values at rest.
+    secret_keys: Option<crate::secrets::SecretKeys>,
     /// `write_tasks.lua`.
     write_tasks: Script,
     /// `record.lua`.
@@ -300,6 +305,7 @@ impl RedisStore {
             },
             max_age: settings.max_age,
             decode_spec,
+            secret_keys: settings.secret_keys,
             write_tasks: Script::new(include_str!("write_tasks.lua")),
             record: Script::new(include_str!("record.lua")),
             forget_results: Script::new(include_str!("forget_results.lua")),
@@ -330,8 +336,20 @@ impl RedisStore {
     ) -> Result<Arc<TaskSpec>, String> {
         match self.held.spec_of_field(id, field) {
             Some(spec) => Ok(spec),
-            None => (self.decode_spec)(raw).map(Arc::new),
+            None => {
+                let mut raw = raw;
+                crate::secrets::SecretKeys::open_spec(self.secret_keys.as_ref(), &mut raw)
+                    .map_err(|e| e.to_string())?;
+                (self.decode_spec)(raw).map(Arc::new)
+            }
         }
+    }
+
+    /// A spec's stored field, its header values encrypted when keys are given.
+    fn spec_field(&self, spec: &TaskSpec) -> Result<Arc<[u8]>, StoreError> {
+        codec::spec_field(spec, self.secret_keys.as_ref()).map_err(|e| StoreError::Unavailable {
+            reason: e.to_string(),
+        })
     }
 
     async fn conn(&self) -> Result<crate::redis_pool::RedisConnection, StoreError> {
@@ -561,19 +579,30 @@ impl RedisStore {
                 None => unwritten.unowned.extend(writes.iter().map(|w| w.index)),
             }
         }
+        // Per write, the spec field it is encoded with: the one held while
+        // the spec is the same, else encoded (and encrypted) before anything
+        // is sent, so a failure sends nothing.
+        let mut fields_of = Vec::with_capacity(calls_of.len());
+        for (_, _, writes) in &calls_of {
+            let mut fields: Vec<Option<Arc<[u8]>>> = Vec::with_capacity(writes.len());
+            for write in writes {
+                fields.push(match (&write.stored, &write.from) {
+                    (None, _) => None,
+                    (Some(stored), Some(from))
+                        if Arc::ptr_eq(&from.stored.record.spec, &stored.record.spec) =>
+                    {
+                        Some(from.spec_field.clone())
+                    }
+                    (Some(stored), _) => Some(self.spec_field(&stored.record.spec)?),
+                });
+            }
+            fields_of.push(fields);
+        }
         let conn = self.conn().await?;
-        let calls = calls_of.into_iter().map(|(shard, fence, writes)| {
+        let calls = calls_of.into_iter().zip(fields_of).map(|((shard, fence, writes), fields)| {
             let mut conn = conn.clone();
             let mut invocation = self.write_call(shard, writes.len(), fence);
-            // Per write, the spec field it was encoded with.
-            let mut fields: Vec<Option<Arc<[u8]>>> = Vec::with_capacity(writes.len());
-            for write in &writes {
-                let field = write.stored.as_ref().map(|stored| match &write.from {
-                    Some(from) if Arc::ptr_eq(&from.stored.record.spec, &stored.record.spec) => {
-                        from.spec_field.clone()
-                    }
-                    _ => codec::spec_field(&stored.record.spec),
-                });
+            for (write, field) in writes.iter().zip(&fields) {
                 let task = write.stored.as_ref().zip(field.as_deref());
                 let expected = write.rev().map_or(Expected::Absent, Expected::Rev);
                 let stamp = match (&write.stored, &write.from) {
@@ -586,7 +615,6 @@ impl RedisStore {
                     (None, None) => (0, 0),
                 };
                 self.add_task(&mut invocation, &write.id, expected, task, None, &write.notice, stamp);
-                fields.push(field);
             }
             self.add_tombs(&mut invocation, writes.iter().map(|w| &w.id));
             // Not written, or not known to be: the next step reads Redis.
@@ -878,7 +906,7 @@ impl Store for RedisStore {
         let stored = Stored::new(record, request_id);
         let id = stored.record.id.clone();
         let shard = self.keys.shard_of(id.as_str());
-        let field = codec::spec_field(&stored.record.spec);
+        let field = self.spec_field(&stored.record.spec)?;
         let mut call = self.write_call(shard, 1, None);
         self.add_task(
             &mut call,
@@ -1052,6 +1080,24 @@ impl Store for RedisStore {
         let mut pipe = redis::pipe();
         for shard in 0..self.keys.shards() {
             pipe.zcard(self.keys.ids(shard));
+        }
+        let mut conn = self.conn().await?;
+        let counts: Vec<usize> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        Ok(counts.into_iter().sum())
+    }
+
+    async fn count_tasks_in(&self, prefix: &str) -> Result<usize, StoreError> {
+        // Ids sit in each shard's zset with score 0, ordered by bytes:
+        // those starting with the prefix are one lexical range, counted in
+        // O(log n). Ids are ASCII, so prefix + 0xff bounds them all.
+        let min = [b"[".as_slice(), prefix.as_bytes()].concat();
+        let max = [b"[".as_slice(), prefix.as_bytes(), &[0xff]].concat();
+        let mut pipe = redis::pipe();
+        for shard in 0..self.keys.shards() {
+            pipe.cmd("ZLEXCOUNT")
+                .arg(self.keys.ids(shard))
+                .arg(&min)
+                .arg(&max);
         }
         let mut conn = self.conn().await?;
         let counts: Vec<usize> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
