@@ -875,3 +875,45 @@ async fn quotas_bind_one_namespace_and_spare_the_others() {
             .expect("b is not rate limited");
     }
 }
+
+#[tokio::test]
+async fn a_namespace_stream_quota_holds_across_replicas() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = format!(
+        "tokens:\n  - name: a\n    sha256: {}\n    scopes: [read]\n    namespace: a.\n\
+         quotas:\n  default:\n    max_streams: 1\n",
+        digest_hex("a-token")
+    );
+    let access = pki::write(dir.path(), "access.yaml", &file);
+    let prefix = common::redis::random_prefix();
+    let replica = || {
+        let mut config = test_config();
+        config.redis_url = Some(common::redis::SHARED_URL.into());
+        config.key_prefix = prefix.clone();
+        config.auth_tokens = Some(access.clone());
+        TestServer::start_with(config, |s| s)
+    };
+    let (one, two) = (replica().await, replica().await);
+    let open = |server: &TestServer| {
+        let addr = server.addr;
+        async move {
+            with_token(pki::channel(addr).await, Some("a-token"))
+                .stream_results(pb::StreamResultsRequest::default())
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let first = open(&one).await.expect("a's stream on one replica");
+    let status = open(&two)
+        .await
+        .expect_err("a's second stream, on the other");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains("max_streams"), "{status:?}");
+    drop(first);
+    common::eventually("the slot given back on one is free on two", || async {
+        open(&two).await.is_ok()
+    })
+    .await;
+    one.stop().await.expect("stop");
+    two.stop().await.expect("stop");
+}

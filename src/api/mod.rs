@@ -5,8 +5,9 @@
 pub mod convert;
 pub mod mask;
 pub mod status;
+pub mod stream_slots;
 
-use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
 use tokio::sync::Semaphore;
@@ -69,8 +70,8 @@ pub struct TaskApi {
     streams_shutdown: CancellationToken,
     /// Where each call's audit event goes (off unless `--audit-log`).
     audit: AuditLog,
-    /// Result streams open per namespace in this process.
-    namespace_streams: Arc<std::sync::Mutex<HashMap<Arc<str>, usize>>>,
+    /// Namespaces' open result streams (`max_streams`).
+    stream_slots: stream_slots::StreamSlots,
 }
 
 impl TaskApi {
@@ -85,7 +86,10 @@ impl TaskApi {
     ) -> Self {
         Self {
             audit,
-            namespace_streams: Arc::default(),
+            stream_slots: stream_slots::StreamSlots::new(
+                scheduler.store().clone(),
+                streams_shutdown.clone(),
+            ),
             scheduler,
             settings: Arc::new(settings),
             streams: Arc::new(Semaphore::new(max_open_streams)),
@@ -192,24 +196,6 @@ fn http_destination(spec: &pb::TaskSpec) -> Option<(String, bool)> {
         url.port_or_known_default().unwrap_or_default()
     );
     Some((host, !http.headers.is_empty() || !http.secret_headers.is_empty()))
-}
-
-/// A namespace's count of open streams, held by its stream.
-struct NamespaceStream {
-    counts: Arc<std::sync::Mutex<HashMap<Arc<str>, usize>>>,
-    namespace: Arc<str>,
-}
-
-impl Drop for NamespaceStream {
-    fn drop(&mut self) {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = counts.get_mut(&self.namespace) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                counts.remove(&self.namespace);
-            }
-        }
-    }
 }
 
 type ResultStream = Pin<Box<dyn Stream<Item = Result<pb::TaskResult, Status>> + Send>>;
@@ -450,23 +436,20 @@ impl TaskApi {
             .map(|(i, raw)| visible_task(caller, &format!("task_ids[{i}]"), raw))
             .collect::<Result<Vec<_>, _>>()?;
         let namespace_stream = match quota_of(&self.settings, caller) {
-            Some((ns, quota)) => {
-                let mut counts = self.namespace_streams.lock().unwrap_or_else(|e| e.into_inner());
-                let open = counts.entry(ns.clone()).or_default();
-                if quota.max_streams.is_some_and(|max| *open >= max) {
-                    return Err(status::quota_exceeded(
-                        "max_streams",
-                        &ns,
-                        &format!("{open} result streams are open in this process"),
-                        Some(STREAM_RETRY),
-                    ));
-                }
-                *open += 1;
-                Some(NamespaceStream {
-                    counts: self.namespace_streams.clone(),
-                    namespace: ns,
-                })
-            }
+            Some((ns, quota)) => match quota.max_streams {
+                Some(max) => match self.stream_slots.take(&ns, max).await.map_err(Error::from)? {
+                    Some(slot) => Some(slot),
+                    None => {
+                        return Err(status::quota_exceeded(
+                            "max_streams",
+                            &ns,
+                            &format!("{max} result streams are open"),
+                            Some(STREAM_RETRY),
+                        ));
+                    }
+                },
+                None => None,
+            },
             None => None,
         };
         let permit =

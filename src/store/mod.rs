@@ -531,7 +531,34 @@ pub trait Store: Send + Sync + 'static {
     /// Sends what other processes change to `sink` until `stop` (for a
     /// store shared by replicas); returns at once for one that is not.
     async fn follow_changes(&self, _sink: tokio::sync::mpsc::UnboundedSender<Change>, _stop: CancellationToken) {}
+    /// Takes one of `namespace`'s `max` open-stream slots for `holder` (a
+    /// stream's unique id), counted across every process on the store:
+    /// `Some(false)` when all are taken. `None`: this store is one
+    /// process's, which counts its streams itself. A slot lapses after
+    /// [`STREAM_SLOT_TTL`] unless kept, so a replica that died gives its
+    /// slots back.
+    async fn take_stream_slot(
+        &self,
+        _namespace: &str,
+        _holder: &str,
+        _max: usize,
+    ) -> Result<Option<bool>, StoreError> {
+        Ok(None)
+    }
+    /// Keeps the slots of streams still open; called more often than
+    /// [`STREAM_SLOT_TTL`].
+    async fn keep_stream_slots(&self, _slots: &[(Arc<str>, String)]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Gives slots back when their streams end.
+    async fn release_stream_slots(&self, _slots: &[(Arc<str>, String)]) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
+
+/// How long an open-stream slot lasts unless kept (see
+/// [`Store::take_stream_slot`]).
+pub const STREAM_SLOT_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How a replica takes part, in [`Store::lease`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

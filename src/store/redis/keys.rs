@@ -85,6 +85,12 @@ impl Keys {
         format!("{}{{meta}}:epoch", self.prefix)
     }
 
+    /// `<prefix>{meta}:streams:<namespace>`: zset of the namespace's open
+    /// result streams (holder ids) by slot expiry (ms, Redis's clock).
+    pub(crate) fn stream_slots(&self, namespace: &str) -> String {
+        format!("{}{{meta}}:streams:{}", self.prefix, namespace)
+    }
+
     /// `<prefix>{meta}:members`: zset of the replicas that may own shards,
     /// by lease expiry (ms, Redis's clock).
     pub(crate) fn members(&self) -> String {

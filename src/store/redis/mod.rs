@@ -148,6 +148,8 @@ pub struct RedisStore {
     lease: Script,
     /// `quiet.lua`.
     quiet: Script,
+    /// `stream_slots.lua`.
+    stream_slots: Script,
     /// The lost epoch this process opened the write-back window for.
     quiet_for: std::sync::Mutex<Option<String>>,
 }
@@ -317,6 +319,7 @@ impl RedisStore {
             leases: Leases::new(keys_shards, settings.lease),
             lease: Script::new(include_str!("lease.lua")),
             quiet: Script::new(include_str!("quiet.lua")),
+            stream_slots: Script::new(include_str!("stream_slots.lua")),
             quiet_for: std::sync::Mutex::new(None),
         })
     }
@@ -1314,6 +1317,54 @@ impl Store for RedisStore {
         stop: CancellationToken,
     ) {
         self.follow_channel(sink, stop).await;
+    }
+
+    async fn take_stream_slot(
+        &self,
+        namespace: &str,
+        holder: &str,
+        max: usize,
+    ) -> Result<Option<bool>, StoreError> {
+        let mut conn = self.conn().await?;
+        let taken: i64 = self
+            .stream_slots
+            .key(self.keys.stream_slots(namespace))
+            .arg("take")
+            .arg(crate::store::STREAM_SLOT_TTL.as_millis() as u64)
+            .arg(holder)
+            .arg(max)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(Some(taken == 1))
+    }
+
+    async fn keep_stream_slots(&self, slots: &[(Arc<str>, String)]) -> Result<(), StoreError> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let mut call = self.stream_slots.prepare_invoke();
+        call.arg("keep")
+            .arg(crate::store::STREAM_SLOT_TTL.as_millis() as u64);
+        for (namespace, holder) in slots {
+            call.key(self.keys.stream_slots(namespace)).arg(holder);
+        }
+        let mut conn = self.conn().await?;
+        let _: i64 = call.invoke_async(&mut conn).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn release_stream_slots(&self, slots: &[(Arc<str>, String)]) -> Result<(), StoreError> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (namespace, holder) in slots {
+            pipe.zrem(self.keys.stream_slots(namespace), holder).ignore();
+        }
+        let mut conn = self.conn().await?;
+        let _: () = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        Ok(())
     }
 
     async fn append_ends(&self, ends: &[TaskId]) -> Result<(), StoreError> {
