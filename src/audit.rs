@@ -129,6 +129,18 @@ impl AuditLog {
         }
     }
 
+    /// Hands a refused call's event to the writer without waiting: when
+    /// its queue is full (a flood of refusals), the event is dropped and
+    /// the drop logged, so refusals cannot slow anyone down. Changes that
+    /// landed always go through [`AuditLog::record`], which waits.
+    pub fn record_refusal(&self, event: Event) {
+        if let Some(tx) = &self.tx
+            && tx.try_send(event).is_err()
+        {
+            tracing::warn!("audit queue full: a refused call's audit event was dropped");
+        }
+    }
+
     /// Whether a call of this kind is audited.
     pub fn wants(&self, read: bool) -> bool {
         self.tx.is_some() && (!read || self.reads)

@@ -10,7 +10,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use futures::future::{BoxFuture, Either};
+use futures::future::{Either, Ready, ready};
 use tonic::{
     Status,
     codegen::http::{self, HeaderMap},
@@ -222,11 +222,10 @@ pub struct Access<S> {
 impl<S, B> Service<http::Request<B>> for Access<S>
 where
     S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Error: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Either<S::Future, BoxFuture<'static, Result<S::Response, S::Error>>>;
+    type Future = Either<S::Future, Ready<Result<S::Response, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -247,16 +246,15 @@ where
                 Either::Left(self.inner.call(request))
             }
             Err(status) => {
-                let event =
+                // Refusals never wait for the audit writer: anyone can make
+                // them, and a flood of them must not hold up other callers.
+                if let Some(event) =
                     self.gate
-                        .refusal(request.uri().path(), request.headers(), peer, &status);
-                let audit = self.gate.audit.clone();
-                Either::Right(Box::pin(async move {
-                    if let Some(event) = event {
-                        audit.record(event).await;
-                    }
-                    Ok(status.into_http())
-                }))
+                        .refusal(request.uri().path(), request.headers(), peer, &status)
+                {
+                    self.gate.audit.record_refusal(event);
+                }
+                Either::Right(ready(Ok(status.into_http())))
             }
         }
     }

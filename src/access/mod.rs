@@ -98,8 +98,12 @@ impl Caller {
     /// The caller when authentication is off (loopback, or `--insecure`):
     /// every scope, every task.
     pub fn anonymous() -> Caller {
+        // One shared name: this is every call's caller when authentication
+        // is off, and a clone is a reference count, not an allocation.
+        static NAME: std::sync::LazyLock<Arc<str>> =
+            std::sync::LazyLock::new(|| Arc::from("anonymous"));
         Caller {
-            name: Arc::from("anonymous"),
+            name: NAME.clone(),
             scopes: Scopes::ALL,
             namespace: None,
         }
