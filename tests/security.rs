@@ -824,6 +824,13 @@ async fn quotas_bind_one_namespace_and_spare_the_others() {
         .expect_err("third");
     assert_eq!(status.code(), Code::ResourceExhausted);
     assert!(status.message().contains("max_tasks"), "{status:?}");
+    // A retry of a registration that landed still gets its task at the cap.
+    let retried = a
+        .register_task(every(60, "a.two"))
+        .await
+        .expect("a retry is answered with its task")
+        .into_inner();
+    assert_eq!(retried.task_id, "a.two");
     b.register_task(every(60, "b.two"))
         .await
         .expect("b is under its own count");

@@ -277,20 +277,6 @@ impl TaskApi {
         };
         let request_id = convert::text("request_id", req.request_id, convert::MAX_REQUEST_ID)?;
         let spec = convert::spec("spec", req.spec, &self.spec_context(caller))?;
-        if let Some((ns, quota)) = quota_of(&self.settings, caller) {
-            check_min_interval(&ns, &quota, &spec)?;
-            if let Some(max) = quota.max_tasks {
-                let count = self.scheduler.store().count_tasks_in(&ns).await.map_err(Error::from)?;
-                if count >= max {
-                    return Err(Error::QuotaExceeded {
-                        quota: "max_tasks",
-                        namespace: ns.to_string(),
-                        detail: format!("{count} of {max} tasks exist; delete some first"),
-                    }
-                    .into());
-                }
-            }
-        }
         let namespace = caller.namespace.as_deref().unwrap_or("");
         // Request ids are scoped to the namespace like task ids, so one
         // tenant's retry can never be answered with another tenant's task.
@@ -300,6 +286,33 @@ impl TaskApi {
             "" => request_id,
             ns => format!("{}:{ns}{request_id}", ns.len()),
         });
+        if let Some((ns, quota)) = quota_of(&self.settings, caller) {
+            check_min_interval(&ns, &quota, &spec)?;
+            if let Some(max) = quota.max_tasks {
+                let store = self.scheduler.store();
+                let count = store.count_tasks_in(&ns).await.map_err(Error::from)?;
+                // At the cap, a retry of a registration that landed is
+                // still answered by the scheduler (with its task).
+                let retry = count >= max
+                    && match (&id, &request_id) {
+                        (Some(id), _) => store.get_task(id).await.map_err(Error::from)?.is_some(),
+                        (None, Some(rid)) => store
+                            .task_for_request(rid)
+                            .await
+                            .map_err(Error::from)?
+                            .is_some(),
+                        (None, None) => false,
+                    };
+                if count >= max && !retry {
+                    return Err(Error::QuotaExceeded {
+                        quota: "max_tasks",
+                        namespace: ns.to_string(),
+                        detail: format!("{count} of {max} tasks exist; delete some first"),
+                    }
+                    .into());
+                }
+            }
+        }
         let task = self
             .scheduler
             .register_in(namespace, id, spec, request_id)

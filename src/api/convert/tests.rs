@@ -461,3 +461,17 @@ proptest! {
         prop_assert_eq!(spec_to_proto_unredacted(&again), stored);
     }
 }
+
+#[test]
+fn a_header_value_that_looks_encrypted_is_refused() {
+    let mut raw = secret_spec();
+    if let Some(pb::action::Kind::Http(h)) = raw.action.as_mut().and_then(|a| a.kind.as_mut()) {
+        h.headers
+            .insert("x-token".into(), "enc:v1:00000000:abcd".into());
+    }
+    let error = spec("spec", Some(raw), &ctx()).expect_err("looks sealed");
+    assert!(
+        error.to_string().starts_with("spec.action.http.headers[\"x-token\"]"),
+        "{error}"
+    );
+}
