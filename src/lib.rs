@@ -68,6 +68,7 @@ internal_modules! {
 
 pub mod access;
 pub mod config;
+mod hex;
 pub mod pb;
 pub mod secrets;
 pub mod server;

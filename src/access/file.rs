@@ -230,30 +230,15 @@ pub fn check_namespace(ns: &str) -> Result<(), String> {
 }
 
 fn parse_digest(hex: &str) -> Result<[u8; 32], String> {
-    let bytes = hex.as_bytes();
-    if bytes.len() != 64 {
+    if hex.len() != 64 {
         return Err(format!(
             "must be 64 hex digits (a SHA-256), got {} characters",
-            bytes.len()
+            hex.len()
         ));
     }
-    let mut digest = [0_u8; 32];
-    for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        let (Some(hi), Some(lo)) = (hex_value(pair[0]), hex_value(pair[1])) else {
-            return Err("must be hex digits only".into());
-        };
-        digest[i] = hi << 4 | lo;
-    }
-    Ok(digest)
-}
-
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+    crate::hex::decode(hex)
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| "must be hex digits only".into())
 }
 
 #[cfg(test)]

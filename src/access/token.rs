@@ -21,7 +21,7 @@ pub struct RandomError;
 pub fn new_token() -> Result<String, RandomError> {
     let mut bytes = [0_u8; TOKEN_BYTES];
     aws_lc_rs::rand::fill(&mut bytes).map_err(|_| RandomError)?;
-    Ok(format!("{TOKEN_PREFIX}{}", hex(&bytes)))
+    Ok(format!("{TOKEN_PREFIX}{}", crate::hex::encode(&bytes)))
 }
 
 /// The SHA-256 of `token`, as the access file stores it.
@@ -33,16 +33,7 @@ pub fn digest(token: &str) -> [u8; 32] {
 
 /// The SHA-256 of `token` in lowercase hex, for the access file.
 pub fn digest_hex(token: &str) -> String {
-    hex(&digest(token))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    crate::hex::encode(&digest(token))
 }
 
 /// The access-file entry for a token, as `recur token new` prints it.

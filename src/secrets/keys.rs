@@ -69,24 +69,7 @@ impl fmt::Debug for SecretKeys {
 /// A key's id: the first 4 bytes of its SHA-256, so nothing needs to be
 /// stored beside the key and the id reveals nothing about it.
 fn key_id(bytes: &[u8]) -> String {
-    digest(&SHA256, bytes).as_ref()[..4]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(&digest(&SHA256, bytes).as_ref()[..4])
 }
 
 impl SecretKeys {
@@ -106,7 +89,7 @@ impl SecretKeys {
             } else {
                 std::str::from_utf8(&raw)
                     .ok()
-                    .and_then(|t| unhex(t.trim()))
+                    .and_then(|t| crate::hex::decode(t.trim()))
                     .filter(|b| b.len() == KEY_LEN)
                     .ok_or_else(|| error("must hold 32 bytes, or 64 hex digits"))?
             };
@@ -164,7 +147,11 @@ impl SecretKeys {
         let mut envelope = Vec::with_capacity(NONCE_LEN + data.len());
         envelope.extend_from_slice(nonce.as_ref());
         envelope.extend_from_slice(&data);
-        Ok(format!("{ENVELOPE}{}:{}", self.current.id, hex(&envelope)))
+        Ok(format!(
+            "{ENVELOPE}{}:{}",
+            self.current.id,
+            crate::hex::encode(&envelope)
+        ))
     }
 
     /// Whether `value` is an envelope.
@@ -194,7 +181,7 @@ impl SecretKeys {
                 "encrypted with key {id}, which is not among the keys given"
             ))
         })?;
-        let body = unhex(body).ok_or_else(|| fail("malformed envelope".into()))?;
+        let body = crate::hex::decode(body).ok_or_else(|| fail("malformed envelope".into()))?;
         if body.len() < NONCE_LEN {
             return Err(fail("malformed envelope".into()));
         }
@@ -296,7 +283,7 @@ mod tests {
         let text = dir.path().join("hex.key");
         let bad = dir.path().join("bad.key");
         std::fs::write(&raw, [7_u8; 32]).expect("write");
-        std::fs::write(&text, format!("{}\n", hex(&[7_u8; 32]))).expect("write");
+        std::fs::write(&text, format!("{}\n", crate::hex::encode(&[7_u8; 32]))).expect("write");
         std::fs::write(&bad, "short").expect("write");
         let a = SecretKeys::load(&[&raw]).expect("raw").expect("some");
         let b = SecretKeys::load(&[&text]).expect("hex").expect("some");
