@@ -139,6 +139,34 @@ fn holes(slots: &[DateTime<Utc>]) -> Vec<DateTime<Utc>> {
     missing
 }
 
+/// The slots a SKIPPED result names: an overlap skip its slot, a catch-up
+/// decision its run of `skipped_slots` from the first (the occurrence id
+/// holds the slot to the millisecond, as the request's key does).
+fn skipped_slots(result: &pb::TaskResult) -> Vec<DateTime<Utc>> {
+    if outcome(result) != pb::Outcome::Skipped {
+        return Vec::new();
+    }
+    let Some((_, first)) = slot_of(&result.occurrence_id) else {
+        return Vec::new();
+    };
+    (0..result.skipped_slots.max(1))
+        .map(|k| first + chrono::Duration::seconds(k as i64))
+        .collect()
+}
+
+/// What the replicas logged about leases and catch-up, for a failure.
+fn lease_log(replicas: &[Recur]) -> String {
+    let mut out = String::new();
+    for (i, replica) in replicas.iter().enumerate() {
+        for line in replica.log().lines() {
+            if line.contains("lease") || line.contains("shards") || line.contains("fell behind") {
+                out.push_str(&format!("r{i}: {line}\n"));
+            }
+        }
+    }
+    out
+}
+
 /// Waits until every task of `ids` has had `n` runs.
 async fn wait_runs(target: &HttpTarget, ids: &[String], n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -225,26 +253,41 @@ async fn three_replicas_share_a_thousand_tasks_each_slot_once() {
     register_every_second(&mut clients, &target, &ids).await;
     wait_runs(&target, &ids, 10).await;
     let slots = once_each(&target.received());
-    for id in &ids {
-        assert_eq!(
-            holes(&slots[id]),
-            Vec::<DateTime<Utc>>::new(),
-            "{id}: no slot lost"
-        );
-    }
+    // On a loaded machine a run may outlast its second (the overlap policy
+    // skips the next slot) or a replica may fall behind (catch-up passes
+    // over slots): allowed, when reported. A hole that no SKIPPED result
+    // names is a slot silently lost.
+    let mut unreported: HashSet<(String, DateTime<Utc>)> = ids
+        .iter()
+        .flat_map(|id| holes(&slots[id]).into_iter().map(|h| (id.clone(), h)))
+        .collect();
     let mut fired_by: BTreeSet<&str> = BTreeSet::new();
     let mut last: Option<(u64, u64)> = None;
-    for _ in 0..3000 {
-        let result = next_result(&mut results)
-            .await
-            .expect("the stream goes on")
-            .expect("a result");
+    let mut read = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read < 3000 || !unreported.is_empty() {
+        let result = match next_result(&mut results).await {
+            Ok(Some(result)) => result,
+            other => panic!(
+                "the stream ended ({other:?}) with slots lost silently: {unreported:?}\n{}",
+                lease_log(&replicas)
+            ),
+        };
+        read += 1;
         let seq = cursor_seq(&result.cursor);
         assert!(last < Some(seq), "cursor {} out of order", result.cursor);
         last = Some(seq);
         if let Some(owner) = &owners[shard_of(&result.task_id) as usize] {
             fired_by.insert(owner.as_str());
         }
+        for slot in skipped_slots(&result) {
+            unreported.remove(&(result.task_id.clone(), slot));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slots lost silently (no SKIPPED result names them): {unreported:?}\n{}",
+            lease_log(&replicas)
+        );
     }
     assert_eq!(fired_by, BTreeSet::from(["r0", "r1", "r2"]));
     for replica in replicas {
