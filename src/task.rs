@@ -257,6 +257,80 @@ pub struct TaskRecord {
     pub reason: String,
     /// Incremented on every write; stores use it for compare-and-set.
     pub version: u64,
+    /// How its runs went; kept by the store as results are recorded (like
+    /// `last_result`), filled in on read.
+    pub health: Health,
+}
+
+/// How a task's runs have gone: what an operator looks at first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Health {
+    /// Runs whose final outcome was FAILED or TIMED_OUT.
+    pub failure_count: u64,
+    /// FAILED or TIMED_OUT runs since the last SUCCEEDED one.
+    pub consecutive_failures: u64,
+    /// When the last SUCCEEDED run finished.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// The last runs that finished, oldest first, at most [`Health::RECENT`].
+    pub recent: Vec<RunSummary>,
+}
+
+/// A finished run, in brief.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    /// Run number.
+    pub run: u64,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Nominal slot, or the time of the trigger.
+    pub scheduled_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: DateTime<Utc>,
+    /// What started it.
+    pub trigger: Trigger,
+}
+
+impl Health {
+    /// Runs kept in `recent`.
+    pub const RECENT: usize = 10;
+
+    /// Takes in the result that finished a run (not a skipped slot's, which
+    /// started none).
+    pub fn note(&mut self, result: &TaskResult) {
+        match result.outcome {
+            Outcome::Failed | Outcome::TimedOut => {
+                self.failure_count += 1;
+                self.consecutive_failures += 1;
+            }
+            Outcome::Succeeded => {
+                self.consecutive_failures = 0;
+                self.last_success_at = Some(
+                    self.last_success_at
+                        .map_or(result.finished_at, |t| t.max(result.finished_at)),
+                );
+            }
+            Outcome::Cancelled | Outcome::Skipped | Outcome::Abandoned => {}
+        }
+        // By run number: runs side by side (ALLOW) may finish out of order.
+        let at = self
+            .recent
+            .iter()
+            .rposition(|r| r.run < result.run)
+            .map_or(0, |i| i + 1);
+        self.recent.insert(
+            at,
+            RunSummary {
+                run: result.run,
+                outcome: result.outcome,
+                scheduled_at: result.scheduled_at,
+                finished_at: result.finished_at,
+                trigger: result.trigger,
+            },
+        );
+        if self.recent.len() > Self::RECENT {
+            self.recent.remove(0);
+        }
+    }
 }
 
 impl TaskRecord {
@@ -282,6 +356,7 @@ impl TaskRecord {
             active_runs: 0,
             reason: String::new(),
             version: 0,
+            health: Health::default(),
         }
     }
 
@@ -358,6 +433,9 @@ pub struct TaskResult {
     /// Recorded late by a replica whose claim on the run had lapsed (the
     /// run was reported ABANDONED meanwhile); see the proto.
     pub claim_lapsed: bool,
+    /// The process that decided it (its node id), stamped by the result
+    /// writer; shared, not copied, per result.
+    pub executor: Arc<str>,
     /// The result in its wire form, made once by the first stream that
     /// sends it and shared by every other (see [`WireCache`]).
     pub wire: WireCache,

@@ -133,6 +133,7 @@ async fn urls_with_user_info_are_refused_at_registration() {
                 http_get("http://user:hunter2@example.com/"),
             )),
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .expect_err("user info");

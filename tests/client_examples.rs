@@ -227,7 +227,10 @@ impl SecureServer {
             .connect()
             .await
             .expect("connect")
-            .get_task(pb::GetTaskRequest { task_id: id.into() })
+            .get_task(pb::GetTaskRequest {
+                task_id: id.into(),
+                ..Default::default()
+            })
             .await
             .expect("get_task")
             .into_inner()
@@ -262,6 +265,7 @@ async fn rust_walkthrough_runs_every_step() {
     let task = client
         .get_task(pb::GetTaskRequest {
             task_id: summary.task_id.clone(),
+            ..Default::default()
         })
         .await
         .expect("get_task")

@@ -74,6 +74,7 @@ async fn every_task_comes_back_after_sigterm_and_after_kill_9() {
             task_id: "active".into(),
             spec: Some(secret.clone()),
             request_id: "req-active".into(),
+            ..Default::default()
         })
         .await
         .expect("register")
@@ -131,6 +132,7 @@ async fn every_task_comes_back_after_sigterm_and_after_kill_9() {
             task_id: "active".into(),
             spec: Some(secret),
             request_id: "req-active".into(),
+            ..Default::default()
         })
         .await
         .expect("same request")
@@ -317,6 +319,7 @@ async fn a_redis_outage_loses_no_definition_and_delivers_results_held_meanwhile(
     let err = client
         .get_task(pb::GetTaskRequest {
             task_id: "steady".into(),
+            ..Default::default()
         })
         .await
         .expect_err("no store");

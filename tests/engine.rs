@@ -92,6 +92,9 @@ impl Store for FlakyStore {
     async fn count_tasks_in(&self, prefix: &str) -> Result<usize, StoreError> {
         self.inner.count_tasks_in(prefix).await
     }
+    async fn fingerprint_key(&self, candidate: [u8; 32]) -> Result<Vec<u8>, StoreError> {
+        self.inner.fingerprint_key(candidate).await
+    }
     async fn fire(&self, batch: Vec<Firing>) -> Result<Vec<Fired>, StoreError> {
         let call = self.fire_calls.fetch_add(1, Ordering::SeqCst) + 1;
         match self.fail_fire {
@@ -503,6 +506,7 @@ async fn a_start_that_fails_leaves_nothing_running() {
             max_runs_in_flight: 10,
             store_check_interval: None,
             fire_ahead: None,
+            executor: "engine-test".into(),
         },
         CancellationToken::new(),
     );

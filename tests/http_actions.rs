@@ -94,6 +94,7 @@ async fn pause_resume_trigger_cancel_against_a_live_target() {
     let task = client
         .get_task(pb::GetTaskRequest {
             task_id: "tick".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -100,6 +100,7 @@ async fn redis_actions_run_on_the_shared_redis() {
                 redis_action(&["DEL", &own_keys]),
             )),
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -316,6 +317,7 @@ async fn racing_registrations_never_pass_the_task_cap() {
                     task_id: format!("race-{i}"),
                     spec: Some(spec),
                     request_id: String::new(),
+                    ..Default::default()
                 })
                 .await
         }

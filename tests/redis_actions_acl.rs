@@ -45,6 +45,7 @@ async fn try_register(
             task_id: id.into(),
             spec: Some(hourly(args)),
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .map(tonic::Response::into_inner)

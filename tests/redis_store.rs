@@ -253,6 +253,7 @@ fn result(task: &str, run: u64, output: usize) -> TaskResult {
         claim_lapsed: false,
         occurrence_id: format!("{task}@{run}"),
         latency: Duration::from_millis(5),
+        executor: "test".into(),
         wire: Default::default(),
     }
 }

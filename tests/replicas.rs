@@ -479,6 +479,7 @@ async fn a_control_call_on_one_replica_takes_effect_on_the_one_that_fires() {
             update_mask: Some(prost_types::FieldMask {
                 paths: vec!["schedule.every".into()],
             }),
+            ..Default::default()
         })
         .await
         .expect("update");
@@ -603,6 +604,7 @@ async fn registrations_racing_on_two_replicas_make_one_task() {
                 task_id: id.clone(),
                 spec: Some(spec.clone()),
                 request_id: String::new(),
+                ..Default::default()
             })
         });
         let tasks: Vec<pb::Task> = futures::future::join_all(calls)
@@ -618,6 +620,7 @@ async fn registrations_racing_on_two_replicas_make_one_task() {
                 task_id: String::new(),
                 spec: Some(spec.clone()),
                 request_id: request_id.clone(),
+                ..Default::default()
             })
         });
         let tasks: Vec<pb::Task> = futures::future::join_all(calls)
@@ -848,7 +851,10 @@ async fn redis_back_empty_gets_the_newest_state_any_replica_held() {
             let id = ids[11].clone();
             async move {
                 client
-                    .get_task(pb::GetTaskRequest { task_id: id })
+                    .get_task(pb::GetTaskRequest {
+                        task_id: id,
+                        ..Default::default()
+                    })
                     .await
                     .is_ok()
             }
@@ -872,6 +878,7 @@ async fn redis_back_empty_gets_the_newest_state_any_replica_held() {
         let gone = client
             .get_task(pb::GetTaskRequest {
                 task_id: deleted.clone(),
+                ..Default::default()
             })
             .await;
         assert_eq!(
@@ -950,6 +957,81 @@ async fn overlap_policies_hold_across_replicas() {
         "the SKIP task's slot did not start a run"
     );
     target.release();
+    for replica in replicas {
+        replica.terminate().await;
+    }
+}
+
+#[tokio::test]
+async fn programs_see_one_task_the_same_from_every_replica() {
+    let redis = OwnRedis::start();
+    let target = HttpTarget::start().await;
+    let replicas = start(&redis, &[0, 1]).await;
+    wait_shared_by(&redis.url(), &["r0", "r1"]).await;
+    let owners = owners(&redis.url()).await;
+    let id = id_owned_by(&owners, "r1", "prog");
+    let mut on_r0 = replicas[0].client().await;
+    let mut on_r1 = replicas[1].client().await;
+
+    // A watcher on r0 is told of changes made on r1.
+    let mut events = on_r0
+        .watch_tasks(pb::WatchTasksRequest::default())
+        .await
+        .expect("watch")
+        .into_inner();
+    let synced = tokio::time::timeout(WAIT, events.message())
+        .await
+        .expect("in time")
+        .expect("stream")
+        .expect("event");
+    assert_eq!(synced.r#type, pb::TaskEventType::Synced as i32);
+    let hour = Duration::from_secs(3600);
+    let spec = spec_every(hour, http_get(&target.url("/prog")));
+    let registered = register(&mut on_r1, &id, spec.clone()).await;
+    let created = tokio::time::timeout(WAIT, events.message())
+        .await
+        .expect("in time")
+        .expect("stream")
+        .expect("event");
+    assert_eq!(
+        (created.r#type, created.task_id.as_str()),
+        (pb::TaskEventType::Created as i32, id.as_str())
+    );
+
+    // The fingerprint key is the store's: a dry run on r0 matches what r1
+    // stored.
+    let dry = on_r0
+        .register_task(pb::RegisterTaskRequest {
+            task_id: id.clone(),
+            spec: Some(spec),
+            validate_only: true,
+            ..Default::default()
+        })
+        .await
+        .expect("dry run")
+        .into_inner();
+    assert_eq!(dry.spec_fingerprint, registered.spec_fingerprint);
+
+    // A manual run runs on the replica asked for it, which names itself;
+    // the run's health is stored for every replica to read.
+    target.set(
+        "/prog",
+        Behaviour {
+            status: Some(503),
+            ..Default::default()
+        },
+    );
+    let mut results = stream(&mut on_r0, &[&id], "", false).await;
+    trigger(&mut on_r0, &id).await;
+    let result = next_result(&mut results)
+        .await
+        .expect("stream")
+        .expect("result");
+    assert_eq!(result.executor, "r0");
+    assert_eq!(outcome(&result), pb::Outcome::Failed);
+    let task = get(&mut on_r1, &id).await;
+    assert_eq!((task.failure_count, task.consecutive_failures), (1, 1));
+    assert_eq!(task.recent_runs.len(), 1);
     for replica in replicas {
         replica.terminate().await;
     }

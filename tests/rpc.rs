@@ -29,6 +29,7 @@ async fn register_get_and_idempotent_retry() {
             task_id: "report".into(),
             spec: Some(other),
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -37,6 +38,7 @@ async fn register_get_and_idempotent_retry() {
     let got = client
         .get_task(pb::GetTaskRequest {
             task_id: "report".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -45,6 +47,7 @@ async fn register_get_and_idempotent_retry() {
     let err = client
         .get_task(pb::GetTaskRequest {
             task_id: "nope".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -60,6 +63,7 @@ async fn generated_ids_and_request_id_retry() {
         task_id: String::new(),
         spec: Some(spec.clone()),
         request_id: "req-1".into(),
+        ..Default::default()
     };
     let first = client
         .register_task(req.clone())
@@ -77,6 +81,7 @@ async fn generated_ids_and_request_id_retry() {
             task_id: String::new(),
             spec: Some(spec),
             request_id: "req-2".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -100,6 +105,7 @@ async fn invalid(
             task_id: id.into(),
             spec,
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .expect_err("registration should be refused")
@@ -446,6 +452,7 @@ async fn lifecycle_pause_resume_cancel_delete_update() {
                 http_get("http://127.0.0.1:9/y"),
             )),
             update_mask: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -514,6 +521,7 @@ async fn lifecycle_pause_resume_cancel_delete_update() {
                 task_id: "life".into(),
                 spec: Some(spec.clone()),
                 update_mask: None,
+                ..Default::default()
             })
             .await
             .unwrap_err(),
@@ -540,6 +548,7 @@ async fn lifecycle_pause_resume_cancel_delete_update() {
     let err = client
         .get_task(pb::GetTaskRequest {
             task_id: "life".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -638,6 +647,7 @@ async fn a_completed_task_keeps_its_id_until_its_last_run_reports() {
     let task = client
         .get_task(pb::GetTaskRequest {
             task_id: "once".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -680,6 +690,7 @@ async fn a_request_id_retry_succeeds_even_at_the_task_cap() {
             http_get("http://127.0.0.1:9/"),
         )),
         request_id: "only-one".into(),
+        ..Default::default()
     };
     let first = client
         .register_task(req.clone())
@@ -714,7 +725,10 @@ async fn get_task(
     id: &str,
 ) -> pb::Task {
     client
-        .get_task(pb::GetTaskRequest { task_id: id.into() })
+        .get_task(pb::GetTaskRequest {
+            task_id: id.into(),
+            ..Default::default()
+        })
         .await
         .expect("get_task")
         .into_inner()
@@ -774,6 +788,7 @@ async fn read_edit_schedule_write_back_with_a_mask_keeps_the_secret() {
             task_id: "rmw".into(),
             spec: Some(read),
             update_mask: mask(&["schedule.every"]),
+            ..Default::default()
         })
         .await
         .expect("masked update")
@@ -821,6 +836,7 @@ async fn the_catchup_window_reads_back_as_sent_and_a_mask_changes_only_it() {
             task_id: "catchup".into(),
             spec: Some(patch),
             update_mask: mask(&["catchup_window"]),
+            ..Default::default()
         })
         .await
         .expect("masked update")
@@ -839,6 +855,7 @@ async fn the_catchup_window_reads_back_as_sent_and_a_mask_changes_only_it() {
             task_id: "catchup".into(),
             spec: Some(pb::TaskSpec::default()),
             update_mask: mask(&["catchup_window"]),
+            ..Default::default()
         })
         .await
         .expect("clearing update")
@@ -872,6 +889,7 @@ async fn a_message_path_replaces_the_whole_sub_message() {
             task_id: "whole".into(),
             spec: Some(patch),
             update_mask: mask(&["schedule"]),
+            ..Default::default()
         })
         .await
         .expect("masked update")
@@ -903,6 +921,7 @@ async fn a_message_path_replaces_the_whole_sub_message() {
             task_id: "whole".into(),
             spec: Some(patch),
             update_mask: mask(&["labels"]),
+            ..Default::default()
         })
         .await
         .expect("labels update")
@@ -957,6 +976,7 @@ async fn the_redaction_placeholder_is_refused_naming_the_header() {
                 task_id: "rmw".into(),
                 spec: read.spec.clone(),
                 update_mask: update_mask.clone(),
+                ..Default::default()
             })
             .await
             .expect_err("placeholder refused");
@@ -997,6 +1017,7 @@ async fn an_unknown_mask_path_is_refused_naming_its_index() {
                 task_id: "masked".into(),
                 spec: Some(spec.clone()),
                 update_mask: mask(&paths),
+                ..Default::default()
             })
             .await
             .expect_err("unknown path refused");
@@ -1017,6 +1038,7 @@ async fn an_unknown_mask_path_is_refused_naming_its_index() {
             task_id: "nope".into(),
             spec: Some(spec),
             update_mask: mask(&["schedule.evry"]),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -1049,6 +1071,7 @@ async fn without_a_mask_the_whole_spec_is_replaced() {
                     http_get("http://127.0.0.1:9/y"),
                 )),
                 update_mask,
+                ..Default::default()
             })
             .await
             .expect("whole update")
@@ -1064,6 +1087,7 @@ async fn without_a_mask_the_whole_spec_is_replaced() {
             task_id: "whole".into(),
             spec: None,
             update_mask: mask(&["labels"]),
+            ..Default::default()
         })
         .await
         .unwrap_err();

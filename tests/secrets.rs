@@ -62,6 +62,7 @@ async fn a_header_can_name_a_server_side_secret() {
             task_id: "unknown".into(),
             spec: Some(with_secret_ref(&target.url("/"), "X-Api-Key", "NO_SUCH")),
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .expect_err("unknown secret");
@@ -85,6 +86,7 @@ async fn a_header_can_name_a_server_side_secret() {
                 spec
             }),
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .expect_err("the same header twice");
@@ -286,6 +288,7 @@ async fn a_tenant_names_only_the_secrets_given_to_its_namespace() {
         task_id: id.into(),
         spec: Some(with_secret_ref(&target.url("/ok"), "X-Key", secret)),
         request_id: String::new(),
+        ..Default::default()
     };
 
     let refused = |status: tonic::Status| {
@@ -373,6 +376,7 @@ async fn a_tenant_names_only_the_secrets_given_to_its_namespace() {
             update_mask: Some(prost_types::FieldMask {
                 paths: vec!["action.http.url".into()],
             }),
+            ..Default::default()
         })
         .await
         .expect_err("moving the headers");
@@ -385,6 +389,7 @@ async fn a_tenant_names_only_the_secrets_given_to_its_namespace() {
             update_mask: Some(prost_types::FieldMask {
                 paths: vec!["action.http.url".into()],
             }),
+            ..Default::default()
         })
         .await
         .expect("the same host keeps its headers");
@@ -476,6 +481,7 @@ async fn no_secret_reaches_a_log_line_or_an_error_even_at_trace() {
                 task_id: id.into(),
                 spec: Some(spec),
                 request_id: String::new(),
+                ..Default::default()
             })
             .await
             .expect("register");
@@ -491,7 +497,10 @@ async fn no_secret_reaches_a_log_line_or_an_error_even_at_trace() {
         errors.push(result.error.clone());
         errors.push(String::from_utf8_lossy(&result.output).into_owned());
         let task = client
-            .get_task(pb::GetTaskRequest { task_id: id.into() })
+            .get_task(pb::GetTaskRequest {
+                task_id: id.into(),
+                ..Default::default()
+            })
             .await
             .expect("get")
             .into_inner();
@@ -511,6 +520,7 @@ async fn no_secret_reaches_a_log_line_or_an_error_even_at_trace() {
                 &format!("{INLINE}\n"),
             )),
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .expect_err("bad header value");

@@ -69,7 +69,10 @@ async fn call(client: &mut TokenClient, path: &str) -> Result<(), tonic::Status>
     let method = path.rsplit('/').next().expect("method");
     match method {
         "GetTask" => client
-            .get_task(pb::GetTaskRequest { task_id: id() })
+            .get_task(pb::GetTaskRequest {
+                task_id: id(),
+                ..Default::default()
+            })
             .await
             .map(drop),
         "ListTasks" => client
@@ -88,6 +91,7 @@ async fn call(client: &mut TokenClient, path: &str) -> Result<(), tonic::Status>
                 task_id: id(),
                 spec: Some(a_spec()),
                 request_id: String::new(),
+                ..Default::default()
             })
             .await
             .map(drop),
@@ -96,6 +100,7 @@ async fn call(client: &mut TokenClient, path: &str) -> Result<(), tonic::Status>
                 task_id: id(),
                 spec: Some(a_spec()),
                 update_mask: None,
+                ..Default::default()
             })
             .await
             .map(drop),
@@ -123,6 +128,11 @@ async fn call(client: &mut TokenClient, path: &str) -> Result<(), tonic::Status>
             .map(drop),
         "DeleteTask" => client
             .delete_task(pb::DeleteTaskRequest { task_id: id() })
+            .await
+            .map(drop),
+        "WhoAmI" => client.who_am_i(pb::WhoAmIRequest {}).await.map(drop),
+        "WatchTasks" => client
+            .watch_tasks(pb::WatchTasksRequest::default())
             .await
             .map(drop),
         other => panic!("{other} is in the scope table but this test cannot call it: add it"),
@@ -170,7 +180,7 @@ async fn beyond_loopback_a_server_without_credentials_does_not_start() {
 async fn every_rpc_needs_its_scope() {
     let (server, _dir) = with_tokens().await;
     let channel = pki::channel(server.addr).await;
-    for (path, scope) in methods::TASK_SERVICE {
+    for (path, needed) in methods::TASK_SERVICE {
         let result = call(&mut with_token(channel.clone(), None), path).await;
         assert_eq!(
             result.as_ref().map_err(|s| s.code()),
@@ -184,6 +194,15 @@ async fn every_rpc_needs_its_scope() {
 
         let result = call(&mut with_token(channel.clone(), Some(ADMIN)), path).await;
         assert!(!is_auth_error(&result), "{path} as admin: {result:?}");
+        let methods::Needed::Scope(scope) = needed else {
+            // Any valid credential will do.
+            assert_eq!(*needed, methods::Needed::Authenticated, "{path}");
+            for token in [READER, WRITER] {
+                let result = call(&mut with_token(channel.clone(), Some(token)), path).await;
+                assert!(!is_auth_error(&result), "{path}: {result:?}");
+            }
+            continue;
+        };
         for (token, holds) in [(READER, "read"), (WRITER, "write")] {
             let result = call(&mut with_token(channel.clone(), Some(token)), path).await;
             if holds == scope.name() {
@@ -397,6 +416,7 @@ async fn mtls_takes_the_certificate_subject_as_the_caller() {
                 task_id: "deploy".into(),
                 spec: Some(a_spec()),
                 request_id: String::new(),
+                ..Default::default()
             })
             .await
             .map(drop)
@@ -420,6 +440,7 @@ async fn mtls_takes_the_certificate_subject_as_the_caller() {
     with_token(channel, None)
         .get_task(pb::GetTaskRequest {
             task_id: "deploy".into(),
+            ..Default::default()
         })
         .await
         .expect("viewer reads");
@@ -527,6 +548,7 @@ async fn a_tenant_sees_creates_and_streams_only_its_namespace() {
         task_id: id.into(),
         spec: Some(spec()),
         request_id: request_id.into(),
+        ..Default::default()
     };
 
     a.register_task(register("team-a.fetch", ""))
@@ -560,12 +582,16 @@ async fn a_tenant_sees_creates_and_streams_only_its_namespace() {
     let absent = b
         .get_task(pb::GetTaskRequest {
             task_id: "team-b.nothing".into(),
+            ..Default::default()
         })
         .await
         .expect_err("absent");
     for id in ["team-a.fetch", mine.task_id.as_str()] {
         let status = b
-            .get_task(pb::GetTaskRequest { task_id: id.into() })
+            .get_task(pb::GetTaskRequest {
+                task_id: id.into(),
+                ..Default::default()
+            })
             .await
             .expect_err("hidden");
         assert_eq!(status.code(), absent.code(), "{id}");
@@ -698,6 +724,7 @@ async fn calls_that_change_tasks_leave_one_audit_line_each() {
         task_id: "team-a.audited".into(),
         spec: Some(a_spec()),
         request_id: String::new(),
+        ..Default::default()
     })
     .await
     .expect("register");
@@ -709,6 +736,7 @@ async fn calls_that_change_tasks_leave_one_audit_line_each() {
     .expect("pause");
     a.get_task(pb::GetTaskRequest {
         task_id: "team-a.audited".into(),
+        ..Default::default()
     })
     .await
     .expect("reads are not audited by default");
@@ -798,6 +826,7 @@ async fn quotas_bind_one_namespace_and_spare_the_others() {
             common::http_get("http://127.0.0.1:9/"),
         )),
         request_id: String::new(),
+        ..Default::default()
     };
 
     // min_interval: a's own quota, not b's.
@@ -923,4 +952,73 @@ async fn a_namespace_stream_quota_holds_across_replicas() {
     .await;
     one.stop().await.expect("stop");
     two.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn who_am_i_and_watch_tasks_answer_for_the_token() {
+    let (server, _dir) = with_tokens().await;
+    let channel = pki::channel(server.addr).await;
+    let mut a = with_token(channel.clone(), Some(TEAM_A));
+    let mut b = with_token(channel.clone(), Some(TEAM_B));
+    let mut reader = with_token(channel.clone(), Some(READER));
+
+    let me = a
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .expect("who am i")
+        .into_inner();
+    assert_eq!(
+        (me.name.as_str(), me.namespace.as_str()),
+        ("team-a", "team-a.")
+    );
+    assert_eq!(me.scopes, [pb::Scope::Read as i32, pb::Scope::Write as i32]);
+    let me = reader
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .expect("who am i")
+        .into_inner();
+    assert_eq!(me.scopes, [pb::Scope::Read as i32]);
+    let status = with_token(channel, None)
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .expect_err("no token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+
+    // team-a's watch carries team-a's tasks only.
+    let mut events = a
+        .watch_tasks(pb::WatchTasksRequest::default())
+        .await
+        .expect("watch")
+        .into_inner();
+    assert_eq!(
+        next_event(&mut events).await.r#type,
+        pb::TaskEventType::Synced as i32
+    );
+    let spec = spec_every(
+        Duration::from_secs(3600),
+        common::http_get("http://127.0.0.1:9/"),
+    );
+    for (client, id) in [(&mut b, "team-b.hidden"), (&mut a, "team-a.seen")] {
+        client
+            .register_task(pb::RegisterTaskRequest {
+                task_id: id.into(),
+                spec: Some(spec.clone()),
+                ..Default::default()
+            })
+            .await
+            .expect("register");
+    }
+    let event = next_event(&mut events).await;
+    assert_eq!(
+        (event.r#type, event.task_id.as_str()),
+        (pb::TaskEventType::Created as i32, "team-a.seen")
+    );
+}
+
+async fn next_event(events: &mut tonic::Streaming<pb::TaskEvent>) -> pb::TaskEvent {
+    tokio::time::timeout(WAIT, events.message())
+        .await
+        .expect("in time")
+        .expect("stream")
+        .expect("event")
 }

@@ -92,6 +92,7 @@ async fn runs_in_flight_finish_within_grace_and_streams_end_unavailable() {
         let err = fresh
             .get_task(pb::GetTaskRequest {
                 task_id: "held".into(),
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -290,6 +291,7 @@ async fn during_the_shutdown_delay_health_is_not_serving_but_calls_are_served() 
     let task = client
         .get_task(pb::GetTaskRequest {
             task_id: "during".into(),
+            ..Default::default()
         })
         .await
         .expect("GetTask during the delay")
@@ -299,6 +301,7 @@ async fn during_the_shutdown_delay_health_is_not_serving_but_calls_are_served() 
     fresh
         .get_task(pb::GetTaskRequest {
             task_id: "during".into(),
+            ..Default::default()
         })
         .await
         .expect("GetTask on a new connection during the delay");

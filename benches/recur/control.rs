@@ -385,12 +385,16 @@ async fn call_loop(
                             start_at,
                         )),
                         request_id: String::new(),
+                        ..Default::default()
                     })
                     .await
                     .map(drop)
             }
             Op::Get => client
-                .get_task(GetTaskRequest { task_id: pool_id })
+                .get_task(GetTaskRequest {
+                    task_id: pool_id,
+                    ..Default::default()
+                })
                 .await
                 .map(drop),
             Op::Pause => client

@@ -253,6 +253,7 @@ async fn first_answer(
     loop {
         let request = GetTaskRequest {
             task_id: task_id.to_string(),
+            ..Default::default()
         };
         match client.get_task(request).await {
             Ok(task) => {

@@ -101,6 +101,7 @@ async fn propagation_case(plan: &Plan, report: &mut Report) {
                 start_at,
             )),
             request_id: String::new(),
+            ..Default::default()
         };
         called.register_task(request).await.expect("RegisterTask");
         let replied = Utc::now();

@@ -156,6 +156,7 @@ pub async fn register_all(
                     task_id: task_id(index),
                     spec: Some(spec(&work, index, every, start_at)),
                     request_id: String::new(),
+                    ..Default::default()
                 };
                 client
                     .register_task(request)

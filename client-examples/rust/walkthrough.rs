@@ -73,6 +73,7 @@ pub async fn walkthrough(mut client: Client, target_url: String) -> Result<Summa
             task_id: String::new(),
             spec: Some(spec),
             request_id: uuid::Uuid::new_v4().to_string(),
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -83,6 +84,7 @@ pub async fn walkthrough(mut client: Client, target_url: String) -> Result<Summa
     let task = client
         .get_task(pb::GetTaskRequest {
             task_id: task_id.clone(),
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -151,6 +153,7 @@ pub async fn walkthrough(mut client: Client, target_url: String) -> Result<Summa
     let last = client
         .get_task(pb::GetTaskRequest {
             task_id: task_id.clone(),
+            ..Default::default()
         })
         .await?
         .into_inner();

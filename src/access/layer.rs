@@ -65,7 +65,10 @@ impl Gate {
         status: &Status,
     ) -> Option<Event> {
         let (method_path, scope) = methods::TASK_SERVICE.iter().find(|(p, _)| *p == path)?;
-        if !self.audit.wants(*scope == Scope::Read) {
+        if !self
+            .audit
+            .wants(*scope == methods::Needed::Scope(Scope::Read))
+        {
             return None;
         }
         // Who it was, as far as known: a known token or subject that lacked
@@ -105,6 +108,7 @@ impl Gate {
                     namespace: None,
                 });
             }
+            methods::Needed::Authenticated => return self.identify(headers, peer),
             methods::Needed::Scope(scope) => scope,
         };
         let caller = self.identify(headers, peer)?;

@@ -10,22 +10,30 @@ use super::Scope;
 pub enum Needed {
     /// Nothing: health checks, which probes make without credentials.
     Open,
+    /// Valid credentials, whatever their scopes (WhoAmI).
+    Authenticated,
     /// The caller must hold this scope.
     Scope(Scope),
 }
 
-/// Every TaskService RPC with its scope.
-pub const TASK_SERVICE: &[(&str, Scope)] = &[
-    ("/recur.v1.TaskService/GetTask", Scope::Read),
-    ("/recur.v1.TaskService/ListTasks", Scope::Read),
-    ("/recur.v1.TaskService/StreamResults", Scope::Read),
-    ("/recur.v1.TaskService/RegisterTask", Scope::Write),
-    ("/recur.v1.TaskService/UpdateTask", Scope::Write),
-    ("/recur.v1.TaskService/PauseTask", Scope::Write),
-    ("/recur.v1.TaskService/ResumeTask", Scope::Write),
-    ("/recur.v1.TaskService/TriggerTask", Scope::Write),
-    ("/recur.v1.TaskService/CancelTask", Scope::Write),
-    ("/recur.v1.TaskService/DeleteTask", Scope::Write),
+const READ: Needed = Needed::Scope(Scope::Read);
+const WRITE: Needed = Needed::Scope(Scope::Write);
+
+/// Every TaskService RPC with what it needs.
+pub const TASK_SERVICE: &[(&str, Needed)] = &[
+    ("/recur.v1.TaskService/GetTask", READ),
+    ("/recur.v1.TaskService/ListTasks", READ),
+    ("/recur.v1.TaskService/StreamResults", READ),
+    ("/recur.v1.TaskService/WatchTasks", READ),
+    ("/recur.v1.TaskService/RegisterTask", WRITE),
+    ("/recur.v1.TaskService/UpdateTask", WRITE),
+    ("/recur.v1.TaskService/PauseTask", WRITE),
+    ("/recur.v1.TaskService/ResumeTask", WRITE),
+    ("/recur.v1.TaskService/TriggerTask", WRITE),
+    ("/recur.v1.TaskService/CancelTask", WRITE),
+    ("/recur.v1.TaskService/DeleteTask", WRITE),
+    // A page asks it to learn what to disable: any valid credential.
+    ("/recur.v1.TaskService/WhoAmI", Needed::Authenticated),
 ];
 
 /// Health: open, so load balancers and kubelets probe without a token.
@@ -40,8 +48,8 @@ const REFLECTION: [&str; 2] = [
 /// What a call to `path` (`/package.Service/Method`) needs.
 /// `open_reflection` makes reflection open like health (`--open-reflection`).
 pub fn needed(path: &str, open_reflection: bool) -> Needed {
-    if let Some((_, scope)) = TASK_SERVICE.iter().find(|(p, _)| *p == path) {
-        return Needed::Scope(*scope);
+    if let Some((_, needed)) = TASK_SERVICE.iter().find(|(p, _)| *p == path) {
+        return *needed;
     }
     if path.starts_with(HEALTH) {
         return Needed::Open;
@@ -100,7 +108,8 @@ mod tests {
     #[test]
     fn the_issue_assigns_the_scopes() {
         let scope = |m: &str| needed(&format!("/recur.v1.TaskService/{m}"), false);
-        for m in ["GetTask", "ListTasks", "StreamResults"] {
+        assert_eq!(scope("WhoAmI"), Needed::Authenticated);
+        for m in ["GetTask", "ListTasks", "StreamResults", "WatchTasks"] {
             assert_eq!(scope(m), Needed::Scope(Scope::Read), "{m}");
         }
         for m in [

@@ -69,6 +69,11 @@ impl Scopes {
         Scopes(self.0 | Self::bit(scope))
     }
 
+    /// Whether `scope` itself is among these (admin does not imply it).
+    pub fn contains(self, scope: Scope) -> bool {
+        self.0 & Self::bit(scope) != 0
+    }
+
     /// Whether a call needing `needed` is allowed: admin allows everything.
     pub fn allow(self, needed: Scope) -> bool {
         self.0 & (Self::bit(needed) | Self::bit(Scope::Admin)) != 0

@@ -16,10 +16,12 @@ use crate::{
         schedule::{Cadence, Limits, Schedule, ScheduleInput},
     },
     task::{
-        Action, CustomAction, HttpAction, OverlapPolicy, RedisAction, RetryPolicy, TaskId,
-        TaskRecord, TaskResult, TaskSpec, TaskState, Trigger,
+        Action, CustomAction, HttpAction, OverlapPolicy, RedisAction, RetryPolicy, RunSummary,
+        TaskId, TaskRecord, TaskResult, TaskSpec, TaskState, Trigger,
     },
 };
+
+use super::fingerprint::Fingerprints;
 
 /// Most labels on a task.
 pub const MAX_LABELS: usize = 32;
@@ -621,8 +623,81 @@ fn spec_to_proto_with(spec: &TaskSpec, header_values: HeaderValues) -> pb::TaskS
     }
 }
 
+/// Most upcoming fire times one Task carries (`next_run_count`).
+pub const MAX_NEXT_RUNS: u32 = 10;
+
+/// What a Task answer carries beyond the record, computed per answer.
+pub struct TaskView<'a> {
+    /// Hashes specs into `spec_fingerprint`.
+    pub fingerprints: &'a Fingerprints,
+    /// Upcoming fire times to compute (`next_run_count`, checked).
+    pub next_runs: usize,
+}
+
+/// Checks a `next_run_count` field.
+pub fn next_run_count(field: &str, n: u32) -> Result<usize, Error> {
+    if n > MAX_NEXT_RUNS {
+        return Err(Error::InvalidArgument {
+            field: field.into(),
+            reason: format!("must be at most {MAX_NEXT_RUNS}"),
+        });
+    }
+    Ok(n as usize)
+}
+
+/// The next `n` fire times of `task` from its next slot on: none while
+/// paused or terminal, fewer when end_at or max_runs ends the schedule.
+pub fn next_run_times(task: &TaskRecord, n: usize) -> Vec<DateTime<Utc>> {
+    let schedule = &task.spec.schedule;
+    let left = schedule
+        .max_runs
+        .map_or(n, |max| n.min(max.saturating_sub(task.scheduled_run_count) as usize));
+    let mut out = Vec::with_capacity(left);
+    let mut next = task.next_run_at.filter(|_| task.state == TaskState::Active);
+    while let Some(at) = next {
+        if out.len() >= left {
+            break;
+        }
+        out.push(at);
+        next = schedule.next_slot_after(task.created_at, at);
+    }
+    out
+}
+
+/// An outcome as clients read it.
+fn outcome_to_proto(outcome: crate::task::Outcome) -> pb::Outcome {
+    use crate::task::Outcome;
+    match outcome {
+        Outcome::Succeeded => pb::Outcome::Succeeded,
+        Outcome::Failed => pb::Outcome::Failed,
+        Outcome::TimedOut => pb::Outcome::TimedOut,
+        Outcome::Cancelled => pb::Outcome::Cancelled,
+        Outcome::Skipped => pb::Outcome::Skipped,
+        Outcome::Abandoned => pb::Outcome::Abandoned,
+    }
+}
+
+fn trigger_to_proto(trigger: Trigger) -> pb::Trigger {
+    match trigger {
+        Trigger::Scheduled => pb::Trigger::Scheduled,
+        Trigger::Manual => pb::Trigger::Manual,
+    }
+}
+
+/// A finished run in brief, as clients (and the Redis store) keep it.
+pub(crate) fn summary_to_proto(r: &RunSummary) -> pb::RunSummary {
+    pb::RunSummary {
+        run: r.run,
+        outcome: outcome_to_proto(r.outcome) as i32,
+        scheduled_at: Some(proto_time(r.scheduled_at)),
+        finished_at: Some(proto_time(r.finished_at)),
+        trigger: trigger_to_proto(r.trigger) as i32,
+    }
+}
+
 /// A task as clients read it.
-pub fn task_to_proto(task: &TaskRecord) -> pb::Task {
+pub fn task_to_proto(task: &TaskRecord, view: &TaskView<'_>) -> pb::Task {
+    let health = &task.health;
     pb::Task {
         task_id: task.id.to_string(),
         spec: Some(spec_to_proto(&task.spec)),
@@ -640,6 +715,16 @@ pub fn task_to_proto(task: &TaskRecord) -> pb::Task {
         skipped_count: task.skipped_count,
         scheduled_run_count: task.scheduled_run_count,
         updated_at: Some(proto_time(task.updated_at)),
+        spec_fingerprint: view.fingerprints.of(&task.spec),
+        failure_count: health.failure_count,
+        consecutive_failures: health.consecutive_failures,
+        last_success_at: health.last_success_at.map(proto_time),
+        next_run_times: next_run_times(task, view.next_runs)
+            .into_iter()
+            .map(proto_time)
+            .collect(),
+        recent_runs: health.recent.iter().map(summary_to_proto).collect(),
+        schedule_description: task.spec.schedule.describe(),
     }
 }
 
@@ -655,7 +740,6 @@ pub fn result_to_wire(r: &TaskResult) -> pb::TaskResult {
 
 /// A result as clients read it.
 pub fn result_to_proto(r: &TaskResult) -> pb::TaskResult {
-    use crate::task::Outcome;
     pb::TaskResult {
         task_id: r.task_id.to_string(),
         run: r.run,
@@ -663,19 +747,9 @@ pub fn result_to_proto(r: &TaskResult) -> pb::TaskResult {
         scheduled_at: Some(proto_time(r.scheduled_at)),
         started_at: r.started_at.map(proto_time),
         finished_at: Some(proto_time(r.finished_at)),
-        outcome: match r.outcome {
-            Outcome::Succeeded => pb::Outcome::Succeeded,
-            Outcome::Failed => pb::Outcome::Failed,
-            Outcome::TimedOut => pb::Outcome::TimedOut,
-            Outcome::Cancelled => pb::Outcome::Cancelled,
-            Outcome::Skipped => pb::Outcome::Skipped,
-            Outcome::Abandoned => pb::Outcome::Abandoned,
-        } as i32,
+        outcome: outcome_to_proto(r.outcome) as i32,
         attempts: r.attempts,
-        trigger: match r.trigger {
-            Trigger::Scheduled => pb::Trigger::Scheduled,
-            Trigger::Manual => pb::Trigger::Manual,
-        } as i32,
+        trigger: trigger_to_proto(r.trigger) as i32,
         error: r.error.clone(),
         output: r.output.clone(),
         output_truncated: r.output_truncated,
@@ -684,6 +758,7 @@ pub fn result_to_proto(r: &TaskResult) -> pb::TaskResult {
         latency: Some(proto_duration(r.latency)),
         skipped_slots: r.skipped_slots,
         claim_lapsed: r.claim_lapsed,
+        executor: r.executor.to_string(),
     }
 }
 

@@ -3,9 +3,11 @@
 //! types and the domain.
 
 pub mod convert;
+pub mod fingerprint;
 pub mod mask;
 pub mod status;
 pub mod stream_slots;
+pub mod watch;
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
@@ -24,7 +26,8 @@ use crate::{
     scheduler::{Error, Scheduler},
     store::TaskFilter,
 };
-use convert::SpecContext;
+use convert::{SpecContext, TaskView};
+use fingerprint::Fingerprints;
 
 /// Default ListTasks page.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
@@ -72,6 +75,10 @@ pub struct TaskApi {
     audit: AuditLog,
     /// Namespaces' open result streams (`max_streams`).
     stream_slots: stream_slots::StreamSlots,
+    /// Spec fingerprints, with the store's key once it has been read.
+    fingerprints: Arc<tokio::sync::OnceCell<Arc<Fingerprints>>>,
+    /// Task changes for WatchTasks.
+    watch: watch::WatchHub,
 }
 
 impl TaskApi {
@@ -90,6 +97,8 @@ impl TaskApi {
                 scheduler.store().clone(),
                 streams_shutdown.clone(),
             ),
+            fingerprints: Default::default(),
+            watch: watch::WatchHub::new(scheduler.clone(), streams_shutdown.clone()),
             scheduler,
             settings: Arc::new(settings),
             streams: Arc::new(Semaphore::new(max_open_streams)),
@@ -97,6 +106,30 @@ impl TaskApi {
             gauge,
             streams_shutdown,
         }
+    }
+
+    /// How tasks are answered: with `next_runs` upcoming fire times and
+    /// the store's fingerprint key (read from the store once).
+    async fn view(&self, next_runs: usize) -> Result<TaskView<'_>, Status> {
+        Ok(TaskView {
+            fingerprints: self.fingerprints().await?,
+            next_runs,
+        })
+    }
+
+    /// Spec fingerprints with the store's key, read from the store once.
+    async fn fingerprints(&self) -> Result<&Arc<Fingerprints>, Status> {
+        let store = self.scheduler.store();
+        self.fingerprints
+            .get_or_try_init(|| async {
+                let mut candidate = [0u8; 32];
+                aws_lc_rs::rand::fill(&mut candidate).map_err(|_| {
+                    Status::internal("no randomness for the spec fingerprint key")
+                })?;
+                let key = store.fingerprint_key(candidate).await.map_err(Error::from)?;
+                Ok::<_, Status>(Arc::new(Fingerprints::new(&key)))
+            })
+            .await
     }
 
     fn spec_context<'a>(&'a self, caller: &'a Caller) -> SpecContext<'a> {
@@ -266,6 +299,9 @@ async fn record(
 /// trait methods below only add the caller and the audit event.
 impl TaskApi {
     async fn register(&self, caller: &Caller, req: pb::RegisterTaskRequest) -> Result<pb::Task, Status> {
+        // Before anything is written: a change that landed is never
+        // answered with an error for want of the fingerprint key.
+        let view = self.view(0).await?;
         let id = if req.task_id.is_empty() {
             None
         } else {
@@ -286,6 +322,16 @@ impl TaskApi {
             "" => request_id,
             ns => format!("{}:{ns}{request_id}", ns.len()),
         });
+        if req.validate_only {
+            if let Some((ns, quota)) = quota_of(&self.settings, caller) {
+                check_min_interval(&ns, &quota, &spec)?;
+            }
+            let task = self
+                .scheduler
+                .preview_register_in(namespace, id, spec, request_id)
+                .await?;
+            return Ok(convert::task_to_proto(&task, &view));
+        }
         if let Some((ns, quota)) = quota_of(&self.settings, caller) {
             check_min_interval(&ns, &quota, &spec)?;
             if let Some(max) = quota.max_tasks {
@@ -322,10 +368,11 @@ impl TaskApi {
         if !caller.sees(task.id.as_str()) {
             return Err(status::outside_namespace(caller, "request_id"));
         }
-        Ok(convert::task_to_proto(&task))
+        Ok(convert::task_to_proto(&task, &view))
     }
 
     async fn update(&self, caller: &Caller, req: pb::UpdateTaskRequest) -> Result<pb::Task, Status> {
+        let view = self.view(0).await?;
         let id = visible_task(caller, "task_id", &req.task_id)?;
         let paths = mask::parse(&req.update_mask.unwrap_or_default().paths)?;
         let quota = quota_of(&self.settings, caller);
@@ -334,7 +381,13 @@ impl TaskApi {
             if let Some((ns, quota)) = &quota {
                 check_min_interval(ns, quota, &spec)?;
             }
-            self.scheduler.update(&id, spec).await?
+            if req.validate_only {
+                self.scheduler
+                    .preview_update_with(&id, |_| Ok(spec.clone()))
+                    .await?
+            } else {
+                self.scheduler.update(&id, spec).await?
+            }
         } else {
             let patch = req.spec.ok_or_else(|| Error::InvalidArgument {
                 field: "spec".into(),
@@ -344,8 +397,7 @@ impl TaskApi {
             // spec as stored at that moment: an update landing in between
             // makes it run again, never lose that update's other fields.
             let ctx = self.spec_context(caller);
-            self.scheduler
-                .update_with(&id, |stored| {
+            let merge = |stored: &TaskSpec| {
                     let stored = convert::spec_to_proto_unredacted(stored);
                     let before = http_destination(&stored);
                     let merged = mask::apply(stored, &patch, &paths);
@@ -365,10 +417,14 @@ impl TaskApi {
                         check_min_interval(ns, quota, &spec)?;
                     }
                     Ok(spec)
-                })
-                .await?
+            };
+            if req.validate_only {
+                self.scheduler.preview_update_with(&id, merge).await?
+            } else {
+                self.scheduler.update_with(&id, merge).await?
+            }
         };
-        Ok(convert::task_to_proto(&task))
+        Ok(convert::task_to_proto(&task, &view))
     }
 
     async fn list(&self, caller: &Caller, req: pb::ListTasksRequest) -> Result<pb::ListTasksResponse, Status> {
@@ -384,6 +440,7 @@ impl TaskApi {
             n => n,
         };
         let after = convert::parse_page_token(&req.page_token)?;
+        let next_runs = convert::next_run_count("next_run_count", req.next_run_count)?;
         let filter = TaskFilter {
             state: convert::state_filter(req.state)?,
             labels: convert::labels("labels", req.labels)?,
@@ -394,8 +451,9 @@ impl TaskApi {
             Some(last) if more => convert::page_token(&last.id),
             _ => String::new(),
         };
+        let view = self.view(next_runs).await?;
         Ok(pb::ListTasksResponse {
-            tasks: tasks.iter().map(convert::task_to_proto).collect(),
+            tasks: tasks.iter().map(|t| convert::task_to_proto(t, &view)).collect(),
             next_page_token,
         })
     }
@@ -505,9 +563,15 @@ impl TaskService for TaskApi {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let named = req.task_id.clone();
+        // A dry run is audited as one, so nobody reads it as a change.
+        let method = if req.validate_only {
+            "RegisterTask (validate_only)"
+        } else {
+            "RegisterTask"
+        };
         self.audited(
             caller,
-            "RegisterTask",
+            method,
             named,
             |task: &pb::Task| Some(task.task_id.clone()),
             |api, caller| async move { api.register(&caller, req).await },
@@ -523,7 +587,12 @@ impl TaskService for TaskApi {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let id = req.task_id.clone();
-        self.audited(caller, "UpdateTask", id, |_| None, |api, caller| async move {
+        let method = if req.validate_only {
+            "UpdateTask (validate_only)"
+        } else {
+            "UpdateTask"
+        };
+        self.audited(caller, method, id, |_| None, |api, caller| async move {
             api.update(&caller, req).await
         })
         .await
@@ -550,11 +619,13 @@ impl TaskService for TaskApi {
         request: Request<pb::GetTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let caller = caller(&request)?;
-        let raw = request.into_inner().task_id;
+        let req = request.into_inner();
+        let raw = req.task_id;
         let result = async {
             let id = visible_task(&caller, "task_id", &raw)?;
+            let next_runs = convert::next_run_count("next_run_count", req.next_run_count)?;
             let task = self.scheduler.get(&id).await?;
-            Ok(convert::task_to_proto(&task))
+            Ok(convert::task_to_proto(&task, &self.view(next_runs).await?))
         }
         .await;
         audit(&self.audit, &caller, "GetTask", true, Some(raw), &result).await;
@@ -581,8 +652,9 @@ impl TaskService for TaskApi {
         self.audited(caller, "PauseTask", raw, |_| None, |api, caller| async move {
             let id = visible_task(&caller, "task_id", &req.task_id)?;
             let reason = convert::text("reason", req.reason, convert::MAX_REASON)?;
+            let view = api.view(0).await?;
             let task = api.scheduler.pause(&id, reason).await?;
-            Ok(convert::task_to_proto(&task))
+            Ok(convert::task_to_proto(&task, &view))
         })
         .await
         .map(Response::new)
@@ -596,8 +668,9 @@ impl TaskService for TaskApi {
         let raw = request.into_inner().task_id;
         self.audited(caller, "ResumeTask", raw.clone(), |_| None, |api, caller| async move {
             let id = visible_task(&caller, "task_id", &raw)?;
+            let view = api.view(0).await?;
             let task = api.scheduler.resume(&id).await?;
-            Ok(convert::task_to_proto(&task))
+            Ok(convert::task_to_proto(&task, &view))
         })
         .await
         .map(Response::new)
@@ -613,8 +686,9 @@ impl TaskService for TaskApi {
         self.audited(caller, "CancelTask", raw, |_| None, |api, caller| async move {
             let id = visible_task(&caller, "task_id", &req.task_id)?;
             let reason = convert::text("reason", req.reason, convert::MAX_REASON)?;
+            let view = api.view(0).await?;
             let task = api.scheduler.cancel(&id, reason).await?;
-            Ok(convert::task_to_proto(&task))
+            Ok(convert::task_to_proto(&task, &view))
         })
         .await
         .map(Response::new)
@@ -647,6 +721,49 @@ impl TaskService for TaskApi {
             // The stream itself is not Sync: only its outcome is kept across the await.
             let outcome = result.as_ref().map_or_else(|s| code_name(s.code()), |_| "OK");
             record(&self.audit, &caller, "StreamResults", None, outcome).await;
+        }
+        result.map(Response::new)
+    }
+
+    async fn who_am_i(
+        &self,
+        request: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let caller = caller(&request)?;
+        use crate::access::Scope;
+        let scopes = [
+            (Scope::Read, pb::Scope::Read),
+            (Scope::Write, pb::Scope::Write),
+            (Scope::Admin, pb::Scope::Admin),
+        ]
+        .into_iter()
+        .filter(|(scope, _)| caller.scopes.contains(*scope))
+        .map(|(_, wire)| wire as i32)
+        .collect();
+        Ok(Response::new(pb::WhoAmIResponse {
+            name: caller.name.to_string(),
+            scopes,
+            namespace: caller.namespace.as_deref().unwrap_or_default().to_string(),
+        }))
+    }
+
+    type WatchTasksStream = watch::EventStream;
+
+    async fn watch_tasks(
+        &self,
+        request: Request<pb::WatchTasksRequest>,
+    ) -> Result<Response<Self::WatchTasksStream>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let result = async {
+            let next_runs = convert::next_run_count("next_run_count", req.next_run_count)?;
+            let fingerprints = self.fingerprints().await?.clone();
+            Ok(self.watch.open(caller.clone(), next_runs, fingerprints))
+        }
+        .await;
+        if self.audit.wants(true) {
+            let outcome = result.as_ref().map_or_else(|s: &Status| code_name(s.code()), |_| "OK");
+            record(&self.audit, &caller, "WatchTasks", None, outcome).await;
         }
         result.map(Response::new)
     }

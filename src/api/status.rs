@@ -1,6 +1,13 @@
-//! The one place where gRPC status codes are chosen.
+//! The one place where gRPC status codes are chosen, with the
+//! `google.rpc` details a program acts on (tonic-types): BadRequest field
+//! violations for INVALID_ARGUMENT, RetryInfo where waiting helps,
+//! PreconditionFailure for FAILED_PRECONDITION. The message stays for
+//! people.
 
-use tonic::{Status, metadata::MetadataValue};
+use std::time::Duration;
+
+use tonic::{Code, Status, metadata::MetadataValue};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{results::stream::StreamEnd, scheduler::Error, store::StoreError};
 
@@ -9,28 +16,78 @@ pub const RESUME_CURSOR_TRAILER: &str = "recur-resume-cursor";
 /// Trailer naming the oldest cursor still held (with DATA_LOSS).
 pub const OLDEST_CURSOR_TRAILER: &str = "recur-oldest-cursor";
 
+/// How long a client is told to wait before retrying a call refused
+/// because the store could not be reached (the store check runs every few
+/// seconds; a retry sooner mostly fails again).
+const STORE_RETRY: Duration = Duration::from_secs(1);
+/// How long a client is told to wait after a refusal at shutdown: another
+/// replica (or this one restarted) is usually there by then.
+const SHUTDOWN_RETRY: Duration = Duration::from_secs(1);
+/// How long a client is told to wait when every result stream is open.
+const STREAMS_RETRY: Duration = Duration::from_secs(1);
+
+/// INVALID_ARGUMENT naming `field` (its proto path) in the message and in
+/// a `google.rpc.BadRequest` field violation.
+pub fn bad_request(field: &str, message: String, reason: &str) -> Status {
+    Status::with_error_details(
+        Code::InvalidArgument,
+        message,
+        ErrorDetails::with_bad_request_violation(field, reason),
+    )
+}
+
+/// `code` with a `google.rpc.RetryInfo` saying how long to wait.
+pub fn retry_after(code: Code, message: String, delay: Duration) -> Status {
+    Status::with_error_details(code, message, ErrorDetails::with_retry_info(Some(delay)))
+}
+
+/// FAILED_PRECONDITION with a `google.rpc.PreconditionFailure` violation:
+/// `kind` is what failed (`STATE`, `OVERLAP`, `SERVER`), `subject` what it
+/// is about (`task/<id>`, or the field the server cannot serve).
+fn precondition(message: String, kind: &str, subject: &str, description: &str) -> Status {
+    Status::with_error_details(
+        Code::FailedPrecondition,
+        message,
+        ErrorDetails::with_precondition_failure_violation(kind, subject, description),
+    )
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Status {
         let message = error.to_string();
         match error {
-            Error::InvalidArgument { .. } => Status::invalid_argument(message),
-            Error::Unsupported { .. } => Status::failed_precondition(message),
+            Error::InvalidArgument { field, reason } => bad_request(&field, message, &reason),
+            Error::Unsupported { field, reason } => precondition(message, "SERVER", &field, &reason),
             Error::NotFound { .. } => Status::not_found(message),
             Error::AlreadyExists { .. } => Status::already_exists(message),
             Error::WrongState {
-                state, operation, ..
-            } if operation == "delete" && !state.is_terminal() => {
+                task_id,
+                state,
+                operation,
+            } => {
+                let subject = format!("task/{task_id}");
+                let description = format!("the task is {}", state.name());
                 // Deleting is only for finished tasks, so that a live one is
                 // never dropped by a typo; tell the caller the way out.
-                Status::failed_precondition(format!(
-                    "{message}; cancel it first with CancelTask, then delete it"
-                ))
+                let message = if operation == "delete" && !state.is_terminal() {
+                    format!("{message}; cancel it first with CancelTask, then delete it")
+                } else {
+                    message
+                };
+                precondition(message, "STATE", &subject, &description)
             }
-            Error::WrongState { .. } | Error::Busy { .. } => Status::failed_precondition(message),
-            Error::TooManyTasks { .. } | Error::TooManyStreams { .. } => {
-                Status::resource_exhausted(message)
+            Error::Busy { task_id, policy } => precondition(
+                message,
+                "OVERLAP",
+                &format!("task/{task_id}"),
+                &format!("a run is in flight and the overlap policy is {policy}"),
+            ),
+            // Waiting does not free a task slot: no RetryInfo.
+            Error::TooManyTasks { .. } => Status::resource_exhausted(message),
+            Error::TooManyStreams { .. } => {
+                retry_after(Code::ResourceExhausted, message, STREAMS_RETRY)
             }
-            Error::ShuttingDown => Status::unavailable(message),
+            Error::ShuttingDown => retry_after(Code::Unavailable, message, SHUTDOWN_RETRY),
             Error::QuotaExceeded {
                 quota,
                 namespace,
@@ -41,7 +98,7 @@ impl From<Error> for Status {
                 StoreError::Conflict { .. } => Status::aborted(message),
                 StoreError::Exists { .. } => Status::already_exists(message),
                 StoreError::InvalidCursor { .. } => {
-                    Status::invalid_argument(format!("after_cursor: {message}"))
+                    bad_request("after_cursor", format!("after_cursor: {message}"), &message)
                 }
                 StoreError::CursorExpired { oldest, resume, .. } => {
                     let mut status = Status::data_loss(message);
@@ -49,13 +106,25 @@ impl From<Error> for Status {
                     insert(&mut status, RESUME_CURSOR_TRAILER, &resume);
                     status
                 }
-                StoreError::Unavailable { .. } => Status::unavailable(message),
+                StoreError::Unavailable { .. } => {
+                    retry_after(Code::Unavailable, message, STORE_RETRY)
+                }
                 StoreError::Corrupt { .. } | StoreError::Format { .. } => {
                     Status::internal(message)
                 }
             },
         }
     }
+}
+
+/// A stream ended by shutdown, where no cursor applies (WatchTasks: a
+/// client starts again with the list).
+pub fn shutting_down() -> Status {
+    retry_after(
+        Code::Unavailable,
+        "the server is shutting down".into(),
+        SHUTDOWN_RETRY,
+    )
 }
 
 /// A call that reached a handler without passing the access layer.
@@ -83,14 +152,7 @@ pub fn quota_exceeded(
 ) -> Status {
     let message = format!("quota {quota} of namespace {namespace:?} exceeded: {detail}");
     match retry_after {
-        Some(delay) => {
-            use tonic_types::{ErrorDetails, StatusExt};
-            Status::with_error_details(
-                tonic::Code::ResourceExhausted,
-                message,
-                ErrorDetails::with_retry_info(Some(delay)),
-            )
-        }
+        Some(delay) => self::retry_after(Code::ResourceExhausted, message, delay),
         None => Status::resource_exhausted(message),
     }
 }
@@ -99,15 +161,20 @@ pub fn quota_exceeded(
 pub fn stream_end(end: StreamEnd) -> Option<Status> {
     let (mut status, resume) = match end {
         StreamEnd::Finished => return None,
+        // Resuming at once is right: the buffer is empty again.
         StreamEnd::Lagged { resume } => (
-            Status::resource_exhausted(
-                "the reader fell behind its buffer; resume from the cursor in the recur-resume-cursor trailer",
+            retry_after(
+                Code::ResourceExhausted,
+                "the reader fell behind its buffer; resume from the cursor in the recur-resume-cursor trailer".into(),
+                Duration::ZERO,
             ),
             resume,
         ),
         StreamEnd::ShuttingDown { resume } => (
-            Status::unavailable(
-                "the server is shutting down; resume from the cursor in the recur-resume-cursor trailer",
+            retry_after(
+                Code::Unavailable,
+                "the server is shutting down; resume from the cursor in the recur-resume-cursor trailer".into(),
+                SHUTDOWN_RETRY,
             ),
             resume,
         ),

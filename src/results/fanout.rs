@@ -329,6 +329,7 @@ mod tests {
             latency: Duration::ZERO,
             skipped_slots: 0,
             claim_lapsed: false,
+            executor: Default::default(),
             wire: Default::default(),
         })
     }

@@ -68,6 +68,8 @@ pub(crate) enum Message {
 #[derive(Clone)]
 pub(crate) struct WriterHandle {
     tx: mpsc::UnboundedSender<Message>,
+    /// This process's name, stamped on every result it records.
+    executor: Arc<str>,
 }
 
 impl WriterHandle {
@@ -90,7 +92,8 @@ impl WriterHandle {
         });
     }
 
-    fn send(&self, recording: Recording) {
+    fn send(&self, mut recording: Recording) {
+        recording.result.executor = self.executor.clone();
         // The writer outlives every sender but the scheduler's, which closes
         // it only after the last run ended.
         let _ = self.tx.send(Message::Record(recording));
@@ -133,6 +136,7 @@ impl Writer {
         stats: Arc<Stats>,
         on_promoted: Box<dyn Fn(Vec<RunStart>) + Send + Sync>,
         stopping: tokio_util::sync::CancellationToken,
+        executor: Arc<str>,
     ) -> (Writer, WriterHandle, mpsc::UnboundedReceiver<Message>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let writer = Writer {
@@ -145,7 +149,7 @@ impl Writer {
             yielded: false,
             store,
         };
-        (writer, WriterHandle { tx }, rx)
+        (writer, WriterHandle { tx, executor }, rx)
     }
 
     /// Runs until closed (or every handle is gone).

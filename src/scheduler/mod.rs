@@ -183,6 +183,10 @@ impl FireAhead {
     }
 }
 
+/// Task changes queued for a WatchTasks hub that is behind; beyond it the
+/// hub is told it lagged and reads every task again.
+const TASK_CHANGES_BOUND: usize = 4096;
+
 /// Bounds the scheduler enforces.
 #[derive(Debug, Clone)]
 pub struct SchedulerSettings {
@@ -199,6 +203,9 @@ pub struct SchedulerSettings {
     pub store_check_interval: Option<Duration>,
     /// Herds fired ahead of their instant; None: every slot at its instant.
     pub fire_ahead: Option<FireAhead>,
+    /// This process's name in the results it records
+    /// (`TaskResult.executor`): its node id.
+    pub executor: Arc<str>,
 }
 
 /// The scheduler. Cheap to clone.
@@ -223,6 +230,10 @@ struct Inner {
     timer: TimerHandle,
     /// Result subscribers; the writer publishes to it.
     hub: Arc<Hub>,
+    /// Ids of tasks changed by a control call here or on another replica,
+    /// or removed by retention, for WatchTasks; sent only while someone
+    /// listens.
+    task_changes: tokio::sync::broadcast::Sender<TaskId>,
     /// The one result writer.
     writer: WriterHandle,
     /// Dispatched runs on their way to a slot under the cap.
@@ -292,6 +303,7 @@ impl Scheduler {
                 }
             }),
             stopping.clone(),
+            settings.executor.clone(),
         );
         let run_slots = Arc::new(tokio::sync::Semaphore::new(
             settings
@@ -310,6 +322,7 @@ impl Scheduler {
                 tracker: TaskTracker::new(),
                 timer,
                 hub,
+                task_changes: tokio::sync::broadcast::Sender::new(TASK_CHANGES_BOUND),
                 writer: writer_handle,
                 run_queue,
                 run_slots,
@@ -456,6 +469,14 @@ impl Scheduler {
         self.inner.hub.subscribe(tasks)
     }
 
+    /// The ids of tasks changed from now on by a control call (here or on
+    /// another replica) or removed by retention; runs and their results
+    /// are followed through [`Scheduler::subscribe`]. A receiver that falls
+    /// behind is told it lagged: read every task again.
+    pub fn task_changes(&self) -> tokio::sync::broadcast::Receiver<TaskId> {
+        self.inner.task_changes.subscribe()
+    }
+
     /// Registers a task, or returns the existing one for an identical retry.
     // The API registers through `register_in`; the engine tests call this.
     #[cfg_attr(not(feature = "internals"), allow(dead_code))]
@@ -519,8 +540,33 @@ impl Scheduler {
             Err(e) => return Err(e.into()),
         };
         inner.arm(&record);
+        inner.touched(&id);
         debug!(task_id = %id, next_run_at = %next.to_rfc3339(), "task registered");
         Ok(record)
+    }
+
+    /// What [`Scheduler::register_in`] would answer, storing nothing (a
+    /// dry run): the existing task for an identical retry, ALREADY_EXISTS
+    /// for a taken id, else the task as it would be created (a generated
+    /// id is only an example). The task cap is not checked.
+    pub async fn preview_register_in(
+        &self,
+        namespace: &str,
+        id: Option<TaskId>,
+        spec: TaskSpec,
+        request_id: Option<String>,
+    ) -> Result<TaskRecord, Error> {
+        let request_id = request_id.filter(|_| id.is_none());
+        let id = id.unwrap_or_else(|| TaskId::generate_in(namespace));
+        let now = self.inner.clock.now();
+        let next = slot_after(&spec, now, now)?;
+        if let Some(earlier) = self.earlier(&id, &spec, request_id.as_deref()).await? {
+            return Ok(earlier);
+        }
+        if self.inner.store.get_task(&id).await?.is_some() {
+            return Err(Error::AlreadyExists { task_id: id });
+        }
+        Ok(TaskRecord::new(id, Arc::new(spec), now, next))
     }
 
     /// The task a registration of `id` with `spec` (or with `request_id`)
@@ -555,29 +601,24 @@ impl Scheduler {
         id: &TaskId,
         make: impl Fn(&TaskSpec) -> Result<TaskSpec, Error>,
     ) -> Result<TaskRecord, Error> {
-        let task = self
-            .inner
-            .modify(id, "update", |task, now| {
-                let spec = Arc::new(make(&task.spec)?);
-                let next = slot_after(&spec, task.created_at, now)?;
-                task.spec = spec;
-                task.updated_at = now;
-                if task.state == TaskState::Active {
-                    task.next_run_at = Some(next);
-                }
-                if task
-                    .spec
-                    .schedule
-                    .max_runs
-                    .is_some_and(|max| task.scheduled_run_count >= max)
-                {
-                    task.state = TaskState::Completed;
-                    task.next_run_at = None;
-                }
-                Ok(true)
-            })
-            .await?;
+        let task = self.inner.modify(id, "update", respec(make)).await?;
         debug!("task updated");
+        Ok(task)
+    }
+
+    /// What [`Scheduler::update_with`] would make of the task as stored
+    /// now, changing nothing (a dry run).
+    pub async fn preview_update_with(
+        &self,
+        id: &TaskId,
+        make: impl Fn(&TaskSpec) -> Result<TaskSpec, Error>,
+    ) -> Result<TaskRecord, Error> {
+        let inner = &self.inner;
+        let mut task = inner.load(id).await?;
+        if task.state.is_terminal() {
+            return Err(wrong_state(&task, "update"));
+        }
+        respec(make)(&mut task, inner.clock.now())?;
         Ok(task)
     }
 
@@ -816,6 +857,32 @@ fn policy_name(policy: crate::task::OverlapPolicy) -> &'static str {
     }
 }
 
+/// The change of an update: the spec `make` builds from the stored one,
+/// the next slot it gives, and completion when max_runs is already met.
+fn respec(
+    make: impl Fn(&TaskSpec) -> Result<TaskSpec, Error>,
+) -> impl Fn(&mut TaskRecord, DateTime<Utc>) -> Result<bool, Error> {
+    move |task, now| {
+        let spec = Arc::new(make(&task.spec)?);
+        let next = slot_after(&spec, task.created_at, now)?;
+        task.spec = spec;
+        task.updated_at = now;
+        if task.state == TaskState::Active {
+            task.next_run_at = Some(next);
+        }
+        if task
+            .spec
+            .schedule
+            .max_runs
+            .is_some_and(|max| task.scheduled_run_count >= max)
+        {
+            task.state = TaskState::Completed;
+            task.next_run_at = None;
+        }
+        Ok(true)
+    }
+}
+
 fn slot_after(
     spec: &TaskSpec,
     created_at: DateTime<Utc>,
@@ -914,6 +981,7 @@ impl Inner {
             match self.store.update_task(task).await {
                 Ok(task) => {
                     self.arm(&task);
+                    self.touched(&task.id);
                     if task.has_ended() {
                         self.writer.ended(task.id.clone());
                     }
@@ -960,6 +1028,7 @@ impl Inner {
             } => {
                 self.halted(&task.id, dropped_as);
                 self.arm(&task);
+                self.touched(&task.id);
                 self.report_halt(&task.id, &dropped, ended, dropped_as);
                 Ok(task)
             }
@@ -1025,5 +1094,13 @@ impl Inner {
     fn forget(&self, id: &TaskId) {
         self.registry.remove(id);
         self.timer.forget(id.clone());
+        self.touched(id);
+    }
+
+    /// Tells WatchTasks that `id` changed, if anyone listens.
+    fn touched(&self, id: &TaskId) {
+        if self.task_changes.receiver_count() > 0 {
+            let _ = self.task_changes.send(id.clone());
+        }
     }
 }

@@ -249,6 +249,7 @@ impl Inner {
     /// A task another replica changed, as read after the change.
     fn changed_elsewhere(&self, task: &TaskRecord) {
         self.arm(task);
+        self.touched(&task.id);
         match task.state {
             // Runs fired ahead here and waiting for their instant must
             // not start; a cancel also stops the runs going here.

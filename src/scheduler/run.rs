@@ -111,6 +111,7 @@ pub(crate) async fn execute(
         latency,
         skipped_slots: 0,
         claim_lapsed: false,
+        executor: Default::default(),
         wire: Default::default(),
     }
 }
@@ -141,6 +142,7 @@ pub(crate) fn dropped(
         latency: Duration::ZERO,
         skipped_slots: 0,
         claim_lapsed: false,
+        executor: Default::default(),
         wire: Default::default(),
     }
 }
@@ -170,6 +172,7 @@ pub(crate) fn skipped(
         latency: Duration::ZERO,
         skipped_slots: 0,
         claim_lapsed: false,
+        executor: Default::default(),
         wire: Default::default(),
     }
 }

@@ -21,7 +21,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, MappedLocalTime, NaiveDateTime, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, MappedLocalTime, NaiveDateTime, SecondsFormat, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
@@ -85,6 +85,28 @@ const MAX_FOLD_SKIPS: u32 = 200_000;
 const MAX_GAP_MINUTES: u32 = 48 * 60;
 
 const NANOS_PER_SEC: i128 = 1_000_000_000;
+
+/// `d` as people write it: "5s", "1m30s", "2h", "1d", "250ms".
+pub fn short_duration(d: Duration) -> String {
+    let total = d.as_secs();
+    let millis = d.subsec_millis();
+    if total == 0 {
+        return format!("{millis}ms");
+    }
+    let mut out = String::new();
+    let (days, rest) = (total / 86_400, total % 86_400);
+    let (hours, rest) = (rest / 3_600, rest % 3_600);
+    let (minutes, seconds) = (rest / 60, rest % 60);
+    for (n, unit) in [(days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    if millis > 0 {
+        out.push_str(&format!("{millis}ms"));
+    }
+    out
+}
 
 /// A validated schedule. Times are UTC instants; `time_zone` only affects cron.
 #[derive(Debug, Clone, PartialEq)]
@@ -641,6 +663,40 @@ impl Schedule {
             Some(end) if slot > end => None,
             _ => Some(slot),
         }
+    }
+
+    /// The schedule in words, the same for every client: "every 5s", or
+    /// croner's reading of a cron pattern with its zone ("at 09:00, Monday
+    /// through Friday (Europe/Berlin)"), then jitter and bounds.
+    pub fn describe(&self) -> String {
+        let mut out = match &self.cadence {
+            Cadence::Every(every) => format!("every {}", short_duration(*every)),
+            Cadence::Cron(cron) => {
+                let words = cron.cron.describe();
+                let words = words.trim_end_matches('.');
+                let mut chars = words.chars();
+                let first = chars.next().map(|c| c.to_lowercase().collect::<String>());
+                format!(
+                    "{}{} ({})",
+                    first.unwrap_or_default(),
+                    chars.as_str(),
+                    self.time_zone.name()
+                )
+            }
+        };
+        if !self.jitter.is_zero() {
+            out.push_str(&format!(", up to {} late (jitter)", short_duration(self.jitter)));
+        }
+        if let Some(start) = self.start_at {
+            out.push_str(&format!(", from {}", start.to_rfc3339_opts(SecondsFormat::Secs, true)));
+        }
+        if let Some(end) = self.end_at {
+            out.push_str(&format!(", until {}", end.to_rfc3339_opts(SecondsFormat::Secs, true)));
+        }
+        if let Some(max) = self.max_runs {
+            out.push_str(&format!(", at most {max} run{}", if max == 1 { "" } else { "s" }));
+        }
+        out
     }
 
     /// The latest nominal slot `<= now` (and `<= end_at`) that is strictly

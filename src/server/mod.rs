@@ -584,6 +584,7 @@ async fn start(
             max_runs_in_flight: config.max_runs_in_flight,
             store_check_interval: config.redis_url.as_ref().map(|_| STORE_CHECK_INTERVAL),
             fire_ahead: Some(FireAhead::for_cap(config.max_runs_in_flight)),
+            executor: config.node_id.as_str().into(),
         },
         root.clone(),
     );

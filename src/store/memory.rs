@@ -51,6 +51,8 @@ struct Inner {
     /// The ids in order, for listing pages.
     order: BTreeSet<TaskId>,
     request_ids: HashMap<String, TaskId>,
+    /// The key of spec fingerprints, made at first use.
+    fingerprint_key: Option<[u8; 32]>,
     log: BTreeMap<u64, Arc<TaskResult>>,
     per_task: HashMap<TaskId, VecDeque<u64>>,
     /// Highest sequence number dropped by retention, over all tasks and per task:
@@ -304,6 +306,11 @@ impl Store for MemoryStore {
             .keys()
             .filter(|id| id.as_str().starts_with(prefix))
             .count())
+    }
+
+    async fn fingerprint_key(&self, candidate: [u8; 32]) -> Result<Vec<u8>, StoreError> {
+        // One process holds the tasks: its key is the store's.
+        Ok(self.lock().fingerprint_key.get_or_insert(candidate).to_vec())
     }
 
     async fn fire(&self, batch: Vec<Firing>) -> Result<Vec<Fired>, StoreError> {
@@ -818,6 +825,7 @@ mod tests {
             latency: Duration::ZERO,
             skipped_slots: 0,
             claim_lapsed: false,
+            executor: Default::default(),
             wire: Default::default(),
         }
     }

@@ -426,6 +426,10 @@ pub trait Store: Send + Sync + 'static {
     /// Number of tasks held whose id starts with `prefix` (a namespace's),
     /// as the store holds them, so a quota holds across replicas.
     async fn count_tasks_in(&self, prefix: &str) -> Result<usize, StoreError>;
+    /// The key of spec fingerprints: random, made once and shared by every
+    /// process on this store (`candidate` is what this process offers if
+    /// none exists yet), so fingerprints compare across replicas.
+    async fn fingerprint_key(&self, candidate: [u8; 32]) -> Result<Vec<u8>, StoreError>;
     /// Fires a batch of due slots, each all or nothing; one outcome per
     /// firing, in order. An error means none of the batch was applied.
     async fn fire(&self, batch: Vec<Firing>) -> Result<Vec<Fired>, StoreError>;

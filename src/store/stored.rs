@@ -12,7 +12,7 @@ use super::{
     Decision, Dispatch, Fire, Fired, Firing, Halt, Halted, RunPhase, RunRecord, RunStart,
     Triggered, decide,
 };
-use crate::task::{Outcome, TaskId, TaskRecord, TaskResult, TaskState, Trigger};
+use crate::task::{Health, Outcome, TaskId, TaskRecord, TaskResult, TaskState, Trigger};
 
 /// A task and what the store keeps beside it.
 #[derive(Clone)]
@@ -34,6 +34,9 @@ pub(crate) struct Stored {
     pub(crate) owed: Owed,
     /// Result of the most recent run (by run number).
     pub(crate) last_result: Option<Arc<TaskResult>>,
+    /// How its runs went, kept here beside `last_result` (not in the
+    /// record, which control calls write back whole).
+    pub(crate) health: Health,
     /// What the last applied firing decided, so that a retry of it (its
     /// caller saw an error, e.g. a lost reply) gets the same answer instead
     /// of a stale one that would orphan the run it dispatched.
@@ -169,6 +172,7 @@ impl Stored {
     pub(crate) fn view(&self) -> TaskRecord {
         let mut record = self.record.clone();
         record.last_result = self.last_result.clone();
+        record.health = self.health.clone();
         record.active_runs = self.runs.len() + self.owed.total();
         record
     }
@@ -192,6 +196,7 @@ impl Stored {
             runs: Vec::new(),
             owed: Owed::default(),
             last_result: None,
+            health: Health::default(),
             last_fire: None,
             last_halt: None,
             last_trigger: None,
@@ -372,6 +377,9 @@ impl Stored {
                 .is_none_or(|last| last.run <= result.run)
         {
             self.last_result = Some(result.clone());
+        }
+        if finishes_run && result.run > 0 {
+            self.health.note(result);
         }
         let mut promoted = None;
         let settled = if finishes_run {

@@ -182,7 +182,7 @@ pub async fn register(
         .register_task(pb::RegisterTaskRequest {
             task_id: id.into(),
             spec: Some(spec),
-            request_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_or_else(|s| panic!("register {id}: {s:?}"))
@@ -236,7 +236,10 @@ where
 /// Reads a task, failing the test if it cannot.
 pub async fn get(client: &mut TaskServiceClient<Channel>, id: &str) -> pb::Task {
     client
-        .get_task(pb::GetTaskRequest { task_id: id.into() })
+        .get_task(pb::GetTaskRequest {
+            task_id: id.into(),
+            ..Default::default()
+        })
         .await
         .unwrap_or_else(|s| panic!("get {id}: {s:?}"))
         .into_inner()

@@ -274,6 +274,7 @@ impl Harness {
                 max_runs_in_flight,
                 store_check_interval: None,
                 fire_ahead,
+                executor: "engine-test".into(),
             },
             CancellationToken::new(),
         );

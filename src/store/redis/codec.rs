@@ -9,14 +9,16 @@ use prost::Message;
 
 use super::proto;
 use crate::{
-    api::convert::{result_to_proto, spec_to_proto_unredacted},
+    api::convert::{result_to_proto, spec_to_proto_unredacted, summary_to_proto},
     pb::v1 as pb,
     secrets::{KeyError, SecretKeys},
     store::{
         RunPhase, RunRecord,
         stored::{LastFire, LastHalt, LastTrigger, Owed, Stored},
     },
-    task::{Outcome, TaskId, TaskRecord, TaskResult, TaskSpec, TaskState, Trigger},
+    task::{
+        Health, Outcome, RunSummary, TaskId, TaskRecord, TaskResult, TaskSpec, TaskState, Trigger,
+    },
 };
 
 /// Turns a stored spec back into a domain spec. Given by the server, which
@@ -192,6 +194,10 @@ pub(super) fn encode_task(stored: &Stored, spec_field: &[u8]) -> Vec<u8> {
             cancel: t.cancel.clone(),
             dropped: t.dropped.iter().map(run).collect(),
         }),
+        failure_count: stored.health.failure_count,
+        consecutive_failures: stored.health.consecutive_failures,
+        last_success_at: stored.health.last_success_at.map(time),
+        recent_runs: stored.health.recent.iter().map(summary_to_proto).collect(),
     };
     // The cursor lives in the hash's `lc` field: it is only known once the
     // log has the result, inside the recording script.
@@ -303,6 +309,7 @@ pub(super) fn decode_task(
             active_runs: 0,
             reason: t.reason,
             version: t.version,
+            health: Default::default(),
         },
         request_id: (!t.request_id.is_empty()).then_some(t.request_id),
         last_claimed: from_time(t.last_claimed),
@@ -319,11 +326,43 @@ pub(super) fn decode_task(
             ))))
         },
         last_result,
+        health: Health {
+            failure_count: t.failure_count,
+            consecutive_failures: t.consecutive_failures,
+            last_success_at: from_time(t.last_success_at),
+            recent: t
+                .recent_runs
+                .into_iter()
+                .map(from_summary)
+                .collect::<Result<_, _>>()?,
+        },
         last_fire,
         last_halt,
         last_trigger,
     };
     Ok((stored, field))
+}
+
+fn from_outcome(raw: i32) -> Result<Outcome, String> {
+    Ok(match pb::Outcome::try_from(raw) {
+        Ok(pb::Outcome::Succeeded) => Outcome::Succeeded,
+        Ok(pb::Outcome::Failed) => Outcome::Failed,
+        Ok(pb::Outcome::TimedOut) => Outcome::TimedOut,
+        Ok(pb::Outcome::Cancelled) => Outcome::Cancelled,
+        Ok(pb::Outcome::Skipped) => Outcome::Skipped,
+        Ok(pb::Outcome::Abandoned) => Outcome::Abandoned,
+        _ => return Err(format!("unknown outcome {raw}")),
+    })
+}
+
+fn from_summary(r: pb::RunSummary) -> Result<RunSummary, String> {
+    Ok(RunSummary {
+        run: r.run,
+        outcome: from_outcome(r.outcome)?,
+        scheduled_at: required_time(r.scheduled_at, "recent_runs.scheduled_at")?,
+        finished_at: required_time(r.finished_at, "recent_runs.finished_at")?,
+        trigger: from_trigger(r.trigger),
+    })
 }
 
 /// The owner of owed results a record names no replica for.
@@ -353,15 +392,7 @@ fn decode_result(r: pb::TaskResult) -> Result<TaskResult, String> {
         scheduled_at: required_time(r.scheduled_at, "result.scheduled_at")?,
         started_at: from_time(r.started_at),
         finished_at: required_time(r.finished_at, "result.finished_at")?,
-        outcome: match pb::Outcome::try_from(r.outcome) {
-            Ok(pb::Outcome::Succeeded) => Outcome::Succeeded,
-            Ok(pb::Outcome::Failed) => Outcome::Failed,
-            Ok(pb::Outcome::TimedOut) => Outcome::TimedOut,
-            Ok(pb::Outcome::Cancelled) => Outcome::Cancelled,
-            Ok(pb::Outcome::Skipped) => Outcome::Skipped,
-            Ok(pb::Outcome::Abandoned) => Outcome::Abandoned,
-            _ => return Err(format!("unknown outcome {}", r.outcome)),
-        },
+        outcome: from_outcome(r.outcome)?,
         attempts: r.attempts,
         trigger: from_trigger(r.trigger),
         error: r.error,
@@ -371,6 +402,7 @@ fn decode_result(r: pb::TaskResult) -> Result<TaskResult, String> {
         occurrence_id: r.occurrence_id,
         skipped_slots: r.skipped_slots,
         claim_lapsed: r.claim_lapsed,
+        executor: r.executor.into(),
         latency: r
             .latency
             .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.clamp(0, 999_999_999) as u32))

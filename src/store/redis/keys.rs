@@ -85,6 +85,12 @@ impl Keys {
         format!("{}{{meta}}:epoch", self.prefix)
     }
 
+    /// `<prefix>{meta}:fingerprint-key`: the random key of spec
+    /// fingerprints (hex), made by the first process that needs it.
+    pub(crate) fn fingerprint_key(&self) -> String {
+        format!("{}{{meta}}:fingerprint-key", self.prefix)
+    }
+
     /// `<prefix>{meta}:streams:<namespace>`: zset of the namespace's open
     /// result streams (holder ids) by slot expiry (ms, Redis's clock).
     pub(crate) fn stream_slots(&self, namespace: &str) -> String {

@@ -1107,6 +1107,31 @@ impl Store for RedisStore {
         Ok(counts.into_iter().sum())
     }
 
+    async fn fingerprint_key(&self, candidate: [u8; 32]) -> Result<Vec<u8>, StoreError> {
+        let key = self.keys.fingerprint_key();
+        let mut conn = self.conn().await?;
+        // The first writer wins; everyone reads what won.
+        let (_, stored): ((), Option<String>) = redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg(crate::hex::encode(&candidate))
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .map(|(stored,): (Option<String>,)| ((), stored))
+            .map_err(unavailable)?;
+        stored
+            .and_then(|hex| crate::hex::decode(&hex))
+            .filter(|bytes| bytes.len() == 32)
+            .ok_or_else(|| StoreError::Corrupt {
+                reason: "not 32 bytes in hex".into(),
+                key,
+            })
+    }
+
     async fn fire(&self, batch: Vec<Firing>) -> Result<Vec<Fired>, StoreError> {
         let ids: Vec<TaskId> = batch.iter().map(|f| f.task_id.clone()).collect();
         // On error some firings of the batch may have applied: the caller
