@@ -258,8 +258,9 @@ pub struct TaskRecord {
     /// Incremented on every write; stores use it for compare-and-set.
     pub version: u64,
     /// How its runs went; kept by the store as results are recorded (like
-    /// `last_result`), filled in on read.
-    pub health: Health,
+    /// `last_result`), filled in on read. Shared: every firing step hands
+    /// out the record, and health changes only per result.
+    pub health: Arc<Health>,
 }
 
 /// How a task's runs have gone: what an operator looks at first.
@@ -356,7 +357,7 @@ impl TaskRecord {
             active_runs: 0,
             reason: String::new(),
             version: 0,
-            health: Health::default(),
+            health: Default::default(),
         }
     }
 

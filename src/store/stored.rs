@@ -36,7 +36,7 @@ pub(crate) struct Stored {
     pub(crate) last_result: Option<Arc<TaskResult>>,
     /// How its runs went, kept here beside `last_result` (not in the
     /// record, which control calls write back whole).
-    pub(crate) health: Health,
+    pub(crate) health: Arc<Health>,
     /// What the last applied firing decided, so that a retry of it (its
     /// caller saw an error, e.g. a lost reply) gets the same answer instead
     /// of a stale one that would orphan the run it dispatched.
@@ -196,7 +196,7 @@ impl Stored {
             runs: Vec::new(),
             owed: Owed::default(),
             last_result: None,
-            health: Health::default(),
+            health: Default::default(),
             last_fire: None,
             last_halt: None,
             last_trigger: None,
@@ -379,7 +379,7 @@ impl Stored {
             self.last_result = Some(result.clone());
         }
         if finishes_run && result.run > 0 {
-            self.health.note(result);
+            Arc::make_mut(&mut self.health).note(result);
         }
         let mut promoted = None;
         let settled = if finishes_run {

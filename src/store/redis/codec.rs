@@ -326,7 +326,7 @@ pub(super) fn decode_task(
             ))))
         },
         last_result,
-        health: Health {
+        health: Arc::new(Health {
             failure_count: t.failure_count,
             consecutive_failures: t.consecutive_failures,
             last_success_at: from_time(t.last_success_at),
@@ -335,7 +335,7 @@ pub(super) fn decode_task(
                 .into_iter()
                 .map(from_summary)
                 .collect::<Result<_, _>>()?,
-        },
+        }),
         last_fire,
         last_halt,
         last_trigger,
