@@ -128,7 +128,7 @@ export type HttpAction = Message<"recur.v1.HttpAction"> & {
   url: string;
 
   /**
-   * Request headers. Values are never logged and are redacted ("<redacted>")
+   * Request headers. Values are never logged and are redacted (`<redacted>`)
    * when the task is read back; a value equal to that placeholder is
    * INVALID_ARGUMENT naming the header (e.g.
    * `spec.action.http.headers["authorization"]`), so a task read back and
@@ -152,7 +152,7 @@ export type HttpAction = Message<"recur.v1.HttpAction"> & {
    * Headers whose values are server-side secrets: header name -> secret
    * name ([A-Za-z0-9_]{1,64}). The server resolves each name at run time
    * from its secrets file (--secrets-file) or the environment variable
-   * RECUR_SECRET_<name>, so a task file kept in git carries no secret. An
+   * `RECUR_SECRET_<name>`, so a task file kept in git carries no secret. An
    * unknown name is INVALID_ARGUMENT at registration; one removed later
    * fails the run, naming the secret. Read back as given (names are not
    * secret). A header may not be both here and in `headers`. Like
