@@ -62,3 +62,22 @@ async fn custom_kind_says_where_it_serves_and_logs_by_default() {
     assert!(serving.is_ok(), "no serving line logged");
     child.kill().await.unwrap();
 }
+
+/// The README's client examples are the files the clients' suites run
+/// (`clients/*/scripts/test.sh`), so what the README shows runs as written.
+#[test]
+fn the_readme_shows_the_client_examples_the_tests_run() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |path: &str| std::fs::read_to_string(root.join(path)).expect(path);
+    let readme = read("README.md");
+    for (fence, path) in [
+        ("python", "clients/python/examples/quickstart.py"),
+        ("ts", "clients/typescript/examples/quickstart.ts"),
+    ] {
+        let block = format!("```{fence}\n{}```", read(path));
+        assert!(
+            readme.contains(&block),
+            "README.md's ```{fence} example is not {path} verbatim: copy it over"
+        );
+    }
+}
