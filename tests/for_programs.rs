@@ -345,6 +345,12 @@ async fn errors_carry_details_a_program_can_act_on() {
         .and_then(|r| r.retry_delay)
         .expect("RetryInfo");
     assert!(delay > Duration::ZERO, "{delay:?}");
+    // WatchTasks is a stream like any other.
+    let err = client
+        .watch_tasks(pb::WatchTasksRequest::default())
+        .await
+        .expect_err("one stream only");
+    assert_eq!(err.code(), Code::ResourceExhausted);
 }
 
 #[tokio::test]

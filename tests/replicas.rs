@@ -866,6 +866,9 @@ async fn redis_back_empty_gets_the_newest_state_any_replica_held() {
             let now = get(client, id).await;
             assert_eq!(state(&now), state(was), "{id}");
             assert_eq!(now.run_count, was.run_count, "{id}");
+            // The fingerprint key was written back too: one key, every
+            // replica.
+            assert_eq!(now.spec_fingerprint, was.spec_fingerprint, "{id}");
         }
         for (id, runs) in &counted {
             let now = get(client, id).await;
@@ -889,6 +892,15 @@ async fn redis_back_empty_gets_the_newest_state_any_replica_held() {
     }
     let logs: String = replicas.iter().map(Recur::log).collect();
     assert!(logs.contains("the store came back empty"), "{logs}");
+    // A replica that starts after the loss reads the key written back:
+    // its fingerprints are the others'.
+    let late = start_one(&redis.url(), 3).await;
+    let mut on_late = late.client().await;
+    for (id, was) in &before {
+        let now = get(&mut on_late, id).await;
+        assert_eq!(now.spec_fingerprint, was.spec_fingerprint, "{id} on r3");
+    }
+    late.terminate().await;
     for replica in replicas {
         replica.terminate().await;
     }

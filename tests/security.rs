@@ -1013,6 +1013,20 @@ async fn who_am_i_and_watch_tasks_answer_for_the_token() {
         (event.r#type, event.task_id.as_str()),
         (pb::TaskEventType::Created as i32, "team-a.seen")
     );
+    // Both may have been read in one round, in any order: a marker
+    // registered after shows that nothing of team-b's came in between.
+    a.register_task(pb::RegisterTaskRequest {
+        task_id: "team-a.marker".into(),
+        spec: Some(spec),
+        ..Default::default()
+    })
+    .await
+    .expect("register");
+    let event = next_event(&mut events).await;
+    assert_eq!(
+        (event.r#type, event.task_id.as_str()),
+        (pb::TaskEventType::Created as i32, "team-a.marker")
+    );
 }
 
 async fn next_event(events: &mut tonic::Streaming<pb::TaskEvent>) -> pb::TaskEvent {

@@ -108,11 +108,13 @@ impl Gate {
                     namespace: None,
                 });
             }
-            methods::Needed::Authenticated => return self.identify(headers, peer),
-            methods::Needed::Scope(scope) => scope,
+            methods::Needed::Authenticated => None,
+            methods::Needed::Scope(scope) => Some(scope),
         };
         let caller = self.identify(headers, peer)?;
-        if !caller.scopes.allow(needed) {
+        if let Some(needed) = needed
+            && !caller.scopes.allow(needed)
+        {
             return Err(Status::permission_denied(format!(
                 "{:?} lacks the {:?} scope that {path} needs",
                 &*caller.name,

@@ -123,9 +123,7 @@ impl TaskApi {
         self.fingerprints
             .get_or_try_init(|| async {
                 let mut candidate = [0u8; 32];
-                aws_lc_rs::rand::fill(&mut candidate).map_err(|_| {
-                    Status::internal("no randomness for the spec fingerprint key")
-                })?;
+                aws_lc_rs::rand::fill(&mut candidate).map_err(|_| status::no_randomness())?;
                 let key = store.fingerprint_key(candidate).await.map_err(Error::from)?;
                 Ok::<_, Status>(Arc::new(Fingerprints::new(&key)))
             })
@@ -398,25 +396,25 @@ impl TaskApi {
             // makes it run again, never lose that update's other fields.
             let ctx = self.spec_context(caller);
             let merge = |stored: &TaskSpec| {
-                    let stored = convert::spec_to_proto_unredacted(stored);
-                    let before = http_destination(&stored);
-                    let merged = mask::apply(stored, &patch, &paths);
-                    // Stored header values go where the URL goes: moving
-                    // the task to another host takes resending them.
-                    if let Some((host, true)) = before
-                        && mask::keeps_headers(&paths)
-                        && http_destination(&merged).is_some_and(|(h, _)| h != host)
-                    {
-                        return Err(Error::InvalidArgument {
-                            field: "update_mask".into(),
-                            reason: "moving action.http.url to another host would send the stored header values there; name action.http.headers (and action.http.secret_headers) in the mask and send them".into(),
-                        });
-                    }
-                    let spec = convert::spec("spec", Some(merged), &ctx)?;
-                    if let Some((ns, quota)) = &quota {
-                        check_min_interval(ns, quota, &spec)?;
-                    }
-                    Ok(spec)
+                let stored = convert::spec_to_proto_unredacted(stored);
+                let before = http_destination(&stored);
+                let merged = mask::apply(stored, &patch, &paths);
+                // Stored header values go where the URL goes: moving
+                // the task to another host takes resending them.
+                if let Some((host, true)) = before
+                    && mask::keeps_headers(&paths)
+                    && http_destination(&merged).is_some_and(|(h, _)| h != host)
+                {
+                    return Err(Error::InvalidArgument {
+                        field: "update_mask".into(),
+                        reason: "moving action.http.url to another host would send the stored header values there; name action.http.headers (and action.http.secret_headers) in the mask and send them".into(),
+                    });
+                }
+                let spec = convert::spec("spec", Some(merged), &ctx)?;
+                if let Some((ns, quota)) = &quota {
+                    check_min_interval(ns, quota, &spec)?;
+                }
+                Ok(spec)
             };
             if req.validate_only {
                 self.scheduler.preview_update_with(&id, merge).await?
@@ -492,20 +490,14 @@ impl TaskApi {
             .map_err(|e| Status::internal(format!("{method} failed: {e}")))?
     }
 
-    async fn stream(&self, caller: &Caller, req: pb::StreamResultsRequest) -> Result<ResultStream, Status> {
-        if req.task_ids.len() > MAX_STREAM_TASKS {
-            return Err(Error::InvalidArgument {
-                field: "task_ids".into(),
-                reason: format!("more than {MAX_STREAM_TASKS} ids"),
-            }
-            .into());
-        }
-        let tasks = req
-            .task_ids
-            .iter()
-            .enumerate()
-            .map(|(i, raw)| visible_task(caller, &format!("task_ids[{i}]"), raw))
-            .collect::<Result<Vec<_>, _>>()?;
+    /// The two slots a server stream holds while open: one of the server's
+    /// `max_open_streams`, and one of the namespace's `max_streams` for a
+    /// confined caller whose quota sets it. WatchTasks counts like
+    /// StreamResults: both are streams a client keeps open.
+    async fn stream_slots(
+        &self,
+        caller: &Caller,
+    ) -> Result<(tokio::sync::OwnedSemaphorePermit, Option<stream_slots::SlotGuard>), Status> {
         let namespace_stream = match quota_of(&self.settings, caller) {
             Some((ns, quota)) => match quota.max_streams {
                 Some(max) => match self.stream_slots.take(&ns, max).await.map_err(Error::from)? {
@@ -530,6 +522,24 @@ impl TaskApi {
                 .map_err(|_| Error::TooManyStreams {
                     limit: self.max_open_streams,
                 })?;
+        Ok((permit, namespace_stream))
+    }
+
+    async fn stream(&self, caller: &Caller, req: pb::StreamResultsRequest) -> Result<ResultStream, Status> {
+        if req.task_ids.len() > MAX_STREAM_TASKS {
+            return Err(Error::InvalidArgument {
+                field: "task_ids".into(),
+                reason: format!("more than {MAX_STREAM_TASKS} ids"),
+            }
+            .into());
+        }
+        let tasks = req
+            .task_ids
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| visible_task(caller, &format!("task_ids[{i}]"), raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (permit, namespace_stream) = self.stream_slots(caller).await?;
         let opened = stream::open(
             &self.scheduler,
             StreamRequest {
@@ -758,7 +768,8 @@ impl TaskService for TaskApi {
         let result = async {
             let next_runs = convert::next_run_count("next_run_count", req.next_run_count)?;
             let fingerprints = self.fingerprints().await?.clone();
-            Ok(self.watch.open(caller.clone(), next_runs, fingerprints))
+            let held = self.stream_slots(&caller).await?;
+            Ok(self.watch.open(caller.clone(), next_runs, fingerprints, held))
         }
         .await;
         if self.audit.wants(true) {

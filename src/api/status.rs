@@ -127,6 +127,11 @@ pub fn shutting_down() -> Status {
     )
 }
 
+/// The system gave no random bytes (for the spec fingerprint key).
+pub fn no_randomness() -> Status {
+    Status::internal("the system gave no random bytes for the spec fingerprint key")
+}
+
 /// A call that reached a handler without passing the access layer.
 pub fn no_caller() -> Status {
     Status::unauthenticated("no credentials were checked for this call")

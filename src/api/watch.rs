@@ -26,8 +26,8 @@ use super::{
 use crate::{
     access::Caller,
     pb::v1 as pb,
-    results::fanout::Delivery,
-    scheduler::Scheduler,
+    results::fanout::{Delivery, Subscription},
+    scheduler::{Scheduler, TaskChange},
     store::TaskFilter,
     task::{TaskId, TaskRecord, TaskSpec, TaskState},
 };
@@ -78,8 +78,15 @@ impl WatchHub {
     }
 
     /// The stream of one WatchTasks call: `caller`'s tasks with
-    /// `next_runs` fire times each.
-    pub fn open(&self, caller: Caller, next_runs: usize, fingerprints: Arc<Fingerprints>) -> EventStream {
+    /// `next_runs` fire times each. `held` (the call's stream slots) is
+    /// released when the stream ends.
+    pub fn open<H: Send + 'static>(
+        &self,
+        caller: Caller,
+        next_runs: usize,
+        fingerprints: Arc<Fingerprints>,
+        held: H,
+    ) -> EventStream {
         // Subscribed before listing, so no change between the two is lost.
         let rounds = self.subscribe();
         let (events, out) = mpsc::channel(EVENTS_QUEUED);
@@ -92,8 +99,8 @@ impl WatchHub {
             events,
         };
         tokio::spawn(watcher.run(rounds, self.shutdown.clone()));
-        Box::pin(futures::stream::unfold(out, |mut out| async move {
-            out.recv().await.map(|event| (event, out))
+        Box::pin(futures::stream::unfold((out, held), |(mut out, held)| async move {
+            out.recv().await.map(|event| (event, (out, held)))
         }))
     }
 
@@ -104,15 +111,22 @@ impl WatchHub {
         }
         let (rounds, receiver) = broadcast::channel(ROUNDS_QUEUED);
         *slot = Some(rounds.clone());
-        tokio::spawn(self.clone().run(rounds));
+        // The hub's own receivers are made here, before the watcher lists:
+        // a change made after its listing is then always seen.
+        let changes = self.scheduler.task_changes();
+        let results = self.scheduler.subscribe(&[]);
+        tokio::spawn(self.clone().run(rounds, changes, results));
         receiver
     }
 
     /// Gathers changed ids and hands each round's tasks to the watchers,
     /// until the last watcher has gone or the server stops.
-    async fn run(self, rounds: broadcast::Sender<Arc<Round>>) {
-        let mut changes = self.scheduler.task_changes();
-        let mut results = self.scheduler.subscribe(&[]);
+    async fn run(
+        self,
+        rounds: broadcast::Sender<Arc<Round>>,
+        mut changes: broadcast::Receiver<TaskChange>,
+        mut results: Subscription,
+    ) {
         let mut changed: HashSet<TaskId> = HashSet::new();
         let mut tick = tokio::time::interval(GATHER);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -120,10 +134,10 @@ impl WatchHub {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 change = changes.recv() => match change {
-                    Ok(id) => {
+                    Ok(TaskChange::Task(id)) => {
                         changed.insert(id);
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                    Ok(TaskChange::All) | Err(broadcast::error::RecvError::Lagged(_)) => {
                         changed.clear();
                         let _ = rounds.send(Arc::new(Round::Resync));
                     }

@@ -187,6 +187,15 @@ impl FireAhead {
 /// hub is told it lagged and reads every task again.
 const TASK_CHANGES_BOUND: usize = 4096;
 
+/// What [`Scheduler::task_changes`] tells.
+#[derive(Debug, Clone)]
+pub enum TaskChange {
+    /// This task changed (or is gone).
+    Task(TaskId),
+    /// Changes may have been missed: every task is to be read again.
+    All,
+}
+
 /// Bounds the scheduler enforces.
 #[derive(Debug, Clone)]
 pub struct SchedulerSettings {
@@ -233,7 +242,7 @@ struct Inner {
     /// Ids of tasks changed by a control call here or on another replica,
     /// or removed by retention, for WatchTasks; sent only while someone
     /// listens.
-    task_changes: tokio::sync::broadcast::Sender<TaskId>,
+    task_changes: tokio::sync::broadcast::Sender<TaskChange>,
     /// The one result writer.
     writer: WriterHandle,
     /// Dispatched runs on their way to a slot under the cap.
@@ -469,11 +478,11 @@ impl Scheduler {
         self.inner.hub.subscribe(tasks)
     }
 
-    /// The ids of tasks changed from now on by a control call (here or on
+    /// The tasks changed from now on by a control call (here or on
     /// another replica) or removed by retention; runs and their results
     /// are followed through [`Scheduler::subscribe`]. A receiver that falls
     /// behind is told it lagged: read every task again.
-    pub fn task_changes(&self) -> tokio::sync::broadcast::Receiver<TaskId> {
+    pub fn task_changes(&self) -> tokio::sync::broadcast::Receiver<TaskChange> {
         self.inner.task_changes.subscribe()
     }
 
@@ -1100,7 +1109,15 @@ impl Inner {
     /// Tells WatchTasks that `id` changed, if anyone listens.
     fn touched(&self, id: &TaskId) {
         if self.task_changes.receiver_count() > 0 {
-            let _ = self.task_changes.send(id.clone());
+            let _ = self.task_changes.send(TaskChange::Task(id.clone()));
+        }
+    }
+
+    /// Tells WatchTasks that changes may have been missed (another
+    /// replica's messages were lost): every task is to be read again.
+    fn touched_all(&self) {
+        if self.task_changes.receiver_count() > 0 {
+            let _ = self.task_changes.send(TaskChange::All);
         }
     }
 }

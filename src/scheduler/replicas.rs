@@ -230,7 +230,10 @@ impl Inner {
                     }
                     Change::Moved => moved.notify_one(),
                     // Changes may have been missed: read every task.
-                    Change::Resync => rearm.notify_one(),
+                    Change::Resync => {
+                        rearm.notify_one();
+                        self.touched_all();
+                    }
                 }
             }
             let reads = ids.iter().map(|id| self.store.get_task(id));

@@ -119,6 +119,10 @@ pub struct RedisStore {
     held: HeldTasks,
     /// One restore at a time.
     restoring: tokio::sync::Mutex<()>,
+    /// The fingerprint key as first read: kept for the process's life, and
+    /// written back with the tasks if Redis comes back empty, so every
+    /// replica goes on with one key.
+    fingerprint_key: std::sync::OnceLock<Vec<u8>>,
     /// Retention bounds.
     retention: Retention,
     /// Age bound of the log.
@@ -300,6 +304,7 @@ impl RedisStore {
             epoch: std::sync::RwLock::new(epoch),
             held: HeldTasks::default(),
             restoring: tokio::sync::Mutex::new(()),
+            fingerprint_key: std::sync::OnceLock::new(),
             retention: Retention {
                 per_task: settings.retention.per_task.max(1),
                 total: settings.retention.total.max(1),
@@ -1108,6 +1113,9 @@ impl Store for RedisStore {
     }
 
     async fn fingerprint_key(&self, candidate: [u8; 32]) -> Result<Vec<u8>, StoreError> {
+        if let Some(known) = self.fingerprint_key.get() {
+            return Ok(known.clone());
+        }
         let key = self.keys.fingerprint_key();
         let mut conn = self.conn().await?;
         // The first writer wins; everyone reads what won.
@@ -1126,6 +1134,7 @@ impl Store for RedisStore {
         stored
             .and_then(|hex| crate::hex::decode(&hex))
             .filter(|bytes| bytes.len() == 32)
+            .map(|bytes| self.fingerprint_key.get_or_init(|| bytes).clone())
             .ok_or_else(|| StoreError::Corrupt {
                 reason: "not 32 bytes in hex".into(),
                 key,

@@ -79,6 +79,17 @@ impl RedisStore {
             *self.quiet_for.lock().unwrap_or_else(|e| e.into_inner()) = Some(lost_epoch.clone());
         }
         self.leases.forget_all();
+        // The fingerprint key goes back first, so a fingerprint read after
+        // the loss matches one read before it, on every replica.
+        if let Some(key) = self.fingerprint_key.get() {
+            redis::cmd("SET")
+                .arg(self.keys.fingerprint_key())
+                .arg(crate::hex::encode(key))
+                .arg("NX")
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        }
         // Kept open while this write-back lasts (it may outlast a lease).
         let mut extended = std::time::Instant::now();
         let half_lease = std::time::Duration::from_millis(self.lease_ms / 2);

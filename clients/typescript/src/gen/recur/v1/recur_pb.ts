@@ -1541,8 +1541,9 @@ export enum TaskEventType {
   STATE_CHANGED = 5,
 
   /**
-   * A task's counters, last result or next run moved: a run fired or
-   * finished.
+   * A task's counters, last result or next run moved. Sent when a run's
+   * result is recorded (a fire shows with its run's result, so during a
+   * long run next_run_at and run_count are as of its start).
    *
    * @generated from enum value: TASK_EVENT_TYPE_COUNTERS = 6;
    */
@@ -1745,7 +1746,9 @@ export const TaskService: GenService<{
    * are coalesced: an event carries the task as read after them. A reader
    * that falls behind is sent the whole list again (EXISTING ... SYNCED),
    * ending with DELETED for tasks gone meanwhile, instead of the stream
-   * failing. At shutdown the stream ends with UNAVAILABLE.
+   * failing. It counts as an open stream, like StreamResults, toward the
+   * server's and the namespace's stream limits. At shutdown the stream
+   * ends with UNAVAILABLE.
    *
    * @generated from rpc recur.v1.TaskService.WatchTasks
    */

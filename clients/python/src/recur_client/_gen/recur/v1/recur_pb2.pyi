@@ -209,8 +209,9 @@ class _TaskEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskEve
     TASK_EVENT_TYPE_STATE_CHANGED: _TaskEventType.ValueType  # 5
     """A task's state changed (paused, resumed, cancelled, completed)."""
     TASK_EVENT_TYPE_COUNTERS: _TaskEventType.ValueType  # 6
-    """A task's counters, last result or next run moved: a run fired or
-    finished.
+    """A task's counters, last result or next run moved. Sent when a run's
+    result is recorded (a fire shows with its run's result, so during a
+    long run next_run_at and run_count are as of its start).
     """
     TASK_EVENT_TYPE_DELETED: _TaskEventType.ValueType  # 7
     """A task was deleted (by DeleteTask or by retention); `task` is unset."""
@@ -233,8 +234,9 @@ TASK_EVENT_TYPE_UPDATED: TaskEventType.ValueType  # 4
 TASK_EVENT_TYPE_STATE_CHANGED: TaskEventType.ValueType  # 5
 """A task's state changed (paused, resumed, cancelled, completed)."""
 TASK_EVENT_TYPE_COUNTERS: TaskEventType.ValueType  # 6
-"""A task's counters, last result or next run moved: a run fired or
-finished.
+"""A task's counters, last result or next run moved. Sent when a run's
+result is recorded (a fire shows with its run's result, so during a
+long run next_run_at and run_count are as of its start).
 """
 TASK_EVENT_TYPE_DELETED: TaskEventType.ValueType  # 7
 """A task was deleted (by DeleteTask or by retention); `task` is unset."""

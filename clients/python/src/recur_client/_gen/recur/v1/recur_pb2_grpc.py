@@ -221,7 +221,9 @@ class TaskServiceServicer:
         are coalesced: an event carries the task as read after them. A reader
         that falls behind is sent the whole list again (EXISTING ... SYNCED),
         ending with DELETED for tasks gone meanwhile, instead of the stream
-        failing. At shutdown the stream ends with UNAVAILABLE.
+        failing. It counts as an open stream, like StreamResults, toward the
+        server's and the namespace's stream limits. At shutdown the stream
+        ends with UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -104,7 +104,9 @@ class TaskServiceStub:
     are coalesced: an event carries the task as read after them. A reader
     that falls behind is sent the whole list again (EXISTING ... SYNCED),
     ending with DELETED for tasks gone meanwhile, instead of the stream
-    failing. At shutdown the stream ends with UNAVAILABLE.
+    failing. It counts as an open stream, like StreamResults, toward the
+    server's and the namespace's stream limits. At shutdown the stream
+    ends with UNAVAILABLE.
     """
 
 @_typing.type_check_only
@@ -177,7 +179,9 @@ class TaskServiceAsyncStub(TaskServiceStub):
     are coalesced: an event carries the task as read after them. A reader
     that falls behind is sent the whole list again (EXISTING ... SYNCED),
     ending with DELETED for tasks gone meanwhile, instead of the stream
-    failing. At shutdown the stream ends with UNAVAILABLE.
+    failing. It counts as an open stream, like StreamResults, toward the
+    server's and the namespace's stream limits. At shutdown the stream
+    ends with UNAVAILABLE.
     """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -319,7 +323,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         are coalesced: an event carries the task as read after them. A reader
         that falls behind is sent the whole list again (EXISTING ... SYNCED),
         ending with DELETED for tasks gone meanwhile, instead of the stream
-        failing. At shutdown the stream ends with UNAVAILABLE.
+        failing. It counts as an open stream, like StreamResults, toward the
+        server's and the namespace's stream limits. At shutdown the stream
+        ends with UNAVAILABLE.
         """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
