@@ -293,7 +293,7 @@ pub struct RunSummary {
 
 impl Health {
     /// Runs kept in `recent`.
-    pub const RECENT: usize = 10;
+    pub const RECENT: usize = 5;
 
     /// Takes in the result that finished a run (not a skipped slot's, which
     /// started none).

@@ -184,7 +184,7 @@ async fn health_counts_failures_and_keeps_the_last_runs() {
         "oldest first: {runs:?}"
     );
 
-    // At most ten are kept, the newest.
+    // At most five are kept, the newest.
     for _ in 0..8 {
         trigger(&mut client, "flaky").await;
         next_result(&mut results)
@@ -193,7 +193,7 @@ async fn health_counts_failures_and_keeps_the_last_runs() {
             .expect("result");
     }
     let task = get(&mut client, "flaky").await;
-    assert_eq!(task.recent_runs.len(), 10);
+    assert_eq!(task.recent_runs.len(), 5);
     assert_eq!(task.recent_runs.last().map(|r| r.run), Some(task.run_count));
 }
 

@@ -524,7 +524,7 @@ export type Task = Message<"recur.v1.Task"> & {
   nextRunTimes: Timestamp[];
 
   /**
-   * The last runs that finished (at most 10), oldest first.
+   * The last runs that finished (at most 5), oldest first.
    *
    * @generated from field: repeated recur.v1.RunSummary recent_runs = 17;
    */

@@ -773,7 +773,7 @@ class Task(_message.Message):
 
     @_builtins.property
     def recent_runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunSummary]:
-        """The last runs that finished (at most 10), oldest first."""
+        """The last runs that finished (at most 5), oldest first."""
 
     def __init__(
         self,
