@@ -212,6 +212,8 @@ describe("TaskService over gRPC (connect-node)", () => {
     );
     await live.opened;
     const first = await c.triggerTask({ taskId: id }); // works while paused
+    // Overlap SKIP refuses a trigger while a run is in flight: wait for it.
+    await live.waitFor("the first run", (rs) => rs.length >= 1);
     const second = await c.triggerTask({ taskId: id });
     assert.equal(second.run, first.run + 1n);
     await live.waitFor("both runs", (rs) => rs.length >= 2);
