@@ -371,14 +371,6 @@ async fn who_am_i_without_authentication_is_anonymous_with_every_scope() {
     assert_eq!(me.namespace, "");
 }
 
-async fn next_event(events: &mut tonic::Streaming<pb::TaskEvent>) -> pb::TaskEvent {
-    tokio::time::timeout(WAIT, events.message())
-        .await
-        .expect("an event within the wait bound")
-        .expect("the stream goes on")
-        .expect("an event")
-}
-
 fn kind(event: &pb::TaskEvent) -> pb::TaskEventType {
     pb::TaskEventType::try_from(event.r#type).expect("event type")
 }

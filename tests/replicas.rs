@@ -991,20 +991,12 @@ async fn programs_see_one_task_the_same_from_every_replica() {
         .await
         .expect("watch")
         .into_inner();
-    let synced = tokio::time::timeout(WAIT, events.message())
-        .await
-        .expect("in time")
-        .expect("stream")
-        .expect("event");
+    let synced = next_event(&mut events).await;
     assert_eq!(synced.r#type, pb::TaskEventType::Synced as i32);
     let hour = Duration::from_secs(3600);
     let spec = spec_every(hour, http_get(&target.url("/prog")));
     let registered = register(&mut on_r1, &id, spec.clone()).await;
-    let created = tokio::time::timeout(WAIT, events.message())
-        .await
-        .expect("in time")
-        .expect("stream")
-        .expect("event");
+    let created = next_event(&mut events).await;
     assert_eq!(
         (created.r#type, created.task_id.as_str()),
         (pb::TaskEventType::Created as i32, id.as_str())

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    TestServer, WAIT,
+    TestServer, WAIT, next_event,
     pki::{self, Ca, TokenClient, tls_channel, with_token},
     spec_every, test_config,
 };
@@ -1027,12 +1027,4 @@ async fn who_am_i_and_watch_tasks_answer_for_the_token() {
         (event.r#type, event.task_id.as_str()),
         (pb::TaskEventType::Created as i32, "team-a.marker")
     );
-}
-
-async fn next_event(events: &mut tonic::Streaming<pb::TaskEvent>) -> pb::TaskEvent {
-    tokio::time::timeout(WAIT, events.message())
-        .await
-        .expect("in time")
-        .expect("stream")
-        .expect("event")
 }

@@ -677,7 +677,8 @@ fn outcome_to_proto(outcome: crate::task::Outcome) -> pb::Outcome {
     }
 }
 
-fn trigger_to_proto(trigger: Trigger) -> pb::Trigger {
+/// A trigger as clients (and the Redis store) keep it.
+pub(crate) fn trigger_to_proto(trigger: Trigger) -> pb::Trigger {
     match trigger {
         Trigger::Scheduled => pb::Trigger::Scheduled,
         Trigger::Manual => pb::Trigger::Manual,

@@ -216,6 +216,15 @@ pub async fn next_result(
         .expect("no stream message within the wait bound")
 }
 
+/// The next WatchTasks event, failing the test after [`WAIT`].
+pub async fn next_event(events: &mut tonic::Streaming<pb::TaskEvent>) -> pb::TaskEvent {
+    tokio::time::timeout(WAIT, events.message())
+        .await
+        .expect("an event within the wait bound")
+        .expect("the stream goes on")
+        .expect("an event")
+}
+
 /// Waits until `check` holds, polling `probe`; for state visible only by
 /// reading (e.g. a gauge), with a failure message instead of a hang.
 pub async fn eventually<F, Fut>(what: &str, mut probe: F)

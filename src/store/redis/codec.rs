@@ -9,7 +9,7 @@ use prost::Message;
 
 use super::proto;
 use crate::{
-    api::convert::{result_to_proto, spec_to_proto_unredacted, summary_to_proto},
+    api::convert::{result_to_proto, spec_to_proto_unredacted, summary_to_proto, trigger_to_proto},
     pb::v1 as pb,
     secrets::{KeyError, SecretKeys},
     store::{
@@ -91,13 +91,6 @@ fn from_state(raw: i32) -> Result<TaskState, String> {
     })
 }
 
-fn trigger(t: Trigger) -> pb::Trigger {
-    match t {
-        Trigger::Scheduled => pb::Trigger::Scheduled,
-        Trigger::Manual => pb::Trigger::Manual,
-    }
-}
-
 fn from_trigger(raw: i32) -> Trigger {
     match pb::Trigger::try_from(raw) {
         Ok(pb::Trigger::Manual) => Trigger::Manual,
@@ -108,7 +101,7 @@ fn from_trigger(raw: i32) -> Trigger {
 fn run(r: &RunRecord) -> proto::StoredRun {
     proto::StoredRun {
         run: r.run,
-        trigger: trigger(r.trigger) as i32,
+        trigger: trigger_to_proto(r.trigger) as i32,
         scheduled_at: Some(time(r.scheduled_at)),
         occurrence_id: r.occurrence_id.clone(),
         retry_deadline: r.retry_deadline.map(time),

@@ -1119,7 +1119,7 @@ impl Store for RedisStore {
         let key = self.keys.fingerprint_key();
         let mut conn = self.conn().await?;
         // The first writer wins; everyone reads what won.
-        let (_, stored): ((), Option<String>) = redis::pipe()
+        let (stored,): (Option<String>,) = redis::pipe()
             .cmd("SET")
             .arg(&key)
             .arg(crate::hex::encode(&candidate))
@@ -1129,7 +1129,6 @@ impl Store for RedisStore {
             .arg(&key)
             .query_async(&mut conn)
             .await
-            .map(|(stored,): (Option<String>,)| ((), stored))
             .map_err(unavailable)?;
         stored
             .and_then(|hex| crate::hex::decode(&hex))
