@@ -37,6 +37,7 @@
 //! - `task`: the domain model.
 //! - `stats`: engine counters for the periodic summary.
 //! - `pb`: generated code.
+//! - `client`: how a Rust client connects (address, TLS, token), for `recur task` and embedders.
 
 #![warn(missing_docs)]
 
@@ -67,6 +68,7 @@ internal_modules! {
 }
 
 pub mod access;
+pub mod client;
 pub mod config;
 mod hex;
 pub mod pb;

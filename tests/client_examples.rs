@@ -12,9 +12,6 @@ mod common;
 
 // The test uses part of what the example binary uses (not its usage text).
 #[allow(dead_code)]
-#[path = "../client-examples/rust/connect.rs"]
-mod connect;
-#[allow(dead_code)]
 #[path = "../client-examples/rust/options.rs"]
 mod options;
 #[path = "../client-examples/rust/walkthrough.rs"]
@@ -221,7 +218,7 @@ impl SecureServer {
             Some(files) => (None, Some(files.cert.clone()), Some(files.key.clone())),
         };
         let connection =
-            connect::Connection::new(&self.url(), token, Some(self.ca.clone()), cert, key)
+            recur::client::Connection::new(&self.url(), token, Some(self.ca.clone()), cert, key)
                 .expect("settings");
         connection
             .connect()
@@ -310,7 +307,12 @@ async fn rust_walkthrough_over_tls_with_a_token_from_the_environment() {
 
     let summary = run_rust(&["--target", &target.url("/tls")], &vars)
         .await
-        .unwrap_or_else(|e| panic!("walkthrough over TLS failed: {}", connect::causes(&*e)));
+        .unwrap_or_else(|e| {
+            panic!(
+                "walkthrough over TLS failed: {}",
+                recur::client::causes(&*e)
+            )
+        });
     assert_rust_summary(&summary, &target, "/tls");
     assert_eq!(
         server.task(&summary.task_id).await.pause_reason,
@@ -379,7 +381,12 @@ async fn rust_walkthrough_over_mtls_with_flags() {
     ];
     let summary = run_rust(&[&args[..], &[&target.url("/mtls")]].concat(), &[])
         .await
-        .unwrap_or_else(|e| panic!("walkthrough over mTLS failed: {}", connect::causes(&*e)));
+        .unwrap_or_else(|e| {
+            panic!(
+                "walkthrough over mTLS failed: {}",
+                recur::client::causes(&*e)
+            )
+        });
     assert_rust_summary(&summary, &target, "/mtls");
     assert_eq!(
         server.task(&summary.task_id).await.state(),

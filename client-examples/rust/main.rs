@@ -11,8 +11,6 @@
 //! environment variable (`RECUR_SERVER`, `RECUR_TOKEN`, `RECUR_CA`,
 //! `RECUR_CERT`, `RECUR_KEY`); `--help` lists them.
 
-#[path = "connect.rs"]
-mod connect;
 #[path = "options.rs"]
 mod options;
 #[path = "walkthrough.rs"]
@@ -61,7 +59,7 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!(
                 "walkthrough against {server} failed: {}",
-                connect::causes(&*e)
+                recur::client::causes(&*e)
             );
             return ExitCode::FAILURE;
         }

@@ -14,7 +14,7 @@
 
 use std::{env::VarError, path::PathBuf};
 
-use crate::connect::{Connection, SettingsError};
+use recur::client::{Connection, SettingsError};
 
 /// Where `recur serve` listens by default.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";

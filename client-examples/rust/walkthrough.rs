@@ -3,15 +3,15 @@
 //! run's result on a stream, and cancel the task.
 //!
 //! Written as a library file so the example binary (`main.rs`) and the
-//! integration test (`tests/client_examples.rs`) run the same code; the
-//! including crate declares `connect` (connect.rs) beside it, which makes
-//! the client: plaintext, TLS or mTLS, with or without a token.
+//! integration test (`tests/client_examples.rs`) run the same code;
+//! [`recur::client`] makes the client: plaintext, TLS or mTLS, with or
+//! without a token.
 
 use std::time::Duration;
 
 use recur::pb::v1 as pb;
 
-use crate::connect::Client;
+use recur::client::Client;
 
 /// How often the example task runs on its own.
 const INTERVAL: Duration = Duration::from_secs(5);
@@ -46,7 +46,7 @@ pub struct Summary {
     pub final_state: pb::TaskState,
 }
 
-/// Runs the tour with `client` (from [`crate::connect::Connection`]), with
+/// Runs the tour with `client` (from [`recur::client::Connection`]), with
 /// a task that GETs `target_url`.
 pub async fn walkthrough(mut client: Client, target_url: String) -> Result<Summary, BoxError> {
     // Register. An empty task_id lets the server pick one; the request_id

@@ -1,11 +1,23 @@
-//! How a client reaches `recur serve`: the server address, TLS or mTLS,
-//! and a bearer token, checked once when the settings are made, so a
-//! mistake is reported as a sentence naming the option instead of a
-//! failed call later. Knows nothing of what the client then does.
+//! How a Rust client reaches `recur serve`: the server address, TLS or
+//! mTLS, and a bearer token, checked once when the settings are made, so a
+//! mistake is reported as a sentence naming the option instead of a failed
+//! call later. Knows nothing of what the client then does. The `recur task`
+//! commands, the Rust client example and embedders' own clients share it;
+//! the option names in its messages are those of `recur task` and the
+//! example (`--server` / `RECUR_SERVER`, ...).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let connection = recur::client::Connection::new("127.0.0.1:50051", None, None, None, None)?;
+//! let mut client = connection.connect().await?;
+//! let me = client.who_am_i(recur::pb::v1::WhoAmIRequest {}).await?;
+//! println!("connected as {}", me.get_ref().name);
+//! # Ok(()) }
+//! ```
 
 use std::{path::PathBuf, time::Duration};
 
-use recur::pb::v1::task_service_client::TaskServiceClient;
+use crate::pb::v1::task_service_client::TaskServiceClient;
 use tonic::{
     metadata::{Ascii, MetadataValue},
     service::{Interceptor, interceptor::InterceptedService},

@@ -5,6 +5,8 @@
 use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
+
+mod task;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::{EnvFilter, fmt::time::ChronoUtc};
 
@@ -30,6 +32,8 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(Box<Serve>),
+    /// Register, inspect and control tasks on a running server.
+    Task(task::TaskArgs),
     /// Bearer tokens for the access file (--auth-tokens).
     #[command(subcommand)]
     Token(TokenCommand),
@@ -260,6 +264,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let serve = match cli.command {
         Command::Serve(serve) => serve,
+        Command::Task(args) => return task::run(args).await,
         Command::Token(TokenCommand::New(new)) => return new_token(&new),
         Command::SecretKey(SecretKeyCommand::New { file }) => return new_secret_key(&file),
     };
