@@ -165,6 +165,10 @@ pub struct Config {
     pub audit_log: Option<PathBuf>,
     /// Audit reads (GetTask, ListTasks, StreamResults) too (`--audit-reads`).
     pub audit_reads: bool,
+    /// With [`crate::Server::metrics`]: add per-task series (labelled by
+    /// task id) to `/metrics`. Off by default: a series per task is more
+    /// than most Prometheus servers should hold at scale.
+    pub metrics_per_task: bool,
     /// Named secrets that `secret_headers` refer to (`--secrets-file`, a
     /// YAML map of name to value); `RECUR_SECRET_<NAME>` variables too.
     pub secrets_file: Option<PathBuf>,
@@ -258,6 +262,7 @@ impl Default for Config {
             http_deny: Vec::new(),
             audit_log: None,
             audit_reads: false,
+            metrics_per_task: false,
             secrets_file: None,
             secret_key_files: Vec::new(),
             redis_action_prefix: None,

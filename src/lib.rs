@@ -35,7 +35,8 @@
 //! - `redis_pool`: the managed Redis pool.
 //! - `secrets`: named secrets for headers, and the keys that encrypt header values at rest.
 //! - `task`: the domain model.
-//! - `stats`: engine counters for the periodic summary.
+//! - `stats`: engine counters and histograms, for the periodic summary and `/metrics`.
+//! - `metrics`: what `/metrics` shows (OpenMetrics, via prometheus-client).
 //! - `pb`: generated code.
 //! - `client`: how a Rust client connects (address, TLS, token), for `recur task` and embedders.
 
@@ -71,6 +72,7 @@ pub mod access;
 pub mod client;
 pub mod config;
 mod hex;
+mod metrics;
 pub mod pb;
 pub mod secrets;
 pub mod server;

@@ -102,6 +102,31 @@ struct Shared {
     /// The slot the next [`RedisPool::get`] hands out.
     next: AtomicUsize,
     closed: AtomicBool,
+    /// Commands and pipelines sent and not answered yet: how busy a pool
+    /// of multiplexed connections is (none is ever checked out).
+    in_flight: AtomicU64,
+    /// Commands and pipelines that failed, by [`PoolGauges`]' kinds.
+    reply_errors: AtomicU64,
+    broken: AtomicU64,
+}
+
+/// What `/metrics` shows of a pool.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolGauges {
+    /// Connections the pool keeps at most.
+    pub size: usize,
+    /// Connections open now.
+    pub open: usize,
+    /// Commands (or pipelines) sent and not answered yet.
+    pub in_flight: u64,
+    /// Commands Redis answered with an error (a script error, WRONGTYPE),
+    /// since start.
+    pub reply_errors: u64,
+    /// Commands that failed with the connection (I/O, timeout, dropped,
+    /// READONLY after a failover), each closing it, since start.
+    pub connection_errors: u64,
+    /// Failed attempts to (re)connect, since start.
+    pub connect_errors: u64,
 }
 
 /// One shared connection, made on first use and again after it failed.
@@ -160,6 +185,9 @@ impl RedisPool {
                 slots: (0..settings.size.max(1)).map(|_| Slot::default()).collect(),
                 next: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
+                in_flight: AtomicU64::new(0),
+                reply_errors: AtomicU64::new(0),
+                broken: AtomicU64::new(0),
             }),
         };
 
@@ -267,6 +295,27 @@ impl RedisPool {
             .map_err(|e| e.to_string())
     }
 
+    /// Its gauges and error counts, as they are now.
+    pub fn gauges(&self) -> PoolGauges {
+        let shared = &self.shared;
+        PoolGauges {
+            size: shared.slots.len(),
+            open: shared
+                .slots
+                .iter()
+                .filter(|slot| slot.current().is_some())
+                .count(),
+            in_flight: shared.in_flight.load(Ordering::Relaxed),
+            reply_errors: shared.reply_errors.load(Ordering::Relaxed),
+            connection_errors: shared.broken.load(Ordering::Relaxed),
+            connect_errors: shared
+                .slots
+                .iter()
+                .map(|slot| slot.failures.load(Ordering::Relaxed))
+                .sum(),
+        }
+    }
+
     /// Closes the pool: later [`get`](Self::get)s fail, and each connection
     /// is sent QUIT so that Redis has dropped it when this returns
     /// (dropping a multiplexed connection only closes its socket later,
@@ -308,8 +357,10 @@ impl Shared {
             || error.is_timeout()
             || error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
         if !broken {
+            self.reply_errors.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        self.broken.fetch_add(1, Ordering::Relaxed);
         let mut current = self.slots[index].current();
         if current.as_ref().is_some_and(|(g, _)| *g == generation) {
             tracing::debug!(%error, "redis connection failed; the next command reconnects");
@@ -338,7 +389,18 @@ fn observed<'a, T: Send + 'a>(
     reply: RedisFuture<'a, T>,
 ) -> RedisFuture<'a, T> {
     Box::pin(async move {
+        // A guard, not a decrement after the await: a caller may drop the
+        // future unanswered (a timeout around it).
+        struct InFlight<'a>(&'a AtomicU64);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        let in_flight = InFlight(&shared.in_flight);
         let reply = reply.await;
+        drop(in_flight);
         if let Err(error) = &reply {
             shared.failed(index, generation, error);
         }

@@ -67,25 +67,39 @@ pub enum StreamEnd {
 
 /// Counts open streams; each stream holds one unit until it is dropped.
 #[derive(Debug, Default, Clone)]
-pub struct StreamGauge(Arc<AtomicUsize>);
+pub struct StreamGauge(Arc<Gauges>);
+
+#[derive(Debug, Default)]
+struct Gauges {
+    open: AtomicUsize,
+    /// Streams ended because their reader fell behind (RESOURCE_EXHAUSTED
+    /// with a resume cursor), since start: for `/metrics`.
+    lag_ends: std::sync::atomic::AtomicU64,
+}
 
 impl StreamGauge {
     /// Streams open now.
     pub fn get(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
+        self.0.open.load(Ordering::SeqCst)
+    }
+
+    /// Streams ended since start because their reader fell behind.
+    pub fn lag_ends(&self) -> u64 {
+        self.0.lag_ends.load(Ordering::Relaxed)
     }
 
     fn enter(&self) -> GaugeGuard {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        GaugeGuard(self.0.clone())
+        self.0.open.fetch_add(1, Ordering::SeqCst);
+        GaugeGuard(self.clone())
     }
 }
 
-struct GaugeGuard(Arc<AtomicUsize>);
+/// Holds one open stream; the gauge itself counts how streams end.
+struct GaugeGuard(StreamGauge);
 
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        (self.0).0.open.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -207,6 +221,7 @@ impl ResultStream {
                     self.remaining.remove(&task);
                 }
                 Some(Delivery::Lagged) => {
+                    (self._gauge.0).0.lag_ends.fetch_add(1, Ordering::Relaxed);
                     return Err(StreamEnd::Lagged {
                         resume: self.resume(),
                     });

@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 
 use super::fanout::Hub;
 use crate::{
-    stats::Stats,
+    stats::{SkipReason, Stats},
     store::{Recording, RunRecord, RunStart, Store, StoreError},
     task::{Outcome, TaskId, TaskResult},
 };
@@ -311,6 +311,24 @@ impl Writer {
 
     fn count(&mut self, result: &TaskResult) {
         let stats = &self.stats;
+        if result.outcome == Outcome::Skipped {
+            // A slot, not a run: run 0 (overlap, or catch-up naming how
+            // many it passed over); a numbered run was dispatched and
+            // dropped before it started, by a pause.
+            let (reason, slots) = match (result.run, result.skipped_slots) {
+                (_, n) if n > 0 => (SkipReason::CatchUp, n),
+                (0, _) => (SkipReason::Overlap, 1),
+                _ => (SkipReason::Paused, 1),
+            };
+            stats.skipped_for(reason, slots);
+        }
+        if result.run > 0 {
+            Stats::add(&stats.runs_by_outcome[Stats::outcome_index(result.outcome)], 1);
+            if let Some(started) = result.started_at {
+                let ran = (result.finished_at - started).to_std().unwrap_or_default();
+                stats.run_duration.observe(ran);
+            }
+        }
         match result.outcome {
             Outcome::Succeeded => Stats::add(&stats.succeeded, 1),
             Outcome::Cancelled => Stats::add(&stats.cancelled, 1),

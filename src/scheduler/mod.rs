@@ -300,6 +300,11 @@ impl Scheduler {
 
         let hub = Hub::new(settings.subscriber_bound);
         let stats = Arc::new(Stats::default());
+        // Every store call from here on is timed for /metrics.
+        let store: Arc<dyn Store> = Arc::new(crate::store::metered::Metered::new(
+            store,
+            stats.clone(),
+        ));
         let (run_queue, runs_rx) = runs::RunQueue::new(stats.clone());
         let promoted_to = run_queue.clone();
         let (writer, writer_handle, writer_rx) = Writer::new(
@@ -387,6 +392,7 @@ impl Scheduler {
                 Some(tokio::spawn(async move { store.tail(from, sink, drain).await }));
         }
         let (due_tx, mut due_rx) = mpsc::unbounded_channel::<timer::Due>();
+        let stats = inner.stats.clone();
         inner.tracker.spawn(timer::run(
             parts.timer,
             inner.clock.clone(),
@@ -395,6 +401,7 @@ impl Scheduler {
             move |due| {
                 let _ = due_tx.send(due);
             },
+            move |soonest| stats.set_next_due(soonest),
         ));
         let firing = inner.clone();
         inner.tracker.spawn(async move {
@@ -462,7 +469,12 @@ impl Scheduler {
         &self.inner.clock
     }
 
-    /// The store.
+    /// What the engine counted, for /metrics.
+    pub(crate) fn stats(&self) -> &Arc<Stats> {
+        &self.inner.stats
+    }
+
+    /// The store (timed for /metrics).
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
     }

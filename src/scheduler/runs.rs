@@ -18,7 +18,7 @@ use super::{Inner, registry::TaskHandle, run};
 use crate::{
     stats::{HerdAtInstant, Starting, Stats},
     store::RunStart,
-    task::Outcome,
+    task::{Outcome, Trigger},
 };
 
 /// Most runs started by one store step.
@@ -383,6 +383,16 @@ impl Inner {
         Stats::add(&self.stats.runs_in_flight, 1);
         let result = run::execute(&self.actions, &self.clock, &start, token).await;
         self.stats.runs_in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let (Trigger::Scheduled, Some(started)) = (result.trigger, result.started_at) {
+            // From when it was due, jitter included: the jitter is the
+            // schedule's choice, not the scheduler's delay.
+            let slot = start.record.scheduled_at;
+            let jitter = start.spec.schedule.jitter_for(start.record.task_id.as_str(), slot);
+            let late = (started - slot).to_std().unwrap_or_default();
+            self.stats
+                .start_lateness
+                .observe(late.saturating_sub(jitter));
+        }
         debug!(outcome = ?result.outcome, "run finished");
         self.end_token(&start.record);
         self.writer.record_run(result, &start.record);

@@ -300,9 +300,14 @@ impl Queue {
         Some((instant, batch))
     }
 
+    /// When the soonest entry is due.
+    fn soonest(&self) -> Option<DateTime<Utc>> {
+        self.due.first_key_value().map(|((due, _), _)| *due)
+    }
+
     /// When the next entry is due or the next herd's window begins.
     fn next_wake(&self) -> Option<DateTime<Utc>> {
-        let head = self.due.first_key_value().map(|((due, _), _)| *due);
+        let head = self.soonest();
         let herd = self.ahead.and_then(|ahead| {
             let window = chrono::Duration::from_std(ahead.window).ok()?;
             Some(*self.herds.first()? - window)
@@ -316,13 +321,15 @@ impl Queue {
 
 /// Runs the timer until `stopping` is cancelled, handing each batch of due
 /// entries, and each herd whose window has begun, to `on_due`, which must
-/// not block.
+/// not block; `on_soonest` is told the soonest due time before each wait
+/// (for /metrics).
 pub(crate) async fn run(
     mut commands: mpsc::UnboundedReceiver<TimerCmd>,
     clock: Clock,
     stopping: CancellationToken,
     ahead: Option<FireAhead>,
     mut on_due: impl FnMut(Due),
+    on_soonest: impl Fn(Option<DateTime<Utc>>),
 ) {
     let mut queue = Queue::new(ahead);
     loop {
@@ -337,6 +344,7 @@ pub(crate) async fn run(
                 ahead: Some(instant),
             });
         }
+        on_soonest(queue.soonest());
         let wake = queue.next_wake().map(|at| clock.wake_at(at));
         tokio::select! {
             biased;

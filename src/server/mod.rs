@@ -5,6 +5,7 @@
 mod accept;
 mod health;
 mod layers;
+mod metrics;
 mod reload;
 mod tls;
 
@@ -97,6 +98,8 @@ pub struct Server {
     open_streams: StreamGauge,
     /// Pulled to reload the TLS and access files at once.
     reload: ReloadTrigger,
+    /// Where `/metrics` is served, if anywhere.
+    metrics: Option<TcpListener>,
 }
 
 impl Server {
@@ -108,7 +111,16 @@ impl Server {
             clock: Clock::System,
             open_streams: StreamGauge::default(),
             reload: ReloadTrigger::default(),
+            metrics: None,
         }
+    }
+
+    /// Serves Prometheus metrics at `/metrics` on `listener` (plain HTTP,
+    /// unauthenticated: bind it where only the scraper reaches). The README
+    /// lists the series; [`Config::metrics_per_task`] adds per-task ones.
+    pub fn metrics(mut self, listener: TcpListener) -> Self {
+        self.metrics = Some(listener);
+        self
     }
 
     /// Reloads the TLS and access files when pulled (the binary pulls it on
@@ -258,11 +270,12 @@ impl Server {
                 return done.map(drop);
             }
         };
+        let open_streams = self.open_streams;
         let started = self::start(
             config.clone(),
             self.handlers,
             self.clock,
-            self.open_streams,
+            open_streams.clone(),
             pool.clone(),
             redis_actions,
             Guards {
@@ -290,6 +303,15 @@ impl Server {
         };
 
         let stop_accepting = CancellationToken::new();
+        let metrics_endpoint = self.metrics.map(|listener| {
+            let exporter = crate::metrics::Exporter::new(
+                scheduler.clone(),
+                pool.clone(),
+                open_streams.clone(),
+                config.metrics_per_task,
+            );
+            metrics::spawn(listener, exporter, stop_accepting.clone())
+        });
         let watching = CancellationToken::new();
         tokio::spawn(reload::watch(
             reload::Watched {
@@ -352,8 +374,11 @@ impl Server {
                 }
             }
         }
-        // 3.
+        // 3. (/metrics too: it holds the scheduler.)
         stop_accepting.cancel();
+        if let Some(endpoint) = metrics_endpoint {
+            let _ = endpoint.await;
+        }
         // 4.
         scheduler.stop(config.shutdown_grace).await;
         // 5.

@@ -22,6 +22,7 @@
 //! timers or tokens.
 
 pub mod memory;
+pub(crate) mod metered;
 mod overlap;
 pub mod redis;
 mod stored;

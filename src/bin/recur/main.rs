@@ -201,6 +201,15 @@ struct Serve {
     /// ACL user limited to the action prefix (see the README).
     #[arg(long, env = "RECUR_REDIS_ACTION_URL")]
     redis_action_url: Option<String>,
+    /// Serve Prometheus metrics at /metrics on this address (plain HTTP,
+    /// no authentication: bind it where only the scraper reaches, e.g.
+    /// 127.0.0.1:9464 or a pod IP). Off by default.
+    #[arg(long, env = "RECUR_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Add per-task series (labelled by task_id) to /metrics: for
+    /// deployments of hundreds of tasks, not 100,000.
+    #[arg(long, env = "RECUR_METRICS_PER_TASK", requires = "metrics_listen")]
+    metrics_per_task: bool,
 }
 
 fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
@@ -249,6 +258,7 @@ impl Serve {
         config.secret_key_files = self.secret_key_file.clone();
         config.redis_action_prefix = self.redis_action_prefix.clone();
         config.redis_action_url = self.redis_action_url.clone().filter(|u| !u.is_empty());
+        config.metrics_per_task = self.metrics_per_task;
         config
             .check_exposure(self.listen)
             .map_err(|e| e.to_string())?;
@@ -284,7 +294,16 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let server = recur::Server::new(config);
+    let mut server = recur::Server::new(config);
+    if let Some(addr) = serve.metrics_listen {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => server = server.metrics(listener),
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot listen for /metrics");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     reload_on_sighup(server.reload_trigger());
     let served = server
         .run_with_signals(
