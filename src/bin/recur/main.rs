@@ -33,7 +33,7 @@ enum Command {
     /// Run the server.
     Serve(Box<Serve>),
     /// Register, inspect and control tasks on a running server.
-    Task(task::TaskArgs),
+    Task(Box<task::TaskArgs>),
     /// Bearer tokens for the access file (--auth-tokens).
     #[command(subcommand)]
     Token(TokenCommand),
@@ -274,7 +274,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let serve = match cli.command {
         Command::Serve(serve) => serve,
-        Command::Task(args) => return task::run(args).await,
+        Command::Task(args) => return task::run(*args).await,
         Command::Token(TokenCommand::New(new)) => return new_token(&new),
         Command::SecretKey(SecretKeyCommand::New { file }) => return new_secret_key(&file),
     };
