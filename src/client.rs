@@ -24,6 +24,17 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Identity, Uri},
 };
 
+/// StreamResults' trailer carrying the cursor a stream that ended early
+/// (reader behind, shutdown) resumes after.
+pub const RESUME_CURSOR_TRAILER: &str = "recur-resume-cursor";
+/// StreamResults' trailer naming the oldest cursor still held (with
+/// DATA_LOSS).
+pub const OLDEST_CURSOR_TRAILER: &str = "recur-oldest-cursor";
+/// StreamResults' response header: where the stream starts (the given
+/// `after_cursor`, or the newest cursor when it opened live), so a stream
+/// lost before its first result resumes without a gap.
+pub const START_CURSOR_HEADER: &str = "recur-start-cursor";
+
 /// Bound on connecting (TCP and the TLS handshake), so a wrong address
 /// fails fast instead of hanging.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

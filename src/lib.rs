@@ -64,6 +64,7 @@ internal_modules! {
     redis_pool;
     results;
     scheduler;
+    stats;
     store;
     task;
 }
@@ -76,7 +77,6 @@ mod metrics;
 pub mod pb;
 pub mod secrets;
 pub mod server;
-mod stats;
 
 pub use action::{HandlerContext, HandlerError, TaskHandler};
 /// Implement [`TaskHandler`] with `#[recur::async_trait]`, without a

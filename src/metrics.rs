@@ -287,7 +287,7 @@ impl Collector for Snapshot {
         counter(
             e,
             "skipped_slots",
-            "Slots that started no run: overlap (a run was in flight), catch_up (missed while the server was behind), paused (dropped before starting).",
+            "Slots that started no run: overlap (a run was in flight), catch_up (missed while the server was behind). A run dropped before it started is runs_total{outcome=\"skipped\"}.",
             SkipReason::ALL
                 .iter()
                 .zip(&stats.skipped_by_reason)
@@ -366,7 +366,7 @@ impl Collector for Snapshot {
         counter(
             e,
             "store_operation_errors",
-            "Store operations that returned an error.",
+            "Store operations that failed because of the store (unreachable, or a record it could not read); not its answers by design (a conflict, an id taken).",
             used().map(|op| {
                 (
                     [("op", op.label())],

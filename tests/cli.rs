@@ -654,31 +654,39 @@ async fn watch_resumes_after_a_disconnect_without_gaps_or_repeats() {
     })
     .await;
 
+    // Cut before the first result: run 1 happens while the watcher cannot
+    // see it, and it has printed no cursor yet; the stream's start cursor
+    // (its response header) is what it resumes after.
+    proxy.cut();
+    let note = next_line(&mut stderr, "disconnect note").await;
+    assert!(note.starts_with("recur: stream interrupted ("), "{note}");
     trigger_and_wait(&server, "w", 1).await;
+    proxy.restore(server.addr);
+    trigger_and_wait(&server, "w", 2).await;
     let first = next_line(&mut stdout, "result").await;
     assert!(
         first.contains(" w #1 manual SUCCEEDED 1 attempt HTTP 200 "),
         "{first}"
     );
+    let mut runs = vec![first, next_line(&mut stdout, "result").await];
 
-    // Cut: results 2 and 3 happen while the watcher cannot see them.
+    // Cut again: results 3 and 4 happen while the watcher cannot see them.
     proxy.cut();
     let note = next_line(&mut stderr, "disconnect note").await;
     assert!(note.starts_with("recur: stream interrupted ("), "{note}");
-    trigger_and_wait(&server, "w", 2).await;
     trigger_and_wait(&server, "w", 3).await;
-    proxy.restore(server.addr);
     trigger_and_wait(&server, "w", 4).await;
+    proxy.restore(server.addr);
+    trigger_and_wait(&server, "w", 5).await;
 
-    let mut runs = vec![first];
-    while runs.len() < 4 {
+    while runs.len() < 5 {
         runs.push(next_line(&mut stdout, "result").await);
     }
     let numbers: Vec<String> = runs
         .iter()
         .map(|l| l.split_whitespace().nth(2).unwrap_or_default().to_string())
         .collect();
-    assert_eq!(numbers, ["#1", "#2", "#3", "#4"], "{runs:#?}");
+    assert_eq!(numbers, ["#1", "#2", "#3", "#4", "#5"], "{runs:#?}");
 
     // Ctrl-C: a quiet exit 0.
     let pid = child.id().expect("running").to_string();
@@ -698,7 +706,7 @@ async fn watch_resumes_after_a_disconnect_without_gaps_or_repeats() {
             .ok()
             .flatten()
             .is_none(),
-        "no duplicate after the fourth result"
+        "no duplicate after the fifth result"
     );
 
     // --history replays and exits 0; -o json gives one object per line.
@@ -709,13 +717,13 @@ async fn watch_resumes_after_a_disconnect_without_gaps_or_repeats() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect();
-    assert_eq!(replayed.len(), 4, "{}", out.stdout);
+    assert_eq!(replayed.len(), 5, "{}", out.stdout);
     assert_eq!(replayed[0]["task_id"], "w");
     assert_eq!(replayed[0]["outcome"], "OUTCOME_SUCCEEDED");
     let after = replayed[1]["cursor"].as_str().expect("cursor");
     let out = task(&addr, &["watch", "--history", "--after", after]).await;
     assert_code(&out, 0);
-    assert_eq!(out.stdout.lines().count(), 2, "{}", out.stdout);
+    assert_eq!(out.stdout.lines().count(), 3, "{}", out.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -828,8 +836,7 @@ async fn apply_creates_updates_by_mask_and_prunes() {
     assert_eq!(
         out.stdout,
         "~ prices (schedule.every, labels)\n\
-         plan: 0 to create, 1 to update, 0 to delete, 1 unchanged\n\
-         (dry run: nothing was changed)\n"
+         plan: 0 to create, 1 to update, 0 to delete, 1 unchanged (dry run: nothing was changed)\n"
     );
     let after_dry_run = get_task(&server, "prices").await.expect("prices");
     assert_eq!(after_dry_run.spec, before.spec);
@@ -867,8 +874,7 @@ async fn apply_creates_updates_by_mask_and_prunes() {
     assert_eq!(
         out.stdout,
         "~ prices (action.http.headers)\n\
-         plan: 0 to create, 1 to update, 0 to delete, 1 unchanged\n\
-         (dry run: nothing was changed)\n"
+         plan: 0 to create, 1 to update, 0 to delete, 1 unchanged (dry run: nothing was changed)\n"
     );
     let out = task(&addr, &["apply", "-f", &file]).await;
     assert_code(&out, 0);
@@ -900,7 +906,7 @@ async fn apply_creates_updates_by_mask_and_prunes() {
     assert_code(&out, 0);
     assert_eq!(
         out.stdout,
-        "- rates\nplan: 0 to create, 0 to update, 1 to delete, 1 unchanged\n(dry run: nothing was changed)\n"
+        "- rates\nplan: 0 to create, 0 to update, 1 to delete, 1 unchanged (dry run: nothing was changed)\n"
     );
     assert!(
         get_task(&server, "rates").await.is_ok(),
@@ -1013,5 +1019,88 @@ async fn apply_reads_camel_case_json_and_refuses_a_bad_entry_whole() {
         out.stderr.contains("cannot read /nonexistent/tasks.yaml"),
         "{}",
         out.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_replaces_an_ended_task_and_prunes_one_with_a_run_going() {
+    let (gate, mut started) = common::handlers::Gate::new();
+    let server = TestServer::start_with(test_config(), |s| s.handler("gate", gate.clone())).await;
+    let addr = server.addr.to_string();
+    let dir = tempfile::tempdir().expect("dir");
+    let entry = |id: &str, every: u32| {
+        format!(
+            "  - task_id: {id}\n    spec:\n      schedule: {{every: {every}s}}\n      action: {{custom: {{kind: gate}}}}\n      labels: {{team: ops}}\n"
+        )
+    };
+    let both = format!("tasks:\n{}{}", entry("done", 3600), entry("busy", 3600));
+    let file = write(&dir, "ops.yaml", &both);
+    let out = task(&addr, &["apply", "-f", &file]).await;
+    assert_code(&out, 0);
+
+    // Cancelled by hand, the same spec in the file: left as it is (an
+    // ended task cannot be updated, and nothing asks for a change).
+    server
+        .new_client()
+        .await
+        .cancel_task(pb::CancelTaskRequest {
+            task_id: "done".into(),
+            reason: String::new(),
+        })
+        .await
+        .expect("cancel");
+    let out = task(&addr, &["apply", "-f", &file]).await;
+    assert_code(&out, 0);
+    assert_eq!(
+        out.stdout,
+        "applied: 0 created, 0 updated, 0 deleted, 2 unchanged\n"
+    );
+
+    // A new spec for the ended task: it is replaced, and runs again.
+    let changed = format!("tasks:\n{}{}", entry("done", 7200), entry("busy", 3600));
+    write(&dir, "ops.yaml", &changed);
+    let out = task(&addr, &["apply", "-f", &file, "--dry-run"]).await;
+    assert_code(&out, 0);
+    assert_eq!(
+        out.stdout,
+        "-/+ done (it is CANCELLED: deleted and registered again from the file)\n\
+         plan: 0 to create, 0 to update, 1 to replace, 0 to delete, 1 unchanged (dry run: nothing was changed)\n"
+    );
+    let out = task(&addr, &["apply", "-f", &file]).await;
+    assert_code(&out, 0);
+    assert_eq!(
+        out.stdout,
+        "-/+ done (it is CANCELLED: deleted and registered again from the file)\n\
+         applied: 0 created, 0 updated, 1 replaced, 0 deleted, 1 unchanged\n"
+    );
+    let done = get_task(&server, "done").await.expect("done");
+    assert_eq!(done.state, pb::TaskState::Active as i32);
+    assert_eq!(every_secs(&done), 7200);
+
+    // `busy` leaves the file while a run of it is going: pruning cancels
+    // it, then deletes it once the run's result has ended it.
+    common::trigger(&mut server.new_client().await, "busy").await;
+    tokio::time::timeout(WAIT, started.recv())
+        .await
+        .expect("the run started");
+    let only_done = format!("tasks:\n{}", entry("done", 7200));
+    write(&dir, "ops.yaml", &only_done);
+    let out = task(
+        &addr,
+        &["apply", "-f", &file, "--prune", "--selector", "team=ops"],
+    )
+    .await;
+    assert_code(&out, 0);
+    assert_eq!(
+        out.stdout,
+        "- busy\napplied: 0 created, 0 updated, 1 deleted, 1 unchanged\n"
+    );
+    assert_eq!(
+        get_task(&server, "busy")
+            .await
+            .map(drop)
+            .unwrap_err()
+            .code(),
+        Code::NotFound
     );
 }

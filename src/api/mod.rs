@@ -525,7 +525,12 @@ impl TaskApi {
         Ok((permit, namespace_stream))
     }
 
-    async fn stream(&self, caller: &Caller, req: pb::StreamResultsRequest) -> Result<ResultStream, Status> {
+    /// The stream and its start cursor (for the `recur-start-cursor` header).
+    async fn stream(
+        &self,
+        caller: &Caller,
+        req: pb::StreamResultsRequest,
+    ) -> Result<(String, ResultStream), Status> {
         if req.task_ids.len() > MAX_STREAM_TASKS {
             return Err(Error::InvalidArgument {
                 field: "task_ids".into(),
@@ -553,6 +558,7 @@ impl TaskApi {
             &self.gauge,
         )
         .await?;
+        let start = opened.start_cursor().to_string();
         // The namespace's count goes with the stream, released when it ends.
         let out = futures::stream::unfold((opened, namespace_stream), |(mut opened, held)| async move {
             match opened.next().await? {
@@ -560,7 +566,7 @@ impl TaskApi {
                 Err(end) => status::stream_end(end).map(|s| (Err(s), (opened, held))),
             }
         });
-        Ok(Box::pin(out))
+        Ok((start, Box::pin(out)))
     }
 }
 
@@ -732,7 +738,15 @@ impl TaskService for TaskApi {
             let outcome = result.as_ref().map_or_else(|s| code_name(s.code()), |_| "OK");
             record(&self.audit, &caller, "StreamResults", None, outcome).await;
         }
-        result.map(Response::new)
+        let (start, stream) = result?;
+        let mut response = Response::new(stream);
+        // Cursors are ASCII; one that were not would only lose the header.
+        if !start.is_empty()
+            && let Ok(value) = start.parse()
+        {
+            response.metadata_mut().insert(status::START_CURSOR_HEADER, value);
+        }
+        Ok(response)
     }
 
     async fn who_am_i(

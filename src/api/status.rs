@@ -11,10 +11,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{results::stream::StreamEnd, scheduler::Error, store::StoreError};
 
-/// Trailer carrying the cursor a stream can be resumed from.
-pub const RESUME_CURSOR_TRAILER: &str = "recur-resume-cursor";
-/// Trailer naming the oldest cursor still held (with DATA_LOSS).
-pub const OLDEST_CURSOR_TRAILER: &str = "recur-oldest-cursor";
+pub use crate::client::{OLDEST_CURSOR_TRAILER, RESUME_CURSOR_TRAILER, START_CURSOR_HEADER};
 
 /// How long a client is told to wait before retrying a call refused
 /// because the store could not be reached (the store check runs every few

@@ -250,6 +250,12 @@ impl ResultStream {
         }
     }
 
+    /// Where the stream starts: the cursor it replays after, or the newest
+    /// when it opened live; empty for a whole-history replay.
+    pub fn start_cursor(&self) -> &str {
+        &self.start
+    }
+
     /// Where a reader resumes: after the last result sent.
     fn resume(&self) -> String {
         self.last_sent

@@ -311,16 +311,16 @@ impl Writer {
 
     fn count(&mut self, result: &TaskResult) {
         let stats = &self.stats;
-        if result.outcome == Outcome::Skipped {
-            // A slot, not a run: run 0 (overlap, or catch-up naming how
-            // many it passed over); a numbered run was dispatched and
-            // dropped before it started, by a pause.
-            let (reason, slots) = match (result.run, result.skipped_slots) {
-                (_, n) if n > 0 => (SkipReason::CatchUp, n),
-                (0, _) => (SkipReason::Overlap, 1),
-                _ => (SkipReason::Paused, 1),
-            };
-            stats.skipped_for(reason, slots);
+        if result.outcome == Outcome::Skipped && result.run == 0 {
+            // Slots that never got a run: overlap, or a catch-up decision
+            // naming how many it passed over. A numbered SKIPPED result is
+            // a run dropped before it started (a pause, a shutdown), counted
+            // with the runs below, not twice.
+            if result.skipped_slots > 0 {
+                stats.skipped_for(SkipReason::CatchUp, result.skipped_slots);
+            } else {
+                stats.skipped_for(SkipReason::Overlap, 1);
+            }
         }
         if result.run > 0 {
             Stats::add(&stats.runs_by_outcome[Stats::outcome_index(result.outcome)], 1);

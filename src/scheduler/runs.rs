@@ -381,18 +381,21 @@ impl Inner {
         // Begun (`started_at` is taken as the action is called, at once).
         drop(herd);
         Stats::add(&self.stats.runs_in_flight, 1);
-        let result = run::execute(&self.actions, &self.clock, &start, token).await;
-        self.stats.runs_in_flight.fetch_sub(1, Ordering::Relaxed);
-        if let (Trigger::Scheduled, Some(started)) = (result.trigger, result.started_at) {
-            // From when it was due, jitter included: the jitter is the
+        if start.record.trigger == Trigger::Scheduled && !token.is_cancelled() {
+            // Observed now, as the first attempt begins (execute takes
+            // `started_at` at once), not when the run ends: a long run
+            // must not hold back what an alert on lateness sees. From
+            // when it was due, jitter included: the jitter is the
             // schedule's choice, not the scheduler's delay.
             let slot = start.record.scheduled_at;
             let jitter = start.spec.schedule.jitter_for(start.record.task_id.as_str(), slot);
-            let late = (started - slot).to_std().unwrap_or_default();
+            let late = (self.clock.now() - slot).to_std().unwrap_or_default();
             self.stats
                 .start_lateness
                 .observe(late.saturating_sub(jitter));
         }
+        let result = run::execute(&self.actions, &self.clock, &start, token).await;
+        self.stats.runs_in_flight.fetch_sub(1, Ordering::Relaxed);
         debug!(outcome = ?result.outcome, "run finished");
         self.end_token(&start.record);
         self.writer.record_run(result, &start.record);

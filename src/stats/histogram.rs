@@ -42,7 +42,7 @@ const BOUNDS_NANOS: [u64; 16] = [
 /// Observations by bucket (not cumulative; the last one is +Inf), their
 /// count and their sum.
 #[derive(Debug, Default)]
-pub(crate) struct Histogram {
+pub struct Histogram {
     buckets: [AtomicU64; BOUNDS.len() + 1],
     count: AtomicU64,
     /// Nanoseconds: 584 years of observed time before it wraps.
@@ -51,7 +51,7 @@ pub(crate) struct Histogram {
 
 /// What `/metrics` prints of a [`Histogram`].
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct HistogramSnapshot {
+pub struct HistogramSnapshot {
     /// Sum of the observations, in seconds.
     pub sum: f64,
     /// Number of observations.
@@ -63,7 +63,7 @@ pub(crate) struct HistogramSnapshot {
 
 impl Histogram {
     /// Counts one observation of `value`.
-    pub(crate) fn observe(&self, value: Duration) {
+    pub fn observe(&self, value: Duration) {
         let nanos = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
         // 16 bounds: a partition point is four comparisons.
         let bucket = BOUNDS_NANOS.partition_point(|bound| *bound < nanos);
@@ -73,12 +73,12 @@ impl Histogram {
     }
 
     /// Observations so far.
-    pub(crate) fn count(&self) -> u64 {
+    pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
 
     /// The buckets, count and sum as they are now.
-    pub(crate) fn snapshot(&self) -> HistogramSnapshot {
+    pub fn snapshot(&self) -> HistogramSnapshot {
         let buckets: Vec<(f64, u64)> = BOUNDS
             .iter()
             .copied()

@@ -5,7 +5,7 @@
 
 mod histogram;
 
-pub(crate) use histogram::{Histogram, HistogramSnapshot};
+pub use histogram::{Histogram, HistogramSnapshot};
 
 use std::{
     sync::{
@@ -65,7 +65,10 @@ pub(crate) struct Stats {
     pub run_duration: Histogram,
     /// Each store operation's latency, by [`StoreOp`].
     pub store_ops: [Histogram; StoreOp::ALL.len()],
-    /// Store operations that returned an error, by [`StoreOp`].
+    /// Store operations that failed because of the store (unreachable,
+    /// or a record it could not read), by [`StoreOp`]; not the answers a
+    /// store gives by design (a version conflict, an id taken, a cursor
+    /// too old).
     pub store_errors: [AtomicU64; StoreOp::ALL.len()],
     /// The instant the timer wakes next for the soonest armed task, in
     /// milliseconds since the epoch; [`NOTHING_ARMED`] when none is armed.
@@ -85,29 +88,25 @@ pub(crate) const OUTCOMES: [(Outcome, &str); 6] = [
     (Outcome::Abandoned, "abandoned"),
 ];
 
-/// Why a slot started no run.
+/// Why a slot started no run (it got no run number; a run dispatched and
+/// dropped before it started is a SKIPPED run instead).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SkipReason {
     /// A run was still in flight (overlap policy SKIP).
     Overlap,
     /// Missed while the server was behind; catch-up passed over it.
     CatchUp,
-    /// Dispatched, then dropped before it started because the task was
-    /// paused.
-    Paused,
 }
 
 impl SkipReason {
     /// Every reason, in the order of [`Stats::skipped_by_reason`].
-    pub(crate) const ALL: [SkipReason; 3] =
-        [SkipReason::Overlap, SkipReason::CatchUp, SkipReason::Paused];
+    pub(crate) const ALL: [SkipReason; 2] = [SkipReason::Overlap, SkipReason::CatchUp];
 
     /// The `reason` label.
     pub(crate) fn label(self) -> &'static str {
         match self {
             SkipReason::Overlap => "overlap",
             SkipReason::CatchUp => "catch_up",
-            SkipReason::Paused => "paused",
         }
     }
 }
@@ -134,6 +133,7 @@ pub(crate) enum StoreOp {
     ResultsAfter,
     HeadCursor,
     Check,
+    ServerTime,
     AppendEnds,
     Lease,
     StreamSlots,
@@ -141,7 +141,7 @@ pub(crate) enum StoreOp {
 
 impl StoreOp {
     /// Every operation, in the order of [`Stats::store_ops`].
-    pub(crate) const ALL: [StoreOp; 21] = [
+    pub(crate) const ALL: [StoreOp; 22] = [
         StoreOp::InsertTask,
         StoreOp::TaskForRequest,
         StoreOp::GetTask,
@@ -160,6 +160,7 @@ impl StoreOp {
         StoreOp::ResultsAfter,
         StoreOp::HeadCursor,
         StoreOp::Check,
+        StoreOp::ServerTime,
         StoreOp::AppendEnds,
         StoreOp::Lease,
         StoreOp::StreamSlots,
@@ -186,6 +187,7 @@ impl StoreOp {
             StoreOp::ResultsAfter => "results_after",
             StoreOp::HeadCursor => "head_cursor",
             StoreOp::Check => "check",
+            StoreOp::ServerTime => "server_time",
             StoreOp::AppendEnds => "append_ends",
             StoreOp::Lease => "lease",
             StoreOp::StreamSlots => "stream_slots",

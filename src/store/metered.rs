@@ -40,7 +40,10 @@ impl Metered {
         let began = Instant::now();
         let result = call.await;
         self.stats.store_ops[op as usize].observe(began.elapsed());
-        if result.is_err() {
+        if let Err(
+            StoreError::Unavailable { .. } | StoreError::Corrupt { .. } | StoreError::Format { .. },
+        ) = &result
+        {
             Stats::add(&self.stats.store_errors[op as usize], 1);
         }
         result
@@ -188,7 +191,8 @@ impl Store for Metered {
     }
 
     async fn server_time(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.timed(StoreOp::Check, self.inner.server_time()).await
+        self.timed(StoreOp::ServerTime, self.inner.server_time())
+            .await
     }
 
     fn tails_log(&self) -> bool {

@@ -88,8 +88,10 @@ impl ApplyArgs {
             for change in &plan.changes {
                 output::line(&change.line())?;
             }
-            output::line(&plan.summary())?;
-            output::line("(dry run: nothing was changed)")?;
+            output::line(&format!(
+                "{} (dry run: nothing was changed)",
+                plan.summary()
+            ))?;
             return Ok(exit::SUCCESS);
         }
         let mut done = Counts::default();
@@ -97,12 +99,9 @@ impl ApplyArgs {
             if let Err(error) = execute(client, &file.name, change).await {
                 error.report();
                 eprintln!(
-                    "recur: apply stopped at {}: {} created, {} updated, {} deleted before it; \
-                     the rest of the plan was not applied",
+                    "recur: apply stopped at {}: {} before it; the rest of the plan was not applied",
                     change.line(),
-                    done.created,
-                    done.updated,
-                    done.deleted
+                    done.describe(["created", "updated", "replaced", "deleted"]),
                 );
                 return Ok(error.exit_code());
             }
@@ -110,8 +109,9 @@ impl ApplyArgs {
             done.add(change);
         }
         output::line(&format!(
-            "applied: {} created, {} updated, {} deleted, {} unchanged",
-            done.created, done.updated, done.deleted, plan.unchanged
+            "applied: {}, {} unchanged",
+            done.describe(["created", "updated", "replaced", "deleted"]),
+            plan.unchanged
         ))?;
         Ok(exit::SUCCESS)
     }
@@ -133,6 +133,18 @@ async fn execute(client: &mut Client, file: &str, change: &Change) -> Result<(),
         }
         Change::Update { entry, paths } => {
             plan::update(client, entry, paths, false)
+                .await
+                .map_err(|s| CliError::about(format!("{file}: {}", entry.name()), s))?;
+        }
+        Change::Replace { entry, .. } => {
+            control::delete_one(client, &entry.task_id).await?;
+            client
+                .register_task(pb::RegisterTaskRequest {
+                    task_id: entry.task_id.clone(),
+                    spec: Some(entry.spec.clone()),
+                    request_id: String::new(),
+                    validate_only: false,
+                })
                 .await
                 .map_err(|s| CliError::about(format!("{file}: {}", entry.name()), s))?;
         }

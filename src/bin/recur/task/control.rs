@@ -189,12 +189,35 @@ pub async fn cancel_one(client: &mut Client, id: &str, reason: &str) -> Result<(
     Ok(())
 }
 
-/// DeleteTask.
+/// How long a delete right after a cancel waits for the task's runs to
+/// end: a cancelled run stops at once, but its result (which ends the
+/// task) is recorded a moment later, and until then the server refuses
+/// the delete (FAILED_PRECONDITION).
+const ENDING_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// DeleteTask. A task that is cancelled or completed but still ending
+/// (its last run's result not recorded yet) is retried, with a growing
+/// pause, for up to [`ENDING_WAIT`]; a live one is refused at once.
 pub async fn delete_one(client: &mut Client, id: &str) -> Result<(), CliError> {
-    client
-        .delete_task(pb::DeleteTaskRequest {
-            task_id: id.to_string(),
-        })
-        .await?;
-    Ok(())
+    let started = tokio::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(50);
+    loop {
+        let deleted = client
+            .delete_task(pb::DeleteTaskRequest {
+                task_id: id.to_string(),
+            })
+            .await;
+        let status = match deleted {
+            Ok(_) => return Ok(()),
+            Err(status) => status,
+        };
+        let ending = status.code() == tonic::Code::FailedPrecondition
+            && started.elapsed() < ENDING_WAIT
+            && !is_live(client, id).await?;
+        if !ending {
+            return Err(status.into());
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(1));
+    }
 }

@@ -22,10 +22,7 @@ pub mod exit {
     pub const REFUSED: u8 = 4;
 }
 
-/// Trailer naming the oldest cursor the server still holds (with
-/// DATA_LOSS). Spelled here because the server's `api::status` is not
-/// public outside the crate; the name is part of the protocol.
-pub const OLDEST_CURSOR_TRAILER: &str = "recur-oldest-cursor";
+pub use recur::client::OLDEST_CURSOR_TRAILER;
 
 /// Why a `recur task` command failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +50,10 @@ pub enum CliError {
     /// Writing the output failed, or the program's own data was unusable.
     #[error("{0}")]
     Internal(String),
+    /// Whoever read stdout went away (`| head -1`): stop, quietly and
+    /// successfully, as a Unix filter does.
+    #[error("stdout was closed")]
+    StdoutClosed,
 }
 
 impl From<tonic::Status> for CliError {
@@ -81,12 +82,16 @@ impl CliError {
             CliError::Connect(ConnectError::File { .. }) => exit::USAGE,
             CliError::Connect(_) | CliError::Internal(_) => exit::SERVER,
             CliError::Status { status, .. } => exit_code(status.code()),
+            CliError::StdoutClosed => exit::SUCCESS,
         }
     }
 
     /// Prints the error to stderr: one `recur: ...` line, then the
     /// status details a person can act on, indented.
     pub fn report(&self) {
+        if matches!(self, CliError::StdoutClosed) {
+            return;
+        }
         eprintln!("recur: {self}");
         if let CliError::Status { status, .. } = self {
             for line in detail_lines(status) {

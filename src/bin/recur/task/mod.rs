@@ -30,11 +30,13 @@ use errors::CliError;
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  server or connection error (UNAVAILABLE, INTERNAL, DEADLINE_EXCEEDED, DATA_LOSS, ...)
-  2  usage error: bad flags, an unreadable or invalid task file, INVALID_ARGUMENT
+  1  server or connection error (UNAVAILABLE, INTERNAL, DEADLINE_EXCEEDED, DATA_LOSS, ...),
+     or a local failure (stdout unwritable)
+  2  usage error: bad flags, an unreadable or invalid task file, INVALID_ARGUMENT,
+     OUT_OF_RANGE
   3  not found (NOT_FOUND)
   4  refused by the server (ALREADY_EXISTS, FAILED_PRECONDITION, PERMISSION_DENIED,
-     UNAUTHENTICATED, RESOURCE_EXHAUSTED)
+     UNAUTHENTICATED, RESOURCE_EXHAUSTED, ABORTED)
 With several task ids, the worst failure's code: 1 before 4 before 3 before 2.
 
 Examples:

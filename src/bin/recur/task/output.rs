@@ -136,21 +136,31 @@ pub fn yaml(value: &impl serde::Serialize) -> Result<String, CliError> {
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error worth a
-/// panic, as `println!` would make it.
+/// panic, as `println!` would make it, nor a reason to stop a command half
+/// way through the changes it reports.
 pub fn write_stdout(text: &str) -> Result<(), CliError> {
+    match write_or_closed(text) {
+        Err(CliError::StdoutClosed) => Ok(()),
+        written => written,
+    }
+}
+
+/// Writes to stdout; a closed pipe is [`CliError::StdoutClosed`], so a
+/// command that only prints (`watch`) ends rather than writing on to nobody.
+pub fn write_or_closed(text: &str) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(CliError::StdoutClosed),
         Err(e) => Err(CliError::Internal(format!("cannot write to stdout: {e}"))),
     }
 }
 
-/// One JSON line.
+/// One JSON line; [`CliError::StdoutClosed`] when nobody reads.
 pub fn json_line(value: &impl serde::Serialize) -> Result<(), CliError> {
     let text = serde_json::to_string(value)
         .map_err(|e| CliError::Internal(format!("cannot write JSON: {e}")))?;
-    line(&text)
+    write_or_closed(&format!("{text}\n"))
 }
 
 /// Writes one line to stdout.

@@ -35,6 +35,16 @@ pub enum Change {
         /// be told apart (the whole spec is replaced).
         paths: Vec<&'static str>,
     },
+    /// Delete a task that has ended (CANCELLED or COMPLETED) and whose
+    /// spec differs from the file's, then register the file's: an ended
+    /// task cannot be updated, and the file says it should run (like
+    /// Terraform's "must be replaced"). Its result history goes with it.
+    Replace {
+        /// The file's entry.
+        entry: Entry,
+        /// Its state, for the plan line.
+        state: &'static str,
+    },
     /// Cancel (when live) and delete a task the file no longer has.
     Delete {
         /// The task.
@@ -56,6 +66,10 @@ impl Change {
             Change::Update { entry, paths } => {
                 format!("~ {} ({})", entry.task_id, paths.join(", "))
             }
+            Change::Replace { entry, state } => format!(
+                "-/+ {} (it is {state}: deleted and registered again from the file)",
+                entry.task_id
+            ),
             Change::Delete { task_id, .. } => format!("- {task_id}"),
         }
     }
@@ -77,6 +91,8 @@ pub struct Counts {
     pub created: usize,
     /// Tasks updated.
     pub updated: usize,
+    /// Ended tasks deleted and registered again.
+    pub replaced: usize,
     /// Tasks deleted.
     pub deleted: usize,
 }
@@ -87,8 +103,24 @@ impl Counts {
         match change {
             Change::Create { .. } => self.created += 1,
             Change::Update { .. } => self.updated += 1,
+            Change::Replace { .. } => self.replaced += 1,
             Change::Delete { .. } => self.deleted += 1,
         }
+    }
+
+    /// `1 created, 1 updated, 1 deleted` (with `verbs` "to create", ...
+    /// for a plan); replacements only when there are some.
+    pub fn describe(&self, verbs: [&str; 4]) -> String {
+        let [create, update, replace, delete] = verbs;
+        let replaced = if self.replaced > 0 {
+            format!("{} {replace}, ", self.replaced)
+        } else {
+            String::new()
+        };
+        format!(
+            "{} {create}, {} {update}, {replaced}{} {delete}",
+            self.created, self.updated, self.deleted
+        )
     }
 }
 
@@ -98,8 +130,9 @@ impl Plan {
         let mut counts = Counts::default();
         self.changes.iter().for_each(|c| counts.add(c));
         format!(
-            "plan: {} to create, {} to update, {} to delete, {} unchanged",
-            counts.created, counts.updated, counts.deleted, self.unchanged
+            "plan: {}, {} unchanged",
+            counts.describe(["to create", "to update", "to replace", "to delete"]),
+            self.unchanged
         )
     }
 }
@@ -164,6 +197,37 @@ async fn entry_change(client: &mut Client, entry: Entry) -> Result<Option<Change
         }
         Err(status) => return Err(status),
     };
+    if let Some(state) = ended(stored.state) {
+        // UpdateTask refuses an ended task; a registration of the same id
+        // answers with the task when the spec is identical (header values
+        // included) and ALREADY_EXISTS when it is not.
+        let same = client
+            .register_task(pb::RegisterTaskRequest {
+                task_id: entry.task_id.clone(),
+                spec: Some(entry.spec.clone()),
+                request_id: String::new(),
+                validate_only: true,
+            })
+            .await;
+        return match same {
+            Ok(_) => Ok(None),
+            Err(status) if status.code() == Code::AlreadyExists => {
+                // The replacement is checked now, under a generated id:
+                // the old task must not be deleted for a spec the server
+                // would then refuse.
+                client
+                    .register_task(pb::RegisterTaskRequest {
+                        task_id: String::new(),
+                        spec: Some(entry.spec.clone()),
+                        request_id: String::new(),
+                        validate_only: true,
+                    })
+                    .await?;
+                Ok(Some(Change::Replace { entry, state }))
+            }
+            Err(status) => Err(status),
+        };
+    }
     // The file is the truth: the whole spec, no mask.
     let candidate = update(client, &entry, &[], true).await?;
     if candidate.spec_fingerprint == stored.spec_fingerprint {
@@ -171,6 +235,15 @@ async fn entry_change(client: &mut Client, entry: Entry) -> Result<Option<Change
     }
     let paths = changed_paths(client, &entry, &stored, &candidate).await?;
     Ok(Some(Change::Update { entry, paths }))
+}
+
+/// The state's name when it is CANCELLED or COMPLETED.
+fn ended(state: i32) -> Option<&'static str> {
+    match pb::TaskState::try_from(state) {
+        Ok(pb::TaskState::Cancelled) => Some("CANCELLED"),
+        Ok(pb::TaskState::Completed) => Some("COMPLETED"),
+        _ => None,
+    }
 }
 
 /// The mask that turns the stored spec into the file's: the leaves that

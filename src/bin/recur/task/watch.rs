@@ -25,9 +25,7 @@ Examples:
   recur task watch --history              # the retained results, then exit
   recur task watch --after 1733108645123-0";
 
-/// Trailer with the cursor a broken stream resumes after (documented on
-/// StreamResultsRequest; the server's constant is crate-internal).
-const RESUME_CURSOR_TRAILER: &str = "recur-resume-cursor";
+use recur::client::{RESUME_CURSOR_TRAILER, START_CURSOR_HEADER};
 /// First wait before reconnecting when the server gave no RetryInfo.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest wait between reconnects (RetryInfo included): a watcher should
@@ -128,7 +126,18 @@ impl WatchArgs {
             history_only: self.history,
         };
         let mut stream = match client.stream_results(request).await {
-            Ok(response) => response.into_inner(),
+            Ok(response) => {
+                // Until a result is printed, the stream's own start is the
+                // resume point: a stream lost before its first result then
+                // resumes without a gap instead of with live results only.
+                if cursor.is_empty()
+                    && let Some(start) = response.metadata().get(START_CURSOR_HEADER)
+                    && let Ok(start) = start.to_str()
+                {
+                    *cursor = start.to_string();
+                }
+                response.into_inner()
+            }
             Err(status) => return Ok(End::Failed(status)),
         };
         loop {
@@ -149,7 +158,7 @@ impl WatchArgs {
     /// Prints one result in the chosen format.
     fn print(&self, result: &pb::TaskResult) -> Result<(), CliError> {
         match self.output {
-            WatchFormat::Text => output::line(&line(result)),
+            WatchFormat::Text => output::write_or_closed(&format!("{}\n", line(result))),
             WatchFormat::Json => output::json_line(&proto_json::reflect("TaskResult", result)?),
         }
     }

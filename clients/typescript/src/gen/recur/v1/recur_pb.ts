@@ -1135,6 +1135,12 @@ export const TriggerTaskResponseSchema: GenMessage<TriggerTaskResponse> = /*@__P
  * - history_only: the replay only, then the stream ends with OK (with no
  *   cursor, every retained result).
  *
+ * The response headers carry `recur-start-cursor`: the cursor the stream
+ * starts after (after_cursor, or the newest cursor when it opened live;
+ * absent for a whole-history replay). A client whose stream breaks before
+ * its first result resumes after it, so nothing recorded in between is
+ * missed.
+ *
  * A reader that falls behind its bounded buffer gets RESOURCE_EXHAUSTED with
  * the cursor to resume from in the trailer `recur-resume-cursor`. A cursor
  * older than retention gets DATA_LOSS naming the oldest cursor still held.
