@@ -64,7 +64,6 @@ internal_modules! {
     redis_pool;
     results;
     scheduler;
-    stats;
     store;
     task;
 }
@@ -77,6 +76,7 @@ mod metrics;
 pub mod pb;
 pub mod secrets;
 pub mod server;
+mod stats;
 
 pub use action::{HandlerContext, HandlerError, TaskHandler};
 /// Implement [`TaskHandler`] with `#[recur::async_trait]`, without a

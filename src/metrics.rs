@@ -16,8 +16,8 @@ use std::{
 use chrono::{DateTime, Utc};
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, EncodeMetric, NoLabelSet},
-    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, EncodeMetric},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge, histogram::Histogram},
     registry::Registry,
 };
 use tokio::time::Instant;
@@ -26,7 +26,7 @@ use crate::{
     redis_pool::{PoolGauges, RedisPool},
     results::stream::StreamGauge,
     scheduler::{Scheduler, schedule::Cadence},
-    stats::{HistogramSnapshot, NOTHING_ARMED, OUTCOMES, SkipReason, Stats, StoreOp},
+    stats::{NOTHING_ARMED, OUTCOMES, SkipReason, Stats, StoreOp},
     store::{StoreError, TaskFilter},
     task::{TaskRecord, TaskState},
 };
@@ -240,17 +240,15 @@ fn gauge<S: EncodeLabelSet, V: EncodeGaugeValue>(
 }
 
 /// A histogram family: one histogram per label set.
-fn histogram<S: EncodeLabelSet>(
+fn histogram<'h, S: EncodeLabelSet>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    series: impl IntoIterator<Item = (S, HistogramSnapshot)>,
+    series: impl IntoIterator<Item = (S, &'h Histogram)>,
 ) -> Result<(), std::fmt::Error> {
     let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
     for (labels, h) in series {
-        metric
-            .encode_family(&labels)?
-            .encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
+        h.encode(metric.encode_family(&labels)?)?;
     }
     Ok(())
 }
@@ -303,13 +301,13 @@ impl Collector for Snapshot {
             e,
             "run_start_lateness_seconds",
             "From when a scheduled run was due (slot plus jitter) to its first attempt.",
-            one(stats.start_lateness.snapshot()),
+            one(&stats.start_lateness),
         )?;
         histogram(
             e,
             "run_duration_seconds",
             "From a run's first attempt to its end, retries included.",
-            one(stats.run_duration.snapshot()),
+            one(&stats.run_duration),
         )?;
         gauge(
             e,
@@ -345,34 +343,24 @@ impl Collector for Snapshot {
             one(self.stream_lag_ends),
         )?;
 
-        // Only the operations this store has done: a memory store never
-        // takes a lease.
-        let used = || {
+        // Every operation, used or not (a memory store never takes a
+        // lease): a series that exists from the start rates correctly.
+        let ops = || {
             StoreOp::ALL
                 .iter()
-                .filter(|op| stats.store_ops[**op as usize].count() > 0)
+                .map(|op| (*op as usize, [("op", op.label())]))
         };
         histogram(
             e,
             "store_operation_seconds",
             "Latency of each store operation (by the Store method's name), errors included.",
-            used().map(|op| {
-                (
-                    [("op", op.label())],
-                    stats.store_ops[*op as usize].snapshot(),
-                )
-            }),
+            ops().map(|(i, labels)| (labels, &stats.store_ops[i])),
         )?;
         counter(
             e,
             "store_operation_errors",
             "Store operations that failed because of the store (unreachable, or a record it could not read); not its answers by design (a conflict, an id taken).",
-            used().map(|op| {
-                (
-                    [("op", op.label())],
-                    load(&stats.store_errors[*op as usize]),
-                )
-            }),
+            ops().map(|(i, labels)| (labels, load(&stats.store_errors[i]))),
         )?;
 
         if let Some(pool) = &self.pool {

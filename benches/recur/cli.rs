@@ -28,6 +28,10 @@ pub enum Scenario {
     /// Redis only: three servers on one store sharing the firing, and the
     /// failover when one is killed.
     Replicas,
+    /// What one histogram observation costs on the firing path:
+    /// prometheus-client's (recur's) against the metrics crate's, on one
+    /// thread and on two at once.
+    Metrics,
 }
 
 /// Where the measured server keeps its tasks.
@@ -238,6 +242,8 @@ pub struct Plan {
     pub recovery_restarts: usize,
     /// Tasks of the replicas scenario.
     pub replica_tasks: usize,
+    /// Observations per thread of the metrics scenario.
+    pub metrics_observations: usize,
     /// Task counts of the peers scenario.
     pub peer_tasks: Vec<usize>,
     /// Peers to compare with.
@@ -280,7 +286,7 @@ impl Plan {
         let scenarios = if !args.scenario.is_empty() {
             args.scenario.clone()
         } else {
-            let mut all = vec![Scenario::Firing, Scenario::Control];
+            let mut all = vec![Scenario::Firing, Scenario::Control, Scenario::Metrics];
             if memory {
                 all.extend([Scenario::Streaming, Scenario::E2e]);
                 // The peers need a Python install; quick mode is for CI.
@@ -386,6 +392,7 @@ impl Plan {
             recovery_tasks: single(&args.tasks, 100_000, 200),
             recovery_restarts: if quick { 1 } else { 3 },
             replica_tasks: single(&args.tasks, 10_000, 300),
+            metrics_observations: if quick { 100_000 } else { 5_000_000 },
             peer_tasks: pick(&args.tasks, &[1_000, 10_000], &[200]),
             peers: if args.peer.is_empty() {
                 vec![Peer::Asyncio, Peer::Apscheduler, Peer::TokioCronScheduler]

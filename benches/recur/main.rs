@@ -33,6 +33,7 @@ mod collect;
 mod control;
 mod e2e;
 mod firing;
+mod metrics;
 mod peers;
 mod pool;
 mod procfs;
@@ -120,6 +121,7 @@ async fn run(plan: &Plan) -> Report {
             Scenario::Recovery => recovery::run(plan, &mut report).await,
             Scenario::Pool => pool::run(plan, &mut report).await,
             Scenario::Replicas => replicas::run(plan, &mut report).await,
+            Scenario::Metrics => metrics::run(plan, &mut report),
         }
     }
     report

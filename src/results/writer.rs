@@ -326,7 +326,7 @@ impl Writer {
             Stats::add(&stats.runs_by_outcome[Stats::outcome_index(result.outcome)], 1);
             if let Some(started) = result.started_at {
                 let ran = (result.finished_at - started).to_std().unwrap_or_default();
-                stats.run_duration.observe(ran);
+                crate::stats::observe(&stats.run_duration, ran);
             }
         }
         match result.outcome {

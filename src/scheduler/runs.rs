@@ -390,9 +390,7 @@ impl Inner {
             let slot = start.record.scheduled_at;
             let jitter = start.spec.schedule.jitter_for(start.record.task_id.as_str(), slot);
             let late = (self.clock.now() - slot).to_std().unwrap_or_default();
-            self.stats
-                .start_lateness
-                .observe(late.saturating_sub(jitter));
+            crate::stats::observe(&self.stats.start_lateness, late.saturating_sub(jitter));
         }
         let result = run::execute(&self.actions, &self.clock, &start, token).await;
         self.stats.runs_in_flight.fetch_sub(1, Ordering::Relaxed);

@@ -3,9 +3,7 @@
 //! 100,000 lines) and for `/metrics`. Plain atomics: bumped on the firing
 //! and result paths without a lock; only a scrape reads them all.
 
-mod histogram;
-
-pub use histogram::{Histogram, HistogramSnapshot};
+use prometheus_client::metrics::histogram::Histogram;
 
 use std::{
     sync::{
@@ -73,6 +71,21 @@ pub(crate) struct Stats {
     /// The instant the timer wakes next for the soonest armed task, in
     /// milliseconds since the epoch; [`NOTHING_ARMED`] when none is armed.
     pub next_due_ms: AtomicI64,
+}
+
+/// Upper bounds of the histograms' buckets in seconds: resolving 0.1 ms (a
+/// store step on Redis) to 10 s (a slow run or a long stall), about three
+/// per decade.
+pub(crate) const BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Counts `value` into `histogram`, in seconds (prometheus-client's
+/// `Histogram`: a short uncontended lock, as cheap per observation as a
+/// histogram of atomics, measured in benches/README.md "Metrics").
+pub(crate) fn observe(histogram: &Histogram, value: Duration) {
+    histogram.observe(value.as_secs_f64());
 }
 
 /// [`Stats::next_due_ms`] when no task is armed.
@@ -210,9 +223,9 @@ impl Default for Stats {
             herd_done: tokio::sync::Notify::new(),
             runs_by_outcome: Default::default(),
             skipped_by_reason: Default::default(),
-            start_lateness: Histogram::default(),
-            run_duration: Histogram::default(),
-            store_ops: Default::default(),
+            start_lateness: Histogram::new(BUCKETS),
+            run_duration: Histogram::new(BUCKETS),
+            store_ops: std::array::from_fn(|_| Histogram::new(BUCKETS)),
             store_errors: Default::default(),
             next_due_ms: AtomicI64::new(NOTHING_ARMED),
         }

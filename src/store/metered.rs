@@ -39,7 +39,7 @@ impl Metered {
     ) -> Result<T, StoreError> {
         let began = Instant::now();
         let result = call.await;
-        self.stats.store_ops[op as usize].observe(began.elapsed());
+        crate::stats::observe(&self.stats.store_ops[op as usize], began.elapsed());
         if let Err(
             StoreError::Unavailable { .. } | StoreError::Corrupt { .. } | StoreError::Format { .. },
         ) = &result
