@@ -14,8 +14,9 @@ use common::{
 use recur::{Config, pb::v1 as pb};
 
 /// One scrape: every sample by its name with labels, exactly as written
-/// (`recur_runs_total{outcome="failed"}`).
-struct Scrape(HashMap<String, f64>);
+/// (`recur_runs_total{outcome="failed"}`), and the families by their
+/// `# TYPE` lines (name, type).
+struct Scrape(HashMap<String, f64>, Vec<(String, String)>);
 
 impl Scrape {
     async fn of(addr: SocketAddr) -> Scrape {
@@ -41,7 +42,14 @@ impl Scrape {
                 Some((series.to_string(), value.parse().ok()?))
             })
             .collect();
-        Scrape(samples)
+        let families = body
+            .lines()
+            .filter_map(|line| {
+                let mut words = line.strip_prefix("# TYPE ")?.split(' ');
+                Some((words.next()?.to_string(), words.next()?.to_string()))
+            })
+            .collect();
+        Scrape(samples, families)
     }
 
     fn get(&self, series: &str) -> f64 {
@@ -346,6 +354,7 @@ async fn per_task_series_carry_health_when_asked_for() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_store_shows_its_pool_and_store_latency() {
     let mut config = fast_config();
+    config.metrics_per_task = true;
     config.redis_url = Some(common::redis::SHARED_URL.to_string());
     config.key_prefix = common::redis::random_prefix();
     let (mut server, metrics) =
@@ -382,6 +391,23 @@ async fn a_redis_store_shows_its_pool_and_store_latency() {
         "{fire_sum} / {fires}"
     );
     assert_eq!(scrape.get("recur_store_scan_ok"), 1.0);
+    // Every family served (all of them here: Redis, per task) is listed in
+    // the README's table, as its series name.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let per_task = scrape_until(metrics, "the per-task series", SCAN_WAIT, |s| {
+        s.1.iter().any(|(name, _)| name == "recur_task_state")
+    })
+    .await;
+    assert!(per_task.1.len() >= 28, "{:?}", per_task.1);
+    for (name, kind) in &per_task.1 {
+        let series = if kind == "counter" {
+            format!("`{name}_total`")
+        } else {
+            format!("`{name}`")
+        };
+        assert!(readme.contains(&series), "README lists no {series}");
+    }
     assert_eq!(scrape.get("recur_tasks{state=\"active\"}"), 1.0);
     server
         .client

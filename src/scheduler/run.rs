@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::clock::Clock;
 use crate::{
@@ -47,10 +48,11 @@ pub(crate) async fn execute(
             cancel: token.clone(),
         };
         let began = tokio::time::Instant::now();
+        let attempt_span = tracing::debug_span!("attempt", attempt);
         let result = tokio::select! {
             biased;
             _ = token.cancelled() => None,
-            r = tokio::time::timeout(spec.timeout, actions.run(&spec.action, &info)) => Some(r),
+            r = tokio::time::timeout(spec.timeout, actions.run(&spec.action, &info)).instrument(attempt_span) => Some(r),
         };
         latency = began.elapsed();
         let (outcome, error) = match result {

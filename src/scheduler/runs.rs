@@ -231,7 +231,7 @@ impl Inner {
         herd: Option<Starting>,
     ) {
         let record = &start.record;
-        let span = debug_span!("run", task_id = %record.task_id, run = record.run);
+        let span = run_span(record);
         let inner = self.clone();
         self.tracker
             .spawn(async move { inner.run(start, token, slot, herd).await }.instrument(span));
@@ -347,7 +347,7 @@ impl Inner {
             },
         };
         let record = &start.record;
-        let span = debug_span!("run", task_id = %record.task_id, run = record.run);
+        let span = run_span(record);
         self.run(start, token, slot, herd).instrument(span).await;
     }
 
@@ -398,4 +398,16 @@ impl Inner {
         self.end_token(&start.record);
         self.writer.record_run(result, &start.record);
     }
+}
+
+/// The span a run goes in: what a trace of it is searched by. DEBUG, so
+/// the text log (INFO) pays nothing for it; `--otlp-endpoint` exports it.
+fn run_span(record: &crate::store::RunRecord) -> tracing::Span {
+    debug_span!(
+        "run",
+        task_id = %record.task_id,
+        run = record.run,
+        occurrence_id = %record.occurrence_id,
+        trigger = ?record.trigger,
+    )
 }

@@ -6,9 +6,11 @@ use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, tim
 
 use clap::{Args, Parser, Subcommand};
 
+#[cfg(feature = "otel")]
+mod otel;
 mod task;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::{EnvFilter, fmt::time::ChronoUtc};
+use tracing_subscriber::{EnvFilter, Layer, fmt::time::ChronoUtc, prelude::*};
 
 /// jemalloc rather than the system allocator: see Cargo.toml (a herd's
 /// runs started a third sooner, on a third less CPU).
@@ -210,6 +212,21 @@ struct Serve {
     /// deployments of hundreds of tasks, not 100,000.
     #[arg(long, env = "RECUR_METRICS_PER_TASK", requires = "metrics_listen")]
     metrics_per_task: bool,
+    /// Export each run's span (task id, run, occurrence id, trigger; an
+    /// attempt span per attempt) over OTLP/gRPC to this collector, e.g.
+    /// http://127.0.0.1:4317.
+    #[cfg(feature = "otel")]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Share of runs traced, 0 to 1.
+    #[cfg(feature = "otel")]
+    #[arg(long, env = "RECUR_OTLP_SAMPLE_RATIO", default_value_t = 1.0)]
+    otlp_sample_ratio: f64,
+    /// Which spans are exported, in RUST_LOG syntax (runs and attempts
+    /// are recur's DEBUG spans).
+    #[cfg(feature = "otel")]
+    #[arg(long, env = "RECUR_OTLP_FILTER", default_value = otel::DEFAULT_FILTER)]
+    otlp_filter: String,
 }
 
 fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
@@ -278,9 +295,15 @@ async fn main() -> ExitCode {
         Command::Token(TokenCommand::New(new)) => return new_token(&new),
         Command::SecretKey(SecretKeyCommand::New { file }) => return new_secret_key(&file),
     };
-    init_logging(serve.log_json);
     let config = match serve.config() {
         Ok(config) => config,
+        Err(message) => {
+            eprintln!("recur: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let tracing = match init_logging(&serve, &config.node_id) {
+        Ok(tracing) => tracing,
         Err(message) => {
             eprintln!("recur: {message}");
             return ExitCode::from(2);
@@ -312,13 +335,15 @@ async fn main() -> ExitCode {
             hurry.cancelled_owned(),
         )
         .await;
-    match served {
+    let code = match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "server failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    flush_traces(tracing).await;
+    code
 }
 
 /// `recur token new`: the token on stdout's first line (once: only its
@@ -400,25 +425,65 @@ fn reload_on_sighup(trigger: recur::ReloadTrigger) {
     });
 }
 
+/// The OTLP exporter, kept to flush it at exit (empty without the `otel`
+/// feature).
+#[derive(Default)]
+struct Traces {
+    #[cfg(feature = "otel")]
+    otel: Option<otel::Otel>,
+}
+
 /// Logs go to stderr, stdout being the program's output by convention, with
 /// RFC 3339 UTC times in both formats so lines from several hosts sort and
 /// compare. Colour only for a person at a terminal: escape codes in a file
-/// or a log collector are noise.
-fn init_logging(json: bool) {
+/// or a log collector are noise. Each layer has its own filter, so
+/// exporting DEBUG run spans over OTLP does not put them in the log.
+fn init_logging(serve: &Serve, node_id: &str) -> Result<Traces, String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = serve.log_json;
     let colour = !json
         && std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_timer(ChronoUtc::rfc_3339())
         .with_writer(std::io::stderr)
         .with_ansi(colour);
-    if json {
-        logs.json().init();
+    let logs = if json {
+        logs.json().with_filter(filter).boxed()
     } else {
-        logs.init();
+        logs.with_filter(filter).boxed()
+    };
+    let registry = tracing_subscriber::registry().with(logs);
+    #[cfg(feature = "otel")]
+    {
+        if let Some(endpoint) = &serve.otlp_endpoint {
+            let settings = otel::OtelSettings {
+                endpoint: endpoint.clone(),
+                sample_ratio: serve.otlp_sample_ratio,
+                instance: node_id.to_string(),
+                filter: serve.otlp_filter.clone(),
+            };
+            let (exporting, handle) = otel::layer(&settings).map_err(|e| e.to_string())?;
+            registry.with(exporting).init();
+            tracing::info!(endpoint = %endpoint, "exporting run spans over OTLP");
+            return Ok(Traces { otel: Some(handle) });
+        }
     }
+    #[cfg(not(feature = "otel"))]
+    let _ = node_id;
+    registry.init();
+    Ok(Traces::default())
+}
+
+/// Sends the spans still buffered, off the runtime's threads (the flush
+/// blocks for up to a few seconds).
+async fn flush_traces(traces: Traces) {
+    #[cfg(feature = "otel")]
+    if let Some(otel) = traces.otel {
+        let _ = tokio::task::spawn_blocking(move || otel.shutdown()).await;
+    }
+    #[cfg(not(feature = "otel"))]
+    let Traces {} = traces;
 }
 
 /// Tokens cancelled by the first SIGINT or SIGTERM (shut down) and by the
