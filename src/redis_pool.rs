@@ -105,8 +105,9 @@ struct Shared {
     /// Commands and pipelines sent and not answered yet: how busy a pool
     /// of multiplexed connections is (none is ever checked out).
     in_flight: AtomicU64,
-    /// Commands and pipelines that failed, by [`PoolGauges`]' kinds.
+    /// Commands Redis answered with an error ([`PoolGauges::reply_errors`]).
     reply_errors: AtomicU64,
+    /// Commands lost with their connection ([`PoolGauges::connection_errors`]).
     broken: AtomicU64,
 }
 

@@ -71,6 +71,7 @@ pub struct StreamGauge(Arc<Gauges>);
 
 #[derive(Debug, Default)]
 struct Gauges {
+    /// Streams open now.
     open: AtomicUsize,
     /// Streams ended because their reader fell behind (RESOURCE_EXHAUSTED
     /// with a resume cursor), since start: for `/metrics`.
@@ -86,6 +87,10 @@ impl StreamGauge {
     /// Streams ended since start because their reader fell behind.
     pub fn lag_ends(&self) -> u64 {
         self.0.lag_ends.load(Ordering::Relaxed)
+    }
+
+    fn lagged(&self) {
+        self.0.lag_ends.fetch_add(1, Ordering::Relaxed);
     }
 
     fn enter(&self) -> GaugeGuard {
@@ -130,7 +135,8 @@ pub struct ResultStream {
     done: bool,
     shutdown: CancellationToken,
     _permit: OwnedSemaphorePermit,
-    _gauge: GaugeGuard,
+    /// Counts the stream open while it lives, and how it ended.
+    gauge: GaugeGuard,
 }
 
 /// Checks the request (unknown task: NOT_FOUND; bad or expired cursor) and
@@ -176,7 +182,7 @@ pub async fn open(
         done: false,
         shutdown,
         _permit: permit,
-        _gauge: gauge.enter(),
+        gauge: gauge.enter(),
     })
 }
 
@@ -221,7 +227,7 @@ impl ResultStream {
                     self.remaining.remove(&task);
                 }
                 Some(Delivery::Lagged) => {
-                    (self._gauge.0).0.lag_ends.fetch_add(1, Ordering::Relaxed);
+                    self.gauge.0.lagged();
                     return Err(StreamEnd::Lagged {
                         resume: self.resume(),
                     });

@@ -40,6 +40,11 @@ pub fn relative(t: Option<&prost_types::Timestamp>, now: DateTime<Utc>) -> Strin
         return "-".to_string();
     };
     let millis = (t - now).num_milliseconds();
+    // Within half a second either way (the server's clock and ours differ
+    // by a little): neither "in 0s" nor "0s ago".
+    if millis.unsigned_abs() < 500 {
+        return "now".to_string();
+    }
     let amount = rounded(millis.unsigned_abs());
     if millis >= 0 {
         format!("in {amount}")
@@ -188,5 +193,6 @@ mod tests {
         assert_eq!(relative(at(2 * 86_400 + 100).as_ref(), now), "in 2d");
         assert_eq!(relative(at(-12).as_ref(), now), "12s ago");
         assert_eq!(relative(None, now), "-");
+        assert_eq!(relative(at(0).as_ref(), now), "now");
     }
 }
