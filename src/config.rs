@@ -169,6 +169,10 @@ pub struct Config {
     /// task id) to `/metrics`. Off by default: a series per task is more
     /// than most Prometheus servers should hold at scale.
     pub metrics_per_task: bool,
+    /// Serve the dashboard page at `/` on the gRPC port (HTTP/1.1), and
+    /// gRPC-Web for its calls. On by default; off, the port speaks plain
+    /// gRPC over HTTP/2 only.
+    pub dashboard: bool,
     /// Named secrets that `secret_headers` refer to (`--secrets-file`, a
     /// YAML map of name to value); `RECUR_SECRET_<NAME>` variables too.
     pub secrets_file: Option<PathBuf>,
@@ -263,6 +267,7 @@ impl Default for Config {
             audit_log: None,
             audit_reads: false,
             metrics_per_task: false,
+            dashboard: true,
             secrets_file: None,
             secret_key_files: Vec::new(),
             redis_action_prefix: None,

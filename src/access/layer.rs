@@ -238,6 +238,9 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if methods::is_page(request.method(), request.uri().path()) {
+            return Either::Left(self.inner.call(request));
+        }
         let certs = request
             .extensions()
             .get::<TlsConnectInfo<TcpConnectInfo>>()

@@ -3,6 +3,8 @@
 //! method of every service the server registers, so a new RPC cannot ship
 //! without a line here.
 
+use tonic::codegen::http::Method;
+
 use super::Scope;
 
 /// What a call needs before it reaches its service.
@@ -35,6 +37,20 @@ pub const TASK_SERVICE: &[(&str, Needed)] = &[
     // A page asks it to learn what to disable: any valid credential.
     ("/recur.v1.TaskService/WhoAmI", Needed::Authenticated),
 ];
+
+/// Whether a request is for the dashboard page or its assets (or a page
+/// that does not exist, answered 404): GET or HEAD on a path outside every
+/// gRPC service (`/<package>.<Service>/...`). gRPC and gRPC-Web calls are
+/// POSTs, so no call passes as a page. The page itself holds nothing: what
+/// it shows, it asks for with the caller's token.
+pub fn is_page(method: &Method, path: &str) -> bool {
+    let service_path = path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .is_some_and(|first| first.contains('.'));
+    (method == Method::GET || method == Method::HEAD) && !service_path
+}
 
 /// Health: open, so load balancers and kubelets probe without a token.
 const HEALTH: &str = "/grpc.health.v1.Health/";

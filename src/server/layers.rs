@@ -2,7 +2,10 @@
 
 use tonic::{service::Routes, transport::Server};
 use tonic_health::pb::health_server::{Health, HealthServer};
-use tower::layer::util::{Identity, Stack};
+use tower::{
+    Layer,
+    layer::util::{Identity, Stack},
+};
 
 use crate::{
     Config,
@@ -93,12 +96,32 @@ pub(super) fn router<H: Health>(
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .send_compressed(tonic::codec::CompressionEncoding::Gzip);
     let mut routes = Routes::builder();
-    routes
-        .add_service(tasks)
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
+    if config.dashboard {
+        // gRPC-Web around each service, not the server: the layer answers
+        // every plain HTTP/1.1 request it sees with 400, which would take
+        // the page's routes with it. Same origin, so no CORS.
+        let web = tonic_web::GrpcWebLayer::new();
+        routes
+            .add_service(web.layer(tasks))
+            .add_service(web.layer(health))
+            .add_service(web.layer(reflection_v1))
+            .add_service(web.layer(reflection_v1alpha));
+    } else {
+        routes
+            .add_service(tasks)
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+    }
+    let routes = if config.dashboard {
+        tonic::service::Routes::from(super::dashboard::routes(routes.routes().into_axum_router()))
+    } else {
+        routes.routes()
+    };
     Ok(Server::builder()
+        // The page and gRPC-Web come over HTTP/1.1; the limits below still
+        // apply to every connection (HTTP/2 ones to HTTP/2 only).
+        .accept_http1(config.dashboard)
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .max_concurrent_streams(Some(config.max_concurrent_streams_per_connection))
@@ -110,5 +133,5 @@ pub(super) fn router<H: Health>(
         .max_frame_size(MAX_FRAME_SIZE)
         .trace_fn(|req| tracing::debug_span!("rpc", path = %req.uri().path()))
         .layer(AccessLayer::new(gate))
-        .add_routes(routes.routes()))
+        .add_routes(routes))
 }

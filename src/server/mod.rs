@@ -3,6 +3,7 @@
 //! written order. The only module that knows sockets and layers.
 
 mod accept;
+mod dashboard;
 mod health;
 mod layers;
 mod metrics;

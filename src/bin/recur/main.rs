@@ -203,6 +203,11 @@ struct Serve {
     /// ACL user limited to the action prefix (see the README).
     #[arg(long, env = "RECUR_REDIS_ACTION_URL")]
     redis_action_url: Option<String>,
+    /// Serve the dashboard page at / on the gRPC port (HTTP/1.1, its calls
+    /// over gRPC-Web). --dashboard=false leaves the port plain gRPC over
+    /// HTTP/2.
+    #[arg(long, env = "RECUR_DASHBOARD", default_value_t = true, action = clap::ArgAction::Set)]
+    dashboard: bool,
     /// Serve Prometheus metrics at /metrics on this address (plain HTTP,
     /// no authentication: bind it where only the scraper reaches, e.g.
     /// 127.0.0.1:9464 or a pod IP). Off by default.
@@ -276,6 +281,7 @@ impl Serve {
         config.redis_action_prefix = self.redis_action_prefix.clone();
         config.redis_action_url = self.redis_action_url.clone().filter(|u| !u.is_empty());
         config.metrics_per_task = self.metrics_per_task;
+        config.dashboard = self.dashboard;
         config
             .check_exposure(self.listen)
             .map_err(|e| e.to_string())?;

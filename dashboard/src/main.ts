@@ -1,0 +1,213 @@
+// recur's dashboard: the tasks of the server that serves this page, live.
+// It talks to recur only through the public API (the generated TypeScript
+// client over gRPC-Web, same origin), so it shows nothing other clients
+// cannot see. WatchTasks keeps the table current: the whole list first,
+// then each change as it happens.
+import {
+  Code,
+  ConnectError,
+  Outcome,
+  TaskEventType,
+  TaskState,
+  bearerAuth,
+  createTaskServiceClient,
+  timestampMs,
+  type RecurClient,
+  type Task,
+} from "@recur/client";
+import { createGrpcWebTransport } from "@connectrpc/connect-web";
+
+/** Where the token is kept: this tab's session only, never the URL. */
+const TOKEN_KEY = "recur.token";
+/** Rows drawn at most; the filter narrows the rest (the count says so). */
+const MAX_ROWS = 500;
+/** Fire times asked for per task. */
+const NEXT_RUNS = 3;
+/** Longest wait before re-opening a broken watch. */
+const MAX_BACKOFF_MS = 10_000;
+
+const tasks = new Map<string, Task>();
+let synced = false;
+let drawPending = false;
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+
+function client(): RecurClient {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const transport = createGrpcWebTransport({
+    baseUrl: location.origin,
+    interceptors: token ? [bearerAuth(token)] : [],
+  });
+  return createTaskServiceClient(transport);
+}
+
+/** "in 42s", "3m ago": a time relative to now, one unit. */
+function relative(ms: number, now: number): string {
+  const diff = ms - now;
+  const abs = Math.abs(diff);
+  if (abs < 500) return "now";
+  const units: [number, string][] = [
+    [86_400_000, "d"],
+    [3_600_000, "h"],
+    [60_000, "m"],
+    [1_000, "s"],
+  ];
+  const [size, unit] = units.find(([size]) => abs >= size) ?? [1_000, "s"];
+  const amount = `${Math.round(abs / size)}${unit}`;
+  return diff >= 0 ? `in ${amount}` : `${amount} ago`;
+}
+
+function matches(task: Task, search: string, state: string, label: string): boolean {
+  if (search && !task.taskId.includes(search)) return false;
+  if (state && TaskState[task.state] !== state) return false;
+  if (label) {
+    const [key, value] = label.split("=", 2);
+    const labels = task.spec?.labels ?? {};
+    if (value === undefined ? !(key in labels) : labels[key] !== value) return false;
+  }
+  return true;
+}
+
+function cell(row: HTMLTableRowElement, text: string, className = "", title = ""): HTMLTableCellElement {
+  const td = row.insertCell();
+  td.textContent = text;
+  if (className) td.className = className;
+  if (title) td.title = title;
+  return td;
+}
+
+function draw(): void {
+  drawPending = false;
+  const search = $<HTMLInputElement>("search").value.trim();
+  const state = $<HTMLSelectElement>("state").value;
+  const label = $<HTMLInputElement>("label").value.trim();
+  const now = Date.now();
+  const shown = [...tasks.values()]
+    .filter((t) => matches(t, search, state, label))
+    .sort((a, b) => a.taskId.localeCompare(b.taskId));
+  const body = document.createElement("tbody");
+  for (const task of shown.slice(0, MAX_ROWS)) {
+    const row = body.insertRow();
+    row.dataset.taskId = task.taskId;
+    cell(row, task.taskId);
+    const stateName = TaskState[task.state];
+    cell(row, stateName.toLowerCase(), `state-${stateName}`, task.pauseReason);
+    const zone = task.spec?.schedule?.timeZone || "UTC";
+    cell(row, task.scheduleDescription);
+    const next = task.nextRunAt ? timestampMs(task.nextRunAt) : undefined;
+    const upcoming = task.nextRunTimes.map((t) => new Date(timestampMs(t)).toLocaleString()).join("\n");
+    cell(row, next === undefined ? "-" : relative(next, now), "", upcoming ? `${upcoming}\n(task zone: ${zone})` : "");
+    const last = task.lastResult;
+    if (last) {
+      const outcome = Outcome[last.outcome];
+      const at = last.finishedAt ? timestampMs(last.finishedAt) : now;
+      cell(row, `${outcome.toLowerCase()} ${relative(at, now)}`, `outcome-${outcome}`, last.error);
+    } else {
+      cell(row, "-");
+    }
+    cell(row, String(task.runCount), "num");
+    cell(row, String(task.skippedCount), "num");
+    cell(row, String(task.failureCount), "num");
+    const recent = row.insertCell();
+    for (const run of task.recentRuns) {
+      const mark = document.createElement("span");
+      const outcome = Outcome[run.outcome];
+      mark.className = `mark outcome-${outcome}`;
+      mark.title = `run ${run.run}: ${outcome.toLowerCase()}`;
+      recent.append(mark);
+    }
+    const labels = row.insertCell();
+    for (const [key, value] of Object.entries(task.spec?.labels ?? {})) {
+      const span = document.createElement("span");
+      span.className = "label";
+      span.textContent = `${key}=${value}`;
+      labels.append(span);
+    }
+  }
+  $("tasks").querySelector("tbody")?.replaceWith(body);
+  const more = shown.length > MAX_ROWS ? ` (first ${MAX_ROWS} shown: narrow the filter)` : "";
+  $("count").textContent = synced ? `${shown.length} of ${tasks.size} tasks${more}` : "loading…";
+}
+
+/** Redraws at the next frame, once however many changes came. */
+function redraw(): void {
+  if (drawPending) return;
+  drawPending = true;
+  requestAnimationFrame(draw);
+}
+
+function showError(error: unknown): void {
+  const err = ConnectError.from(error);
+  $("status").textContent = `${Code[err.code]}: ${err.rawMessage}`;
+  if (err.code === Code.Unauthenticated || err.code === Code.PermissionDenied) {
+    $("token-form").hidden = false;
+  }
+}
+
+async function whoAmI(): Promise<boolean> {
+  try {
+    const me = await client().whoAmI({});
+    $("who").textContent = `as ${me.name}${me.namespace ? ` in ${me.namespace}` : ""}`;
+    return true;
+  } catch (error) {
+    showError(error);
+    return false;
+  }
+}
+
+/** Follows WatchTasks for good, re-opening it after a break. */
+async function watch(): Promise<void> {
+  let backoff = 250;
+  for (;;) {
+    try {
+      for await (const event of client().watchTasks({ nextRunCount: NEXT_RUNS })) {
+        backoff = 250;
+        $("status").textContent = "";
+        switch (event.type) {
+          case TaskEventType.EXISTING:
+            if (synced) {
+              // A relist after a lag: start from what it says.
+              tasks.clear();
+              synced = false;
+            }
+            if (event.task) tasks.set(event.taskId, event.task);
+            break;
+          case TaskEventType.SYNCED:
+            synced = true;
+            break;
+          case TaskEventType.DELETED:
+            tasks.delete(event.taskId);
+            break;
+          default:
+            if (event.task) tasks.set(event.taskId, event.task);
+        }
+        if (synced) redraw();
+      }
+    } catch (error) {
+      showError(error);
+      const err = ConnectError.from(error);
+      if (err.code === Code.Unauthenticated || err.code === Code.PermissionDenied) return;
+    }
+    synced = false;
+    await new Promise((done) => setTimeout(done, backoff));
+    backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+  }
+}
+
+function start(): void {
+  for (const id of ["search", "state", "label"]) {
+    $(id).addEventListener("input", redraw);
+  }
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $<HTMLInputElement>("token").value.trim());
+    location.reload();
+  });
+  // Countdowns move every second.
+  setInterval(redraw, 1_000);
+  void whoAmI().then((ok) => {
+    if (ok) void watch();
+  });
+}
+
+start();
