@@ -9,16 +9,12 @@ import {
   Outcome,
   TaskEventType,
   TaskState,
-  bearerAuth,
-  createTaskServiceClient,
   timestampMs,
-  type RecurClient,
   type Task,
 } from "@recur/client";
-import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { TOKEN_KEY, client, relative, showError, whoAmI, writeBlocked } from "./api.js";
+import { closeTask, showTask } from "./task.js";
 
-/** Where the token is kept: this tab's session only, never the URL. */
-const TOKEN_KEY = "recur.token";
 /** Rows drawn at most; the filter narrows the rest (the count says so). */
 const MAX_ROWS = 500;
 /** Fire times asked for per task. */
@@ -27,35 +23,12 @@ const NEXT_RUNS = 3;
 const MAX_BACKOFF_MS = 10_000;
 
 const tasks = new Map<string, Task>();
+/** Tasks ticked for a bulk pause or resume. */
+const selected = new Set<string>();
 let synced = false;
 let drawPending = false;
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
-
-function client(): RecurClient {
-  const token = sessionStorage.getItem(TOKEN_KEY);
-  const transport = createGrpcWebTransport({
-    baseUrl: location.origin,
-    interceptors: token ? [bearerAuth(token)] : [],
-  });
-  return createTaskServiceClient(transport);
-}
-
-/** "in 42s", "3m ago": a time relative to now, one unit. */
-function relative(ms: number, now: number): string {
-  const diff = ms - now;
-  const abs = Math.abs(diff);
-  if (abs < 500) return "now";
-  const units: [number, string][] = [
-    [86_400_000, "d"],
-    [3_600_000, "h"],
-    [60_000, "m"],
-    [1_000, "s"],
-  ];
-  const [size, unit] = units.find(([size]) => abs >= size) ?? [1_000, "s"];
-  const amount = `${Math.round(abs / size)}${unit}`;
-  return diff >= 0 ? `in ${amount}` : `${amount} ago`;
-}
 
 function matches(task: Task, search: string, state: string, label: string): boolean {
   if (search && !task.taskId.includes(search)) return false;
@@ -89,7 +62,20 @@ function draw(): void {
   for (const task of shown.slice(0, MAX_ROWS)) {
     const row = body.insertRow();
     row.dataset.taskId = task.taskId;
-    cell(row, task.taskId);
+    const tick = document.createElement("input");
+    tick.type = "checkbox";
+    tick.checked = selected.has(task.taskId);
+    tick.setAttribute("aria-label", `select ${task.taskId}`);
+    tick.addEventListener("change", () => {
+      if (tick.checked) selected.add(task.taskId);
+      else selected.delete(task.taskId);
+      updateBulk();
+    });
+    row.insertCell().append(tick);
+    const link = document.createElement("a");
+    link.href = `#/task/${encodeURIComponent(task.taskId)}`;
+    link.textContent = task.taskId;
+    row.insertCell().append(link);
     const stateName = TaskState[task.state];
     cell(row, stateName.toLowerCase(), `state-${stateName}`, task.pauseReason);
     const zone = task.spec?.schedule?.timeZone || "UTC";
@@ -136,25 +122,6 @@ function redraw(): void {
   requestAnimationFrame(draw);
 }
 
-function showError(error: unknown): void {
-  const err = ConnectError.from(error);
-  $("status").textContent = `${Code[err.code]}: ${err.rawMessage}`;
-  if (err.code === Code.Unauthenticated || err.code === Code.PermissionDenied) {
-    $("token-form").hidden = false;
-  }
-}
-
-async function whoAmI(): Promise<boolean> {
-  try {
-    const me = await client().whoAmI({});
-    $("who").textContent = `as ${me.name}${me.namespace ? ` in ${me.namespace}` : ""}`;
-    return true;
-  } catch (error) {
-    showError(error);
-    return false;
-  }
-}
-
 /** Follows WatchTasks for good, re-opening it after a break. */
 async function watch(): Promise<void> {
   let backoff = 250;
@@ -194,6 +161,52 @@ async function watch(): Promise<void> {
   }
 }
 
+/** Enables the bulk buttons for what is selected and allowed. */
+function updateBulk(): void {
+  const blocked = writeBlocked();
+  for (const id of ["pause-selected", "resume-selected"]) {
+    const button = $<HTMLButtonElement>(id);
+    button.disabled = blocked !== "" || selected.size === 0;
+    button.title = blocked || (selected.size === 0 ? "select tasks first" : "");
+  }
+  $("selected-count").textContent = selected.size ? `${selected.size} selected` : "";
+}
+
+/** Pauses or resumes every selected task, one call each. */
+async function bulk(pause: boolean): Promise<void> {
+  const ids = [...selected];
+  for (const taskId of ids) {
+    try {
+      const task = pause
+        ? await client().pauseTask({ taskId, reason: "paused from the dashboard" })
+        : await client().resumeTask({ taskId });
+      tasks.set(taskId, task);
+      selected.delete(taskId);
+    } catch (error) {
+      showError(error);
+    }
+  }
+  updateBulk();
+  redraw();
+}
+
+/** The table or one task's page, by the URL's hash (#/task/<id>). */
+function route(): void {
+  const match = /^#\/task\/(.+)$/.exec(location.hash);
+  const page = $("task-page");
+  const list = $("list");
+  if (match) {
+    list.hidden = true;
+    page.hidden = false;
+    void showTask(page, decodeURIComponent(match[1]));
+  } else {
+    closeTask();
+    page.hidden = true;
+    list.hidden = false;
+    redraw();
+  }
+}
+
 function start(): void {
   for (const id of ["search", "state", "label"]) {
     $(id).addEventListener("input", redraw);
@@ -203,9 +216,16 @@ function start(): void {
     sessionStorage.setItem(TOKEN_KEY, $<HTMLInputElement>("token").value.trim());
     location.reload();
   });
+  $("pause-selected").addEventListener("click", () => void bulk(true));
+  $("resume-selected").addEventListener("click", () => void bulk(false));
+  window.addEventListener("hashchange", route);
   // Countdowns move every second.
-  setInterval(redraw, 1_000);
+  setInterval(() => {
+    if (!$("list").hidden) redraw();
+  }, 1_000);
   void whoAmI().then((ok) => {
+    updateBulk();
+    route();
     if (ok) void watch();
   });
 }

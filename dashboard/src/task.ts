@@ -1,0 +1,158 @@
+// One task's page (#/task/<id>): its state and spec (secrets redacted, as
+// the server returns them), the controls, and its results, the retained
+// ones first, then each new one as it is recorded.
+import {
+  Outcome,
+  TaskSpecSchema,
+  TaskState,
+  durationMs,
+  timestampMs,
+  toJson,
+  type Task,
+  type TaskResult,
+} from "@recur/client";
+import { client, relative, showError, writeBlocked } from "./api.js";
+
+/** Results listed at most (newest first). */
+const MAX_RESULTS = 50;
+/** Characters of a result's output shown. */
+const PREVIEW = 120;
+
+/** Stops the page's stream when another page is shown. */
+let leave: AbortController | undefined;
+
+const decoder = new TextDecoder();
+
+function element<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  text = "",
+  className = "",
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  if (text) node.textContent = text;
+  if (className) node.className = className;
+  return node;
+}
+
+/** Shows task `id` in `root` until [`closeTask`]. */
+export async function showTask(root: HTMLElement, id: string): Promise<void> {
+  closeTask();
+  const abort = new AbortController();
+  leave = abort;
+  root.replaceChildren(element("p", "loading…"));
+  let task: Task;
+  try {
+    task = await client().getTask({ taskId: id, nextRunCount: 3 });
+  } catch (error) {
+    showError(error);
+    root.replaceChildren(element("p", `task ${id} cannot be read`));
+    return;
+  }
+  const heading = element("h2", task.taskId);
+  const back = element("a", "← all tasks");
+  back.href = "#/";
+  const state = element("p", "", "task-state");
+  const controls = element("div", "", "controls");
+  const results = element("table", "", "results");
+  results.createTHead().innerHTML =
+    "<tr><th>Finished</th><th>Run</th><th>Outcome</th><th>Attempts</th><th>Latency</th><th>HTTP</th><th>Output or error</th></tr>";
+  const rows = results.createTBody();
+  const spec = element("pre", JSON.stringify(toJson(TaskSpecSchema, task.spec ?? ({} as never)), null, 2), "spec");
+  root.replaceChildren(back, heading, state, controls, element("h3", "Results"), results, element("h3", "Spec"), spec);
+
+  const showState = (t: Task) => {
+    const name = TaskState[t.state].toLowerCase();
+    const next = t.nextRunAt ? ` · next run ${relative(timestampMs(t.nextRunAt), Date.now())}` : "";
+    state.textContent = `${name}${t.pauseReason ? ` (${t.pauseReason})` : ""} · ${t.scheduleDescription}${next}`;
+    state.dataset.state = TaskState[t.state];
+  };
+  showState(task);
+  controls.append(...buttons(id, showState));
+
+  const add = (result: TaskResult) => {
+    const row = rows.insertRow(0);
+    const outcome = Outcome[result.outcome];
+    const cells = [
+      result.finishedAt ? new Date(timestampMs(result.finishedAt)).toLocaleString() : "-",
+      result.run ? `#${result.run}` : "-",
+      outcome.toLowerCase(),
+      String(result.attempts),
+      result.latency ? `${Math.round(durationMs(result.latency))} ms` : "-",
+      result.httpStatus ? String(result.httpStatus) : "-",
+      result.error || decoder.decode(result.output).slice(0, PREVIEW),
+    ];
+    for (const text of cells) row.insertCell().textContent = text;
+    row.cells[2].className = `outcome-${outcome}`;
+    while (rows.rows.length > MAX_RESULTS) rows.deleteRow(-1);
+  };
+  await follow(id, add, abort.signal);
+}
+
+/** Stops the shown task's stream. */
+export function closeTask(): void {
+  leave?.abort();
+  leave = undefined;
+}
+
+/** The retained results, then live ones, until `signal`. */
+async function follow(id: string, add: (r: TaskResult) => void, signal: AbortSignal): Promise<void> {
+  let after = "";
+  try {
+    for await (const result of client().streamResults({ taskIds: [id], historyOnly: true }, { signal })) {
+      add(result);
+      after = result.cursor;
+    }
+    for (;;) {
+      try {
+        for await (const result of client().streamResults({ taskIds: [id], afterCursor: after }, { signal })) {
+          add(result);
+          after = result.cursor;
+        }
+        return; // the task ended
+      } catch (error) {
+        if (signal.aborted) return;
+        showError(error);
+        await new Promise((done) => setTimeout(done, 1_000));
+      }
+    }
+  } catch (error) {
+    if (!signal.aborted) showError(error);
+  }
+}
+
+/** Pause, resume, trigger and cancel; disabled with the reason when the token may not. */
+function buttons(id: string, showState: (t: Task) => void): HTMLButtonElement[] {
+  const blocked = writeBlocked();
+  const make = (label: string, action: () => Promise<Task | undefined>, confirmText = "") => {
+    const button = element("button", label);
+    button.type = "button";
+    button.disabled = blocked !== "";
+    button.title = blocked;
+    button.addEventListener("click", async () => {
+      if (confirmText && !window.confirm(confirmText)) return;
+      button.disabled = true;
+      try {
+        const task = await action();
+        if (task) showState(task);
+      } catch (error) {
+        showError(error);
+      } finally {
+        button.disabled = false;
+      }
+    });
+    return button;
+  };
+  return [
+    make("Pause", () => client().pauseTask({ taskId: id, reason: "paused from the dashboard" })),
+    make("Resume", () => client().resumeTask({ taskId: id })),
+    make("Trigger now", async () => {
+      await client().triggerTask({ taskId: id });
+      return undefined;
+    }),
+    make(
+      "Cancel",
+      () => client().cancelTask({ taskId: id, reason: "cancelled from the dashboard" }),
+      `Cancel ${id}? A cancelled task never runs again (its runs in flight are stopped).`,
+    ),
+  ];
+}
