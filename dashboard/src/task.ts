@@ -57,8 +57,22 @@ export async function showTask(root: HTMLElement, id: string): Promise<void> {
   results.createTHead().innerHTML =
     "<tr><th>Finished</th><th>Run</th><th>Outcome</th><th>Attempts</th><th>Latency</th><th>HTTP</th><th>Output or error</th></tr>";
   const rows = results.createTBody();
+  const chart = element("canvas", "", "chart");
+  chart.setAttribute("role", "img");
+  const recent: TaskResult[] = [];
   const spec = element("pre", JSON.stringify(toJson(TaskSpecSchema, task.spec ?? ({} as never)), null, 2), "spec");
-  root.replaceChildren(back, heading, state, controls, element("h3", "Results"), results, element("h3", "Spec"), spec);
+  root.replaceChildren(
+    back,
+    heading,
+    state,
+    controls,
+    element("h3", "Start lateness and run duration"),
+    chart,
+    element("h3", "Results"),
+    results,
+    element("h3", "Spec"),
+    spec,
+  );
 
   const showState = (t: Task) => {
     const name = TaskState[t.state].toLowerCase();
@@ -84,6 +98,11 @@ export async function showTask(root: HTMLElement, id: string): Promise<void> {
     for (const text of cells) row.insertCell().textContent = text;
     row.cells[2].className = `outcome-${outcome}`;
     while (rows.rows.length > MAX_RESULTS) rows.deleteRow(-1);
+    if (result.startedAt) {
+      recent.push(result);
+      if (recent.length > MAX_RESULTS) recent.shift();
+      drawChart(chart, recent);
+    }
   };
   await follow(id, add, abort.signal);
 }
@@ -155,4 +174,49 @@ function buttons(id: string, showState: (t: Task) => void): HTMLButtonElement[] 
       `Cancel ${id}? A cancelled task never runs again (its runs in flight are stopped).`,
     ),
   ];
+}
+
+/**
+ * Start lateness (first attempt minus slot) and run duration (end minus
+ * first attempt) of the runs listed, oldest left, as two lines on one
+ * scale in milliseconds.
+ */
+function drawChart(canvas: HTMLCanvasElement, runs: TaskResult[]): void {
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth || 600;
+  const height = 120;
+  canvas.width = Math.round(width * ratio);
+  canvas.height = Math.round(height * ratio);
+  canvas.style.height = `${height}px`;
+  const g = canvas.getContext("2d");
+  if (!g) return;
+  g.scale(ratio, ratio);
+  const ms = (t: TaskResult["startedAt"]) => (t ? timestampMs(t) : 0);
+  const series = [
+    { name: "lateness", colour: "--warn", values: runs.map((r) => ms(r.startedAt) - ms(r.scheduledAt)) },
+    { name: "duration", colour: "--ok", values: runs.map((r) => ms(r.finishedAt) - ms(r.startedAt)) },
+  ];
+  const top = Math.max(1, ...series.flatMap((s) => s.values));
+  const style = getComputedStyle(document.documentElement);
+  const x = (i: number) => 40 + (runs.length < 2 ? 0 : (i / (runs.length - 1)) * (width - 50));
+  const y = (v: number) => height - 16 - (Math.max(0, v) / top) * (height - 30);
+  g.clearRect(0, 0, width, height);
+  g.font = "11px system-ui, sans-serif";
+  g.fillStyle = style.getPropertyValue("--muted").trim();
+  g.fillText(`${Math.round(top)} ms`, 2, 12);
+  g.fillText("0", 2, height - 16);
+  series.forEach((s, k) => {
+    const colour = style.getPropertyValue(s.colour).trim() || "#888";
+    g.strokeStyle = colour;
+    g.fillStyle = colour;
+    g.beginPath();
+    s.values.forEach((v, i) => (i === 0 ? g.moveTo(x(i), y(v)) : g.lineTo(x(i), y(v))));
+    g.stroke();
+    g.fillText(s.name, 60 + k * 80, height - 2);
+  });
+  const last = runs[runs.length - 1];
+  canvas.setAttribute(
+    "aria-label",
+    `Over the last ${runs.length} runs; latest: lateness ${ms(last.startedAt) - ms(last.scheduledAt)} ms, duration ${ms(last.finishedAt) - ms(last.startedAt)} ms`,
+  );
 }

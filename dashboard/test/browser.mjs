@@ -5,12 +5,17 @@
 // with what the page showed.
 //
 //   node test/browser.mjs URL SCREENSHOT_DIR [CHROMIUM]
+//   node test/browser.mjs --scale N URL SCREENSHOT_DIR [CHROMIUM]
 //
-// The server has "fetch-ok" (succeeding) and "fetch-bad" (failing) tasks.
+// The server has "fetch-ok" (succeeding) and "fetch-bad" (failing) tasks;
+// with --scale, N tasks `t-00000`... instead, and the page's render times
+// are measured.
 import { chromium } from "playwright-core";
 import { join } from "node:path";
 
-const [url, shots, executablePath = "/usr/bin/chromium"] = process.argv.slice(2);
+const args = process.argv.slice(2);
+const scale = args[0] === "--scale" ? Number(args.splice(0, 2)[1]) : 0;
+const [url, shots, executablePath = "/usr/bin/chromium"] = args;
 if (!url || !shots) {
   console.error("usage: node test/browser.mjs URL SCREENSHOT_DIR [CHROMIUM]");
   process.exit(2);
@@ -24,6 +29,11 @@ const browser = await chromium.launch({
   args: ["--no-sandbox", "--disable-dev-shm-usage"],
 });
 let page;
+if (scale) {
+  await measure();
+  await browser.close();
+  process.exit(0);
+}
 try {
   page = await browser.newPage({ viewport: { width: 1280, height: 640 } });
   page.on("pageerror", (error) => console.error(`page error: ${error.message}`));
@@ -75,3 +85,37 @@ try {
   process.exit(1);
 }
 await browser.close();
+
+/**
+ * Time to first render (navigation until the count says every task is
+ * in) and to a filtered render (typing a search until the count changes)
+ * with `scale` tasks.
+ */
+async function measure() {
+  try {
+    page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    const started = Date.now();
+    await page.goto(url);
+    await page.waitForFunction(
+      (n) => document.getElementById("count")?.textContent?.startsWith(`${n} of ${n} tasks`),
+      scale,
+      { timeout: 120_000 },
+    );
+    const first = Date.now() - started;
+    const filtering = Date.now();
+    await page.fill("#search", "t-0004");
+    await page.waitForFunction(
+      () => document.getElementById("count")?.textContent?.startsWith("10 of "),
+      undefined,
+      { timeout: 60_000 },
+    );
+    const filtered = Date.now() - filtering;
+    const rows = await page.locator("#tasks tbody tr").count();
+    console.log(`scale ${scale}: first render ${first} ms, filtered render ${filtered} ms, ${rows} rows drawn`);
+  } catch (error) {
+    console.error(`FAILED: ${error.message}`);
+    if (page) console.error(`count: ${await page.locator("#count").innerText().catch(() => "?")}`);
+    await browser.close();
+    process.exit(1);
+  }
+}

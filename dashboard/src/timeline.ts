@@ -1,0 +1,86 @@
+// The timeline above the task list: one lane per visible task (the first
+// LANES of them, in the table's order), its last runs behind "now" as
+// marks coloured by outcome and its next fire times (the server's
+// next_run_times) ahead as hollow ticks, so a herd (ticks stacked at one
+// instant), a gap or a failing task shows at a glance.
+import { Outcome, timestampMs, type Task } from "@recur/client";
+
+/** Lanes drawn at most. */
+const LANES = 24;
+const LANE_HEIGHT = 14;
+const LABEL_WIDTH = 150;
+
+/** The span either side of now, by the select's value. */
+const SPANS: Record<string, number> = {
+  "5m": 5 * 60_000,
+  "1h": 3_600_000,
+  "24h": 86_400_000,
+};
+
+function colour(name: string): string {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || "#888";
+}
+
+/** Draws `tasks` (already filtered and sorted) on `canvas`. */
+export function drawTimeline(canvas: HTMLCanvasElement, tasks: Task[], span: string, now: number): void {
+  const half = SPANS[span] ?? SPANS["1h"];
+  const lanes = tasks.slice(0, LANES);
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth || 800;
+  const height = Math.max(1, lanes.length) * LANE_HEIGHT + 18;
+  canvas.width = Math.round(width * ratio);
+  canvas.height = Math.round(height * ratio);
+  canvas.style.height = `${height}px`;
+  const g = canvas.getContext("2d");
+  if (!g) return;
+  g.scale(ratio, ratio);
+  g.clearRect(0, 0, width, height);
+  const plot = width - LABEL_WIDTH;
+  const x = (ms: number) => LABEL_WIDTH + ((ms - (now - half)) / (2 * half)) * plot;
+  const muted = colour("--muted");
+  g.font = "11px system-ui, sans-serif";
+  g.textBaseline = "middle";
+  lanes.forEach((task, i) => {
+    const y = i * LANE_HEIGHT + LANE_HEIGHT / 2;
+    g.fillStyle = muted;
+    g.fillText(task.taskId.slice(0, 22), 2, y);
+    for (const run of task.recentRuns) {
+      if (!run.finishedAt) continue;
+      const at = timestampMs(run.finishedAt);
+      if (at < now - half) continue;
+      const outcome = Outcome[run.outcome];
+      g.fillStyle =
+        outcome === "SUCCEEDED"
+          ? colour("--ok")
+          : outcome === "FAILED" || outcome === "TIMED_OUT" || outcome === "ABANDONED"
+            ? colour("--bad")
+            : colour("--idle");
+      g.fillRect(x(at) - 2, y - 4, 4, 8);
+    }
+    g.strokeStyle = colour("--fg");
+    for (const next of task.nextRunTimes) {
+      const at = timestampMs(next);
+      if (at > now + half) break;
+      g.strokeRect(x(at) - 2, y - 4, 4, 8);
+    }
+  });
+  // Now, and the span's ends.
+  const axis = lanes.length * LANE_HEIGHT + 9;
+  g.strokeStyle = colour("--warn");
+  g.beginPath();
+  g.moveTo(x(now), 0);
+  g.lineTo(x(now), axis - 5);
+  g.stroke();
+  g.fillStyle = muted;
+  g.textAlign = "left";
+  g.fillText(`−${span}`, LABEL_WIDTH, axis);
+  g.textAlign = "center";
+  g.fillText("now", x(now), axis);
+  g.textAlign = "right";
+  g.fillText(`+${span}`, width - 2, axis);
+  g.textAlign = "left";
+  canvas.setAttribute(
+    "aria-label",
+    `Timeline of ${lanes.length} tasks: last runs before now, next fire times after, ${span} either side`,
+  );
+}
