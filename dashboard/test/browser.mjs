@@ -102,6 +102,11 @@ async function measure() {
       { timeout: 120_000 },
     );
     const first = Date.now() - started;
+    // Paged: the second page of the whole list starts at the 201st task.
+    await page.click("#next");
+    await page.waitForFunction(() => document.getElementById("page")?.textContent?.startsWith("rows 201–400"));
+    const second = await page.locator("#tasks tbody tr").first().getAttribute("data-task-id");
+    if (second !== "t-00200") throw new Error(`page 2 starts at ${second}`);
     const filtering = Date.now();
     await page.fill("#search", "t-0004");
     await page.waitForFunction(
