@@ -79,3 +79,15 @@ export function relative(ms: number, now: number): string {
   const amount = `${Math.round(abs / size)}${unit}`;
   return diff >= 0 ? `in ${amount}` : `${amount} ago`;
 }
+
+/** `ms` in the viewer's zone, and in `zone` (a task's) for a hover. */
+export function localAndZoned(ms: number, zone: string): { local: string; zoned: string } {
+  const local = new Date(ms).toLocaleString();
+  let zoned: string;
+  try {
+    zoned = `${new Date(ms).toLocaleString(undefined, { timeZone: zone || "UTC" })} ${zone || "UTC"}`;
+  } catch {
+    zoned = `${new Date(ms).toISOString()} UTC`;
+  }
+  return { local, zoned };
+}

@@ -12,9 +12,9 @@ import {
   timestampMs,
   type Task,
 } from "@recur/client";
-import { TOKEN_KEY, client, relative, showError, whoAmI, writeBlocked } from "./api.js";
+import { TOKEN_KEY, client, localAndZoned, relative, showError, whoAmI, writeBlocked } from "./api.js";
 import { closeTask, showTask } from "./task.js";
-import { drawTimeline } from "./timeline.js";
+import { LANES, drawTimeline, type Mark } from "./timeline.js";
 
 /** Rows per page of the table: 10,000 rows in the DOM would make every
  * redraw (one a second, for the countdowns) slow. */
@@ -46,6 +46,45 @@ function put(id: string, task: Task | undefined): void {
   if (task) tasks.set(id, task);
   else tasks.delete(id);
   if (known !== (task !== undefined)) order = undefined;
+}
+
+/** Past runs of the timeline's lanes from the result log (as far back as
+ * it keeps them), by task; the lanes they were read for. */
+const past = new Map<string, Mark[]>();
+let pastFor = "";
+
+/** Reads the retained results of `ids` once per set of lanes. */
+async function loadPast(ids: string[]): Promise<void> {
+  const key = ids.join("\n");
+  if (key === pastFor || ids.length === 0) return;
+  pastFor = key;
+  const found = new Map<string, Mark[]>();
+  try {
+    for await (const result of client().streamResults({ taskIds: ids, historyOnly: true })) {
+      // Run 0 is a skipped slot, not a run.
+      if (!result.finishedAt || result.run === 0n) continue;
+      const marks = found.get(result.taskId) ?? [];
+      marks.push({ at: timestampMs(result.finishedAt), outcome: result.outcome });
+      found.set(result.taskId, marks);
+    }
+  } catch {
+    // A lane's task went meanwhile (NOT_FOUND): the next draw asks again.
+    pastFor = "";
+    return;
+  }
+  for (const id of ids) past.set(id, found.get(id) ?? []);
+  redraw();
+}
+
+/** A task's past runs: the log's, then the ones since (recent_runs). */
+function pastOf(task: Task): Mark[] {
+  const marks = [...(past.get(task.taskId) ?? [])];
+  const newest = marks.reduce((m, r) => Math.max(m, r.at), 0);
+  for (const run of task.recentRuns) {
+    const at = run.finishedAt ? timestampMs(run.finishedAt) : 0;
+    if (at > newest) marks.push({ at, outcome: run.outcome });
+  }
+  return marks;
 }
 
 /** The table's page, from 0. */
@@ -110,13 +149,21 @@ function draw(): void {
     const zone = task.spec?.schedule?.timeZone || "UTC";
     cell(row, task.scheduleDescription);
     const next = task.nextRunAt ? timestampMs(task.nextRunAt) : undefined;
-    const upcoming = task.nextRunTimes.map((t) => new Date(timestampMs(t)).toLocaleString()).join("\n");
-    cell(row, next === undefined ? "-" : relative(next, now), "", upcoming ? `${upcoming}\n(task zone: ${zone})` : "");
+    // Hover: the next fire times in the viewer's zone, then the task's.
+    const upcoming = task.nextRunTimes
+      .map((t) => {
+        const { local, zoned } = localAndZoned(timestampMs(t), zone);
+        return `${local}  (${zoned})`;
+      })
+      .join("\n");
+    cell(row, next === undefined ? "-" : relative(next, now), "", upcoming);
     const last = task.lastResult;
     if (last) {
       const outcome = Outcome[last.outcome];
       const at = last.finishedAt ? timestampMs(last.finishedAt) : now;
-      cell(row, `${outcome.toLowerCase()} ${relative(at, now)}`, `outcome-${outcome}`, last.error);
+      const { local, zoned } = localAndZoned(at, zone);
+      const title = `${local}  (${zoned})${last.error ? `\n${last.error}` : ""}`;
+      cell(row, `${outcome.toLowerCase()} ${relative(at, now)}`, `outcome-${outcome}`, title);
     } else {
       cell(row, "-");
     }
@@ -140,7 +187,8 @@ function draw(): void {
     }
   }
   $("tasks").querySelector("tbody")?.replaceWith(body);
-  drawTimeline($<HTMLCanvasElement>("timeline"), shown, $<HTMLSelectElement>("span").value, now);
+  if (synced) void loadPast(shown.slice(0, LANES).map((t) => t.taskId));
+  drawTimeline($<HTMLCanvasElement>("timeline"), shown, pastOf, $<HTMLSelectElement>("span").value, now);
   $("count").textContent = synced ? `${shown.length} of ${tasks.size} tasks` : "loading…";
   $("page").textContent =
     shown.length > PAGE_ROWS
@@ -206,7 +254,11 @@ function updateBulk(): void {
     button.disabled = blocked !== "" || selected.size === 0;
     button.title = blocked || (selected.size === 0 ? "select tasks first" : "");
   }
-  $("selected-count").textContent = selected.size ? `${selected.size} selected` : "";
+  $("selected-count").textContent = blocked
+    ? `read-only: ${blocked}`
+    : selected.size
+      ? `${selected.size} selected`
+      : "";
 }
 
 /** Pauses or resumes every selected task, one call each. */

@@ -11,7 +11,7 @@ import {
   type Task,
   type TaskResult,
 } from "@recur/client";
-import { client, relative, showError, writeBlocked } from "./api.js";
+import { client, localAndZoned, relative, showError, writeBlocked } from "./api.js";
 
 /** Results listed at most (newest first). */
 const MAX_RESULTS = 50;
@@ -74,6 +74,7 @@ export async function showTask(root: HTMLElement, id: string): Promise<void> {
     spec,
   );
 
+  const zone = task.spec?.schedule?.timeZone || "UTC";
   const showState = (t: Task) => {
     const name = TaskState[t.state].toLowerCase();
     const next = t.nextRunAt ? ` · next run ${relative(timestampMs(t.nextRunAt), Date.now())}` : "";
@@ -82,12 +83,15 @@ export async function showTask(root: HTMLElement, id: string): Promise<void> {
   };
   showState(task);
   controls.append(...buttons(id, showState));
+  const blocked = writeBlocked();
+  if (blocked) controls.append(element("span", `Read-only: ${blocked}.`, "blocked"));
 
   const add = (result: TaskResult) => {
     const row = rows.insertRow(0);
     const outcome = Outcome[result.outcome];
+    const finished = result.finishedAt ? localAndZoned(timestampMs(result.finishedAt), zone) : undefined;
     const cells = [
-      result.finishedAt ? new Date(timestampMs(result.finishedAt)).toLocaleString() : "-",
+      finished?.local ?? "-",
       result.run ? `#${result.run}` : "-",
       outcome.toLowerCase(),
       String(result.attempts),
@@ -97,6 +101,7 @@ export async function showTask(root: HTMLElement, id: string): Promise<void> {
     ];
     for (const text of cells) row.insertCell().textContent = text;
     row.cells[2].className = `outcome-${outcome}`;
+    if (finished) row.cells[0].title = finished.zoned;
     while (rows.rows.length > MAX_RESULTS) rows.deleteRow(-1);
     if (result.startedAt) {
       recent.push(result);

@@ -1,12 +1,20 @@
 // The timeline above the task list: one lane per visible task (the first
-// LANES of them, in the table's order), its last runs behind "now" as
-// marks coloured by outcome and its next fire times (the server's
-// next_run_times) ahead as hollow ticks, so a herd (ticks stacked at one
-// instant), a gap or a failing task shows at a glance.
+// LANES of them, in the table's order), its past runs behind "now" as
+// marks coloured by outcome (as far back as the result log keeps them)
+// and its next fire times (the server's next_run_times) ahead as hollow
+// ticks, so a herd (ticks stacked at one instant), a gap or a failing task
+// shows at a glance.
 import { Outcome, timestampMs, type Task } from "@recur/client";
 
 /** Lanes drawn at most. */
-const LANES = 24;
+export const LANES = 24;
+
+/** A past run on the timeline. */
+export interface Mark {
+  /** When it finished, ms since the epoch. */
+  at: number;
+  outcome: Outcome;
+}
 const LANE_HEIGHT = 14;
 const LABEL_WIDTH = 150;
 
@@ -22,7 +30,13 @@ function colour(name: string): string {
 }
 
 /** Draws `tasks` (already filtered and sorted) on `canvas`. */
-export function drawTimeline(canvas: HTMLCanvasElement, tasks: Task[], span: string, now: number): void {
+export function drawTimeline(
+  canvas: HTMLCanvasElement,
+  tasks: Task[],
+  pastOf: (task: Task) => Mark[],
+  span: string,
+  now: number,
+): void {
   const half = SPANS[span] ?? SPANS["1h"];
   const lanes = tasks.slice(0, LANES);
   const ratio = window.devicePixelRatio || 1;
@@ -44,11 +58,9 @@ export function drawTimeline(canvas: HTMLCanvasElement, tasks: Task[], span: str
     const y = i * LANE_HEIGHT + LANE_HEIGHT / 2;
     g.fillStyle = muted;
     g.fillText(task.taskId.slice(0, 22), 2, y);
-    for (const run of task.recentRuns) {
-      if (!run.finishedAt) continue;
-      const at = timestampMs(run.finishedAt);
+    for (const { at, outcome: value } of pastOf(task)) {
       if (at < now - half) continue;
-      const outcome = Outcome[run.outcome];
+      const outcome = Outcome[value];
       g.fillStyle =
         outcome === "SUCCEEDED"
           ? colour("--ok")
