@@ -162,12 +162,68 @@ async fn with_tokens_the_page_is_open_and_its_calls_are_not() {
     };
     let (status, _) = grpc_web(addr, "PauseTask", &pause, Some(token)).await;
     assert_eq!(status, "7", "PERMISSION_DENIED");
-    // A GET to a method's path is not a page: the access rules apply.
+    // A GET to a method's path is not a page: the access rules apply, over
+    // HTTP/1.1 and over HTTP/2 with a gRPC content type (which tonic-web
+    // passes through and tonic's server would answer, whatever the method).
     let sneaky = get(addr, "/recur.v1.TaskService/ListTasks").await;
-    assert_ne!(
-        sneaky.headers().get("grpc-status").map(|v| v.as_bytes()),
-        Some(&b"0"[..])
+    assert_eq!(sneaky.headers()["grpc-status"], "16");
+    let sneaky = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client")
+        .get(format!("http://{addr}/recur.v1.TaskService/ListTasks"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .send()
+        .await
+        .expect("an HTTP/2 answer");
+    assert_eq!(sneaky.headers()["grpc-status"], "16");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_authentication_a_browser_must_name_the_server_by_address() {
+    // DNS rebinding: another site's name pointed at 127.0.0.1 would make
+    // the page's API that site's to call.
+    let server = TestServer::start().await;
+    let addr = server.addr;
+    let client = reqwest::Client::builder()
+        .http1_only()
+        .build()
+        .expect("client");
+    let page = |host: String| {
+        client
+            .get(format!("http://{addr}/"))
+            .header("host", host)
+            .send()
+    };
+    assert_eq!(
+        page("evil.example".into()).await.expect("answer").status(),
+        403
     );
+    assert_eq!(
+        page(format!("localhost:{}", addr.port()))
+            .await
+            .expect("answer")
+            .status(),
+        200
+    );
+    assert_eq!(page(addr.to_string()).await.expect("answer").status(), 200);
+    let call = client
+        .post(format!("http://{addr}/recur.v1.TaskService/ListTasks"))
+        .header("host", "evil.example")
+        .header("content-type", "application/grpc-web+proto")
+        .body(vec![0u8, 0, 0, 0, 0])
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(call.headers()["grpc-status"], "7", "PERMISSION_DENIED");
+    // Native gRPC (HTTP/2, not gRPC-Web) is no browser: unaffected.
+    server
+        .new_client()
+        .await
+        .list_tasks(pb::ListTasksRequest::default())
+        .await
+        .expect("plain gRPC answers");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

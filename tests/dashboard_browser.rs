@@ -19,6 +19,10 @@ use futures::StreamExt;
 use common::{TestServer, http_target::Behaviour, http_target::HttpTarget, register, spec_every};
 use recur::pb::v1 as pb;
 
+/// One browser session at a time: two Chromiums (one with 10,000 tasks to
+/// load) at once on a 2-core machine would measure each other.
+static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The whole browser session's bound: generous for a loaded 2-core machine.
 const SESSION_WAIT: Duration = Duration::from_secs(180);
 
@@ -74,6 +78,7 @@ async fn browse(args: &[String]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_tasks_live_and_pauses_one_by_click() {
     let Some(chromium) = chromium() else { return };
+    let _one_at_a_time = BROWSER.lock().await;
     let root = root();
 
     let target = HttpTarget::start().await;
@@ -136,6 +141,7 @@ const SCALE: usize = 10_000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_stays_responsive_at_ten_thousand_tasks() {
     let Some(chromium) = chromium() else { return };
+    let _one_at_a_time = BROWSER.lock().await;
     let server = TestServer::start().await;
     // Hourly, far from firing: the page's load, not the engine's, is measured.
     let registering = (0..SCALE).map(|i| {

@@ -43,7 +43,8 @@ export async function whoAmI(): Promise<boolean> {
   try {
     const me = await client().whoAmI({});
     caller.name = me.name;
-    caller.canWrite = me.scopes.includes(Scope.WRITE);
+    // Admin allows everything write does.
+    caller.canWrite = me.scopes.includes(Scope.WRITE) || me.scopes.includes(Scope.ADMIN);
     const who = document.getElementById("who");
     if (who) who.textContent = `as ${me.name}${me.namespace ? ` in ${me.namespace}` : ""}`;
     return true;

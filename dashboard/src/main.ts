@@ -43,8 +43,12 @@ function ordered(): Task[] {
 /** Sets or removes a task, keeping the order valid. */
 function put(id: string, task: Task | undefined): void {
   const known = tasks.has(id);
-  if (task) tasks.set(id, task);
-  else tasks.delete(id);
+  if (task) {
+    tasks.set(id, task);
+    remember(task);
+  } else {
+    tasks.delete(id);
+  }
   if (known !== (task !== undefined)) order = undefined;
 }
 
@@ -64,7 +68,7 @@ async function loadPast(ids: string[]): Promise<void> {
       // Run 0 is a skipped slot, not a run.
       if (!result.finishedAt || result.run === 0n) continue;
       const marks = found.get(result.taskId) ?? [];
-      marks.push({ at: timestampMs(result.finishedAt), outcome: result.outcome });
+      marks.push({ run: result.run, at: timestampMs(result.finishedAt), outcome: result.outcome });
       found.set(result.taskId, marks);
     }
   } catch {
@@ -72,19 +76,33 @@ async function loadPast(ids: string[]): Promise<void> {
     pastFor = "";
     return;
   }
-  for (const id of ids) past.set(id, found.get(id) ?? []);
+  for (const id of ids) {
+    const marks = found.get(id) ?? [];
+    // Runs recorded while the log was read come with the task's changes.
+    for (const mark of past.get(id) ?? []) {
+      if (!marks.some((m) => m.run === mark.run)) marks.push(mark);
+    }
+    past.set(id, marks);
+  }
   redraw();
 }
 
-/** A task's past runs: the log's, then the ones since (recent_runs). */
-function pastOf(task: Task): Mark[] {
-  const marks = [...(past.get(task.taskId) ?? [])];
-  const newest = marks.reduce((m, r) => Math.max(m, r.at), 0);
+/** Keeps a task's recent runs in its timeline lane (the log was read
+ * once; every run since comes with a task change). */
+function remember(task: Task): void {
+  const marks = past.get(task.taskId);
+  if (!marks) return;
   for (const run of task.recentRuns) {
-    const at = run.finishedAt ? timestampMs(run.finishedAt) : 0;
-    if (at > newest) marks.push({ at, outcome: run.outcome });
+    if (!run.finishedAt || marks.some((m) => m.run === run.run)) continue;
+    marks.push({ run: run.run, at: timestampMs(run.finishedAt), outcome: run.outcome });
   }
-  return marks;
+}
+
+/** A task's past runs: the log's and every one since. */
+function pastOf(task: Task): Mark[] {
+  return past.get(task.taskId) ?? task.recentRuns.flatMap((run) =>
+    run.finishedAt ? [{ run: run.run, at: timestampMs(run.finishedAt), outcome: run.outcome }] : [],
+  );
 }
 
 /** The table's page, from 0. */
@@ -211,20 +229,26 @@ async function watch(): Promise<void> {
   let backoff = 250;
   for (;;) {
     try {
+      // Each (re)list arrives as EXISTING events, then SYNCED: gathered
+      // apart and swapped in whole, so tasks deleted while the stream was
+      // down go, and no half-listed table is drawn meanwhile.
+      let listing: Map<string, Task> | undefined;
       for await (const event of client().watchTasks({ nextRunCount: NEXT_RUNS })) {
         backoff = 250;
         $("status").textContent = "";
         switch (event.type) {
           case TaskEventType.EXISTING:
-            if (synced) {
-              // A relist after a lag: start from what it says.
-              tasks.clear();
-              order = undefined;
-              synced = false;
-            }
-            if (event.task) put(event.taskId, event.task);
+            listing ??= new Map();
+            if (event.task) listing.set(event.taskId, event.task);
             break;
           case TaskEventType.SYNCED:
+            tasks.clear();
+            for (const [id, task] of listing ?? []) {
+              tasks.set(id, task);
+              remember(task);
+            }
+            listing = undefined;
+            order = undefined;
             synced = true;
             break;
           case TaskEventType.DELETED:
@@ -264,12 +288,12 @@ function updateBulk(): void {
 /** Pauses or resumes every selected task, one call each. */
 async function bulk(pause: boolean): Promise<void> {
   const ids = [...selected];
+  for (const id of ["pause-selected", "resume-selected"]) $<HTMLButtonElement>(id).disabled = true;
+  // The table updates from WatchTasks (the calls' answers carry no fire times).
   for (const taskId of ids) {
     try {
-      const task = pause
-        ? await client().pauseTask({ taskId, reason: "paused from the dashboard" })
-        : await client().resumeTask({ taskId });
-      put(taskId, task);
+      if (pause) await client().pauseTask({ taskId, reason: "paused from the dashboard" });
+      else await client().resumeTask({ taskId });
       selected.delete(taskId);
     } catch (error) {
       showError(error);

@@ -42,8 +42,11 @@ export async function showTask(root: HTMLElement, id: string): Promise<void> {
   root.replaceChildren(element("p", "loading…"));
   let task: Task;
   try {
-    task = await client().getTask({ taskId: id, nextRunCount: 3 });
+    task = await client().getTask({ taskId: id, nextRunCount: 3 }, { signal: abort.signal });
+    // Another page was opened meanwhile.
+    if (abort.signal.aborted) return;
   } catch (error) {
+    if (abort.signal.aborted) return;
     showError(error);
     root.replaceChildren(element("p", `task ${id} cannot be read`));
     return;
@@ -88,6 +91,7 @@ export async function showTask(root: HTMLElement, id: string): Promise<void> {
 
   const add = (result: TaskResult) => {
     const row = rows.insertRow(0);
+    row.dataset.run = String(result.run);
     const outcome = Outcome[result.outcome];
     const finished = result.finishedAt ? localAndZoned(timestampMs(result.finishedAt), zone) : undefined;
     const cells = [
@@ -109,7 +113,9 @@ export async function showTask(root: HTMLElement, id: string): Promise<void> {
       drawChart(chart, recent);
     }
   };
-  await follow(id, add, abort.signal);
+  await follow(id, add, abort.signal, () => {
+    results.dataset.live = "true";
+  });
 }
 
 /** Stops the shown task's stream. */
@@ -118,14 +124,20 @@ export function closeTask(): void {
   leave = undefined;
 }
 
-/** The retained results, then live ones, until `signal`. */
-async function follow(id: string, add: (r: TaskResult) => void, signal: AbortSignal): Promise<void> {
+/** The retained results, then live ones (`onLive` as they start), until `signal`. */
+async function follow(
+  id: string,
+  add: (r: TaskResult) => void,
+  signal: AbortSignal,
+  onLive: () => void,
+): Promise<void> {
   let after = "";
   try {
     for await (const result of client().streamResults({ taskIds: [id], historyOnly: true }, { signal })) {
       add(result);
       after = result.cursor;
     }
+    onLive();
     for (;;) {
       try {
         for await (const result of client().streamResults({ taskIds: [id], afterCursor: after }, { signal })) {
@@ -169,10 +181,14 @@ function buttons(id: string, showState: (t: Task) => void): HTMLButtonElement[] 
   return [
     make("Pause", () => client().pauseTask({ taskId: id, reason: "paused from the dashboard" })),
     make("Resume", () => client().resumeTask({ taskId: id })),
-    make("Trigger now", async () => {
-      await client().triggerTask({ taskId: id });
-      return undefined;
-    }),
+    make(
+      "Trigger now",
+      async () => {
+        await client().triggerTask({ taskId: id });
+        return undefined;
+      },
+      `Run ${id} now? A run, once started, cannot be taken back.`,
+    ),
     make(
       "Cancel",
       () => client().cancelTask({ taskId: id, reason: "cancelled from the dashboard" }),

@@ -11,6 +11,8 @@ export const LANES = 24;
 
 /** A past run on the timeline. */
 export interface Mark {
+  /** Its run number, so a run read twice is drawn once. */
+  run: bigint;
   /** When it finished, ms since the epoch. */
   at: number;
   outcome: Outcome;

@@ -52,16 +52,19 @@ try {
   console.log("failing task shows failed");
   await page.screenshot({ path: join(shots, "dashboard-tasks.png") });
 
-  // The task page: a result arrives live.
+  // The task page: once the retained results are in and the live stream
+  // is open, a run newer than all of them arrives.
   await page.click('tr[data-task-id="fetch-ok"] a');
-  await page.locator(".results tbody tr").first().waitFor({ timeout: WAIT });
-  const before = await page.locator(".results tbody tr").count();
+  await page.locator(".results[data-live]").waitFor({ timeout: WAIT });
+  const newest = await page.evaluate(() =>
+    Math.max(0, ...[...document.querySelectorAll(".results tbody tr")].map((r) => Number(r.dataset.run))),
+  );
   await page.waitForFunction(
-    (n) => document.querySelectorAll(".results tbody tr").length > n,
-    before,
+    (n) => [...document.querySelectorAll(".results tbody tr")].some((r) => Number(r.dataset.run) > n),
+    newest,
     { timeout: WAIT },
   );
-  console.log(`a result arrived live (${before} -> more)`);
+  console.log(`a result arrived live (after run ${newest})`);
 
   // Pause by clicking: the page shows it at once.
   await page.click('.controls button:has-text("Pause")');

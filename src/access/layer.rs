@@ -36,6 +36,9 @@ pub struct Gate {
     audit: AuditLog,
     /// The `calls_per_second` buckets of this process.
     rates: Arc<RateLimits>,
+    /// Refuse browser requests (HTTP/1.x, gRPC-Web) whose `Host` is a
+    /// name other than `localhost`: see [`methods::rebindable`].
+    check_host: bool,
 }
 
 impl Gate {
@@ -52,7 +55,18 @@ impl Gate {
             open_reflection,
             audit,
             rates: Arc::default(),
+            check_host: false,
         }
+    }
+
+    /// Refuses browser requests (the page, gRPC-Web) that name this server
+    /// by a DNS name other than `localhost`. For a server without
+    /// authentication that a browser can reach (the dashboard on):
+    /// otherwise any web site its operator visits could point a name of
+    /// its own at 127.0.0.1 (DNS rebinding) and call the API as the page.
+    pub fn refuse_rebound_hosts(mut self, on: bool) -> Gate {
+        self.check_host = on;
+        self
     }
 
     /// The audit event of a refused call to `path`, when one is wanted:
@@ -238,6 +252,16 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if self.gate.check_host && methods::rebindable(&request) {
+            let status = Status::permission_denied(
+                "this server has no authentication, so a browser may reach it only as localhost or by its IP address (a DNS name could be rebound to it by another site)",
+            );
+            let mut refused = status.into_http();
+            if methods::is_page(request.method(), request.uri().path()) {
+                *refused.status_mut() = http::StatusCode::FORBIDDEN;
+            }
+            return Either::Right(ready(Ok(refused)));
+        }
         if methods::is_page(request.method(), request.uri().path()) {
             return Either::Left(self.inner.call(request));
         }

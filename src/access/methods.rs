@@ -52,6 +52,44 @@ pub fn is_page(method: &Method, path: &str) -> bool {
     (method == Method::GET || method == Method::HEAD) && !service_path
 }
 
+/// Whether `request` comes from a browser (HTTP/1.x, or gRPC-Web over any
+/// version) and names the server by a DNS name other than `localhost`: a
+/// name another site could rebind to this server's address. IP literals
+/// and `localhost` cannot be rebound; native gRPC clients (HTTP/2, not
+/// gRPC-Web) are no browser.
+pub fn rebindable<B>(request: &tonic::codegen::http::Request<B>) -> bool {
+    use tonic::codegen::http::{Version, header};
+    let web = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc-web"));
+    let http1 = request.version() < Version::HTTP_2;
+    if !(web || http1) {
+        return false;
+    }
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .unwrap_or_default();
+    !is_unrebindable_host(host)
+}
+
+/// `localhost`, or an IP literal, with or without a port.
+fn is_unrebindable_host(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        // `[::1]:50051`, `127.0.0.1:50051`, `localhost:50051`
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) && !name.ends_with(':') => {
+            name
+        }
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
 /// Health: open, so load balancers and kubelets probe without a token.
 const HEALTH: &str = "/grpc.health.v1.Health/";
 
@@ -78,6 +116,45 @@ pub fn needed(path: &str, open_reflection: bool) -> Needed {
         };
     }
     Needed::Scope(Scope::Admin)
+}
+
+#[cfg(test)]
+mod page_tests {
+    use super::*;
+
+    #[test]
+    fn pages_are_gets_outside_every_service_path() {
+        assert!(is_page(&Method::GET, "/"));
+        assert!(is_page(&Method::HEAD, "/assets/app.js"));
+        assert!(is_page(&Method::GET, "/no/such/page"));
+        assert!(!is_page(&Method::POST, "/"));
+        assert!(!is_page(&Method::GET, "/recur.v1.TaskService/ListTasks"));
+        assert!(!is_page(&Method::GET, "//recur.v1.TaskService/ListTasks"));
+        assert!(!is_page(&Method::GET, "/%72ecur.v1.TaskService/ListTasks"));
+        assert!(!is_page(&Method::GET, "/grpc.health.v1.Health/Check"));
+    }
+
+    #[test]
+    fn only_names_a_site_could_rebind_are_refused() {
+        for host in [
+            "localhost",
+            "LOCALHOST:50051",
+            "127.0.0.1:50051",
+            "[::1]:50051",
+            "10.1.2.3",
+            "::1",
+        ] {
+            assert!(is_unrebindable_host(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:50051",
+            "localhost.evil.example",
+            "",
+        ] {
+            assert!(!is_unrebindable_host(host), "{host}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -229,12 +229,16 @@ impl Server {
             Some(path) => AuditLog::open(path, config.audit_reads)?,
             None => AuditLog::default(),
         };
+        // Without authentication the API is the page's to use; a browser
+        // reaching it by a rebindable name is refused (behind --insecure,
+        // the proxy in front authenticates and names the host).
         let gate = Gate::new(
             config.authenticates(),
             access.clone(),
             config.open_reflection,
             audit.clone(),
-        );
+        )
+        .refuse_rebound_hosts(config.dashboard && !config.authenticates() && !config.insecure);
         // Finished last, when every call that could write to it is gone.
         let audit_trail = audit.clone();
         tokio::pin!(shutdown);
