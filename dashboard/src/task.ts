@@ -2,6 +2,8 @@
 // the server returns them), the controls, and its results, the retained
 // ones first, then each new one as it is recorded.
 import {
+  Code,
+  ConnectError,
   Outcome,
   TaskSpecSchema,
   TaskState,
@@ -55,6 +57,7 @@ export async function showTask(root: HTMLElement, id: string): Promise<void> {
   const back = element("a", "← all tasks");
   back.href = "#/";
   const state = element("p", "", "task-state");
+  const fires = element("p", "", "fires");
   const controls = element("div", "", "controls");
   const results = element("table", "", "results");
   results.createTHead().innerHTML =
@@ -68,6 +71,7 @@ export async function showTask(root: HTMLElement, id: string): Promise<void> {
     back,
     heading,
     state,
+    fires,
     controls,
     element("h3", "Start lateness and run duration"),
     chart,
@@ -83,6 +87,15 @@ export async function showTask(root: HTMLElement, id: string): Promise<void> {
     const next = t.nextRunAt ? ` · next run ${relative(timestampMs(t.nextRunAt), Date.now())}` : "";
     state.textContent = `${name}${t.pauseReason ? ` (${t.pauseReason})` : ""} · ${t.scheduleDescription}${next}`;
     state.dataset.state = TaskState[t.state];
+    // Shown, not only on hover: keyboard and touch users read them too.
+    fires.textContent = t.nextRunTimes.length
+      ? `Next fires: ${t.nextRunTimes
+          .map((at) => {
+            const { local, zoned } = localAndZoned(timestampMs(at), zone);
+            return `${local} (${zoned})`;
+          })
+          .join(" · ")}`
+      : "";
   };
   showState(task);
   controls.append(...buttons(id, showState));
@@ -140,7 +153,18 @@ async function follow(
     onLive();
     for (;;) {
       try {
-        for await (const result of client().streamResults({ taskIds: [id], afterCursor: after }, { signal })) {
+        const live = client().streamResults(
+          { taskIds: [id], afterCursor: after },
+          {
+            signal,
+            // With no result read yet, the stream's own start is where a
+            // reconnect resumes (nothing recorded in between is missed).
+            onHeader: (headers) => {
+              if (!after) after = headers.get("recur-start-cursor") ?? "";
+            },
+          },
+        );
+        for await (const result of live) {
           add(result);
           after = result.cursor;
         }
@@ -148,6 +172,9 @@ async function follow(
       } catch (error) {
         if (signal.aborted) return;
         showError(error);
+        // Gone, unreadable or not allowed: retrying will not help.
+        const code = ConnectError.from(error).code;
+        if ([Code.NotFound, Code.DataLoss, Code.PermissionDenied, Code.Unauthenticated].includes(code)) return;
         await new Promise((done) => setTimeout(done, 1_000));
       }
     }
