@@ -118,19 +118,6 @@ async fn get_task(server: &TestServer, id: &str) -> Result<pb::Task, tonic::Stat
         .map(tonic::Response::into_inner)
 }
 
-/// The every-interval of a task's schedule, in seconds.
-fn every_secs(task: &pb::Task) -> i64 {
-    match task
-        .spec
-        .as_ref()
-        .and_then(|s| s.schedule.as_ref())
-        .and_then(|s| s.cadence.as_ref())
-    {
-        Some(pb::schedule::Cadence::Every(d)) => d.seconds,
-        other => panic!("not an every schedule: {other:?}"),
-    }
-}
-
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     let path = dir.path().join(name);
     std::fs::write(&path, text).expect("write file");
@@ -221,7 +208,7 @@ async fn register_get_and_the_control_commands() {
     .await;
     assert_code(&out, 0);
     let stored = get_task(&server, "from-file").await.expect("registered");
-    assert_eq!(every_secs(&stored), 7200);
+    assert_eq!(common::every_secs(&stored), 7200);
     let labels = &stored.spec.as_ref().expect("spec").labels;
     assert_eq!(labels.get("team").map(String::as_str), Some("file"));
     assert_eq!(labels.get("env").map(String::as_str), Some("test"));
@@ -610,6 +597,26 @@ fn lines_of(
     rx
 }
 
+/// `recur task watch ID` against `server`, its stdout and stderr as lines.
+fn watch(
+    server: &str,
+    id: &str,
+) -> (
+    tokio::process::Child,
+    mpsc::UnboundedReceiver<String>,
+    mpsc::UnboundedReceiver<String>,
+) {
+    let mut command = recur(server);
+    command
+        .args(["task", "watch", id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn watch");
+    let stdout = lines_of(child.stdout.take().expect("stdout"));
+    let stderr = lines_of(child.stderr.take().expect("stderr"));
+    (child, stdout, stderr)
+}
+
 /// Triggers `id` and waits until the run's result is recorded.
 async fn trigger_and_wait(server: &TestServer, id: &str, run: u64) {
     common::trigger(&mut server.new_client().await, id).await;
@@ -640,14 +647,7 @@ async fn watch_resumes_after_a_disconnect_without_gaps_or_repeats() {
     assert_code(&out, 0);
     let proxy = CutProxy::start(server.addr).await;
 
-    let mut command = recur(&proxy.addr());
-    command
-        .args(["task", "watch", "w"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("spawn watch");
-    let mut stdout = lines_of(child.stdout.take().expect("stdout"));
-    let mut stderr = lines_of(child.stderr.take().expect("stderr"));
+    let (mut child, mut stdout, mut stderr) = watch(&proxy.addr(), "w");
     // The stream is open once the server counts it.
     common::eventually("the watch stream is open", || async {
         server.open_streams.get() > 0
@@ -742,14 +742,7 @@ async fn watch_resumes_across_a_server_restart_on_redis() {
     assert_code(&out, 0);
     let proxy = CutProxy::start(first.addr).await;
 
-    let mut command = recur(&proxy.addr());
-    command
-        .args(["task", "watch", "r"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("spawn watch");
-    let mut stdout = lines_of(child.stdout.take().expect("stdout"));
-    let mut stderr = lines_of(child.stderr.take().expect("stderr"));
+    let (mut child, mut stdout, mut stderr) = watch(&proxy.addr(), "r");
     common::eventually("the watch stream is open", || async {
         first.open_streams.get() > 0
     })
@@ -849,7 +842,7 @@ async fn apply_creates_updates_by_mask_and_prunes() {
         "~ prices (schedule.every, labels)\napplied: 0 created, 1 updated, 0 deleted, 1 unchanged\n"
     );
     let updated = get_task(&server, "prices").await.expect("prices");
-    assert_eq!(every_secs(&updated), 1800);
+    assert_eq!(common::every_secs(&updated), 1800);
     let labels = &updated.spec.as_ref().expect("spec").labels;
     assert_eq!(labels.get("env").map(String::as_str), Some("prod"));
     // The stored secret still goes out.
@@ -978,7 +971,11 @@ async fn apply_reads_camel_case_json_and_refuses_a_bad_entry_whole() {
         out.stderr
     );
     let after = get_task(&server, "camel").await.expect("camel");
-    assert_eq!(every_secs(&after), 3600, "the first entry was not applied");
+    assert_eq!(
+        common::every_secs(&after),
+        3600,
+        "the first entry was not applied"
+    );
     assert_eq!(
         get_task(&server, "too-fast")
             .await
@@ -1075,7 +1072,7 @@ async fn apply_replaces_an_ended_task_and_prunes_one_with_a_run_going() {
     );
     let done = get_task(&server, "done").await.expect("done");
     assert_eq!(done.state, pb::TaskState::Active as i32);
-    assert_eq!(every_secs(&done), 7200);
+    assert_eq!(common::every_secs(&done), 7200);
 
     // `busy` leaves the file while a run of it is going: pruning cancels
     // it, then deletes it once the run's result has ended it.

@@ -16,7 +16,7 @@ use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use futures::StreamExt;
 
-use common::{TestServer, http_target::Behaviour, http_target::HttpTarget, register, spec_every};
+use common::{TestServer, http_target::HttpTarget, register, spec_every};
 use recur::pb::v1 as pb;
 
 /// One browser session at a time: two Chromiums (one with 10,000 tasks to
@@ -82,13 +82,7 @@ async fn the_page_shows_tasks_live_and_pauses_one_by_click() {
     let root = root();
 
     let target = HttpTarget::start().await;
-    target.set(
-        "/fail",
-        Behaviour {
-            status: Some(500),
-            ..Default::default()
-        },
-    );
+    target.fail("/fail", 500);
     let mut config = common::test_config();
     config.min_interval = Duration::from_millis(100);
     let mut server = TestServer::start_with(config, |s| s).await;

@@ -8,8 +8,7 @@ mod common;
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use common::{
-    TestServer, WAIT, eventually, handlers::Gate, http_target::Behaviour, http_target::HttpTarget,
-    register, spec_every, test_config,
+    TestServer, WAIT, handlers::Gate, http_target::HttpTarget, register, spec_every, test_config,
 };
 use recur::{Config, pb::v1 as pb};
 
@@ -105,6 +104,19 @@ async fn start_with(
 /// The task series come from a scan of the store at most 10 s old.
 const SCAN_WAIT: Duration = Duration::from_secs(40);
 
+/// Registers "ok" (GET /ok) and "bad" (GET /fail, which `target` fails)
+/// every `every`.
+async fn ok_and_failing(server: &mut TestServer, target: &HttpTarget, every: Duration) {
+    for (id, path) in [("ok", "/ok"), ("bad", "/fail")] {
+        register(
+            &mut server.client,
+            id,
+            spec_every(every, common::http_get(&target.url(path))),
+        )
+        .await;
+    }
+}
+
 fn fast_config() -> Config {
     let mut config = test_config();
     config.min_interval = Duration::from_millis(50);
@@ -114,31 +126,14 @@ fn fast_config() -> Config {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_and_histograms_move_with_the_runs() {
     let target = HttpTarget::start().await;
-    target.set(
-        "/fail",
-        Behaviour {
-            status: Some(500),
-            ..Default::default()
-        },
-    );
+    target.fail("/fail", 500);
     let (mut server, metrics) = start(fast_config()).await;
     let before = Scrape::of(metrics).await;
     assert_eq!(before.get("recur_fires_total"), 0.0);
     assert_eq!(before.get("recur_runs_total{outcome=\"succeeded\"}"), 0.0);
 
     let every = Duration::from_millis(100);
-    register(
-        &mut server.client,
-        "ok",
-        spec_every(every, common::http_get(&target.url("/ok"))),
-    )
-    .await;
-    register(
-        &mut server.client,
-        "bad",
-        spec_every(every, common::http_get(&target.url("/fail"))),
-    )
-    .await;
+    ok_and_failing(&mut server, &target, every).await;
     let mut stream = common::stream(&mut server.client, &[], "", false).await;
 
     let now = scrape_until(
@@ -216,19 +211,11 @@ async fn counters_and_histograms_move_with_the_runs() {
         })
         .await
         .expect("pause");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let scrape = Scrape::of(metrics).await;
-        if scrape.get("recur_tasks{state=\"paused\"}") == 1.0 {
-            assert_eq!(scrape.get("recur_tasks{state=\"active\"}"), 1.0);
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "paused task never counted"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let scrape = scrape_until(metrics, "the paused task counted", SCAN_WAIT, |s| {
+        s.get("recur_tasks{state=\"paused\"}") == 1.0
+    })
+    .await;
+    assert_eq!(scrape.get("recur_tasks{state=\"active\"}"), 1.0);
     drop(stream.message().await);
     drop(stream);
     scrape_until(metrics, "the stream no longer counted", WAIT, |s| {
@@ -265,14 +252,10 @@ async fn slots_skipped_by_overlap_are_counted_by_reason() {
     tokio::time::timeout(WAIT, started.recv())
         .await
         .expect("first run started");
-    eventually("overlap skips counted", || async {
-        Scrape::of(metrics)
-            .await
-            .get("recur_skipped_slots_total{reason=\"overlap\"}")
-            >= 3.0
+    let scrape = scrape_until(metrics, "overlap skips counted", WAIT, |s| {
+        s.get("recur_skipped_slots_total{reason=\"overlap\"}") >= 3.0
     })
     .await;
-    let scrape = Scrape::of(metrics).await;
     assert_eq!(scrape.get("recur_runs_in_flight"), 1.0);
     // Skipped slots are not runs. (Catch-up is not asserted: on a loaded
     // machine a timer more than one 50 ms slot late passes over slots.)
@@ -283,49 +266,24 @@ async fn slots_skipped_by_overlap_are_counted_by_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_task_series_carry_health_when_asked_for() {
     let target = HttpTarget::start().await;
-    target.set(
-        "/fail",
-        Behaviour {
-            status: Some(503),
-            ..Default::default()
-        },
-    );
+    target.fail("/fail", 503);
     let mut config = fast_config();
     config.metrics_per_task = true;
     let (mut server, metrics) = start(config).await;
     let every = Duration::from_millis(200);
-    register(
-        &mut server.client,
-        "ok",
-        spec_every(every, common::http_get(&target.url("/ok"))),
+    ok_and_failing(&mut server, &target, every).await;
+    let scrape = scrape_until(
+        metrics,
+        "per-task series showing the runs",
+        SCAN_WAIT,
+        |s| {
+            s.0.get("recur_task_consecutive_failures{task_id=\"bad\"}")
+                .is_some_and(|n| *n >= 2.0)
+                && s.0
+                    .contains_key("recur_task_last_success_timestamp_seconds{task_id=\"ok\"}")
+        },
     )
     .await;
-    register(
-        &mut server.client,
-        "bad",
-        spec_every(every, common::http_get(&target.url("/fail"))),
-    )
-    .await;
-    // The scan behind these series is at most 10 s old.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-    let scrape = loop {
-        let scrape = Scrape::of(metrics).await;
-        let ready = scrape
-            .0
-            .get("recur_task_consecutive_failures{task_id=\"bad\"}")
-            .is_some_and(|n| *n >= 2.0)
-            && scrape
-                .0
-                .contains_key("recur_task_last_success_timestamp_seconds{task_id=\"ok\"}");
-        if ready {
-            break scrape;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "per-task series never showed the runs"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
     assert_eq!(
         scrape.get("recur_task_consecutive_failures{task_id=\"ok\"}"),
         0.0
@@ -365,14 +323,10 @@ async fn a_redis_store_shows_its_pool_and_store_latency() {
         spec_every(Duration::from_millis(100), common::custom("echo", b"hi")),
     )
     .await;
-    eventually("echo runs counted", || async {
-        Scrape::of(metrics)
-            .await
-            .get("recur_runs_total{outcome=\"succeeded\"}")
-            >= 2.0
+    let scrape = scrape_until(metrics, "echo runs counted", WAIT, |s| {
+        s.get("recur_runs_total{outcome=\"succeeded\"}") >= 2.0
     })
     .await;
-    let scrape = Scrape::of(metrics).await;
     assert!(scrape.get("recur_redis_pool_connections") >= 1.0);
     assert!(
         scrape.get("recur_redis_pool_connections")

@@ -734,18 +734,6 @@ async fn get_task(
         .into_inner()
 }
 
-fn every_of(task: &pb::Task) -> i64 {
-    match task
-        .spec
-        .as_ref()
-        .and_then(|s| s.schedule.as_ref())
-        .and_then(|s| s.cadence.as_ref())
-    {
-        Some(pb::schedule::Cadence::Every(d)) => d.seconds,
-        other => panic!("not an interval: {other:?}"),
-    }
-}
-
 /// Triggers `id` and returns the Authorization header the target received.
 async fn authorization_sent(
     client: &mut recur::pb::v1::task_service_client::TaskServiceClient<tonic::transport::Channel>,
@@ -793,7 +781,7 @@ async fn read_edit_schedule_write_back_with_a_mask_keeps_the_secret() {
         .await
         .expect("masked update")
         .into_inner();
-    assert_eq!(every_of(&updated), 7200, "the schedule changed");
+    assert_eq!(common::every_secs(&updated), 7200, "the schedule changed");
     let created = updated.created_at.unwrap();
     assert_eq!(
         updated.next_run_at.map(|t| t.seconds),
@@ -842,7 +830,7 @@ async fn the_catchup_window_reads_back_as_sent_and_a_mask_changes_only_it() {
         .expect("masked update")
         .into_inner();
     assert_eq!(
-        every_of(&updated),
+        common::every_secs(&updated),
         3600,
         "the schedule outside the mask kept"
     );
@@ -894,7 +882,7 @@ async fn a_message_path_replaces_the_whole_sub_message() {
         .await
         .expect("masked update")
         .into_inner();
-    assert_eq!(every_of(&updated), 7200);
+    assert_eq!(common::every_secs(&updated), 7200);
     let spec = updated.spec.clone().unwrap();
     let schedule = spec.schedule.unwrap();
     assert_eq!(schedule.jitter, None, "jitter not sent, so cleared");
@@ -1076,7 +1064,7 @@ async fn without_a_mask_the_whole_spec_is_replaced() {
             .await
             .expect("whole update")
             .into_inner();
-        assert_eq!(every_of(&updated), every as i64);
+        assert_eq!(common::every_secs(&updated), every as i64);
         let spec = updated.spec.unwrap();
         assert!(spec.labels.is_empty(), "labels not sent, so gone");
         assert_eq!(spec.retry.unwrap().max_attempts, 1, "retry back to default");

@@ -14,6 +14,7 @@ import {
   type TaskResult,
 } from "@recur/client";
 import { client, localAndZoned, relative, showError, writeBlocked } from "./api.js";
+import { colour, fitCanvas } from "./draw.js";
 
 /** Results listed at most (newest first). */
 const MAX_RESULTS = 50;
@@ -230,33 +231,25 @@ function buttons(id: string, showState: (t: Task) => void): HTMLButtonElement[] 
  * scale in milliseconds.
  */
 function drawChart(canvas: HTMLCanvasElement, runs: TaskResult[]): void {
-  const ratio = window.devicePixelRatio || 1;
-  const width = canvas.clientWidth || 600;
   const height = 120;
-  canvas.width = Math.round(width * ratio);
-  canvas.height = Math.round(height * ratio);
-  canvas.style.height = `${height}px`;
-  const g = canvas.getContext("2d");
-  if (!g) return;
-  g.scale(ratio, ratio);
+  const fitted = fitCanvas(canvas, height);
+  if (!fitted) return;
+  const { g, width } = fitted;
   const ms = (t: TaskResult["startedAt"]) => (t ? timestampMs(t) : 0);
   const series = [
     { name: "lateness", colour: "--warn", values: runs.map((r) => ms(r.startedAt) - ms(r.scheduledAt)) },
     { name: "duration", colour: "--ok", values: runs.map((r) => ms(r.finishedAt) - ms(r.startedAt)) },
   ];
   const top = Math.max(1, ...series.flatMap((s) => s.values));
-  const style = getComputedStyle(document.documentElement);
   const x = (i: number) => 40 + (runs.length < 2 ? 0 : (i / (runs.length - 1)) * (width - 50));
   const y = (v: number) => height - 16 - (Math.max(0, v) / top) * (height - 30);
-  g.clearRect(0, 0, width, height);
   g.font = "11px system-ui, sans-serif";
-  g.fillStyle = style.getPropertyValue("--muted").trim();
+  g.fillStyle = colour("--muted");
   g.fillText(`${Math.round(top)} ms`, 2, 12);
   g.fillText("0", 2, height - 16);
   series.forEach((s, k) => {
-    const colour = style.getPropertyValue(s.colour).trim() || "#888";
-    g.strokeStyle = colour;
-    g.fillStyle = colour;
+    g.strokeStyle = colour(s.colour);
+    g.fillStyle = colour(s.colour);
     g.beginPath();
     s.values.forEach((v, i) => (i === 0 ? g.moveTo(x(i), y(v)) : g.lineTo(x(i), y(v))));
     g.stroke();

@@ -5,6 +5,7 @@
 // ticks, so a herd (ticks stacked at one instant), a gap or a failing task
 // shows at a glance.
 import { Outcome, timestampMs, type Task } from "@recur/client";
+import { colour, fitCanvas } from "./draw.js";
 
 /** Lanes drawn at most. */
 export const LANES = 24;
@@ -27,10 +28,6 @@ const SPANS: Record<string, number> = {
   "24h": 86_400_000,
 };
 
-function colour(name: string): string {
-  return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || "#888";
-}
-
 /** Draws `tasks` (already filtered and sorted) on `canvas`. */
 export function drawTimeline(
   canvas: HTMLCanvasElement,
@@ -41,16 +38,9 @@ export function drawTimeline(
 ): void {
   const half = SPANS[span] ?? SPANS["1h"];
   const lanes = tasks.slice(0, LANES);
-  const ratio = window.devicePixelRatio || 1;
-  const width = canvas.clientWidth || 800;
-  const height = Math.max(1, lanes.length) * LANE_HEIGHT + 18;
-  canvas.width = Math.round(width * ratio);
-  canvas.height = Math.round(height * ratio);
-  canvas.style.height = `${height}px`;
-  const g = canvas.getContext("2d");
-  if (!g) return;
-  g.scale(ratio, ratio);
-  g.clearRect(0, 0, width, height);
+  const fitted = fitCanvas(canvas, Math.max(1, lanes.length) * LANE_HEIGHT + 18);
+  if (!fitted) return;
+  const { g, width } = fitted;
   const plot = width - LABEL_WIDTH;
   const x = (ms: number) => LABEL_WIDTH + ((ms - (now - half)) / (2 * half)) * plot;
   const muted = colour("--muted");

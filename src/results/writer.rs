@@ -329,35 +329,30 @@ impl Writer {
                 crate::stats::observe(&stats.run_duration, ran);
             }
         }
-        match result.outcome {
-            Outcome::Succeeded => Stats::add(&stats.succeeded, 1),
-            Outcome::Cancelled => Stats::add(&stats.cancelled, 1),
-            // Abandoned runs are counted and logged by the start-up that
-            // found them.
-            Outcome::Skipped | Outcome::Abandoned => {}
-            Outcome::Failed | Outcome::TimedOut => {
-                Stats::add(&stats.failed, 1);
-                let now = Instant::now();
-                let due = self
-                    .failure_logged
-                    .get(&result.task_id)
-                    .is_none_or(|at| now.duration_since(*at) >= FAILURE_LOG_EVERY);
-                if due {
-                    if self.failure_logged.len() > 10_000 {
-                        self.failure_logged
-                            .retain(|_, at| now.duration_since(*at) < FAILURE_LOG_EVERY);
-                    }
-                    self.failure_logged.insert(result.task_id.clone(), now);
-                    warn!(
-                        task_id = %result.task_id,
-                        run = result.run,
-                        outcome = ?result.outcome,
-                        attempts = result.attempts,
-                        error = %result.error,
-                        "run failed (further failures of this task within a minute are only counted)"
-                    );
-                }
+        // A failure is logged at WARN once a minute per task; the rest only
+        // count (above).
+        if !matches!(result.outcome, Outcome::Failed | Outcome::TimedOut) {
+            return;
+        }
+        let now = Instant::now();
+        let due = self
+            .failure_logged
+            .get(&result.task_id)
+            .is_none_or(|at| now.duration_since(*at) >= FAILURE_LOG_EVERY);
+        if due {
+            if self.failure_logged.len() > 10_000 {
+                self.failure_logged
+                    .retain(|_, at| now.duration_since(*at) < FAILURE_LOG_EVERY);
             }
+            self.failure_logged.insert(result.task_id.clone(), now);
+            warn!(
+                task_id = %result.task_id,
+                run = result.run,
+                outcome = ?result.outcome,
+                attempts = result.attempts,
+                error = %result.error,
+                "run failed (further failures of this task within a minute are only counted)"
+            );
         }
     }
 }

@@ -185,7 +185,6 @@ impl Inner {
                     // What the store applied, not what was planned: a retry
                     // replayed gets the first attempt's decision.
                     if fire.passed > 0 {
-                        Stats::add(&self.stats.skipped, fire.passed);
                         let why = if matches!(fire.dispatch, Dispatch::PassedOver) {
                             warn!(task_id = %task_id, slot = %slot.to_rfc3339(), skipped = fire.passed, "runner fell behind, ran no missed slot (catch-up window)");
                             "missed (the server was behind); none ran: the latest was older than the catch-up window"
@@ -200,7 +199,6 @@ impl Inner {
                         );
                     }
                     if matches!(fire.dispatch, Dispatch::Skipped) {
-                        Stats::add(&self.stats.skipped, 1);
                         debug!(task_id = %task_id, slot = %slot.to_rfc3339(), "slot skipped, a run is still in flight");
                         self.writer.record(
                             run::skipped(

@@ -28,14 +28,6 @@ pub(crate) const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 pub(crate) struct Stats {
     /// Slots fired (each dispatches a run or is skipped).
     pub fired: AtomicU64,
-    /// Slots skipped by the overlap policy or catch-up.
-    pub skipped: AtomicU64,
-    /// Runs recorded as succeeded.
-    pub succeeded: AtomicU64,
-    /// Runs recorded as failed or timed out.
-    pub failed: AtomicU64,
-    /// Runs recorded as cancelled.
-    pub cancelled: AtomicU64,
     /// Results the store refused: lost, and said so.
     pub results_lost: AtomicU64,
     /// Runs whose action is going now.
@@ -212,10 +204,6 @@ impl Default for Stats {
     fn default() -> Self {
         Stats {
             fired: AtomicU64::new(0),
-            skipped: AtomicU64::new(0),
-            succeeded: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            cancelled: AtomicU64::new(0),
             results_lost: AtomicU64::new(0),
             runs_in_flight: AtomicU64::new(0),
             runs_waiting: AtomicU64::new(0),
@@ -322,16 +310,20 @@ impl Stats {
         self.starting.load(Ordering::Acquire) > 0
     }
 
+    /// What the summary logs: fired, skipped, succeeded, failed (timed
+    /// out included), cancelled, lost; read from the series `/metrics`
+    /// serves, so nothing is counted twice.
     fn snapshot(&self) -> [u64; 6] {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let outcome = |o: Outcome| load(&self.runs_by_outcome[Stats::outcome_index(o)]);
         [
-            &self.fired,
-            &self.skipped,
-            &self.succeeded,
-            &self.failed,
-            &self.cancelled,
-            &self.results_lost,
+            load(&self.fired),
+            self.skipped_by_reason.iter().map(load).sum(),
+            outcome(Outcome::Succeeded),
+            outcome(Outcome::Failed) + outcome(Outcome::TimedOut),
+            outcome(Outcome::Cancelled),
+            load(&self.results_lost),
         ]
-        .map(|c| c.load(Ordering::Relaxed))
     }
 
     /// Logs what changed every [`SUMMARY_EVERY`] until `stop`.

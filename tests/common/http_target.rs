@@ -79,6 +79,17 @@ impl HttpTarget {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Answers `path` with `status` (a failing target).
+    pub fn fail(&self, path: &str, status: u16) {
+        self.set(
+            path,
+            Behaviour {
+                status: Some(status),
+                ..Default::default()
+            },
+        );
+    }
+
     pub fn set(&self, path: &str, behaviour: Behaviour) {
         self.shared
             .behaviour

@@ -242,6 +242,19 @@ where
     }
 }
 
+/// The every-interval of a task's schedule, in seconds.
+pub fn every_secs(task: &pb::Task) -> i64 {
+    match task
+        .spec
+        .as_ref()
+        .and_then(|s| s.schedule.as_ref())
+        .and_then(|s| s.cadence.as_ref())
+    {
+        Some(pb::schedule::Cadence::Every(d)) => d.seconds,
+        other => panic!("not an every schedule: {other:?}"),
+    }
+}
+
 /// Reads a task, failing the test if it cannot.
 pub async fn get(client: &mut TaskServiceClient<Channel>, id: &str) -> pb::Task {
     client

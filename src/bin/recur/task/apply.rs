@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use clap::Args;
-use recur::{client::Client, pb::v1 as pb};
+use recur::client::Client;
 
 use super::{
     control,
@@ -117,36 +117,29 @@ impl ApplyArgs {
     }
 }
 
+/// A server's refusal of `entry` of `file`, naming both.
+fn about(file: &str, entry: &Entry, status: tonic::Status) -> CliError {
+    CliError::about(format!("{file}: {}", entry.name()), status)
+}
+
 /// Carries out one change.
 async fn execute(client: &mut Client, file: &str, change: &Change) -> Result<(), CliError> {
     match change {
         Change::Create { entry } => {
-            client
-                .register_task(pb::RegisterTaskRequest {
-                    task_id: entry.task_id.clone(),
-                    spec: Some(entry.spec.clone()),
-                    request_id: String::new(),
-                    validate_only: false,
-                })
+            plan::register(client, &entry.task_id, entry, false)
                 .await
-                .map_err(|s| CliError::about(format!("{file}: {}", entry.name()), s))?;
+                .map_err(|s| about(file, entry, s))?;
         }
         Change::Update { entry, paths } => {
             plan::update(client, entry, paths, false)
                 .await
-                .map_err(|s| CliError::about(format!("{file}: {}", entry.name()), s))?;
+                .map_err(|s| about(file, entry, s))?;
         }
         Change::Replace { entry, .. } => {
             control::delete_one(client, &entry.task_id).await?;
-            client
-                .register_task(pb::RegisterTaskRequest {
-                    task_id: entry.task_id.clone(),
-                    spec: Some(entry.spec.clone()),
-                    request_id: String::new(),
-                    validate_only: false,
-                })
+            plan::register(client, &entry.task_id, entry, false)
                 .await
-                .map_err(|s| CliError::about(format!("{file}: {}", entry.name()), s))?;
+                .map_err(|s| about(file, entry, s))?;
         }
         Change::Delete { task_id, live } => {
             if *live {

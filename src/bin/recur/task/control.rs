@@ -131,12 +131,7 @@ pub async fn trigger(client: &mut Client, args: IdsArgs) -> u8 {
 pub async fn cancel(client: &mut Client, args: ReasonArgs) -> u8 {
     let reason = args.reason.unwrap_or_default();
     each(args.ids, async |id| {
-        client
-            .cancel_task(pb::CancelTaskRequest {
-                task_id: id.to_string(),
-                reason: reason.clone(),
-            })
-            .await?;
+        cancel_one(client, id, &reason).await?;
         Ok(format!("cancelled {id}"))
     })
     .await

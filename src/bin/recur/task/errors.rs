@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use recur::client::{ConnectError, SettingsError};
+use recur::client::{ConnectError, OLDEST_CURSOR_TRAILER, SettingsError};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -21,8 +21,6 @@ pub mod exit {
     /// The server understood and said no.
     pub const REFUSED: u8 = 4;
 }
-
-pub use recur::client::OLDEST_CURSOR_TRAILER;
 
 /// Why a `recur task` command failed.
 #[derive(Debug, thiserror::Error)]

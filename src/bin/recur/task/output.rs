@@ -80,36 +80,28 @@ fn rounded(millis: u64) -> String {
     format!("{}d", round(86_400_000))
 }
 
+/// An enum value's proto name without `prefix`, or the number when this
+/// build does not know it (a newer server).
+fn short<E: TryFrom<i32>>(raw: i32, name: fn(&E) -> &'static str, prefix: &str) -> String {
+    E::try_from(raw).map_or_else(
+        |_| raw.to_string(),
+        |e| name(&e).trim_start_matches(prefix).to_string(),
+    )
+}
+
 /// A task state without its prefix: `ACTIVE`.
 pub fn state(raw: i32) -> String {
-    pb::TaskState::try_from(raw).map_or_else(
-        |_| raw.to_string(),
-        |s| {
-            s.as_str_name()
-                .trim_start_matches("TASK_STATE_")
-                .to_string()
-        },
-    )
+    short(raw, pb::TaskState::as_str_name, "TASK_STATE_")
 }
 
 /// An outcome without its prefix: `SUCCEEDED`.
 pub fn outcome(raw: i32) -> String {
-    pb::Outcome::try_from(raw).map_or_else(
-        |_| raw.to_string(),
-        |o| o.as_str_name().trim_start_matches("OUTCOME_").to_string(),
-    )
+    short(raw, pb::Outcome::as_str_name, "OUTCOME_")
 }
 
 /// A trigger without its prefix, lowercase: `manual`.
 pub fn trigger(raw: i32) -> String {
-    pb::Trigger::try_from(raw).map_or_else(
-        |_| raw.to_string(),
-        |t| {
-            t.as_str_name()
-                .trim_start_matches("TRIGGER_")
-                .to_ascii_lowercase()
-        },
-    )
+    short(raw, pb::Trigger::as_str_name, "TRIGGER_").to_ascii_lowercase()
 }
 
 /// Labels as `k=v,k=v` (sorted: maps are unordered), `-` when none.

@@ -185,14 +185,7 @@ async fn entry_change(client: &mut Client, entry: Entry) -> Result<Option<Change
         Ok(task) => task.into_inner(),
         Err(status) if status.code() == Code::NotFound => {
             // Checked now, so a bad entry fails the apply before any change.
-            client
-                .register_task(pb::RegisterTaskRequest {
-                    task_id: entry.task_id.clone(),
-                    spec: Some(entry.spec.clone()),
-                    request_id: String::new(),
-                    validate_only: true,
-                })
-                .await?;
+            register(client, &entry.task_id, &entry, true).await?;
             return Ok(Some(Change::Create { entry }));
         }
         Err(status) => return Err(status),
@@ -201,28 +194,14 @@ async fn entry_change(client: &mut Client, entry: Entry) -> Result<Option<Change
         // UpdateTask refuses an ended task; a registration of the same id
         // answers with the task when the spec is identical (header values
         // included) and ALREADY_EXISTS when it is not.
-        let same = client
-            .register_task(pb::RegisterTaskRequest {
-                task_id: entry.task_id.clone(),
-                spec: Some(entry.spec.clone()),
-                request_id: String::new(),
-                validate_only: true,
-            })
-            .await;
+        let same = register(client, &entry.task_id, &entry, true).await;
         return match same {
             Ok(_) => Ok(None),
             Err(status) if status.code() == Code::AlreadyExists => {
                 // The replacement is checked now, under a generated id:
                 // the old task must not be deleted for a spec the server
                 // would then refuse.
-                client
-                    .register_task(pb::RegisterTaskRequest {
-                        task_id: String::new(),
-                        spec: Some(entry.spec.clone()),
-                        request_id: String::new(),
-                        validate_only: true,
-                    })
-                    .await?;
+                register(client, "", &entry, true).await?;
                 Ok(Some(Change::Replace { entry, state }))
             }
             Err(status) => Err(status),
@@ -318,6 +297,25 @@ fn refuses_mask(status: &tonic::Status) -> bool {
             .get_error_details()
             .bad_request()
             .is_some_and(|b| b.field_violations.iter().any(|v| v.field == "update_mask"))
+}
+
+/// RegisterTask of the entry's spec under `task_id` (empty: one the
+/// server generates).
+pub async fn register(
+    client: &mut Client,
+    task_id: &str,
+    entry: &Entry,
+    validate_only: bool,
+) -> Result<pb::Task, tonic::Status> {
+    Ok(client
+        .register_task(pb::RegisterTaskRequest {
+            task_id: task_id.to_string(),
+            spec: Some(entry.spec.clone()),
+            request_id: String::new(),
+            validate_only,
+        })
+        .await?
+        .into_inner())
 }
 
 /// UpdateTask with the entry's spec and `paths` as the mask (none: the
