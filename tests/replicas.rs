@@ -428,12 +428,17 @@ fn runs_of(received: &[Received], id: &str) -> usize {
         .count()
 }
 
-/// `spec` with its first slot `secs` seconds from now.
+/// `spec` with its first slot `secs` seconds from now, to the nanosecond:
+/// whole seconds put it anywhere from 0 to `secs` ahead, and a start_at
+/// already past when a loaded server registers the task means the next
+/// slot on its grid (an hour later for an hourly task), which a test
+/// waiting for the first run then never sees.
 fn starting_in(mut spec: pb::TaskSpec, secs: i64) -> pb::TaskSpec {
     if let Some(schedule) = spec.schedule.as_mut() {
+        let at = Utc::now() + chrono::Duration::seconds(secs);
         schedule.start_at = Some(prost_types::Timestamp {
-            seconds: Utc::now().timestamp() + secs,
-            nanos: 0,
+            seconds: at.timestamp(),
+            nanos: at.timestamp_subsec_nanos() as i32,
         });
     }
     spec
